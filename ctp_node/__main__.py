@@ -1,0 +1,3 @@
+from ctp_node.cli import main
+
+raise SystemExit(main())

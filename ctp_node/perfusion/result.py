@@ -1,0 +1,98 @@
+"""What the engine hands back: maps, masks, input curves and stroke volumes.
+
+Maps are float32 arrays ``(z, y, x)`` on the acquisition's grid; voxels outside the tissue mask
+hold 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: The five maps of the output contract, in report order, with their UCUM units.
+MAP_UNITS: dict[str, str] = {
+    "CBF": "ml/[100]g/min",
+    "CBV": "ml/[100]g",
+    "MTT": "s",
+    "TTP": "s",
+    "Tmax": "s",
+}
+
+
+@dataclass(frozen=True)
+class InputCurve:
+    """An arterial (AIF) or venous (VOF) curve and where it was taken.
+
+    Attributes
+    ----------
+    kind : ``"AIF"`` or ``"VOF"``.
+    voxels_zyx : int array ``(n, 3)`` of the voxels averaged into the curve.
+    times_s : seconds from the first image, shape ``(t,)``.
+    hu : mean HU of the voxels at each time, shape ``(t,)`` (as measured).
+    concentration_hu : baseline-subtracted curve actually used, in HU, shape ``(t,)``
+        (for the AIF after any partial-volume scaling).
+    baseline_frames : number of frames before bolus arrival at this location.
+    arrival_s : bolus arrival time in seconds.
+    selection : ``"automatic"`` or ``"manual"``.
+    """
+
+    kind: str
+    voxels_zyx: np.ndarray
+    times_s: np.ndarray
+    hu: np.ndarray
+    concentration_hu: np.ndarray
+    baseline_frames: int
+    arrival_s: float
+    selection: str = "automatic"
+
+    @property
+    def centre_zyx(self) -> tuple[int, int, int]:
+        c = np.round(self.voxels_zyx.mean(axis=0)).astype(int)
+        return int(c[0]), int(c[1]), int(c[2])
+
+
+@dataclass(frozen=True)
+class StrokeVolumes:
+    """Acute-stroke volumes in mL (ratios unitless; ``None`` where undefined, e.g. core = 0)."""
+
+    core_ml: float
+    tmax6_ml: float
+    tmax10_ml: float
+    mismatch_ml: float
+    mismatch_ratio: float | None
+    hypoperfusion_intensity_ratio: float | None
+    target_mismatch: bool
+
+
+@dataclass(frozen=True)
+class PerfusionResult:
+    """Everything the engine computed for one acquisition.
+
+    Attributes
+    ----------
+    maps : ``{"CBF", "CBV", "MTT", "TTP", "Tmax"}`` → float32 ``(z, y, x)`` in the units of
+        :data:`MAP_UNITS`; further keys (e.g. ``"delay"``, ``"rCBF"``) may be present.
+    tissue_mask : bool ``(z, y, x)``, brain parenchyma used for maps and volumes
+        (skull, air, CSF and large vessels excluded).
+    core_mask, tmax6_mask, tmax10_mask : bool ``(z, y, x)``.
+    aif, vof : the input curves used.
+    volumes : the stroke volumes.
+    normal_cbf : the reference CBF (ml/100g/min) that rCBF is relative to.
+    parameters : the constants and thresholds used, by name (for the report).
+    algorithm : short name and version of the method (for the report).
+    warnings : findings the engine wants the report to state.
+    """
+
+    maps: dict[str, np.ndarray]
+    tissue_mask: np.ndarray
+    core_mask: np.ndarray
+    tmax6_mask: np.ndarray
+    tmax10_mask: np.ndarray
+    aif: InputCurve
+    vof: InputCurve | None
+    volumes: StrokeVolumes
+    normal_cbf: float
+    parameters: dict[str, float] = field(default_factory=dict)
+    algorithm: str = ""
+    warnings: tuple[str, ...] = ()
