@@ -1,0 +1,136 @@
+"""The node's tables: what arrived, what became of each series, jobs and exports.
+
+Times are naive UTC ``datetime`` values (SQLite keeps no time zone); use :func:`utcnow`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    """The current time as naive UTC, the form every timestamp in the database takes."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SeriesState(enum.StrEnum):
+    RECEIVING = "receiving"  # instances are arriving; not yet stable
+    QUEUED = "queued"  # complete and a perfusion acquisition: a job exists
+    IGNORED = "ignored"  # complete but not a perfusion acquisition (reason recorded)
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # the acquisition cannot give maps (reason recorded); final
+    SUPERSEDED = "superseded"  # more instances arrived before the job ran; a new job follows
+
+
+class ExportState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the configured attempts; final
+
+
+class Instance(Base):
+    """One received SOP instance, durably written to the spool before it was recorded."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("series.series_instance_uid"), index=True
+    )
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)  # relative to storage.root
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    calling_ae_title: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Series(Base):
+    """A series as the node has seen it, and what it decided about it."""
+
+    __tablename__ = "series"
+
+    series_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    state: Mapped[str] = mapped_column(String(16), default=SeriesState.RECEIVING)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (Index("ix_series_state_last", "state", "last_received_at"),)
+
+
+class Job(Base):
+    """Processing of one complete perfusion series; claimed by a worker under a lease."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("series.series_instance_uid"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str] = mapped_column(String(128), default="")
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    # "Z,Y,X" voxel indices chosen by a person (semi-automatic AIF/VOF), empty = automatic
+    aif_zyx: Mapped[str] = mapped_column(String(32), default="")
+    vof_zyx: Mapped[str] = mapped_column(String(32), default="")
+    result_dir: Mapped[str] = mapped_column(Text, default="")  # relative to storage.root
+    summary_json: Mapped[str] = mapped_column(Text, default="")
+
+
+class Export(Base):
+    """One output object to one destination, retried with backoff until sent or given up."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(Integer, ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    output_kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)  # relative to storage.root
+    state: Mapped[str] = mapped_column(String(16), default=ExportState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Rejection(Base):
+    """A C-STORE the node refused, with why; the received bytes are kept in quarantine."""
+
+    __tablename__ = "rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    calling_ae_title: Mapped[str] = mapped_column(String(16))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    quarantine_path: Mapped[str] = mapped_column(Text, default="")
+    size_bytes: Mapped[float] = mapped_column(Float, default=0)

@@ -1,0 +1,106 @@
+"""The outbox: every output object to every destination, retried with backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ctp_node.store.database import Database
+from ctp_node.store.models import Export, ExportState, utcnow
+
+
+@dataclass(frozen=True)
+class OutputObject:
+    """One written output object: its SOP Instance UID, kind and path below storage.root."""
+
+    sop_instance_uid: str
+    output_kind: str  # "parametric_maps" | "secondary_captures" | "structured_report"
+    path: str
+
+
+def enqueue_exports(
+    db: Database, job_id: int, destination_outputs: Iterable[tuple[str, OutputObject]]
+) -> int:
+    """Add one pending export per (destination name, output); returns how many."""
+    now = utcnow()
+    count = 0
+    with db.session() as s:
+        for destination, output in destination_outputs:
+            s.add(
+                Export(
+                    job_id=job_id,
+                    destination=destination,
+                    sop_instance_uid=output.sop_instance_uid,
+                    output_kind=output.output_kind,
+                    path=output.path,
+                    state=ExportState.PENDING,
+                    next_attempt_at=now,
+                )
+            )
+            count += 1
+    return count
+
+
+def due_exports(db: Database, now: dt.datetime | None = None, limit: int = 500) -> list[Export]:
+    """Pending exports whose next attempt is due, oldest first."""
+    with db.session() as s:
+        return list(
+            s.scalars(
+                select(Export)
+                .where(
+                    Export.state == ExportState.PENDING,
+                    Export.next_attempt_at <= (now or utcnow()),
+                )
+                .order_by(Export.id)
+                .limit(limit)
+            )
+        )
+
+
+def mark_sent(db: Database, export_ids: Iterable[int]) -> None:
+    now = utcnow()
+    with db.session() as s:
+        for export_id in export_ids:
+            export = s.get(Export, export_id)
+            if export is not None:
+                export.state = ExportState.SENT
+                export.sent_at = now
+                export.attempts += 1
+                export.last_error = ""
+
+
+def mark_attempt_failed(
+    db: Database,
+    export_ids: Iterable[int],
+    error: str,
+    *,
+    max_attempts: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    final: bool = False,
+) -> None:
+    """Count a failed attempt; retry after an exponential backoff, or give up for good."""
+    now = utcnow()
+    with db.session() as s:
+        for export_id in export_ids:
+            export = s.get(Export, export_id)
+            if export is None:
+                continue
+            export.attempts += 1
+            export.last_error = error
+            if final or export.attempts >= max_attempts:
+                export.state = ExportState.FAILED
+            else:
+                delay = min(backoff_max_s, backoff_s * 2 ** (export.attempts - 1))
+                export.next_attempt_at = now + dt.timedelta(seconds=delay)
+
+
+def list_exports(db: Database, job_id: int | None = None) -> list[Export]:
+    with db.session() as s:
+        query = select(Export).order_by(Export.id)
+        if job_id is not None:
+            query = query.where(Export.job_id == job_id)
+        return list(s.scalars(query))

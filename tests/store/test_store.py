@@ -1,0 +1,160 @@
+"""The database on a real SQLite file: ingest decisions, job leases, the outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from ctp_node.store import Database
+from ctp_node.store.ingest import (
+    ReceivedInstance,
+    decide_series,
+    instance_paths,
+    list_series,
+    record_instance,
+    stable_series,
+)
+from ctp_node.store.models import ExportState, JobState, SeriesState, utcnow
+from ctp_node.store.outbox import (
+    OutputObject,
+    due_exports,
+    enqueue_exports,
+    list_exports,
+    mark_attempt_failed,
+    mark_sent,
+)
+from ctp_node.store.queue import claim_job, fail_job, finish_job, heartbeat, list_jobs
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    database.create_schema()
+    yield database
+    database.dispose()
+
+
+def _instance(n: int, series: str = "1.2.3.1") -> ReceivedInstance:
+    return ReceivedInstance(
+        sop_instance_uid=f"{series}.{n}",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        series_instance_uid=series,
+        study_instance_uid="1.2.3",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="CT",
+        accession_number="ACC1",
+        series_number=4,
+        path=f"spool/{series}/{n}.dcm",
+        size_bytes=100,
+        calling_ae_title="CT1",
+    )
+
+
+def test_series_becomes_stable_only_after_quiet_time(db):
+    for n in range(3):
+        record_instance(db, _instance(n))
+    assert stable_series(db, stable_after_s=10) == []
+    later = utcnow() + dt.timedelta(seconds=11)
+    assert stable_series(db, stable_after_s=10, now=later) == ["1.2.3.1"]
+    assert len(instance_paths(db, "1.2.3.1")) == 3
+
+
+def test_resent_instance_is_not_counted_twice(db):
+    record_instance(db, _instance(1))
+    record_instance(db, _instance(1))
+    (series,) = list_series(db)
+    assert series.instance_count == 1
+
+
+def test_decision_is_dropped_when_instances_arrived_meanwhile(db):
+    for n in range(3):
+        record_instance(db, _instance(n))
+    assert decide_series(db, "1.2.3.1", perfusion=True, reason="", expected_instance_count=2) is None
+    job_id = decide_series(db, "1.2.3.1", perfusion=True, reason="ok", expected_instance_count=3)
+    assert job_id is not None
+    assert list_series(db)[0].state == SeriesState.QUEUED
+
+
+def test_late_instance_rearms_series_and_supersedes_queued_job(db):
+    for n in range(3):
+        record_instance(db, _instance(n))
+    decide_series(db, "1.2.3.1", perfusion=True, reason="ok", expected_instance_count=3)
+    record_instance(db, _instance(3))
+    assert list_series(db)[0].state == SeriesState.RECEIVING
+    assert [j.state for j in list_jobs(db)] == [JobState.SUPERSEDED]
+
+
+def test_ignored_series_records_reason_and_no_job(db):
+    record_instance(db, _instance(0))
+    decide_series(db, "1.2.3.1", perfusion=False, reason="one volume", expected_instance_count=1)
+    (series,) = list_series(db)
+    assert series.state == SeriesState.IGNORED and series.reason == "one volume"
+    assert list_jobs(db) == []
+
+
+def _queue_job(db, series="1.2.3.1") -> int:
+    record_instance(db, _instance(0, series))
+    return decide_series(db, series, perfusion=True, reason="", expected_instance_count=1)
+
+
+def test_job_is_claimed_once_by_concurrent_workers(db):
+    job_id = _queue_job(db)
+    claimed = []
+
+    def work(name):
+        job = claim_job(db, name, lease_s=60, max_attempts=3)
+        if job is not None:
+            claimed.append((name, job.id))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(claimed) == 1 and claimed[0][1] == job_id
+
+
+def test_expired_lease_is_reclaimed_and_attempts_are_bounded(db):
+    job_id = _queue_job(db)
+    first = claim_job(db, "w1", lease_s=-1, max_attempts=2)  # lease already expired
+    assert first.id == job_id
+    second = claim_job(db, "w2", lease_s=-1, max_attempts=2)
+    assert second.id == job_id and second.attempts == 2
+    assert not heartbeat(db, job_id, "w1", lease_s=60)  # no longer w1's
+    assert claim_job(db, "w3", lease_s=60, max_attempts=2) is None
+    (job,) = list_jobs(db)
+    assert job.state == JobState.FAILED and "gave up after 2 attempts" in job.error
+
+
+def test_finish_and_fail(db):
+    a = _queue_job(db, "1.2.3.1")
+    b = _queue_job(db, "1.2.3.2")
+    claim_job(db, "w", 60, 3)
+    claim_job(db, "w", 60, 3)
+    finish_job(db, a, result_dir="results/a", summary={"core_ml": 1.5})
+    fail_job(db, b, "contrast never arrives", retry=False, max_attempts=3)
+    states = {j.id: (j.state, j.error) for j in list_jobs(db)}
+    assert states[a][0] == JobState.DONE
+    assert states[b] == (JobState.FAILED, "contrast never arrives")
+
+
+def test_export_backoff_then_give_up(db):
+    job_id = _queue_job(db)
+    enqueue_exports(db, job_id, [("pacs", OutputObject("9.9.1", "parametric_maps", "r/1.dcm"))])
+    (export,) = due_exports(db)
+    mark_attempt_failed(db, [export.id], "refused", max_attempts=3, backoff_s=30, backoff_max_s=60)
+    assert due_exports(db) == []  # not due before its backoff
+    assert len(due_exports(db, now=utcnow() + dt.timedelta(seconds=31))) == 1
+    mark_attempt_failed(db, [export.id], "refused", max_attempts=3, backoff_s=30, backoff_max_s=60)
+    mark_attempt_failed(db, [export.id], "refused", max_attempts=3, backoff_s=30, backoff_max_s=60)
+    (export,) = list_exports(db)
+    assert export.state == ExportState.FAILED and export.attempts == 3
+
+
+def test_export_sent(db):
+    job_id = _queue_job(db)
+    enqueue_exports(db, job_id, [("pacs", OutputObject("9.9.1", "parametric_maps", "r/1.dcm"))])
+    mark_sent(db, [e.id for e in due_exports(db)])
+    assert list_exports(db)[0].state == ExportState.SENT
