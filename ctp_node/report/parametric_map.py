@@ -1,0 +1,231 @@
+"""Perfusion maps as DICOM Parametric Maps (SOP class 1.2.840.10008.5.1.4.1.1.30).
+
+One instance, in its own series, per map of :data:`~ctp_node.perfusion.result.MAP_UNITS`: float32
+frames at the source slice positions, a Real World Value Mapping whose ``LUTLabel`` is the map's
+name, UCUM units, and the quantity coded from DICOM CID 4108 (Tracer Kinetic Model Parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult
+from ctp_node.report.settings import ReportSettings
+from ctp_node.report.uids import derive_uid
+
+
+@dataclass(frozen=True)
+class MapDefinition:
+    """How one perfusion map is described in DICOM.
+
+    Attributes
+    ----------
+    name : the map's name; also the RWVM ``LUTLabel`` and the start of SeriesDescription.
+    explanation : LUTExplanation and ContentDescription (≤ 64 characters).
+    quantity : coded quantity from DICOM CID 4108.
+    unit : UCUM unit code (:data:`MAP_UNITS`).
+    window : default display window ``(lower, upper)`` in the map's unit; ``None`` for the
+        upper end means "the acquisition's duration" (TTP).
+    """
+
+    name: str
+    explanation: str
+    quantity: Code
+    unit: Code
+    window: tuple[float, float | None]
+
+
+def _ucum(value: str, meaning: str) -> Code:
+    return Code(value=value, scheme_designator="UCUM", meaning=meaning)
+
+
+#: The maps in report order (MAP_UNITS order), with their DICOM descriptions.
+MAP_DEFINITIONS: tuple[MapDefinition, ...] = (
+    MapDefinition(
+        name="CBF",
+        explanation="Cerebral blood flow",
+        quantity=codes.DCM.AbsoluteRegionalBloodFlow,
+        unit=_ucum(MAP_UNITS["CBF"], "ml/100g/min"),
+        window=(0.0, 60.0),
+    ),
+    MapDefinition(
+        name="CBV",
+        explanation="Cerebral blood volume",
+        quantity=codes.DCM.AbsoluteRegionalBloodVolume,
+        unit=_ucum(MAP_UNITS["CBV"], "ml/100g"),
+        window=(0.0, 6.0),
+    ),
+    MapDefinition(
+        name="MTT",
+        explanation="Mean transit time",
+        quantity=codes.DCM.MeanTransitTime,
+        unit=_ucum(MAP_UNITS["MTT"], "second"),
+        window=(0.0, 12.0),
+    ),
+    MapDefinition(
+        name="TTP",
+        explanation="Time to peak, from the first image of the acquisition",
+        quantity=codes.DCM.TimeToPeak,
+        unit=_ucum(MAP_UNITS["TTP"], "second"),
+        window=(0.0, None),
+    ),
+    MapDefinition(
+        name="Tmax",
+        explanation="Time to the maximum of the residue function",
+        quantity=codes.DCM.Tmax,
+        unit=_ucum(MAP_UNITS["Tmax"], "second"),
+        window=(0.0, 10.0),
+    ),
+)
+
+assert tuple(d.name for d in MAP_DEFINITIONS) == tuple(MAP_UNITS), "MAP_UNITS order changed"
+
+
+def build_parametric_maps(
+    result: PerfusionResult,
+    source_images: Sequence[pydicom.Dataset],
+    settings: ReportSettings,
+) -> list[pydicom.Dataset]:
+    """One Parametric Map instance (in its own series) per map, in :data:`MAP_UNITS` order.
+
+    Parameters
+    ----------
+    result : the engine's result; ``result.maps[name]`` is float32 ``(z, y, x)``.
+    source_images : the CT images of one time point of the source series, one per slice, in the
+        order of the result's z axis. Header-only datasets (read with
+        ``stop_before_pixels=True``) are enough: highdicom takes geometry, patient and study
+        from the headers and never reads the source pixels.
+    settings : numbering, device identity and algorithm version.
+
+    Returns
+    -------
+    Five ``highdicom.pm.ParametricMap`` datasets (CBF, CBV, MTT, TTP, Tmax), ready to be saved
+    or sent. Their Series and SOP Instance UIDs are derived from the source series UID, the map
+    and ``settings.algorithm_version``, so building twice gives the same UIDs.
+
+    Frames sit exactly at the source slice positions, but highdicom orders them along its own
+    slice normal (for axial head-first images: the reverse of ascending z). Readers must place
+    frames by their Plane Position (or use ``ParametricMap.get_volume()``), never by index.
+
+    Raises
+    ------
+    ValueError
+        If a map is missing or its shape does not match the source images.
+    """
+    source_images = list(source_images)
+    _check_sources(source_images)
+    source_series_uid = str(source_images[0].SeriesInstanceUID)
+    duration_s = _duration_s(result)
+
+    maps: list[pydicom.Dataset] = []
+    for index, definition in enumerate(MAP_DEFINITIONS):
+        values = _map_values(result, definition.name, source_images)
+        kind = f"PM-{definition.name}"
+        lower, upper = definition.window
+        if upper is None:
+            upper = duration_s
+        finite = values[np.isfinite(values)]
+        value_range = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label=definition.name,
+            lut_explanation=definition.explanation,
+            unit=definition.unit,
+            value_range=value_range,
+            slope=1.0,
+            intercept=0.0,
+            quantity_definition=definition.quantity,
+        )
+        parametric_map = hd.pm.ParametricMap(
+            source_images=source_images,
+            pixel_array=values,
+            series_instance_uid=derive_uid(source_series_uid, kind, settings.algorithm_version),
+            series_number=settings.series_number_start + index,
+            sop_instance_uid=derive_uid(
+                source_series_uid, kind, settings.algorithm_version, "instance", "1"
+            ),
+            instance_number=1,
+            manufacturer=settings.manufacturer,
+            manufacturer_model_name=settings.manufacturer_model_name,
+            software_versions=settings.software_version,
+            device_serial_number=settings.device_serial_number,
+            contains_recognizable_visual_features=False,
+            real_world_value_mappings=[mapping],
+            voi_lut_transformations=[
+                hd.VOILUTTransformation(
+                    # Lists throughout: highdicom splits a bare explanation string
+                    # into characters, and then wants lists for centre and width too.
+                    window_center=[(lower + upper) / 2.0],
+                    window_width=[max(upper - lower, 1e-3)],
+                    window_explanation=[f"{definition.name} {lower:g}-{upper:g}"],
+                )
+            ],
+            content_label=definition.name.upper(),
+            content_description=definition.explanation,
+            image_flavor=hd.pm.ImageFlavorValues.PERFUSION,
+            derived_pixel_contrast=hd.pm.DerivedPixelContrastValues.QUANTITY,
+            derivation=codes.DCM.PerfusionImageAnalysis,
+            content_qualification=settings.content_qualification,
+        )
+        parametric_map.SeriesDescription = (
+            f"{definition.name} {settings.series_description_suffix}".strip()
+        )
+        _describe_anatomy(parametric_map, source_images[0])
+        if settings.institution_name is not None:
+            parametric_map.InstitutionName = settings.institution_name
+        maps.append(parametric_map)
+    return maps
+
+
+def _describe_anatomy(parametric_map: pydicom.Dataset, source: pydicom.Dataset) -> None:
+    """Carry the examined body part over from the source (highdicom does not).
+
+    Without BodyPartExamined the General Series module's Laterality (Type 2C, required for
+    paired body parts) cannot be shown to be unnecessary, so it is then written empty
+    ("unknown"), which validators accept.
+    """
+    body_part = str(source.get("BodyPartExamined", "") or "")
+    if body_part:
+        parametric_map.BodyPartExamined = body_part
+    elif "Laterality" not in parametric_map:
+        parametric_map.Laterality = ""
+
+
+def _check_sources(source_images: list[pydicom.Dataset]) -> None:
+    if not source_images:
+        raise ValueError("source_images is empty: pass the CT images of one time point")
+    series = {str(ds.SeriesInstanceUID) for ds in source_images}
+    if len(series) != 1:
+        raise ValueError(
+            f"source_images must come from one series; got {len(series)} series: {sorted(series)}"
+        )
+
+
+def _map_values(
+    result: PerfusionResult, name: str, source_images: list[pydicom.Dataset]
+) -> np.ndarray:
+    """The map as float32 ``(z, y, x)``, checked against the source geometry."""
+    if name not in result.maps:
+        raise ValueError(f"the result has no {name} map; it has {sorted(result.maps)}")
+    values = np.ascontiguousarray(result.maps[name], dtype=np.float32)
+    expected = (len(source_images), int(source_images[0].Rows), int(source_images[0].Columns))
+    if values.shape != expected:
+        raise ValueError(
+            f"the {name} map has shape {values.shape}, but the source images are "
+            f"{expected[0]} slices of {expected[1]}x{expected[2]} pixels"
+        )
+    return values
+
+
+def _duration_s(result: PerfusionResult) -> float:
+    """Duration of the acquisition in seconds (the TTP window's upper end)."""
+    times_s = np.asarray(result.aif.times_s, dtype=np.float64)
+    if times_s.size >= 2 and times_s[-1] > times_s[0]:
+        return float(times_s[-1] - times_s[0])
+    return 60.0

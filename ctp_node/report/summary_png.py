@@ -1,0 +1,89 @@
+"""A one-page PNG of the results for ``ctp-node process``: maps, lesion overlay, input curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a server
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
+
+#: Display ranges per map, in the map's units.
+DISPLAY_RANGE = {"CBF": (0, 60), "CBV": (0, 6), "MTT": (0, 12), "TTP": (0, 40), "Tmax": (0, 10)}
+
+
+def write_summary_png(
+    result: PerfusionResult, acquisition: Acquisition, summary: dict[str, Any], path: Path
+) -> None:
+    """Write the summary page: the five maps and the core/penumbra overlay of the slice with the
+    largest hypoperfusion, and the AIF/VOF curves."""
+    z = _slice_of_interest(result)
+    figure, axes = plt.subplots(2, 4, figsize=(16, 8.5), dpi=80)
+    figure.patch.set_facecolor("black")
+    for axis, name in zip(axes.flat[:5], MAP_UNITS, strict=True):
+        low, high = DISPLAY_RANGE[name]
+        if name == "TTP":
+            high = float(acquisition.times_s[-1])
+        shown = axis.imshow(result.maps[name][z], cmap="jet", vmin=low, vmax=high)
+        axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white")
+        bar = figure.colorbar(shown, ax=axis, fraction=0.046)
+        bar.ax.tick_params(colors="white")
+    baseline = acquisition.hu[0, z]
+    overlay = axes.flat[5]
+    overlay.imshow(baseline, cmap="gray", vmin=0, vmax=80)
+    overlay.imshow(
+        np.ma.masked_where(~result.tmax6_mask[z], result.tmax6_mask[z]),
+        cmap="autumn_r",
+        alpha=0.5,
+        vmin=0,
+        vmax=1,
+    )
+    overlay.imshow(
+        np.ma.masked_where(~result.core_mask[z], result.core_mask[z]),
+        cmap="autumn",
+        alpha=0.7,
+        vmin=0,
+        vmax=1,
+    )
+    overlay.set_title("core (red), Tmax>6 s (yellow)", color="white")
+    for axis in axes.flat[:6]:
+        axis.axis("off")
+    curves = axes.flat[6]
+    curves.plot(result.aif.times_s, result.aif.concentration_hu, "r-", label="AIF")
+    if result.vof is not None:
+        curves.plot(result.vof.times_s, result.vof.concentration_hu, "b-", label="VOF")
+    curves.set_xlabel("time (s)")
+    curves.set_ylabel("enhancement (HU)")
+    curves.legend()
+    curves.set_title("input curves", color="white")
+    text = axes.flat[7]
+    text.axis("off")
+    volumes = summary["volumes"]
+    lines = [
+        f"core (rCBF<30%): {volumes['core_ml']} ml",
+        f"Tmax>6s: {volumes['tmax6_ml']} ml",
+        f"Tmax>10s: {volumes['tmax10_ml']} ml",
+        f"mismatch: {volumes['mismatch_ml']} ml",
+        f"mismatch ratio: {volumes['mismatch_ratio']}",
+        f"HIR: {volumes['hypoperfusion_intensity_ratio']}",
+        f"target mismatch (DEFUSE 3): {'yes' if volumes['target_mismatch'] else 'no'}",
+        "",
+        f"slice shown: {z + 1} of {acquisition.hu.shape[1]}",
+        result.algorithm,
+    ]
+    text.text(0.0, 1.0, "\n".join(lines), va="top", color="white", family="monospace")
+    figure.tight_layout()
+    figure.savefig(path, facecolor=figure.get_facecolor())
+    plt.close(figure)
+
+
+def _slice_of_interest(result: PerfusionResult) -> int:
+    per_slice = result.tmax6_mask.sum(axis=(1, 2))
+    if per_slice.max() > 0:
+        return int(per_slice.argmax())
+    return int(result.tissue_mask.sum(axis=(1, 2)).argmax())
