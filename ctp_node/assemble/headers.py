@@ -1,0 +1,197 @@
+"""One record per image (a single-frame instance, or one frame of an Enhanced CT instance),
+read from the headers only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+SECONDS_PER_DAY = 86_400.0
+
+
+class UnreadableImageError(ValueError):
+    """A file in the series is not a usable CT image (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image is and what the assembler needs to place it in space and time.
+
+    Attributes
+    ----------
+    path : the file.
+    frame : frame index in a multi-frame instance, None for a single-frame instance.
+    sop_instance_uid : the instance's UID.
+    position_mm : ImagePositionPatient (x, y, z) of the first pixel.
+    orientation : ImageOrientationPatient (row then column direction cosines).
+    time_of_day_s : acquisition time as seconds since midnight (see :func:`unwrap_midnight`).
+    pixel_spacing_mm : (row spacing, column spacing).
+    rows, columns : matrix size.
+    rescale_slope, rescale_intercept : stored value → HU.
+    slice_thickness_mm : nominal slice thickness, 0 when absent.
+    ctdivol_mgy : CTDIvol of this image, None when absent.
+    """
+
+    path: Path
+    frame: int | None
+    sop_instance_uid: str
+    position_mm: tuple[float, float, float]
+    orientation: tuple[float, float, float, float, float, float]
+    time_of_day_s: float
+    pixel_spacing_mm: tuple[float, float]
+    rows: int
+    columns: int
+    rescale_slope: float
+    rescale_intercept: float
+    slice_thickness_mm: float
+    ctdivol_mgy: float | None
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a file's header (no pixel data); raises UnreadableImageError with the file's name."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise UnreadableImageError(f"{Path(path).name}: cannot be read as DICOM ({exc})") from exc
+
+
+def image_refs(path: Path, ds: Dataset) -> list[ImageRef]:
+    """The images one instance holds (one for classic CT, one per frame for Enhanced CT)."""
+    try:
+        if "PerFrameFunctionalGroupsSequence" in ds:
+            return _enhanced_refs(path, ds)
+        return [_single_frame_ref(path, ds)]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise UnreadableImageError(
+            f"{Path(path).name}: missing or invalid image geometry/timing ({exc})"
+        ) from exc
+
+
+def read_series(paths: Iterable[Path]) -> tuple[list[ImageRef], Dataset]:
+    """Every image of a series and the first instance's header (for series-level facts)."""
+    refs: list[ImageRef] = []
+    first: Dataset | None = None
+    for path in paths:
+        ds = read_header(path)
+        if first is None:
+            first = ds
+        refs.extend(image_refs(path, ds))
+    if first is None:
+        raise UnreadableImageError("the series has no instances")
+    return refs, first
+
+
+def time_of_day_s(ds: Dataset) -> float:
+    """Seconds since midnight from AcquisitionDateTime, AcquisitionTime or ContentTime."""
+    for keyword in ("AcquisitionDateTime", "FrameAcquisitionDateTime"):
+        value = ds.get(keyword)
+        if value:
+            text = str(value)
+            return _tm_seconds(text[8:]) if len(text) > 8 else 0.0
+    for keyword in ("AcquisitionTime", "ContentTime"):
+        value = ds.get(keyword)
+        if value:
+            return _tm_seconds(str(value))
+    raise ValueError("no AcquisitionDateTime, AcquisitionTime or ContentTime")
+
+
+def unwrap_midnight(times_of_day_s: list[float]) -> list[float]:
+    """Make times monotone across midnight: an acquisition lasts minutes, so a span of more than
+    12 h means the clock passed 00:00 and the small values belong to the next day."""
+    if times_of_day_s and max(times_of_day_s) - min(times_of_day_s) > SECONDS_PER_DAY / 2:
+        return [t + SECONDS_PER_DAY if t < SECONDS_PER_DAY / 2 else t for t in times_of_day_s]
+    return list(times_of_day_s)
+
+
+def acquisition_datetime(ds: Dataset) -> dt.datetime | None:
+    """The first image's date and time, for reports; None when not recorded."""
+    date = str(ds.get("AcquisitionDate") or ds.get("ContentDate") or ds.get("StudyDate") or "")
+    try:
+        seconds = time_of_day_s(ds)
+        day = dt.datetime.strptime(date[:8], "%Y%m%d")
+    except ValueError:
+        return None
+    return day + dt.timedelta(seconds=seconds)
+
+
+def _tm_seconds(text: str) -> float:
+    text = text.strip().split("+")[0].split("-")[0]
+    if not text:
+        raise ValueError("empty time")
+    hours = int(text[0:2])
+    minutes = int(text[2:4]) if len(text) >= 4 else 0
+    seconds = float(text[4:]) if len(text) > 4 else 0.0
+    return hours * 3600.0 + minutes * 60.0 + seconds
+
+
+def _floats(values: Iterable) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def _single_frame_ref(path: Path, ds: Dataset) -> ImageRef:
+    ctdi = ds.get("CTDIvol")
+    return ImageRef(
+        path=Path(path),
+        frame=None,
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        position_mm=_floats(ds.ImagePositionPatient),  # type: ignore[arg-type]
+        orientation=_floats(ds.ImageOrientationPatient),  # type: ignore[arg-type]
+        time_of_day_s=time_of_day_s(ds),
+        pixel_spacing_mm=_floats(ds.PixelSpacing),  # type: ignore[arg-type]
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        rescale_slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
+        rescale_intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
+        slice_thickness_mm=float(ds.get("SliceThickness", 0.0) or 0.0),
+        ctdivol_mgy=float(ctdi) if ctdi not in (None, "") else None,
+    )
+
+
+def _group_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """A functional group item for a frame: per-frame if present, else shared."""
+    per_frame = ds.PerFrameFunctionalGroupsSequence[frame]
+    if sequence in per_frame:
+        return per_frame[sequence][0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and sequence in shared[0]:
+        return shared[0][sequence][0]
+    return None
+
+
+def _enhanced_refs(path: Path, ds: Dataset) -> list[ImageRef]:
+    refs = []
+    for frame in range(int(ds.NumberOfFrames)):
+        plane = _group_item(ds, frame, "PlanePositionSequence")
+        orient = _group_item(ds, frame, "PlaneOrientationSequence")
+        measures = _group_item(ds, frame, "PixelMeasuresSequence")
+        content = _group_item(ds, frame, "FrameContentSequence")
+        rescale = _group_item(ds, frame, "PixelValueTransformationSequence")
+        exposure = _group_item(ds, frame, "CTExposureSequence")
+        frame_time = content.get("FrameAcquisitionDateTime") if content is not None else None
+        time_s = _tm_seconds(str(frame_time)[8:]) if frame_time else time_of_day_s(ds)
+        ctdi = exposure.get("CTDIvol") if exposure is not None else None
+        refs.append(
+            ImageRef(
+                path=Path(path),
+                frame=frame,
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                position_mm=_floats(plane.ImagePositionPatient),  # type: ignore[union-attr,arg-type]
+                orientation=_floats(orient.ImageOrientationPatient),  # type: ignore[union-attr,arg-type]
+                time_of_day_s=time_s,
+                pixel_spacing_mm=_floats(measures.PixelSpacing),  # type: ignore[union-attr,arg-type]
+                rows=int(ds.Rows),
+                columns=int(ds.Columns),
+                rescale_slope=float(rescale.RescaleSlope) if rescale is not None else 1.0,
+                rescale_intercept=float(rescale.RescaleIntercept) if rescale is not None else 0.0,
+                slice_thickness_mm=float(measures.get("SliceThickness", 0.0) or 0.0),  # type: ignore[union-attr]
+                ctdivol_mgy=float(ctdi) if ctdi not in (None, "") else None,
+            )
+        )
+    return refs

@@ -1,0 +1,280 @@
+"""The ``ctp-node`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ctp_node import __version__
+from ctp_node.config import ConfigError, check_config, default_config_path, load_config
+
+log = logging.getLogger("ctp_node")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("pynetdicom", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.run(args) or 0)
+    except ConfigError as exc:
+        print(f"ctp-node: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctp-node",
+        description="A DICOM node that turns brain CT perfusion scans into perfusion maps and "
+        "acute-stroke volumes.",
+    )
+    parser.add_argument("--version", action="version", version=f"ctp-node {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="configuration file (default: $CTP_NODE_CONFIG, then config/ctp-node.yaml)",
+        )
+
+    serve = commands.add_parser("serve", help="run the node: listener, scheduler, workers, sender")
+    with_config(serve)
+    serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="run workers only (scale out on PostgreSQL)")
+    with_config(worker)
+    worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    worker.set_defaults(run=_worker)
+
+    process = commands.add_parser("process", help="offline: DICOM files/folders in, outputs out")
+    process.add_argument("inputs", nargs="+", type=Path, help="DICOM files or folders")
+    process.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    process.add_argument(
+        "--aif",
+        type=_zyx,
+        default=None,
+        metavar="Z,Y,X",
+        help="arterial input location (voxel indices) instead of automatic",
+    )
+    process.add_argument(
+        "--vof",
+        type=_zyx,
+        default=None,
+        metavar="Z,Y,X",
+        help="venous output location (voxel indices) instead of automatic",
+    )
+    process.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="take engine and report settings from this configuration",
+    )
+    process.set_defaults(run=_process)
+
+    phantom = commands.add_parser("phantom", help="write a digital phantom study and its truth")
+    phantom.add_argument("out_dir", type=Path)
+    phantom.add_argument("--matrix", type=int, default=128, help="in-plane size (voxels)")
+    phantom.add_argument("--slices", type=int, default=8)
+    phantom.add_argument("--duration", type=float, default=60.0, help="seconds")
+    phantom.add_argument("--interval", type=float, default=1.5, help="seconds between images")
+    phantom.add_argument("--noise", type=float, default=5.0, help="noise sigma in HU")
+    phantom.add_argument(
+        "--residue", choices=("exponential", "linear", "box"), default="exponential"
+    )
+    phantom.add_argument("--sampling", choices=("uniform", "nonuniform"), default="uniform")
+    phantom.add_argument("--motion", type=float, default=0.0, help="motion in mm (late frames)")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.set_defaults(run=_phantom)
+
+    demo = commands.add_parser("demo", help="a first run: phantom → node → PACS, on loopback")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("ctp-node-demo"),
+        help="working folder (default ./ctp-node-demo)",
+    )
+    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
+    demo.set_defaults(run=_demo)
+
+    status = commands.add_parser("status", help="studies, jobs and exports with their state")
+    with_config(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=_status)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("path", type=Path)
+    check.set_defaults(run=_config_check)
+    return parser
+
+
+def _zyx(text: str) -> tuple[int, int, int]:
+    try:
+        z, y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X voxel indices, got {text!r}") from None
+    return z, y, x
+
+
+def _load(path: Path | None):  # type: ignore[no-untyped-def]
+    return load_config(path if path is not None else default_config_path())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ctp_node.service import Node
+
+    node = Node(_load(args.config))
+    node.start()
+    _wait_for_signal(node.stop_event)
+    node.stop()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ctp_node.service import perfusion_parameters, run_workers
+
+    config = _load(args.config)
+    perfusion_parameters(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_workers(config, stop, parent_pid=args.parent_pid)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        stop.set()
+
+
+def _process(args: argparse.Namespace) -> int:
+    from ctp_node.pipeline import (
+        RESULTS_JSON,
+        AcquisitionUnusableError,
+        PipelineSettings,
+        group_files_by_series,
+        process_series,
+    )
+    from ctp_node.status import print_result
+
+    settings = PipelineSettings()
+    if args.config is not None:
+        from ctp_node.service import job_context
+
+        settings = job_context(load_config(args.config)).settings
+    try:
+        groups, skipped = group_files_by_series(args.inputs)
+    except FileNotFoundError as exc:
+        print(f"ctp-node process: {exc}", file=sys.stderr)
+        return 2
+    for line in skipped:
+        log.warning("skipped %s", line)
+    if not groups:
+        print("ctp-node process: no DICOM images found in the inputs", file=sys.stderr)
+        return 2
+    results = []
+    for series_uid, paths in groups.items():
+        out = args.out if len(groups) == 1 else args.out / series_uid
+        try:
+            processed = process_series(paths, out, settings, aif_zyx=args.aif, vof_zyx=args.vof)
+        except AcquisitionUnusableError as exc:
+            print(f"series {series_uid}: no maps: {exc}")
+            results.append({"series_instance_uid": series_uid, "error": str(exc)})
+            continue
+        results.append(processed.summary)
+        print_result(processed.summary, out)
+    if len(groups) > 1:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if any("error" not in r for r in results) else 1
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ctp_node.demo import write_phantom_study
+    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom_dicom import StudyIdentity
+
+    spec = PhantomSpec(
+        matrix=args.matrix,
+        slices=args.slices,
+        duration_s=args.duration,
+        interval_s=args.interval,
+        noise_hu=args.noise,
+        residue=args.residue,
+        sampling=args.sampling,
+        motion_mm=args.motion,
+        seed=args.seed,
+    )
+    phantom = make_phantom(spec)
+    paths = write_phantom_study(phantom, args.out_dir, StudyIdentity.new())
+    truth = phantom.truth
+    np.savez_compressed(
+        args.out_dir / "truth.npz",
+        cbf=truth.cbf,
+        cbv=truth.cbv,
+        mtt=truth.mtt,
+        delay=truth.delay,
+        tissue_mask=truth.tissue_mask,
+        core_mask=truth.core_mask,
+        tmax6_mask=truth.tmax6_mask,
+        tmax10_mask=truth.tmax10_mask,
+    )
+    print(
+        f"{len(paths)} CT images in {args.out_dir / 'dicom'}; truth in "
+        f"{args.out_dir / 'truth.json'} and truth.npz"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ctp_node.status import print_status
+
+    return print_status(_load(args.config), as_json=args.json)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    problems = check_config(args.path)
+    if not problems:
+        from ctp_node.service import perfusion_parameters
+
+        try:
+            perfusion_parameters(load_config(args.path))
+        except ConfigError as exc:
+            problems = exc.problems
+    if problems:
+        print(f"{args.path}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  {problem}")
+        return 1
+    print(f"{args.path}: valid")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ctp_node.demo import run_demo
+
+    return run_demo(args.dir, timeout_s=args.timeout)

@@ -1,0 +1,107 @@
+"""C-STORE SCU: send files to one DICOM peer over one association."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+log = logging.getLogger(__name__)
+
+#: Warning statuses (PS3.4 B.2.3) mean "stored" too: coercion, elements discarded.
+_STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class PeerUnreachableError(ConnectionError):
+    """No association could be established with the peer (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A DICOM peer to send to."""
+
+    ae_title: str
+    host: str
+    port: int
+    calling_ae_title: str = "CTPNODE"
+    timeout_s: float = 30.0
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What the peer answered for one file: stored, or why not."""
+
+    path: Path
+    stored: bool
+    status: int | None
+    message: str
+
+
+def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
+    """Send files in one association; one outcome per file, in order.
+
+    Presentation contexts are proposed for each file's own SOP class and transfer syntax (plus
+    the uncompressed syntaxes), so files are sent as they are stored.
+
+    Raises
+    ------
+    PeerUnreachableError : the association could not be established.
+    """
+    headers = [
+        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        for path in paths
+    ]
+    ae = AE(ae_title=peer.calling_ae_title)
+    ae.acse_timeout = peer.timeout_s
+    ae.dimse_timeout = peer.timeout_s
+    ae.network_timeout = peer.timeout_s
+    ae.connection_timeout = peer.timeout_s
+    contexts: dict[str, set[str]] = {}
+    for ds in headers:
+        syntaxes = contexts.setdefault(str(ds.SOPClassUID), set())
+        syntaxes.update({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+        syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
+    for sop_class, syntaxes in contexts.items():
+        ae.add_requested_context(sop_class, sorted(syntaxes))
+
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        reason = "association rejected" if assoc.is_rejected else "no association"
+        raise PeerUnreachableError(
+            f"{reason} with {peer}: check that the destination is running, and its AE title, "
+            "host and port"
+        )
+    outcomes: list[SendOutcome] = []
+    try:
+        for path in paths:
+            outcomes.append(_send_one(assoc, Path(path)))
+            if not assoc.is_established:
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    for path in paths[len(outcomes) :]:
+        outcomes.append(SendOutcome(Path(path), False, None, f"association with {peer} ended"))
+    return outcomes
+
+
+def _send_one(assoc, path: Path) -> SendOutcome:  # type: ignore[no-untyped-def]
+    try:
+        status = assoc.send_c_store(path)
+    except ValueError as exc:  # e.g. no accepted presentation context for this SOP class
+        return SendOutcome(path, False, None, f"not sent: {exc}")
+    if not status or "Status" not in status:
+        return SendOutcome(path, False, None, "no response from the peer (timeout or abort)")
+    code = int(status.Status)
+    if code in _STORED:
+        return SendOutcome(path, True, code, "stored")
+    comment = str(status.get("ErrorComment", "") or "")
+    return SendOutcome(path, False, code, f"refused with status 0x{code:04X} {comment}".strip())
