@@ -1,0 +1,350 @@
+"""The perfusion engine: one acquisition in, maps, input curves and stroke volumes out.
+
+Steps: uniform time grid → baseline and bolus arrival → parenchyma mask → automatic (or
+manual) AIF and VOF → venous partial-volume correction of the AIF → edge-preserving
+time-profile denoising → oSVD deconvolution → CBF, CBV, MTT, TTP, Tmax → core and
+hypoperfusion volumes. Axis order ``(t, z, y, x)``; work is done slice by slice in float32 so
+that memory stays bounded on 512 × 512 acquisitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctp_node.perfusion import denoise, inputs, masks, stroke, timing
+from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.deconvolution import (
+    correct_peak,
+    deconvolve,
+    exponential_peak_ratio,
+    thresholds,
+)
+from ctp_node.perfusion.errors import NoArterialInputError, NoBrainTissueError
+from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.result import InputCurve, PerfusionResult
+
+ALGORITHM = "ctp-node oSVD 0.2"
+#: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
+_MIN_BRAIN_RISE_HU = 1.5
+#: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
+_VESSEL_BASELINE_MAX_HU = 150.0
+#: True MTTs (s) at which the truncation bias of the residue peak is simulated.
+_LUT_MTT_S = np.geomspace(0.5, 40.0, 40)
+
+
+class _Grid:
+    """The acquisition on a uniform time grid, served one slice at a time."""
+
+    def __init__(self, acquisition: Acquisition, interval_s: float) -> None:
+        self.acquisition = acquisition
+        self.times_s = timing.uniform_times(acquisition.times_s, interval_s)
+        self.dt_s = float(self.times_s[1] - self.times_s[0])
+        st = acquisition.slice_times_s
+        self.slice_times_s = (
+            st
+            if st is not None
+            else np.repeat(acquisition.times_s[:, None], acquisition.hu.shape[1], axis=1)
+        )
+
+    def slice_hu(self, z: int) -> np.ndarray:
+        """HU of slice ``z`` on the uniform grid, ``(t, y, x)`` float32."""
+        return timing.resample_slice(
+            self.acquisition.hu[:, z], self.slice_times_s[:, z], self.times_s
+        )
+
+    def curve_hu(self, voxels_zyx: np.ndarray) -> np.ndarray:
+        """Mean HU curve of voxels on the acquisition's own times, ``(t,)``."""
+        hu = self.acquisition.hu
+        return hu[:, voxels_zyx[:, 0], voxels_zyx[:, 1], voxels_zyx[:, 2]].mean(axis=1)
+
+
+def _input_curve(
+    grid: _Grid,
+    kind: str,
+    voxels: np.ndarray,
+    selection: str,
+) -> tuple[InputCurve, np.ndarray]:
+    """An :class:`InputCurve` (acquisition times) and its concentration on the uniform grid."""
+    acq = grid.acquisition
+    hu = grid.curve_hu(voxels).astype(np.float64)
+    try:
+        baseline_frames, _ = timing.bolus_arrival(hu, acq.times_s, min_rise_hu=10.0)
+    except timing.NoContrastError as err:
+        raise NoArterialInputError(
+            f"The {kind} location shows no contrast passage; choose another location."
+        ) from err
+    concentration = hu - hu[:baseline_frames].mean()
+    on_grid = np.interp(grid.times_s, acq.times_s, concentration)
+    curve = InputCurve(
+        kind=kind,
+        voxels_zyx=voxels.astype(int),
+        times_s=acq.times_s.copy(),
+        hu=hu,
+        concentration_hu=concentration,
+        baseline_frames=baseline_frames,
+        arrival_s=float(acq.times_s[min(baseline_frames, hu.size - 1)]),
+        selection=selection,
+    )
+    return curve, on_grid
+
+
+def _manual_voxels(
+    location: tuple[int, int, int], shape: tuple[int, ...], kind: str, peak: np.ndarray, count: int
+) -> np.ndarray:
+    z, y, x = (int(v) for v in location)
+    if not (0 <= z < shape[0] and 0 <= y < shape[1] and 0 <= x < shape[2]):
+        raise NoArterialInputError(
+            f"The manual {kind} location (z={z}, y={y}, x={x}) lies outside the images "
+            f"({shape[0]} slices of {shape[1]} × {shape[2]})."
+        )
+    ys = np.clip(np.arange(y - 1, y + 2), 0, shape[1] - 1)
+    xs = np.clip(np.arange(x - 1, x + 2), 0, shape[2] - 1)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    near = np.unique(np.column_stack([np.full(yy.size, z), yy.ravel(), xx.ravel()]), axis=0)
+    near_peak = peak[near[:, 0], near[:, 1], near[:, 2]]
+    keep = near_peak >= 0.5 * peak[z, y, x]
+    near, near_peak = near[keep], near_peak[keep]
+    order = np.argsort(near_peak)[::-1][: max(count, 1)]
+    chosen = near[order]
+    if not (chosen == [z, y, x]).all(axis=1).any():
+        chosen = np.vstack([[z, y, x], chosen[: count - 1]])
+    return chosen
+
+
+def compute_perfusion(
+    acquisition: Acquisition,
+    parameters: PerfusionParameters = PerfusionParameters(),
+    *,
+    aif_zyx: tuple[int, int, int] | None = None,
+    vof_zyx: tuple[int, int, int] | None = None,
+) -> PerfusionResult:
+    """Perfusion maps and stroke volumes of one acquisition.
+
+    Parameters
+    ----------
+    acquisition : the dynamic series, HU ``(t, z, y, x)``.
+    parameters : constants, thresholds and algorithm settings.
+    aif_zyx, vof_zyx : voxel ``(z, y, x)`` of a manually placed arterial / venous input;
+        overrides the automatic selection.
+
+    Raises
+    ------
+    PerfusionError : (a subclass) when no maps can be computed; ``str(err)`` says why.
+    """
+    p = parameters
+    acq = acquisition
+    timing.check_duration(acq.times_s)
+    warnings: list[str] = []
+    grid = _Grid(acq, p.resample_interval_s)
+    nt, nz, ny, nx = acq.hu.shape
+
+    # Parenchyma from the first image (pre-contrast unless NoBaselineError below).
+    first = acq.hu[0]
+    brain0 = masks.parenchyma_mask(first, p.tissue_min_hu, p.tissue_max_hu)
+    if brain0.sum() < 50:
+        raise NoBrainTissueError(
+            "No brain tissue was found in the images (no voxels of 15–70 HU inside the skull); "
+            "check that the series is a head CT perfusion acquisition."
+        )
+    brain_curve = np.array([acq.hu[t][brain0].mean(dtype=np.float64) for t in range(nt)])
+    baseline_frames, _ = timing.bolus_arrival(
+        brain_curve, acq.times_s, min_rise_hu=_MIN_BRAIN_RISE_HU
+    )
+    if baseline_frames < 2:
+        warnings.append(
+            f"Only {baseline_frames} image(s) before contrast arrival; at least 2 "
+            "baseline images are recommended."
+        )
+    if acq.times_s[-1] - acq.times_s[0] < 50.0:
+        warnings.append(
+            f"The acquisition lasts {acq.times_s[-1] - acq.times_s[0]:.0f} s; "
+            "50–70 s are recommended."
+        )
+
+    # Pass 1: baseline image and curve features per slice.
+    baseline = np.empty((nz, ny, nx), np.float32)
+    features = {
+        name: np.empty((nz, ny, nx), np.float32)
+        for name in ("peak_hu", "ttp_s", "area_hu_s", "roughness")
+    }
+    for z in range(nz):
+        baseline[z] = acq.hu[:baseline_frames, z].mean(axis=0)
+        conc = grid.slice_hu(z)
+        conc -= baseline[z]
+        f = inputs.curve_features(conc, grid.dt_s)
+        for name in features:
+            features[name][z] = getattr(f, name)
+    feats = inputs.CurveFeatures(**features)
+    feats.ttp_s[...] += np.float32(grid.times_s[0])
+    parenchyma = masks.parenchyma_mask(baseline, p.tissue_min_hu, p.tissue_max_hu)
+    intracranial = masks.intracranial_mask(baseline)
+    smooth_base = masks.smoothed_baseline(baseline)
+    candidates = (
+        intracranial
+        & (smooth_base >= p.tissue_min_hu - 10)
+        & (smooth_base <= _VESSEL_BASELINE_MAX_HU)
+    )
+    sample = parenchyma.copy()
+    sample[:, ::2] = False  # half the voxels suffice for σ
+    noise = _noise(grid, sample)
+
+    # Side with delayed tissue: arteries there are distal to an occlusion.
+    avoid = _delayed_hemisphere(feats.ttp_s, parenchyma, intracranial)
+
+    # Arterial input.
+    if aif_zyx is not None:
+        aif_vox = _manual_voxels(aif_zyx, (nz, ny, nx), "AIF", feats.peak_hu, p.aif_voxels)
+        aif_sel = "manual"
+    else:
+        aif_vox = inputs.select_arterial(feats, candidates, noise, p.aif_voxels, avoid)
+        aif_sel = "automatic"
+    aif_curve, aif_grid = _input_curve(grid, "AIF", aif_vox, aif_sel)
+    aif_ttp = float(grid.times_s[np.argmax(aif_grid)])
+
+    # Venous output and partial-volume correction.
+    vof_curve = None
+    scale = 1.0
+    if vof_zyx is not None:
+        vof_vox = _manual_voxels(vof_zyx, (nz, ny, nx), "VOF", feats.area_hu_s, p.vof_voxels)
+        vof_sel = "manual"
+    else:
+        vof_vox = inputs.select_venous(feats, candidates, noise, aif_ttp, p.vof_voxels)
+        vof_sel = "automatic"
+    if vof_vox is None:
+        warnings.append(
+            "No venous outflow curve was found; the arterial input is not corrected "
+            "for partial volume, so absolute CBF and CBV may be overestimated."
+        )
+    else:
+        vof_curve, vof_grid = _input_curve(grid, "VOF", vof_vox, vof_sel)
+        if vof_curve.concentration_hu[-1] > 0.3 * vof_curve.concentration_hu.max():
+            warnings.append(
+                "The venous washout is truncated (the acquisition ends before the "
+                "venous curve returns towards baseline)."
+            )
+        raw_scale = inputs.venous_scale(aif_grid, vof_grid, grid.dt_s)
+        if p.venous_correction:
+            scale = float(np.clip(raw_scale, 1.0, p.aif_scale_max))
+            if raw_scale > p.aif_scale_max:
+                warnings.append(
+                    f"The venous/arterial area ratio ({raw_scale:.2f}) exceeds "
+                    f"{p.aif_scale_max:g}; the correction was capped, check the AIF."
+                )
+    aif_grid = aif_grid * scale
+    aif_curve = InputCurve(
+        **{**aif_curve.__dict__, "concentration_hu": aif_curve.concentration_hu * scale}
+    )
+    aif_area = float(aif_grid.sum())
+
+    # Pass 2: deconvolution of the parenchyma, slice by slice.
+    levels = thresholds(p.svd_threshold_min, p.svd_threshold_max, p.svd_threshold_steps)
+    density_ratio = p.hematocrit_factor / p.brain_density_g_ml
+    maps = {
+        name: np.zeros((nz, ny, nx), np.float32)
+        for name in ("CBF", "CBV", "MTT", "TTP", "Tmax", "delay")
+    }
+    if p.exponential_peak_correction:
+        ratios = exponential_peak_ratio(aif_grid, grid.dt_s, levels, _LUT_MTT_S)
+    sigma_profile = p.denoise_profile_sigma_factor * noise
+    for z in range(nz):
+        if not parenchyma[z].any():
+            continue
+        conc = grid.slice_hu(z)
+        conc -= baseline[z]
+        if p.denoise_radius_voxels > 0:
+            conc = denoise.tips(
+                conc,
+                parenchyma[z],
+                p.denoise_radius_voxels,
+                p.denoise_spatial_sigma_mm / min(acq.pixel_spacing_mm),
+                sigma_profile,
+            )
+        rows = conc[:, parenchyma[z]].T
+        res = deconvolve(rows, aif_grid, grid.dt_s, levels, p.oscillation_index_max)
+        m = parenchyma[z]
+        area = rows.sum(axis=1) / aif_area  # ∫k dt = ∫C / ∫AIF
+        peak = res.peak
+        if p.exponential_peak_correction:
+            peak = correct_peak(peak, area, res.level, ratios, _LUT_MTT_S)
+        maps["CBF"][z][m] = 6000.0 * density_ratio * peak
+        maps["CBV"][z][m] = 100.0 * density_ratio * area
+        maps["Tmax"][z][m] = res.onset_s if p.tmax_from_onset else res.peak_time_s
+        maps["delay"][z][m] = res.onset_s
+    tissue = masks.remove_vessels(parenchyma, maps["CBV"], p.vessel_cbv_ml_100g)
+    maps["CBF"] = np.maximum(maps["CBF"], 0)
+    maps["CBV"] = np.maximum(maps["CBV"], 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mtt = np.where(maps["CBF"] > 0, 60.0 * maps["CBV"] / maps["CBF"], 0.0)
+    maps["MTT"] = mtt.astype(np.float32)
+    maps["TTP"] = feats.ttp_s
+    for name in maps:
+        maps[name] = np.where(tissue, maps[name], 0).astype(np.float32)
+    if tissue.sum() == 0:
+        raise NoBrainTissueError("No perfused brain tissue remained after excluding vessels.")
+
+    normal = stroke.normal_reference_cbf(maps["CBF"], maps["Tmax"], tissue, p.core_reference_tmax_s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        maps["rCBF"] = np.where(tissue, maps["CBF"] / max(normal, 1e-6), 0).astype(np.float32)
+    voxel_ml = acq.voxel_volume_ml
+    core, tmax6, tmax10 = stroke.lesion_masks(
+        maps["CBF"], maps["Tmax"], tissue, normal, voxel_ml, p
+    )
+    volumes = stroke.stroke_volumes(core, tmax6, tmax10, voxel_ml, p)
+    report = p.as_report()
+    report.update(
+        {
+            "aif_partial_volume_scale": scale,
+            "noise_sigma_hu": noise,
+            "baseline_frames": float(baseline_frames),
+            "resample_interval_s": grid.dt_s,
+        }
+    )
+    return PerfusionResult(
+        maps=maps,
+        tissue_mask=tissue,
+        core_mask=core,
+        tmax6_mask=tmax6,
+        tmax10_mask=tmax10,
+        aif=aif_curve,
+        vof=vof_curve,
+        volumes=volumes,
+        normal_cbf=normal,
+        parameters=report,
+        algorithm=ALGORITHM,
+        warnings=tuple(warnings),
+    )
+
+
+def _noise(grid: _Grid, sample: np.ndarray) -> float:
+    """Image noise σ (HU) from the acquisition's own frames (not resampled)."""
+    hu = grid.acquisition.hu
+    sigmas = [
+        inputs.noise_sigma_hu(hu[:, z], sample[z])
+        for z in range(hu.shape[1])
+        if sample[z].sum() > 20
+    ]
+    return float(np.median(sigmas)) if sigmas else 0.0
+
+
+def _delayed_hemisphere(
+    ttp_s: np.ndarray, parenchyma: np.ndarray, intracranial: np.ndarray
+) -> np.ndarray | None:
+    """The image half (left/right of the head's centre) whose tissue peaks > 1.5 s later."""
+    columns = np.nonzero(intracranial)[2]
+    if columns.size == 0:
+        return None
+    middle = float(columns.mean())
+    x = np.arange(parenchyma.shape[2])
+    left = parenchyma & (x < middle)
+    right = parenchyma & (x > middle)
+    if left.sum() < 100 or right.sum() < 100:
+        return None
+    # The latest-peaking 20 % of each side: sensitive to a territory, not to the whole side.
+    late_left = float(np.percentile(ttp_s[left], 80))
+    late_right = float(np.percentile(ttp_s[right], 80))
+    side = np.broadcast_to(x, parenchyma.shape)
+    if late_right - late_left > 1.5:
+        return side > middle
+    if late_left - late_right > 1.5:
+        return side < middle
+    return None

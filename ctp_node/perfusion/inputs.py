@@ -1,0 +1,139 @@
+"""Automatic arterial input (AIF) and venous output (VOF) selection, and the venous
+partial-volume correction of the AIF.
+
+Works on per-voxel curve features ``(z, y, x)`` computed from baseline-subtracted, uniformly
+resampled concentration curves (HU above baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ctp_node.perfusion.errors import NoArterialInputError
+
+#: An arterial peak must exceed this many noise σ and at least this many HU.
+_MIN_PEAK_SIGMA = 10.0
+_MIN_ARTERIAL_PEAK_HU = 50.0
+
+
+@dataclass(frozen=True)
+class CurveFeatures:
+    """Per-voxel features of the concentration curves, each ``(z, y, x)``.
+
+    peak_hu : maximum of the 3-point smoothed curve, HU above baseline.
+    ttp_s : time of that maximum on the uniform grid, s.
+    area_hu_s : integral of the curve, HU·s.
+    roughness : mean squared second difference relative to the peak (unitless).
+    """
+
+    peak_hu: np.ndarray
+    ttp_s: np.ndarray
+    area_hu_s: np.ndarray
+    roughness: np.ndarray
+
+
+def curve_features(concentration: np.ndarray, dt_s: float) -> CurveFeatures:
+    """Features of ``(t, ...)`` concentration curves on a uniform grid of spacing ``dt_s``."""
+    c = concentration
+    smooth = c.copy()
+    smooth[1:-1] = (c[:-2] + c[1:-1] + c[2:]) / 3
+    peak_index = np.argmax(smooth, axis=0)
+    peak = np.take_along_axis(smooth, peak_index[None], axis=0)[0]
+    second = c[2:] - 2 * c[1:-1] + c[:-2]
+    rough = np.mean(second**2, axis=0) / np.maximum(peak, 1e-3) ** 2
+    return CurveFeatures(
+        peak_hu=peak.astype(np.float32),
+        ttp_s=(peak_index * dt_s).astype(np.float32),
+        area_hu_s=(c.sum(axis=0) * dt_s).astype(np.float32),
+        roughness=rough.astype(np.float32),
+    )
+
+
+def noise_sigma_hu(concentration: np.ndarray, mask: np.ndarray) -> float:
+    """Image noise σ in HU from second temporal differences of the masked voxels."""
+    curves = concentration[:, mask]
+    second = curves[2:] - 2 * curves[1:-1] + curves[:-2]
+    return float(np.median(np.sqrt(np.mean(second**2, axis=0) / 6.0)))
+
+
+def _arterial_floor(features: CurveFeatures, candidates: np.ndarray, noise_hu: float) -> float:
+    return max(
+        _MIN_ARTERIAL_PEAK_HU,
+        _MIN_PEAK_SIGMA * noise_hu,
+        0.25 * float(np.percentile(features.peak_hu[candidates], 99.9)),
+    )
+
+
+def select_arterial(
+    features: CurveFeatures,
+    candidates: np.ndarray,
+    noise_hu: float,
+    count: int,
+    avoid: np.ndarray | None = None,
+) -> np.ndarray:
+    """Voxels ``(n, 3)`` of the AIF: early, high, narrow, smooth arterial curves.
+
+    ``avoid`` (bool ``(z, y, x)``) marks a region to avoid if candidates exist elsewhere (the
+    hemisphere with delayed tissue: arteries distal to an occlusion are late and dispersed).
+    """
+    if not candidates.any():
+        raise NoArterialInputError(
+            "No arterial input could be found: no voxel inside the skull has the attenuation of "
+            "blood or tissue. Check that the series covers the brain."
+        )
+    floor = _arterial_floor(features, candidates, noise_hu)
+    strong = candidates & (features.peak_hu >= floor)
+    strong &= (
+        features.roughness < 4.0 * np.median(features.roughness[strong]) if strong.any() else strong
+    )
+    if not strong.any():
+        raise NoArterialInputError(
+            "No artery with a clear contrast peak was found (no curve rises more than "
+            f"{floor:.0f} HU). The bolus may be too small or mistimed; place the arterial input "
+            "by hand or repeat the acquisition."
+        )
+    if avoid is not None and (strong & ~avoid).any():
+        strong &= ~avoid
+    earliest = float(np.percentile(features.ttp_s[strong], 5))
+    early = strong & (features.ttp_s <= earliest + 1.5)
+    width = features.area_hu_s / np.maximum(features.peak_hu, 1e-3)
+    score = np.where(early, features.peak_hu / np.maximum(width, 1e-3), -np.inf)
+    order = _best(score, min(count, int(early.sum())))
+    return np.column_stack(np.unravel_index(order, score.shape))
+
+
+def select_venous(
+    features: CurveFeatures, candidates: np.ndarray, noise_hu: float, aif_ttp_s: float, count: int
+) -> np.ndarray | None:
+    """Voxels ``(n, 3)`` of the VOF: late peak (after the AIF's) and largest area (the sinus)."""
+    if not candidates.any():
+        return None
+    floor = _arterial_floor(features, candidates, noise_hu)
+    late = candidates & (features.peak_hu >= floor) & (features.ttp_s >= aif_ttp_s + 1.0)
+    if not late.any():
+        return None
+    score = np.where(late, features.area_hu_s, -np.inf)
+    order = _best(score, min(count, int(late.sum())))
+    return np.column_stack(np.unravel_index(order, score.shape))
+
+
+def venous_scale(aif: np.ndarray, vof: np.ndarray, dt_s: float) -> float:
+    """Partial-volume factor ``∫VOF / ∫AIF``, with both areas taken over the same bolus passage.
+
+    The VOF passes later than the AIF by the lag between their peaks, so its area over the
+    acquisition corresponds to the AIF's area over the acquisition shortened by that lag
+    (otherwise truncating the venous tail would bias the factor low).
+    """
+    lag = round(float(np.argmax(vof) - np.argmax(aif)))
+    lag = max(lag, 0)
+    aif_area = float(aif[: aif.size - lag].sum()) if lag < aif.size else float(aif.sum())
+    return float(vof.sum()) / aif_area if aif_area > 0 else 1.0
+
+
+def _best(score: np.ndarray, count: int) -> np.ndarray:
+    """Flat indices of the ``count`` highest scores, best first."""
+    flat = score.ravel()
+    top = np.argpartition(flat, flat.size - count)[flat.size - count :]
+    return top[np.argsort(flat[top])[::-1]]

@@ -1,0 +1,53 @@
+"""Which voxels are brain parenchyma: skull, air, scalp, CSF and large vessels excluded.
+
+Arrays are ``(z, y, x)``; the baseline image is the mean of the pre-contrast frames in HU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+#: Pre-contrast attenuation above which a voxel is bone, in HU.
+BONE_HU = 300.0
+
+
+def intracranial_mask(baseline_hu: np.ndarray) -> np.ndarray:
+    """Voxels enclosed by the skull, per slice; everything non-bone if no skull is found."""
+    bone = baseline_hu > BONE_HU
+    inside = np.zeros(baseline_hu.shape, bool)
+    for z in range(baseline_hu.shape[0]):
+        if not bone[z].any():
+            continue
+        closed = ndimage.binary_closing(bone[z], iterations=3, border_value=0)
+        filled = ndimage.binary_fill_holes(closed)
+        inside[z] = filled & ~ndimage.binary_dilation(bone[z], iterations=1)
+    if inside.sum() < 0.01 * inside.size:
+        # No closed skull (e.g. a cropped field of view): do not restrict.
+        inside = ~bone
+    return inside
+
+
+def smoothed_baseline(baseline_hu: np.ndarray) -> np.ndarray:
+    """In-plane 3 × 3 mean of the baseline image, against noise in the attenuation ranges."""
+    return ndimage.uniform_filter(baseline_hu.astype(np.float32), size=(1, 3, 3), mode="nearest")
+
+
+def parenchyma_mask(baseline_hu: np.ndarray, min_hu: float, max_hu: float) -> np.ndarray:
+    """Intracranial voxels whose pre-contrast attenuation is that of brain tissue.
+
+    CSF (≈ 0–15 HU), air, fat and bone fall outside ``[min_hu, max_hu]``; large vessels are
+    removed later by :func:`remove_vessels`, once CBV is known.
+    """
+    smooth = smoothed_baseline(baseline_hu)
+    mask = intracranial_mask(baseline_hu) & (smooth >= min_hu) & (smooth <= max_hu)
+    return ndimage.binary_opening(mask, structure=np.ones((1, 2, 2), bool))
+
+
+def remove_vessels(tissue: np.ndarray, cbv_ml_100g: np.ndarray, vessel_cbv_ml_100g: float):
+    """Tissue without voxels whose blood volume marks a large vessel (and their in-plane rim)."""
+    vessels = tissue & (cbv_ml_100g > vessel_cbv_ml_100g)
+    rim = ndimage.binary_dilation(
+        vessels, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool)
+    )
+    return tissue & ~rim

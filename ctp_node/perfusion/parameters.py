@@ -1,0 +1,112 @@
+"""Constants, thresholds and algorithm settings of the perfusion engine.
+
+Every field is a plain float/int/bool/str whose unit is in its name or docstring; the node's YAML
+``perfusion:`` section maps onto these names one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class PerfusionParameters:
+    """Settings of :func:`ctp_node.perfusion.engine.compute_perfusion`.
+
+    Attributes
+    ----------
+    brain_density_g_ml : brain tissue density ρ in g/mL.
+    hematocrit_factor : k_H = (1 − Hct_large) / (1 − Hct_small) = (1 − 0.45) / (1 − 0.25), unitless.
+    core_rcbf_threshold : ischaemic core is tissue with CBF below this fraction of the normal
+        reference CBF (unitless; 0.30 = 30 %).
+    core_reference_tmax_s : the normal reference CBF is the median CBF of tissue whose Tmax is
+        below this value, in s (tissue with a normal bolus delay).
+    tmax_threshold_s : hypoperfusion is tissue with Tmax above this, in s.
+    tmax_severe_threshold_s : severe hypoperfusion (HIR numerator), in s.
+    target_core_max_ml : DEFUSE 3 target mismatch: core volume below this, in mL.
+    target_mismatch_min_ml : DEFUSE 3: mismatch volume at least this, in mL.
+    target_mismatch_ratio_min : DEFUSE 3: hypoperfusion / core at least this, unitless.
+    min_component_ml : connected lesion components (core, Tmax masks) smaller than this, in mL,
+        are removed as noise. 0.1 mL is well below any clinically relevant lesion (a 6 mm
+        lacune is 0.11 mL) and well above voxel-scale noise speckle (0.001–0.015 mL per voxel).
+    lesion_smoothing_voxels : CBF and Tmax are averaged over this many voxels square in-plane
+        (tissue only) before the core and Tmax thresholds, as commercial software does, so
+        that voxel noise does not fragment lesions (1 = no smoothing).
+    resample_interval_s : the acquisition is interpolated onto a uniform time grid with this
+        spacing, in s, before deconvolution (0 = the median spacing of the acquisition).
+    oscillation_index_max : oSVD (Wu 2003): per voxel, the smallest truncation threshold whose
+        residue has an oscillation index below this value is used (unitless).
+    svd_threshold_min, svd_threshold_max : range of the oSVD truncation thresholds tried,
+        as a fraction of the largest singular value (unitless).
+    svd_threshold_steps : number of thresholds tried, spaced geometrically in that range.
+    denoise_radius_voxels : in-plane radius of the time-profile bilateral filter (TIPS), voxels;
+        0 disables denoising.
+    denoise_spatial_sigma_mm : spatial width of the bilateral filter, in mm.
+    denoise_profile_sigma_factor : the profile-similarity width is this factor times the noise
+        σ estimated from the baseline images (unitless).
+    tissue_min_hu, tissue_max_hu : pre-contrast attenuation range of brain parenchyma, in HU
+        (excludes air, fat, CSF and bone).
+    vessel_cbv_ml_100g : voxels with a CBV above this, in mL/100 g, are large vessels and are
+        excluded from the tissue (a blood volume fraction of about 20 %).
+    aif_voxels : number of voxels averaged into the arterial input function.
+    vof_voxels : number of voxels averaged into the venous output function.
+    aif_scale_max : largest partial-volume correction factor the VOF may apply to the AIF.
+    exponential_peak_correction : correct the truncation bias of max k(t) (which lowers CBF
+        for short MTT) by simulating, with the study's own AIF and each voxel's threshold, how
+        much truncation lowers the peak of an exponential residue with the voxel's CBV.
+    tmax_from_onset : estimate the time of the residue maximum from the half-maximum of the
+        rising edge of k(t) (unbiased by truncation blur for any non-increasing residue); when
+        False, the time of the blurred peak itself (lags by about half the blur width).
+    venous_correction : scale the AIF so that its area equals the VOF's (partial-volume
+        correction); when False the AIF is used as measured.
+    """
+
+    brain_density_g_ml: float = 1.04
+    hematocrit_factor: float = 0.73
+    core_rcbf_threshold: float = 0.30
+    core_reference_tmax_s: float = 4.0
+    tmax_threshold_s: float = 6.0
+    tmax_severe_threshold_s: float = 10.0
+    target_core_max_ml: float = 70.0
+    target_mismatch_min_ml: float = 15.0
+    target_mismatch_ratio_min: float = 1.8
+    min_component_ml: float = 0.1
+    lesion_smoothing_voxels: int = 1
+    resample_interval_s: float = 1.0
+    oscillation_index_max: float = 0.05
+    svd_threshold_min: float = 0.02
+    svd_threshold_max: float = 0.5
+    svd_threshold_steps: int = 10
+    denoise_radius_voxels: int = 3
+    denoise_spatial_sigma_mm: float = 3.0
+    denoise_profile_sigma_factor: float = 3.0
+    tissue_min_hu: float = 15.0
+    tissue_max_hu: float = 70.0
+    vessel_cbv_ml_100g: float = 20.0
+    aif_voxels: int = 6
+    vof_voxels: int = 6
+    aif_scale_max: float = 4.0
+    venous_correction: bool = True
+    exponential_peak_correction: bool = True
+    tmax_from_onset: bool = True
+
+    def __post_init__(self) -> None:
+        positive = (
+            "brain_density_g_ml",
+            "hematocrit_factor",
+            "core_rcbf_threshold",
+            "oscillation_index_max",
+            "svd_threshold_min",
+            "svd_threshold_max",
+        )
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"perfusion parameter {name} must be positive")
+        if self.svd_threshold_min > self.svd_threshold_max:
+            raise ValueError("svd_threshold_min must not exceed svd_threshold_max")
+        if self.svd_threshold_steps < 1 or self.aif_voxels < 1 or self.vof_voxels < 1:
+            raise ValueError("svd_threshold_steps, aif_voxels and vof_voxels must be at least 1")
+
+    def as_report(self) -> dict[str, float]:
+        """All parameters as ``name → float`` for the report (booleans as 0/1)."""
+        return {name: float(value) for name, value in asdict(self).items()}

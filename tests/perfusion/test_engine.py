@@ -1,0 +1,98 @@
+"""End to end on the default phantom, against its truth (REQUIREMENTS units)."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ctp_node.perfusion import (
+    MAP_UNITS,
+    Acquisition,
+    AcquisitionTooShortError,
+    NoContrastError,
+    PerfusionError,
+    compute_perfusion,
+    make_phantom,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom_and_result():
+    ph = make_phantom()
+    return ph, compute_perfusion(ph.acquisition)
+
+
+def _block_means(result, truth, name):
+    labels = truth.region_labels
+    eroded = np.zeros_like(labels)
+    for z in range(labels.shape[0]):
+        for lab in np.unique(labels[z])[1:]:
+            eroded[z][ndimage.binary_erosion(labels[z] == lab, iterations=2)] = lab
+    idx = np.arange(1, truth.region_values.shape[0] + 1)
+    return ndimage.mean(result.maps[name], eroded, idx)
+
+
+def test_maps_and_contract(phantom_and_result) -> None:
+    ph, res = phantom_and_result
+    for name in MAP_UNITS:
+        m = res.maps[name]
+        assert m.dtype == np.float32 and m.shape == ph.acquisition.hu.shape[1:]
+        assert np.all(m[~res.tissue_mask] == 0)
+    assert res.aif.selection == "automatic" and res.vof is not None
+    assert res.algorithm.startswith("ctp-node")
+    assert all(isinstance(v, float) for v in res.parameters.values())
+
+
+def test_accuracy_against_truth(phantom_and_result) -> None:
+    ph, res = phantom_and_result
+    tv = ph.truth.region_values
+    cbf = _block_means(res, ph.truth, "CBF")
+    cbv = _block_means(res, ph.truth, "CBV")
+    tmax = _block_means(res, ph.truth, "Tmax")
+    assert np.median(np.abs(cbf / tv[:, 0] - 1)) < 0.20
+    assert np.median(np.abs(cbv / tv[:, 1] - 1)) < 0.10
+    assert np.median(np.abs(tmax - tv[:, 3])) < 1.0
+    d0, d5 = tv[:, 3] == 0, tv[:, 3] == tv[:, 3].max()
+    assert 0.9 < np.mean(cbf[d5] / cbf[d0]) < 1.1
+    assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.25)
+
+
+def test_manual_aif_is_used(phantom_and_result) -> None:
+    ph, _res = phantom_and_result
+    z, y, x = (int(v) for v in np.argwhere(ph.truth.artery_mask)[0])
+    manual = compute_perfusion(ph.acquisition, aif_zyx=(z, y, x))
+    assert manual.aif.selection == "manual"
+    assert (manual.aif.voxels_zyx == [z, y, x]).all(axis=1).any()
+
+
+def test_no_contrast_and_short_scan_are_explained() -> None:
+    ph = make_phantom()
+    acq = ph.acquisition
+    flat = Acquisition(
+        hu=np.repeat(acq.hu[:1], acq.hu.shape[0], axis=0),
+        times_s=acq.times_s,
+        pixel_spacing_mm=acq.pixel_spacing_mm,
+        slice_spacing_mm=acq.slice_spacing_mm,
+    )
+    with pytest.raises(NoContrastError, match="No contrast"):
+        compute_perfusion(flat)
+    short = Acquisition(
+        hu=acq.hu[:6],
+        times_s=acq.times_s[:6],
+        pixel_spacing_mm=acq.pixel_spacing_mm,
+        slice_spacing_mm=acq.slice_spacing_mm,
+    )
+    with pytest.raises(AcquisitionTooShortError) as err:
+        compute_perfusion(short)
+    assert isinstance(err.value, PerfusionError) and "time points" in str(err.value)
+
+
+def test_input_is_not_modified_when_already_on_the_grid() -> None:
+    from ctp_node.perfusion import PhantomSpec
+
+    ph = make_phantom(
+        PhantomSpec(interval_s=1.0, duration_s=50.0, slices=4, matrix=96, pixel_spacing_mm=2.3)
+    )
+    before = ph.acquisition.hu.copy()
+    res = compute_perfusion(ph.acquisition)
+    assert np.array_equal(before, ph.acquisition.hu)
+    assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.3)
