@@ -167,7 +167,9 @@ def handle_requested(event: evt.Event, allowed: tuple[Caller, ...], db: Database
     if not allowed:
         return
     requestor = event.assoc.requestor
-    calling = requestor.ae_title.strip()
+    # At this event the requestor's ae_title is not filled in yet: read the A-ASSOCIATE-RQ.
+    primitive = requestor.primitive
+    calling = str(primitive.calling_ae_title if primitive else requestor.ae_title).strip()
     for caller in allowed:
         if caller.ae_title == calling and (caller.host is None or caller.host == requestor.address):
             return

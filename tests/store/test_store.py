@@ -71,7 +71,9 @@ def test_resent_instance_is_not_counted_twice(db):
 def test_decision_is_dropped_when_instances_arrived_meanwhile(db):
     for n in range(3):
         record_instance(db, _instance(n))
-    assert decide_series(db, "1.2.3.1", perfusion=True, reason="", expected_instance_count=2) is None
+    assert (
+        decide_series(db, "1.2.3.1", perfusion=True, reason="", expected_instance_count=2) is None
+    )
     job_id = decide_series(db, "1.2.3.1", perfusion=True, reason="ok", expected_instance_count=3)
     assert job_id is not None
     assert list_series(db)[0].state == SeriesState.QUEUED

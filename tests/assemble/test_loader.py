@@ -1,0 +1,127 @@
+"""Reading CT files into an Acquisition: order, times, geometry, facts, and refusals."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from ctp_node.assemble.headers import UnreadableImageError
+from ctp_node.assemble.layout import NotPerfusionError
+from ctp_node.assemble.loader import load_series
+from ctp_node.perfusion import Acquisition, AcquisitionFacts
+from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+
+T, Z, N = 12, 3, 24
+
+
+def _acquisition(slice_offsets_s: np.ndarray | None = None) -> Acquisition:
+    rng = np.random.default_rng(0)
+    hu = np.round(rng.normal(35, 20, size=(T, Z, N, N))).astype(np.float32)
+    times = np.arange(T) * 1.5
+    slice_times = None
+    if slice_offsets_s is not None:
+        slice_times = times[:, None] + slice_offsets_s[None, :]
+    return Acquisition(
+        hu=hu,
+        times_s=times if slice_times is None else slice_times.mean(axis=1),
+        slice_times_s=slice_times,
+        pixel_spacing_mm=(0.8, 0.7),
+        slice_spacing_mm=5.0,
+        slice_positions_mm=np.array([[-90.0, -100.0, 20.0 + 5 * z] for z in range(Z)]),
+        facts=AcquisitionFacts(
+            kvp=80,
+            exposure_mas=150,
+            ctdivol_mgy=210.0,
+            contrast_agent="Iohexol 350",
+            contrast_volume_ml=40,
+            contrast_rate_ml_s=5,
+            patient_age_years=67,
+        ),
+    )
+
+
+def _write(tmp_path: Path, acquisition: Acquisition, **kwargs) -> list[Path]:
+    return write_ct_series(acquisition, tmp_path, identity=StudyIdentity.new(), **kwargs)
+
+
+def test_shuffled_files_load_in_time_and_slice_order(tmp_path: Path) -> None:
+    acquisition = _acquisition()
+    paths = _write(tmp_path, acquisition)
+    random.Random(1).shuffle(paths)
+    loaded = load_series(paths, min_time_points=10).acquisition
+    np.testing.assert_array_equal(loaded.hu, acquisition.hu)
+    np.testing.assert_allclose(loaded.times_s, acquisition.times_s, atol=1e-3)
+    np.testing.assert_allclose(loaded.slice_positions_mm, acquisition.slice_positions_mm)
+    assert loaded.pixel_spacing_mm == (0.8, 0.7)
+    assert loaded.slice_spacing_mm == pytest.approx(5.0)
+
+
+def test_acquisition_crossing_midnight(tmp_path: Path) -> None:
+    acquisition = _acquisition()
+    paths = _write(tmp_path, acquisition, start_datetime=datetime(2026, 11, 23, 23, 59, 50))
+    loaded = load_series(paths, min_time_points=10).acquisition
+    np.testing.assert_allclose(loaded.times_s, acquisition.times_s, atol=1e-3)
+    np.testing.assert_array_equal(loaded.hu, acquisition.hu)
+
+
+def test_slices_with_their_own_times(tmp_path: Path) -> None:
+    offsets = np.array([0.0, 0.3, 0.6])
+    acquisition = _acquisition(offsets)
+    loaded = load_series(_write(tmp_path, acquisition), min_time_points=10).acquisition
+    np.testing.assert_allclose(loaded.slice_times_s, acquisition.slice_times_s, atol=1e-3)
+    np.testing.assert_allclose(loaded.times_s, acquisition.times_s, atol=1e-3)
+
+
+def test_header_facts(tmp_path: Path) -> None:
+    facts = load_series(_write(tmp_path, _acquisition()), min_time_points=10).acquisition.facts
+    assert facts.kvp == 80 and facts.exposure_mas == 150
+    assert facts.ctdivol_mgy == pytest.approx(210.0)
+    assert facts.contrast_agent == "Iohexol 350"
+    assert facts.contrast_volume_ml == 40 and facts.contrast_rate_ml_s == 5
+    assert facts.patient_age_years == pytest.approx(67, abs=1)
+
+
+def test_single_volume_is_not_perfusion(tmp_path: Path) -> None:
+    paths = [p for p in _write(tmp_path, _acquisition()) if p.name.startswith("t000_")]
+    with pytest.raises(NotPerfusionError, match="single volume"):
+        load_series(paths, min_time_points=10)
+
+
+def test_too_few_time_points(tmp_path: Path) -> None:
+    paths = [p for p in _write(tmp_path, _acquisition()) if int(p.name[1:4]) < 5]
+    with pytest.raises(NotPerfusionError, match="only 5 time point"):
+        load_series(paths, min_time_points=10)
+
+
+def test_duplicate_image_is_used_once(tmp_path: Path) -> None:
+    acquisition = _acquisition()
+    paths = _write(tmp_path, acquisition)
+    copy = tmp_path / "copy.dcm"
+    ds = pydicom.dcmread(paths[0])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(copy)
+    loaded = load_series([*paths, copy], min_time_points=10)
+    np.testing.assert_array_equal(loaded.acquisition.hu, acquisition.hu)
+    assert any("duplicate" in note for note in loaded.layout.notes)
+
+
+def test_not_ct_is_refused(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _acquisition())
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.Modality = "MR"
+        ds.save_as(path)
+    with pytest.raises(NotPerfusionError, match="modality is MR"):
+        load_series(paths, min_time_points=10)
+
+
+def test_a_file_that_is_not_dicom_is_named(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _acquisition())
+    paths[3].write_bytes(b"not dicom at all")
+    with pytest.raises(UnreadableImageError, match=paths[3].name):
+        load_series(paths, min_time_points=10)

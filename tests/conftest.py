@@ -1,0 +1,299 @@
+"""Fixtures with real parts: DCMTK tools, a real Orthanc, ctp-node serve, a phantom study.
+
+Everything listens on 127.0.0.1 only; every wait is a bounded loop with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Debian's DCMTK leaves Nagle's algorithm on; without this a DCMTK peer manages ~20 images/s.
+FAST_TCP_ENV = {**os.environ, "TCP_NODELAY": "1"}
+# pynetdicom installs scripts named like DCMTK's into the venv: call DCMTK's by full path.
+DCMTK = Path("/usr/bin")
+
+
+def dcmtk(tool: str) -> str:
+    path = DCMTK / tool
+    if not path.exists():
+        pytest.fail(f"DCMTK's {tool} is not installed at {path}: run .ci/run (installs dcmtk)")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.25
+) -> object:
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def echo_ok(port: int, called: str, calling: str = "ECHOSCU") -> bool:
+    result = subprocess.run(
+        [dcmtk("echoscu"), "-aet", calling, "-aec", called, "-to", "5", "127.0.0.1", str(port)],
+        capture_output=True,
+        timeout=30,
+        env=FAST_TCP_ENV,
+    )
+    return result.returncode == 0
+
+
+def storescu(
+    files: list[Path],
+    port: int,
+    called: str,
+    calling: str = "STORESCU",
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
+    """Send files with DCMTK storescu (in the order given), all in one association."""
+    return subprocess.run(
+        [
+            dcmtk("storescu"),
+            "-v",
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "-to",
+            "30",
+            "-nh",
+            *extra,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=FAST_TCP_ENV,
+    )
+
+
+def stored_count(result: subprocess.CompletedProcess) -> int:
+    """How many C-STOREs storescu saw succeed (it exits 0 even when the peer refuses)."""
+    return (result.stdout + result.stderr).count("Received Store Response (Success)")
+
+
+# ------------------------------------------------------------------------------------------
+# Orthanc
+
+
+@dataclass
+class Orthanc:
+    dicom_port: int
+    http_port: int
+    ae_title: str
+    process: subprocess.Popen
+
+    def get(self, path: str) -> object:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
+            return r.read()
+
+    def instances(self) -> list[dict]:
+        return [self.get(f"/instances/{i}/simplified-tags") for i in self.get("/instances")]
+
+
+def start_orthanc(folder: Path, dicom_port: int | None = None) -> Orthanc:
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(binary).exists():
+        pytest.fail("Orthanc is not installed: run .ci/run (installs orthanc)")
+    folder.mkdir(parents=True, exist_ok=True)
+    dicom_port = dicom_port or free_port()
+    http_port = free_port()
+    config = {
+        "Name": "ctp-node-test",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": True,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
+        "Plugins": [],
+        "StableAge": 1,
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    log = open(folder / "orthanc.log", "w")
+    process = subprocess.Popen(
+        [binary, str(folder / "orthanc.json")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=FAST_TCP_ENV,
+    )
+    orthanc = Orthanc(dicom_port, http_port, "ORTHANC", process)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"Orthanc exited: {(folder / 'orthanc.log').read_text()[-2000:]}")
+        try:
+            orthanc.get("/system")
+            return True
+        except OSError:
+            return False
+
+    wait_until(ready, 30, "Orthanc to start")
+    return orthanc
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    server = start_orthanc(tmp_path / "orthanc")
+    yield server
+    stop_process(server.process)
+
+
+# ------------------------------------------------------------------------------------------
+# The phantom study (written once per session)
+
+
+@pytest.fixture(scope="session")
+def phantom_study(tmp_path_factory: pytest.TempPathFactory):
+    from ctp_node.demo import write_phantom_study
+    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom_dicom import StudyIdentity
+
+    folder = tmp_path_factory.mktemp("phantom")
+    phantom = make_phantom(PhantomSpec())
+    paths = write_phantom_study(phantom, folder, StudyIdentity.new())
+    return phantom, paths
+
+
+# ------------------------------------------------------------------------------------------
+# ctp-node serve as a real process
+
+
+@dataclass
+class ServedNode:
+    port: int
+    ae_title: str
+    config_path: Path
+    root: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def status(self) -> dict:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ctp_node",
+                "status",
+                "--json",
+                "--config",
+                str(self.config_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def node_config(root: Path, port: int, destinations: list[dict], **sections: dict) -> dict:
+    config = {
+        "node": {"ae_title": "CTPNODE", "port": port, "bind": "127.0.0.1"},
+        "storage": {"root": str(root / "storage"), "min_free_bytes": 0},
+        "database": {"url": f"sqlite:///{root / 'node.db'}"},
+        "ingest": {"series_stable_after_s": 2.0, "scan_interval_s": 0.5},
+        "worker": {"count": 1, "poll_interval_s": 0.5},
+        "destinations": destinations,
+        "send": {"retry_backoff_s": 1.0, "retry_backoff_max_s": 2.0},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return config
+
+
+def start_node(root: Path, config: dict) -> ServedNode:
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root / "ctp-node.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = root / "serve.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ctp_node", "serve", "--config", str(config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    port = config["node"]["port"]
+    node = ServedNode(port, config["node"]["ae_title"], config_path, root, process, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"ctp-node serve exited: {log_path.read_text()[-3000:]}")
+        return echo_ok(port, node.ae_title)
+
+    wait_until(ready, 60, "ctp-node serve to answer C-ECHO")
+    return node
+
+
+@pytest.fixture
+def serve_node(tmp_path: Path):
+    """A factory: ``serve_node(destinations, **sections)`` starts ``ctp-node serve``."""
+    started: list[ServedNode] = []
+
+    def factory(destinations: list[dict], **sections: dict) -> ServedNode:
+        root = tmp_path / f"node{len(started)}"
+        node = start_node(root, node_config(root, free_port(), destinations, **sections))
+        started.append(node)
+        return node
+
+    yield factory
+    for node in started:
+        stop_process(node.process)
+
+
+def orthanc_destination(orthanc: Orthanc) -> dict:
+    return {
+        "name": "orthanc",
+        "ae_title": orthanc.ae_title,
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+    }

@@ -1,0 +1,151 @@
+"""The outbox sender against real peers: DCMTK storescp, and a PACS that is down, then up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from ctp_node.send.scu import Peer, PeerUnreachableError, send_files
+from ctp_node.send.sender import RetryPolicy, send_due_exports
+from ctp_node.store import Database
+from ctp_node.store.ingest import ReceivedInstance, decide_series, record_instance
+from ctp_node.store.models import ExportState, utcnow
+from ctp_node.store.outbox import OutputObject, enqueue_exports, list_exports
+from tests.conftest import FAST_TCP_ENV, dcmtk, free_port, start_orthanc, stop_process, wait_until
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> list[Path]:
+    """Two CT files standing in for outputs (the sender sends any DICOM file as it is)."""
+    import numpy as np
+
+    from ctp_node.perfusion import Acquisition
+    from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+
+    acquisition = Acquisition(
+        hu=np.zeros((1, 2, 16, 16), np.float32),
+        times_s=np.array([0.0]),
+        pixel_spacing_mm=(1.0, 1.0),
+        slice_spacing_mm=5.0,
+    )
+    return write_ct_series(
+        acquisition, tmp_path_factory.mktemp("out"), identity=StudyIdentity.new()
+    )
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    port = free_port()
+    folder = tmp_path / "received"
+    folder.mkdir()
+    process = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", "STORESCP", "-od", str(folder), "+B", str(port)],
+        env=FAST_TCP_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    from tests.conftest import echo_ok
+
+    wait_until(lambda: echo_ok(port, "STORESCP"), 20, "storescp to listen")
+    yield port, folder
+    stop_process(process)
+
+
+def test_send_files_to_storescp(outputs, storescp) -> None:
+    port, folder = storescp
+    outcomes = send_files(Peer("STORESCP", "127.0.0.1", port), outputs)
+    assert [o.stored for o in outcomes] == [True, True]
+    received = {pydicom.dcmread(p).SOPInstanceUID for p in folder.iterdir()}
+    assert received == {pydicom.dcmread(p).SOPInstanceUID for p in outputs}
+
+
+def test_unreachable_peer_raises_a_clear_error(outputs) -> None:
+    with pytest.raises(PeerUnreachableError, match="check that the destination is running"):
+        send_files(Peer("NOBODY", "127.0.0.1", free_port(), timeout_s=5), outputs)
+
+
+def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    db.create_schema()
+    record_instance(
+        db,
+        ReceivedInstance(
+            "1.2.3.4.1",
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3.4",
+            "1.2.3",
+            "1.2.840.10008.1.2.1",
+            "CT",
+            "",
+            1,
+            "x",
+            1,
+            "CT",
+        ),
+    )
+    job_id = decide_series(db, "1.2.3.4", perfusion=True, reason="", expected_instance_count=1)
+    root = outputs[0].parent
+    enqueue_exports(
+        db,
+        job_id,
+        [
+            ("pacs", OutputObject(pydicom.dcmread(p).SOPInstanceUID, "parametric_maps", p.name))
+            for p in outputs
+        ],
+    )
+    port = free_port()
+    peers = {"pacs": Peer("ORTHANC", "127.0.0.1", port, timeout_s=5)}
+    policy = RetryPolicy(max_attempts=5, backoff_s=0.0, backoff_max_s=0.0)
+
+    assert send_due_exports(db, root, peers, policy) == 0  # nobody listens yet
+    exports = list_exports(db)
+    assert all(e.state == ExportState.PENDING and e.attempts == 1 for e in exports)
+    assert "no association" in exports[0].last_error
+
+    orthanc = start_orthanc(tmp_path / "orthanc", dicom_port=port)
+    try:
+        assert send_due_exports(db, root, peers, policy) == len(outputs)
+        assert all(e.state == ExportState.SENT for e in list_exports(db))
+        assert len(orthanc.get("/instances")) == len(outputs)
+    finally:
+        stop_process(orthanc.process)
+        db.dispose()
+
+
+def test_gives_up_after_max_attempts(outputs, tmp_path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    db.create_schema()
+    record_instance(
+        db,
+        ReceivedInstance(
+            "1.2.3.4.1",
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3.4",
+            "1.2.3",
+            "1.2.840.10008.1.2.1",
+            "CT",
+            "",
+            1,
+            "x",
+            1,
+            "CT",
+        ),
+    )
+    job_id = decide_series(db, "1.2.3.4", perfusion=True, reason="", expected_instance_count=1)
+    enqueue_exports(db, job_id, [("pacs", OutputObject("9.9", "parametric_maps", outputs[0].name))])
+    peers = {"pacs": Peer("X", "127.0.0.1", free_port(), timeout_s=2)}
+    policy = RetryPolicy(max_attempts=2, backoff_s=10.0, backoff_max_s=10.0)
+    send_due_exports(db, outputs[0].parent, peers, policy)
+    assert list_exports(db)[0].next_attempt_at > utcnow() + dt.timedelta(seconds=5)  # backoff
+    with db.session() as s:  # make it due now
+        from ctp_node.store.models import Export
+
+        s.get(Export, 1).next_attempt_at = utcnow()
+    send_due_exports(db, outputs[0].parent, peers, policy)
+    (export,) = list_exports(db)
+    assert export.state == ExportState.FAILED and export.attempts == 2
+    db.dispose()
