@@ -1,0 +1,62 @@
+"""The node's configuration: the YAML schema, its defaults, loading and validation errors.
+
+``config/ctp-node.yaml`` is the reference: every key with its default and a comment. This
+module turns such a file into a frozen :class:`Config` in one step — either every value is
+valid and the whole configuration is returned, or :class:`ConfigError` lists every problem
+with its key path (``destinations.0.port``) and nothing is applied.
+
+Relative paths (``storage.root`` and the file inside a ``sqlite:///relative.db`` URL) are
+relative to the configuration file's folder. Durations are seconds (``_s``), sizes bytes.
+"""
+
+from ctp_node.config.loading import (
+    check_config,
+    default_config_path,
+    load_config,
+    resolve_sqlite_url,
+)
+from ctp_node.config.schema import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    FILE_KEY_PATH,
+    OUTPUT_KINDS,
+    AllowedCaller,
+    Config,
+    ConfigError,
+    ConfigProblem,
+    DatabaseConfig,
+    DestinationConfig,
+    IngestConfig,
+    NodeConfig,
+    OutputKind,
+    PerfusionConfig,
+    ReportConfig,
+    SendConfig,
+    StorageConfig,
+    WorkerConfig,
+)
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_PATH",
+    "FILE_KEY_PATH",
+    "OUTPUT_KINDS",
+    "AllowedCaller",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "DatabaseConfig",
+    "DestinationConfig",
+    "IngestConfig",
+    "NodeConfig",
+    "OutputKind",
+    "PerfusionConfig",
+    "ReportConfig",
+    "SendConfig",
+    "StorageConfig",
+    "WorkerConfig",
+    "check_config",
+    "default_config_path",
+    "load_config",
+    "resolve_sqlite_url",
+]

@@ -1,0 +1,261 @@
+"""Loading a configuration file: YAML, validation, relative paths, every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+
+from ctp_node.config.schema import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    FILE_KEY_PATH,
+    Config,
+    ConfigError,
+    ConfigProblem,
+)
+from ctp_node.config.values import _SQLITE_URL
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_config_path() -> Path:
+    """``$CTP_NODE_CONFIG`` if set and not empty, else ``config/ctp-node.yaml`` (relative to
+    the current directory)."""
+    from_environment = os.environ.get(CONFIG_ENV_VAR, "").strip()
+    return Path(from_environment) if from_environment else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path | str) -> Config:
+    """Read, validate and resolve the configuration file at ``path``.
+
+    An empty file gives every default. Relative ``storage.root`` and relative SQLite files in
+    ``database.url`` are resolved against the file's folder; ``source_path`` is set to the
+    file's absolute path.
+
+    Raises
+    ------
+    ConfigError
+        listing every problem (missing file, YAML syntax, unknown keys, invalid values) with
+        its key path; nothing is returned half-valid.
+    """
+    file_path = Path(path).absolute()
+    raw = _read_yaml(file_path)
+    problems: list[ConfigProblem] = []
+    if isinstance(raw, dict) and "source_path" in raw:
+        problems.append(ConfigProblem("source_path", _unknown_key_message((), "source_path")))
+        raw = {key: value for key, value in raw.items() if key != "source_path"}
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc))
+    if problems:
+        raise ConfigError(problems, file_path)
+    return _resolve_relative_paths(config, file_path)
+
+
+def check_config(path: Path | str) -> list[ConfigProblem]:
+    """Every problem of the configuration file at ``path``; an empty list means it is valid."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def _read_yaml(file_path: Path) -> dict[str, Any]:
+    def fail(message: str) -> ConfigError:
+        return ConfigError([ConfigProblem(FILE_KEY_PATH, message)], file_path)
+
+    try:
+        text = file_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail(
+            f"no configuration file at {file_path}; pass --config PATH or set "
+            f"{CONFIG_ENV_VAR} (config/ctp-node.yaml in the repository is the reference)"
+        ) from None
+    except IsADirectoryError:
+        raise fail(f"{file_path} is a folder; expected a YAML configuration file") from None
+    except UnicodeDecodeError as exc:
+        raise fail(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise fail(f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        raise fail(_yaml_error_message(exc)) from None
+    except yaml.YAMLError as exc:
+        raise fail(f"the file is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise fail(
+            "the file must be a mapping of sections (node:, storage:, database:, ...); "
+            f"it holds a {type(raw).__name__}"
+        )
+    return raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping instead of keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen_on = first_line.get(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if seen_on is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (first on line {seen_on + 1}); keep one",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error_message(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown place"
+    what = exc.problem or "invalid YAML"
+    context = f" ({exc.context})" if exc.context else ""
+    return f"YAML syntax error at {where}: {what}{context}"
+
+
+# --------------------------------------------------------------------------------------------
+# Turning pydantic's errors into problems a user can act on
+
+
+def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if part != "[key]")
+        key_path = ".".join(str(part) for part in loc) or FILE_KEY_PATH
+        problem = ConfigProblem(key_path, _message(error, loc))
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def _message(error: Any, loc: tuple[str | int, ...]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return _unknown_key_message(loc[:-1], loc[-1])
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping of keys; got {_describe(value)}"
+    if kind == "list_type":
+        return f"must be a list; got {_describe(value)}"
+    message = error["msg"].removeprefix("Value error, ")
+    message = message.replace("Input should be", "must be")
+    if kind.endswith(("_type", "_parsing", "_error")) or kind.startswith(("greater", "less")):
+        message = f"{message}; got {_describe(value)}"
+        if isinstance(value, bool) and kind == "string_type":
+            message += " (YAML reads yes/no/on/off/true/false as booleans; quote the text)"
+    return message
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _unknown_key_message(parent: tuple[str | int, ...], key: str | int) -> str:
+    allowed = _allowed_keys(parent)
+    if not allowed:
+        return "unknown key"
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}allowed here: {', '.join(allowed)}"
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    annotation: Any = Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(part, str) and _is_model(annotation):
+            field = annotation.model_fields.get(part)
+            annotation = field.annotation if field else None
+        elif isinstance(part, int) and get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if not _is_model(annotation):
+        return []
+    return [name for name in annotation.model_fields if name != "source_path"]
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, type(int | None)):
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+# --------------------------------------------------------------------------------------------
+# Relative paths
+
+
+def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
+    folder = file_path.parent
+    root = config.storage.root
+    storage = config.storage.model_copy(
+        update={"root": root if root.is_absolute() else folder / root}
+    )
+    database = config.database.model_copy(
+        update={"url": resolve_sqlite_url(config.database.url, folder)}
+    )
+    return config.model_copy(
+        update={"storage": storage, "database": database, "source_path": file_path}
+    )
+
+
+def resolve_sqlite_url(url: str, folder: Path) -> str:
+    """``url`` with a relative SQLite file made relative to ``folder``; any other URL as given.
+
+    ``sqlite:///relative/x.db`` becomes ``sqlite:////<folder>/relative/x.db``;
+    ``sqlite:////absolute/x.db``, ``sqlite://`` and ``sqlite:///:memory:`` are unchanged.
+    """
+    match = _SQLITE_URL.match(url)
+    if not match:
+        return url
+    scheme, rest = match.groups()
+    database, separator, query = rest.partition("?")
+    if not database or database == ":memory:" or database.startswith(("/", "file:")):
+        return url
+    return f"{scheme}:///{folder.absolute() / database}{separator}{query}"

@@ -1,0 +1,392 @@
+"""The configuration's schema: pydantic models with defaults, and the problems they report.
+
+See :mod:`ctp_node.config` for loading; ``config/ctp-node.yaml`` is the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from ctp_node.config.values import (
+    _DATABASE_URL,
+    _DESTINATION_NAME,
+    AETitle,
+    Host,
+    PerfusionValue,
+    PortNumber,
+    PositiveSeconds,
+    _check_ip_address,
+    _check_long_string,
+    _check_parameter_name,
+    _check_perfusion_value,
+)
+
+CONFIG_ENV_VAR = "CTP_NODE_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config/ctp-node.yaml")
+
+FILE_KEY_PATH = "(file)"
+"""Key path of problems that concern the file as a whole (missing, not YAML, not a mapping)."""
+
+OutputKind = Literal["parametric_maps", "secondary_captures", "structured_report"]
+OUTPUT_KINDS: tuple[OutputKind, ...] = get_args(OutputKind)
+
+
+# --------------------------------------------------------------------------------------------
+# Problems and the error that carries them
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration.
+
+    Attributes
+    ----------
+    key_path : dotted path of the offending key, list items by index
+        (``destinations.0.port``); ``(file)`` for the file as a whole.
+    message : what is wrong, in a sentence a user can act on.
+    """
+
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key_path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` lists every reason at once."""
+
+    def __init__(self, problems: list[ConfigProblem], path: Path | None = None) -> None:
+        self.problems = list(problems)
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = str(self.path) if self.path is not None else "configuration"
+        count = len(self.problems)
+        header = f"{where}: {count} problem{'s' if count != 1 else ''} in the configuration"
+        return "\n".join([header, *(f"  {problem}" for problem in self.problems)])
+
+
+class _Section(BaseModel):
+    # strict: YAML's `yes`, `on` and `1.5` are not silently turned into integers or strings.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+class AllowedCaller(_Section):
+    """A scanner or workstation allowed to send to the node.
+
+    Attributes
+    ----------
+    ae_title : the caller's (calling) AE title.
+    host : the caller's IP address or host name; ``None`` accepts the title from any host.
+    """
+
+    ae_title: AETitle
+    host: Host | None = None
+
+
+class NodeConfig(_Section):
+    """The DICOM face of the node (the C-STORE SCP).
+
+    Attributes
+    ----------
+    ae_title : called AE title the node answers to.
+    port : TCP port it listens on.
+    bind : IP address it listens on (``0.0.0.0``: every interface).
+    allowed_callers : callers accepted; empty accepts any caller.
+    max_associations : associations served at the same time.
+    acse_timeout_s, dimse_timeout_s, network_timeout_s : pynetdicom timeouts in seconds.
+    """
+
+    ae_title: AETitle = "CTPNODE"
+    port: PortNumber = 11112
+    bind: Annotated[str, AfterValidator(_check_ip_address)] = "0.0.0.0"
+    allowed_callers: list[AllowedCaller] = []
+    max_associations: int = Field(10, ge=1)
+    acse_timeout_s: PositiveSeconds = 30.0
+    dimse_timeout_s: PositiveSeconds = 60.0
+    network_timeout_s: PositiveSeconds = 60.0
+
+
+class StorageConfig(_Section):
+    """Where files live.
+
+    Attributes
+    ----------
+    root : folder holding the spool, results and quarantine; relative to the configuration
+        file's folder once loaded by :func:`load_config`.
+    min_free_bytes : free space in bytes below which C-STORE is refused with an
+        out-of-resources status.
+    """
+
+    root: Path = Field(Path("var/ctp-node"), strict=False)
+    min_free_bytes: int = Field(1_000_000_000, ge=0)
+
+
+class DatabaseConfig(_Section):
+    """The database holding the index of instances, the job queue and the outbox.
+
+    Attributes
+    ----------
+    url : SQLAlchemy URL; a relative SQLite file is relative to the configuration file's folder.
+    """
+
+    url: str = "sqlite:///var/ctp-node/ctp-node.db"
+
+    @field_validator("url")
+    @classmethod
+    def _looks_like_a_url(cls, url: str) -> str:
+        if not _DATABASE_URL.match(url):
+            raise PydanticCustomError(
+                "database_url",
+                "must be a SQLAlchemy database URL such as sqlite:///var/ctp-node/ctp-node.db "
+                "or postgresql+psycopg://user@host/db; got '{url}'",
+                {"url": url},
+            )
+        return url
+
+
+class IngestConfig(_Section):
+    """When a received series counts as a complete perfusion acquisition.
+
+    Attributes
+    ----------
+    series_stable_after_s : quiet time in seconds after the last instance of a series.
+    min_time_points : fewest time points for a series to count as dynamic perfusion.
+    scan_interval_s : seconds between two looks for series that became complete.
+    """
+
+    series_stable_after_s: PositiveSeconds = 10.0
+    min_time_points: int = Field(10, ge=3)
+    scan_interval_s: PositiveSeconds = 1.0
+
+
+class WorkerConfig(_Section):
+    """The processes that compute perfusion jobs.
+
+    Attributes
+    ----------
+    count : worker processes started by ``ctp-node serve``; 0 leaves computing to
+        separate ``ctp-node worker`` processes.
+    lease_s : seconds a claimed job stays reserved without a heartbeat before another worker
+        may take it over.
+    max_attempts : attempts at a job before it is marked failed.
+    poll_interval_s : seconds an idle worker waits before looking for a job again.
+    """
+
+    count: int = Field(1, ge=0)
+    lease_s: PositiveSeconds = 600.0
+    max_attempts: int = Field(3, ge=1)
+    poll_interval_s: PositiveSeconds = 1.0
+
+
+class DestinationConfig(_Section):
+    """A DICOM peer (usually a PACS) that receives the results by C-STORE.
+
+    Attributes
+    ----------
+    name : short unique name used in logs, the outbox and ``ctp-node status``.
+    ae_title : the destination's (called) AE title.
+    host, port : where it listens.
+    send : output kinds it receives; ``None`` means every output.
+    calling_ae_title : AE title the node presents; ``None`` uses ``node.ae_title``.
+    timeout_s : network timeout in seconds for one association.
+    """
+
+    name: str
+    ae_title: AETitle
+    host: Host
+    port: PortNumber
+    send: list[OutputKind] | None = None
+    calling_ae_title: AETitle | None = None
+    timeout_s: PositiveSeconds = 30.0
+
+    @field_validator("name")
+    @classmethod
+    def _short_name(cls, name: str) -> str:
+        if not _DESTINATION_NAME.match(name):
+            raise PydanticCustomError(
+                "destination_name",
+                "a destination name is 1 to 64 letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit; got '{name}'",
+                {"name": name},
+            )
+        return name
+
+    @field_validator("send")
+    @classmethod
+    def _some_outputs(cls, send: list[OutputKind] | None) -> list[OutputKind] | None:
+        if send is not None and not send:
+            raise PydanticCustomError(
+                "send_empty",
+                "an empty list would send nothing; leave `send` out (or null) to send "
+                "every output, or remove the destination",
+            )
+        if send is not None and len(set(send)) != len(send):
+            raise PydanticCustomError("send_repeated", "lists an output kind more than once")
+        return send
+
+    def output_kinds(self) -> tuple[OutputKind, ...]:
+        """The output kinds this destination receives, in the order of :data:`OUTPUT_KINDS`."""
+        return tuple(kind for kind in OUTPUT_KINDS if self.send is None or kind in self.send)
+
+
+class SendConfig(_Section):
+    """Retries of the outbox.
+
+    Attributes
+    ----------
+    max_attempts : attempts at sending one object to one destination before giving up.
+    retry_backoff_s : seconds before the first retry; the delay doubles at each retry.
+    retry_backoff_max_s : longest delay in seconds between two retries.
+    """
+
+    max_attempts: int = Field(10, ge=1)
+    retry_backoff_s: PositiveSeconds = 30.0
+    retry_backoff_max_s: PositiveSeconds = 600.0
+
+    @model_validator(mode="after")
+    def _backoff_cap_above_first_delay(self) -> SendConfig:
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            _raise_at(
+                ("retry_backoff_max_s",),
+                "must be at least retry_backoff_s ({first} s); got {cap} s",
+                {"first": self.retry_backoff_s, "cap": self.retry_backoff_max_s},
+                self.retry_backoff_max_s,
+            )
+        return self
+
+
+class ReportConfig(_Section):
+    """The DICOM objects the node writes.
+
+    Attributes
+    ----------
+    series_number_start : SeriesNumber of the first output series; the others follow it.
+    institution_name : InstitutionName written into the outputs; ``None`` copies the source's.
+    """
+
+    series_number_start: int = Field(900, ge=1, le=2**31 - 1)
+    institution_name: Annotated[str, AfterValidator(_check_long_string)] | None = None
+
+
+PerfusionConfig = dict[
+    Annotated[str, AfterValidator(_check_parameter_name)],
+    Annotated[PerfusionValue, PlainValidator(_check_perfusion_value)],
+]
+"""Overrides of the perfusion engine's parameters, by parameter name; empty keeps its defaults.
+
+Names are checked against the engine's parameters where the engine is built, since this
+module may not import it.
+"""
+
+
+class Config(_Section):
+    """The whole configuration of a node.
+
+    Attributes
+    ----------
+    source_path : the file it was loaded from (absolute), ``None`` when built in code; not a
+        key of the YAML file.
+    """
+
+    node: NodeConfig = NodeConfig()
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    ingest: IngestConfig = IngestConfig()
+    worker: WorkerConfig = WorkerConfig()
+    destinations: list[DestinationConfig] = []
+    send: SendConfig = SendConfig()
+    report: ReportConfig = ReportConfig()
+    perfusion: PerfusionConfig = {}
+    source_path: SkipJsonSchema[Path | None] = Field(None, strict=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_mean_defaults(cls, data: Any) -> Any:
+        # `node:` with every key commented out reads as null; it means "all defaults".
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+    @field_validator("destinations", mode="wrap")
+    @classmethod
+    def _unique_destination_names(
+        cls, destinations: Any, handler: ValidatorFunctionWrapHandler
+    ) -> list[DestinationConfig]:
+        # Looks at the raw names too, so that a duplicated name is reported together with
+        # any other problem of the list rather than only once the rest is fixed.
+        errors = _duplicate_name_errors(destinations)
+        try:
+            validated = handler(destinations)
+        except ValidationError as exc:
+            errors = _error_details(exc) + errors
+        if errors:
+            raise ValidationError.from_exception_data("destinations", errors)
+        return validated
+
+    def destination(self, name: str) -> DestinationConfig:
+        """The destination called ``name``; ``KeyError`` if there is none."""
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise KeyError(name)
+
+
+def _duplicate_name_errors(destinations: Any) -> list[InitErrorDetails]:
+    errors: list[InitErrorDetails] = []
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(destinations if isinstance(destinations, list) else []):
+        name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+        if not isinstance(name, str):
+            continue
+        if name not in first_index:
+            first_index[name] = index
+            continue
+        duplicate = PydanticCustomError(
+            "duplicate_destination",
+            "name '{name}' is already used by destinations.{first}; names must be unique",
+            {"name": name, "first": first_index[name]},
+        )
+        errors.append(InitErrorDetails(type=duplicate, loc=(index, "name"), input=name))
+    return errors
+
+
+def _error_details(exc: ValidationError) -> list[InitErrorDetails]:
+    # Carries already-formatted errors over into a new ValidationError, keeping each type name.
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(error["type"], error["msg"]),
+            loc=error["loc"],
+            input=error["input"],
+        )
+        for error in exc.errors()
+    ]
+
+
+def _raise_at(loc: tuple[str | int, ...], template: str, ctx: dict[str, Any], value: Any) -> None:
+    raise ValidationError.from_exception_data(
+        "config",
+        [InitErrorDetails(type=PydanticCustomError("config", template, ctx), loc=loc, input=value)],
+    )

@@ -1,0 +1,113 @@
+"""Checks of single values: AE titles, hosts, names, engine parameter values."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    Field,
+)
+from pydantic_core import PydanticCustomError
+
+PerfusionValue = bool | int | float | str
+
+
+# --------------------------------------------------------------------------------------------
+# Value types shared by several sections
+
+_AE_TITLE_MAX_CHARS = 16
+_HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+_DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DATABASE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+]*://")
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+[A-Za-z0-9_]+)?):///(.*)$", re.DOTALL)
+_LO_MAX_CHARS = 64
+
+
+def _check_ae_title(value: str) -> str:
+    # DICOM PS3.5 AE VR: default repertoire without backslash or control characters, at most
+    # 16 characters; leading and trailing spaces are not significant, all spaces is not a title.
+    title = value.strip(" ")
+    if not title:
+        raise PydanticCustomError("ae_title", "an AE title must not be empty or all spaces")
+    if len(title) > _AE_TITLE_MAX_CHARS:
+        raise PydanticCustomError(
+            "ae_title",
+            "an AE title has at most 16 characters; '{title}' has {length}",
+            {"title": title, "length": len(title)},
+        )
+    bad = sorted({c for c in title if not (" " <= c <= "~") or c == "\\"})
+    if bad:
+        raise PydanticCustomError(
+            "ae_title",
+            "an AE title may hold only printable ASCII characters without backslash; "
+            "'{title}' contains {bad}",
+            {"title": title, "bad": ", ".join(repr(c) for c in bad)},
+        )
+    return title
+
+
+def _check_ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "ip_address",
+            "must be an IP address such as 0.0.0.0 (every interface) or 127.0.0.1; got '{value}'",
+            {"value": value},
+        ) from None
+    return value
+
+
+def _check_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    if 0 < len(name) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in name.split(".")):
+        return value
+    raise PydanticCustomError(
+        "host", "must be an IP address or a host name; got '{value}'", {"value": value}
+    )
+
+
+def _check_long_string(value: str) -> str:
+    # DICOM LO VR: at most 64 characters, no backslash.
+    if not value.strip():
+        raise PydanticCustomError("long_string", "must not be empty; use null to leave it out")
+    if len(value) > _LO_MAX_CHARS or "\\" in value:
+        raise PydanticCustomError(
+            "long_string", "must have at most 64 characters and no backslash (DICOM LO)"
+        )
+    return value
+
+
+def _check_parameter_name(value: str) -> str:
+    if not _PARAMETER_NAME.match(value):
+        raise PydanticCustomError(
+            "parameter_name",
+            "'{value}' is not a parameter name (letters, digits and underscores)",
+            {"value": value},
+        )
+    return value
+
+
+def _check_perfusion_value(value: Any) -> PerfusionValue:
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise PydanticCustomError(
+        "perfusion_value",
+        "must be a number, true/false or text; got {kind}",
+        {"kind": type(value).__name__ if value is not None else "null"},
+    )
+
+
+AETitle = Annotated[str, AfterValidator(_check_ae_title)]
+Host = Annotated[str, AfterValidator(_check_host)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
