@@ -176,6 +176,7 @@ def _process(args: argparse.Namespace) -> int:
         PipelineSettings,
         group_files_by_series,
         process_series,
+        write_failure_notice,
     )
     from ctp_node.status import print_result
 
@@ -200,7 +201,11 @@ def _process(args: argparse.Namespace) -> int:
         try:
             processed = process_series(paths, out, settings, aif_zyx=args.aif, vof_zyx=args.vof)
         except AcquisitionUnusableError as exc:
-            print(f"series {series_uid}: no maps: {exc}")
+            notice = write_failure_notice(paths, out, str(exc), settings)
+            print(
+                f"series {series_uid}: no maps: {exc} (failure notice: {len(notice)} objects "
+                f"in {out})"
+            )
             results.append({"series_instance_uid": series_uid, "error": str(exc)})
             continue
         results.append(processed.summary)

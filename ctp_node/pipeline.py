@@ -20,15 +20,20 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ctp_node.assemble.headers import UnreadableImageError
+from ctp_node.assemble.headers import UnreadableImageError, read_header
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.assemble.loader import LoadedSeries, load_series
 from ctp_node.perfusion import PerfusionResult
 from ctp_node.perfusion.engine import compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.report.parametric_map import build_parametric_maps
-from ctp_node.report.settings import ReportSettings
+from ctp_node.report import (
+    ReportSettings,
+    build_failure_notice,
+    build_parametric_maps,
+    build_secondary_captures,
+    build_structured_report,
+)
 from ctp_node.report.summary_png import write_summary_png
 from ctp_node.store import Database
 from ctp_node.store.ingest import instance_paths
@@ -97,9 +102,26 @@ def process_series(
     computed_s = time.perf_counter() - started - loaded_s
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = []
-    for dataset in build_parametric_maps(result, loaded.source_images, settings.report):
-        outputs.append(_save(dataset, out_dir, "parametric_maps"))
+    notes = list(loaded.layout.notes)
+    report = settings.report
+    outputs = [
+        _save(dataset, out_dir, "parametric_maps")
+        for dataset in build_parametric_maps(result, loaded.source_images, report)
+    ]
+    outputs += [
+        _save(dataset, out_dir, "secondary_captures")
+        for dataset in build_secondary_captures(
+            result, loaded.acquisition, loaded.source_images, report, notes=notes
+        )
+    ]
+    structured_report = build_structured_report(
+        result,
+        loaded.source_images,
+        report,
+        acquisition_facts=loaded.acquisition.facts,
+        notes=notes,
+    )
+    outputs.append(_save(structured_report, out_dir, "structured_report"))
     summary = summarise(loaded, result, outputs)
     summary["timing_s"] = {
         "load": round(loaded_s, 2),
@@ -118,6 +140,31 @@ def process_series(
         result.volumes.tmax6_ml,
     )
     return ProcessedSeries(series_uid, outputs, summary)
+
+
+def write_failure_notice(
+    paths: Sequence[Path], out_dir: Path, reason: str, settings: PipelineSettings
+) -> list[WrittenOutput]:
+    """Write the Secondary Capture and SR that tell PACS users why no maps will come.
+
+    Returns no outputs when not even one source header can be read (nothing to attach the
+    notice to); the reason is recorded with the job either way.
+    """
+    header = None
+    for path in paths:
+        try:
+            header = read_header(path)
+            break
+        except UnreadableImageError:
+            continue
+    if header is None:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kinds = {"1.2.840.10008.5.1.4.1.1.7": "secondary_captures"}
+    return [
+        _save(dataset, out_dir, kinds.get(str(dataset.SOPClassUID), "structured_report"))
+        for dataset in build_failure_notice(reason, [header], settings.report)
+    ]
 
 
 def summarise(
@@ -263,6 +310,8 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
             )
     except AcquisitionUnusableError as exc:
         log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
+        notice = write_failure_notice(paths, root / relative_out, str(exc), context.settings)
+        _enqueue(db, job.id, relative_out, notice, context.destinations)
         fail_job(db, job.id, str(exc), retry=False, max_attempts=context.max_attempts)
         return
     except Exception as exc:
@@ -275,19 +324,28 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
             max_attempts=context.max_attempts,
         )
         return
-    pairs = [
-        (
-            name,
-            OutputObject(
-                o.sop_instance_uid, o.output_kind, (relative_out / o.path.name).as_posix()
-            ),
-        )
-        for name, kinds in context.destinations.items()
-        for o in processed.outputs
-        if o.output_kind in kinds
-    ]
-    enqueue_exports(db, job.id, pairs)
+    _enqueue(db, job.id, relative_out, processed.outputs, context.destinations)
     finish_job(db, job.id, result_dir=relative_out.as_posix(), summary=processed.summary)
+
+
+def _enqueue(
+    db: Database,
+    job_id: int,
+    relative_out: Path,
+    outputs: Sequence[WrittenOutput],
+    destinations: dict[str, tuple[str, ...]],
+) -> None:
+    """One export per output for every destination that receives its kind."""
+    enqueue_exports(
+        db,
+        job_id,
+        [
+            (name, OutputObject(o.sop_instance_uid, o.output_kind, f"{relative_out}/{o.path.name}"))
+            for name, kinds in destinations.items()
+            for o in outputs
+            if o.output_kind in kinds
+        ],
+    )
 
 
 def _zyx(text: str) -> tuple[int, int, int] | None:

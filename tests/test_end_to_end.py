@@ -5,16 +5,21 @@ Accuracy is judged against the phantom's truth, not against numbers copied from 
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 
+from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
 from tests.conftest import (
     FAST_TCP_ENV,
     dcmtk,
@@ -27,6 +32,8 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 MAP_NAMES = ("CBF", "CBV", "MTT", "TTP", "Tmax")
 UNITS = {"CBF": "ml/[100]g/min", "CBV": "ml/[100]g", "MTT": "s", "TTP": "s", "Tmax": "s"}
 #: How far the median of a map in the phantom's tissue may be from the truth's median. This is
@@ -34,6 +41,54 @@ UNITS = {"CBF": "ml/[100]g/min", "CBV": "ml/[100]g", "MTT": "s", "TTP": "s", "Tm
 #: the phantom's blocks in tests/perfusion and bench/accuracy.py.
 MEDIAN_TOLERANCE = 0.30
 TMAX_TOLERANCE_S = 2.0
+#: Issue 3's target for the Tmax > 6 s volume through the whole node.
+TMAX6_VOLUME_TOLERANCE = 0.10
+
+
+def run_process(inputs: Path, out: Path) -> None:
+    """``ctp-node process INPUTS --out OUT`` as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ctp_node", "process", str(inputs), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _orthanc_objects_by_class(orthanc) -> dict[str, list[str]]:
+    objects: dict[str, list[str]] = {}
+    for instance_id in orthanc.get("/instances"):
+        tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
+        objects.setdefault(tags["SOPClassUID"], []).append(instance_id)
+    return objects
+
+
+def _sr_volumes_ml(report) -> dict[str, float]:
+    volumes = {}
+    for item in _walk(report.ContentSequence):
+        if item.ValueType == "CONTAINER" and "ContentSequence" in item:
+            tracking = [
+                c.TextValue
+                for c in item.ContentSequence
+                if c.ValueType == "TEXT"
+                and c.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier"
+            ]
+            numbers = [
+                c
+                for c in item.ContentSequence
+                if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeMeaning == "Volume"
+            ]
+            if tracking and numbers:
+                volumes[tracking[0]] = float(numbers[0].MeasuredValueSequence[0].NumericValue)
+    return volumes
+
+
+def _walk(sequence):
+    for item in sequence:
+        yield item
+        if "ContentSequence" in item:
+            yield from _walk(item.ContentSequence)
 
 
 def _parametric_maps(orthanc) -> dict[str, pydicom.Dataset]:
@@ -114,8 +169,94 @@ def test_storescu_to_serve_to_orthanc(phantom_study, orthanc, serve_node) -> Non
     status = node.status()
     (job,) = status["jobs"]
     assert job["state"] == "done"
-    assert job["exports"] == {"orthanc:sent": len(MAP_NAMES)}
+    summary = json.loads((node.root / "storage" / job["result_dir"] / "results.json").read_text())
+    kinds = Counter(o["kind"] for o in summary["outputs"])
+    assert (
+        kinds
+        == {
+            "parametric_maps": 5,
+            "secondary_captures": kinds["secondary_captures"],
+            "structured_report": 1,
+        }
+        and kinds["secondary_captures"] >= 3
+    )
+    wait_until(
+        lambda: node.status()["jobs"][0]["exports"] == {"orthanc:sent": sum(kinds.values())},
+        60,
+        "every output to be sent",
+    )
     assert status["series"][0]["instances"] == len(paths)
+
+    by_class = _orthanc_objects_by_class(orthanc)
+    # Every Secondary Capture renders in Orthanc's viewer.
+    for instance_id in by_class[SECONDARY_CAPTURE]:
+        png = orthanc.get_bytes(f"/instances/{instance_id}/preview")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # The SR carries the volumes that were computed, against the phantom's truth.
+    (sr_id,) = by_class[COMPREHENSIVE_3D_SR]
+    report = hd.sr.srread(io.BytesIO(orthanc.get_bytes(f"/instances/{sr_id}/file")))
+    volumes = _sr_volumes_ml(report)
+    assert volumes["Ischemic core (rCBF<30%)"] == pytest.approx(
+        summary["volumes"]["core_ml"], abs=0.01
+    )
+    assert volumes["Hypoperfusion (Tmax>6s)"] == pytest.approx(
+        summary["volumes"]["tmax6_ml"], abs=0.01
+    )
+    assert abs(volumes["Hypoperfusion (Tmax>6s)"] - phantom.truth.tmax6_ml) <= (
+        TMAX6_VOLUME_TOLERANCE * phantom.truth.tmax6_ml
+    )
+
+
+def test_every_output_passes_dciodvfy(phantom_study, tmp_path) -> None:
+    _, paths = phantom_study
+    out = tmp_path / "offline"
+    run_process(paths[0].parent, out)
+    outputs = sorted(out.glob("*.dcm"))
+    assert len(outputs) >= 9
+    for path in outputs:
+        check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+        errors = [
+            line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")
+        ]
+        assert errors == [], f"{path.name}: {errors}"
+
+
+def test_failure_notice_when_contrast_never_arrives(
+    phantom_study, orthanc, serve_node, tmp_path
+) -> None:
+    phantom, _ = phantom_study
+    acquisition = phantom.acquisition
+    rng = np.random.default_rng(5)
+    still = np.repeat(acquisition.hu[:1], acquisition.hu.shape[0], axis=0)
+    still = still + rng.normal(0, 5, still.shape).astype(np.float32)  # noise, no bolus
+    paths = write_ct_series(
+        dataclasses.replace(acquisition, hu=still), tmp_path / "flat", identity=StudyIdentity.new()
+    )
+    node = serve_node([orthanc_destination(orthanc)])
+    assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
+
+    def failed():
+        jobs = node.status()["jobs"]
+        return jobs and jobs[0]["state"] == "failed" and jobs[0]
+
+    job = wait_until(failed, 180, "the job to fail")
+    assert "contrast" in job["error"].lower()
+    by_class = wait_until(
+        lambda: (
+            (o := _orthanc_objects_by_class(orthanc))
+            and len(o[COMPREHENSIVE_3D_SR]) == 1
+            and len(o[SECONDARY_CAPTURE]) == 1
+            and o
+        ),
+        60,
+        "the failure notice in Orthanc",
+    )
+    report = hd.sr.srread(
+        io.BytesIO(orthanc.get_bytes(f"/instances/{by_class[COMPREHENSIVE_3D_SR][0]}/file"))
+    )
+    text = " ".join(str(i.TextValue) for i in _walk(report.ContentSequence) if "TextValue" in i)
+    assert "no maps" in text.lower() and job["error"][:40] in text
+    assert PARAMETRIC_MAP not in by_class
 
 
 def test_jpeg_lossless_input_gives_the_same_maps(
@@ -149,13 +290,7 @@ def test_jpeg_lossless_input_gives_the_same_maps(
     assert stored.file_meta.TransferSyntaxUID == syntax  # kept as received
     # Lossless compression: the maps must equal those computed offline from the originals.
     out = tmp_path / "offline"
-    result = subprocess.run(
-        [sys.executable, "-m", "ctp_node", "process", str(paths[0].parent), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_process(paths[0].parent, out)
     offline = {
         str(ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].LUTLabel): ds
         for ds in map(pydicom.dcmread, out.glob("parametric_maps-*.dcm"))
@@ -170,13 +305,7 @@ def test_jpeg_lossless_input_gives_the_same_maps(
 def test_process_gives_the_same_maps_as_serve(phantom_study, orthanc, serve_node, tmp_path) -> None:
     __, paths = phantom_study
     out = tmp_path / "offline"
-    result = subprocess.run(
-        [sys.executable, "-m", "ctp_node", "process", str(paths[0].parent), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_process(paths[0].parent, out)
     assert (out / "results.json").is_file() and (out / "summary.png").is_file()
     offline = list(out.glob("parametric_maps-*.dcm"))
     assert len(offline) == len(MAP_NAMES)

@@ -13,6 +13,17 @@ tracking identifier                measurements
 
 The identifiers are fixed by the output contract (ARCHITECTURE.md), whatever thresholds were
 configured; the thresholds actually used are recorded as algorithm parameters.
+
+Two more groups describe the input curves, ``Arterial input function (AIF)`` and ``Venous
+output function (VOF)``: the bolus arrival time (s) as a measurement, and as TEXT qualitative
+evaluations the location (voxels, centre, patient coordinates) and the curve itself as
+``time s: HU`` pairs (a reader can parse them; dozens of NUM items per curve would bury the
+volumes in every SR viewer).
+
+After the measurements, a report-level "Qualitative Evaluations" container (TID 1500) states
+as TEXT: the DEFUSE 3 target-mismatch statement, the method, thresholds and constants, the
+contrast agent/volume/rate (or that the headers do not record them), the motion finding, the
+acquisition, and every warning and note.
 """
 
 from __future__ import annotations
@@ -24,8 +35,19 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.perfusion.acquisition import AcquisitionFacts
+from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.report.quality_page import facts_lines
 from ctp_node.report.settings import ReportSettings
+from ctp_node.report.sr_content import (
+    curve_location_text,
+    curve_samples_text,
+    device_observer_context,
+    qualitative_evaluations_container,
+    sr_document,
+    text_evaluation,
+)
+from ctp_node.report.summary_pages import target_mismatch_statement, threshold
 from ctp_node.report.uids import derive_uid
 
 #: UCUM millilitre and dimensionless ratio.
@@ -38,6 +60,21 @@ CORE = "Ischemic core (rCBF<30%)"
 TMAX6 = "Hypoperfusion (Tmax>6s)"
 TMAX10 = "Hypoperfusion (Tmax>10s)"
 MISMATCH = "Mismatch"
+AIF = "Arterial input function (AIF)"
+VOF = "Venous output function (VOF)"
+#: Parameters recorded with every measurement's algorithm identification.
+THRESHOLD_PARAMETERS = frozenset(
+    {
+        "core_rcbf_threshold",
+        "core_reference_tmax_s",
+        "tmax_threshold_s",
+        "tmax_severe_threshold_s",
+        "target_core_max_ml",
+        "target_mismatch_min_ml",
+        "target_mismatch_ratio_min",
+    }
+)
+SECOND = Code(value="s", scheme_designator="UCUM", meaning="second")
 
 #: SeriesNumber of the SR relative to ``settings.series_number_start`` (the maps take +0…+4).
 SERIES_NUMBER_OFFSET = 10
@@ -47,15 +84,27 @@ def build_structured_report(
     result: PerfusionResult,
     source_images: Sequence[pydicom.Dataset],
     settings: ReportSettings,
+    *,
+    acquisition_facts: AcquisitionFacts | None = None,
+    notes: Sequence[str] = (),
+    motion_mm: float | None = None,
 ) -> pydicom.Dataset:
     """A TID 1500 Comprehensive 3D SR with the stroke volumes of ``result``.
 
     Parameters
     ----------
-    result : the engine's result; its ``volumes`` are reported (mL, ratios unitless).
+    result : the engine's result; its ``volumes`` are reported (mL, ratios unitless), with its
+        input curves, method, thresholds and warnings.
     source_images : images of the source series (headers suffice), recorded as evidence;
-        patient and study are taken from them.
+        patient and study are taken from them. One image per slice in the result's z order
+        (as for the Parametric Maps) lets the curves' locations be given in patient
+        coordinates.
     settings : numbering, device identity and algorithm version.
+    acquisition_facts : kVp, mAs, CTDIvol and contrast agent/volume/rate from the headers;
+        ``None`` reports them as not recorded.
+    notes : further findings to state (e.g. the assembler's notes on the acquisition).
+    motion_mm : largest head displacement found, in mm; ``None`` reports motion from the
+        result's warnings, or as not assessed.
 
     Returns
     -------
@@ -68,36 +117,35 @@ def build_structured_report(
     version = settings.algorithm_version
     volumes = result.volumes
 
+    algorithm_name = result.algorithm or "ctp-node"
+    if not algorithm_name.startswith(settings.manufacturer):
+        algorithm_name = f"{settings.manufacturer} {algorithm_name}"
     algorithm = hd.sr.AlgorithmIdentification(
-        name=f"ctp-node {result.algorithm}".strip()[:64],
+        name=algorithm_name[:64],
         version=version,
-        parameters=[f"{name}={value:g}" for name, value in sorted(result.parameters.items())]
+        # The thresholds that define the volumes; every parameter is in the "Parameters:"
+        # statement (repeating all of them on every measurement buries the values).
+        parameters=[
+            f"{name}={value:g}"
+            for name, value in sorted(result.parameters.items())
+            if name in THRESHOLD_PARAMETERS
+        ]
         or None,
     )
 
+    def measurement(name: Code, value: float, unit: Code) -> hd.sr.Measurement:
+        return hd.sr.Measurement(
+            name=name,
+            value=float(value),
+            unit=unit,
+            method=CT_PERFUSION_METHOD,
+            algorithm_id=algorithm,
+        )
+
     def group(
-        identifier: str, volume_ml: float, ratio: float | None = None
+        identifier: str, measurements: list[hd.sr.Measurement], texts: Sequence[str] = ()
     ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        measurements = [
-            hd.sr.Measurement(
-                name=codes.SCT.Volume,
-                value=float(volume_ml),
-                unit=MILLILITRE,
-                method=CT_PERFUSION_METHOD,
-                algorithm_id=algorithm,
-            )
-        ]
-        if ratio is not None:
-            measurements.append(
-                hd.sr.Measurement(
-                    name=codes.DCM.VolumeRatio,
-                    value=float(ratio),
-                    unit=RATIO,
-                    method=CT_PERFUSION_METHOD,
-                    algorithm_id=algorithm,
-                )
-            )
-        return hd.sr.MeasurementsAndQualitativeEvaluations(
+        built = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=derive_uid(source_series_uid, "SR-group", version, identifier),
                 identifier=identifier,
@@ -107,39 +155,117 @@ def build_structured_report(
             finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
             measurements=measurements,
         )
+        # TID 1501 qualitative evaluations as TEXT (highdicom only builds coded ones).
+        built[0].ContentSequence.extend(text_evaluation(text) for text in texts)
+        return built
+
+    def volume_group(
+        identifier: str, volume_ml: float, ratio: float | None = None
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        measurements = [measurement(codes.SCT.Volume, volume_ml, MILLILITRE)]
+        if ratio is not None:
+            measurements.append(measurement(codes.DCM.VolumeRatio, ratio, RATIO))
+        return group(identifier, measurements)
+
+    def curve_group(
+        identifier: str, curve: InputCurve
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        return group(
+            identifier,
+            [measurement(codes.DCM.BolusArrivalTime, curve.arrival_s, SECOND)],
+            [curve_location_text(curve, source_images), curve_samples_text(curve)],
+        )
 
     groups = [
-        group(CORE, volumes.core_ml),
-        group(TMAX6, volumes.tmax6_ml),
-        group(TMAX10, volumes.tmax10_ml, volumes.hypoperfusion_intensity_ratio),
-        group(MISMATCH, volumes.mismatch_ml, volumes.mismatch_ratio),
+        volume_group(CORE, volumes.core_ml),
+        volume_group(TMAX6, volumes.tmax6_ml),
+        volume_group(TMAX10, volumes.tmax10_ml, volumes.hypoperfusion_intensity_ratio),
+        volume_group(MISMATCH, volumes.mismatch_ml, volumes.mismatch_ratio),
+        curve_group(AIF, result.aif),
     ]
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=derive_uid(settings.manufacturer, "device", settings.device_serial_number),
-            name=settings.manufacturer_model_name,
-            manufacturer_name=settings.manufacturer,
-            serial_number=settings.device_serial_number,
-        ),
-    )
+    if result.vof is not None:
+        groups.append(curve_group(VOF, result.vof))
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=device_observer_context(settings)
+        ),
         procedure_reported=codes.SCT.ComputedTomographyOfHead,
         imaging_measurements=groups,
     )
-    document = hd.sr.Comprehensive3DSR(
-        evidence=source_images,
-        content=report,
-        series_instance_uid=derive_uid(source_series_uid, "SR", version),
-        series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
-        sop_instance_uid=derive_uid(source_series_uid, "SR", version, "instance", "1"),
-        instance_number=1,
-        manufacturer=settings.manufacturer,
-        institution_name=settings.institution_name,
-        is_complete=True,
+    report[0].ContentSequence.append(
+        qualitative_evaluations_container(
+            report_statements(
+                result,
+                settings,
+                acquisition_facts=acquisition_facts,
+                notes=notes,
+                motion_mm=motion_mm,
+            )
+        )
     )
-    document.SeriesDescription = f"Stroke volumes {settings.series_description_suffix}".strip()
-    document.SoftwareVersions = settings.software_version
-    document.ManufacturerModelName = settings.manufacturer_model_name
-    return document
+    return sr_document(
+        report,
+        source_images,
+        settings,
+        kind="SR",
+        series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
+        description="Stroke volumes",
+    )
+
+
+def report_statements(
+    result: PerfusionResult,
+    settings: ReportSettings,
+    *,
+    acquisition_facts: AcquisitionFacts | None = None,
+    notes: Sequence[str] = (),
+    motion_mm: float | None = None,
+) -> list[str]:
+    """The report-level statements, each a sentence a reader understands without the codes."""
+    parameters = result.parameters
+    core_percent = 100 * threshold(result, "core_rcbf_threshold")
+    statements = [
+        target_mismatch_statement(result),
+        f"Method: {result.algorithm or 'not stated'} (deconvolution of tissue curves with the "
+        f"arterial input function; software {settings.manufacturer} "
+        f"{settings.software_version}, algorithm version {settings.algorithm_version}; "
+        f"AIF {result.aif.selection}, VOF "
+        f"{result.vof.selection if result.vof is not None else 'not used'}).",
+        f"Thresholds: ischemic core rCBF < {core_percent:g} % of normal CBF "
+        f"({result.normal_cbf:.1f} ml/100g/min); hypoperfusion Tmax > "
+        f"{threshold(result, 'tmax_threshold_s'):g} s and Tmax > "
+        f"{threshold(result, 'tmax_severe_threshold_s'):g} s.",
+        "Constants: brain density "
+        f"{parameters.get('brain_density_g_ml', 1.04):g} g/ml, hematocrit factor "
+        f"{parameters.get('hematocrit_factor', 0.73):g}.",
+        "Parameters: "
+        + ("; ".join(f"{k}={v:g}" for k, v in sorted(parameters.items())) or "not recorded"),
+    ]
+    facts = facts_lines(acquisition_facts)
+    contrast = [line for line in facts if line.startswith(("Contrast", "Injection"))]
+    if acquisition_facts is None or all(line.endswith("not recorded") for line in contrast):
+        statements.append(
+            "Contrast: agent, volume and injection rate are not recorded in the image headers."
+        )
+    else:
+        statements.append("Contrast: " + "; ".join(contrast) + ".")
+    statements.append(
+        "Acquisition: "
+        + "; ".join(line for line in facts if not line.startswith(("Contrast", "Injection")))
+        + "."
+    )
+    statements.append(_motion_statement(result, motion_mm))
+    statements += [f"Warning: {warning}" for warning in result.warnings]
+    statements += [f"Note: {note}" for note in notes]
+    return statements
+
+
+def _motion_statement(result: PerfusionResult, motion_mm: float | None) -> str:
+    if motion_mm is None:
+        motion_mm = getattr(result, "motion_mm", None)
+    if motion_mm is not None:
+        return f"Motion: largest head displacement {float(motion_mm):.1f} mm."
+    about_motion = [w for w in result.warnings if "motion" in w.lower()]
+    if about_motion:
+        return "Motion: " + " ".join(about_motion)
+    return "Motion: not assessed."

@@ -117,3 +117,17 @@ def result(acquisition: Acquisition) -> PerfusionResult:
         parameters={"core_rcbf_threshold": 0.3, "tmax_threshold_s": 6.0},
         algorithm="bcSVD test",
     )
+
+
+def _dsrdump(path: Path) -> str:
+    run = subprocess.run(["dsrdump", "+Pl", str(path)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+@pytest.fixture(scope="session")
+def dsrdump() -> Callable[[Path], str]:
+    """A function giving DCMTK's ``dsrdump`` rendering of an SR file (asserting it succeeds)."""
+    if shutil.which("dsrdump") is None:
+        pytest.skip("dsrdump (DCMTK) is not installed")
+    return _dsrdump

@@ -1,0 +1,167 @@
+"""The summary pages as an RGB Secondary Capture series: what any PACS viewer can show.
+
+One series (SeriesNumber ``settings.series_number_start + SERIES_NUMBER_OFFSET``), one instance
+per page, in reading order:
+
+1. the core / hypoperfusion mismatch with the volumes and the DEFUSE 3 statement;
+2. to 6. the colour maps CBF, CBV, MTT, Tmax, TTP with colour bars and units;
+7. the quality page: AIF and VOF curves and locations, acquisition facts, warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+import pydicom
+
+from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.report.quality_page import render_quality_page
+from ctp_node.report.settings import ReportSettings
+from ctp_node.report.summary_pages import render_map_page, render_mismatch_page
+from ctp_node.report.uids import derive_uid
+
+#: SeriesNumber of the summary relative to ``settings.series_number_start``.
+SERIES_NUMBER_OFFSET = 20
+#: Output kind in the derived UIDs.
+KIND = "SC"
+#: Colour maps in page order (Tmax before TTP: it drives the hypoperfusion volume).
+MAP_PAGES = ("CBF", "CBV", "MTT", "Tmax", "TTP")
+
+
+def build_secondary_captures(
+    result: PerfusionResult,
+    acquisition: Acquisition,
+    source_images: Sequence[pydicom.Dataset],
+    settings: ReportSettings,
+    *,
+    notes: Sequence[str] = (),
+) -> list[pydicom.Dataset]:
+    """The summary pages of ``result`` as RGB Secondary Capture images, in one series.
+
+    Parameters
+    ----------
+    result : the engine's result (maps ``(z, y, x)``, masks, curves, volumes).
+    acquisition : the acquisition it was computed from (background images, times, geometry,
+        header facts).
+    source_images : images of the source series (headers suffice); patient and study are taken
+        from the first and burned into every page.
+    settings : numbering, device identity and algorithm version.
+    notes : further findings to print on the quality page (e.g. the assembler's notes).
+
+    Returns
+    -------
+    ``highdicom.sc.SCImage`` datasets, 8-bit RGB, 1280 × 1024 pixels, with Series and SOP
+    Instance UIDs derived from the source series UID, ``"SC"`` and the algorithm version.
+    """
+    source_images = list(source_images)
+    if not source_images:
+        raise ValueError("source_images is empty: pass the CT images of the source series")
+    if result.tissue_mask.shape != acquisition.hu.shape[1:]:
+        raise ValueError(
+            f"the result's grid {result.tissue_mask.shape} does not match the acquisition's "
+            f"{acquisition.hu.shape[1:]}"
+        )
+    source = source_images[0]
+    footer = _footer(result, settings)
+    research = settings.content_qualification != "PRODUCT"
+    style = {"footer": footer, "research": research}
+    rendered = [("mismatch", render_mismatch_page(result, acquisition, source, **style))]
+    rendered += [
+        (name, render_map_page(name, result, acquisition, source, **style))
+        for name in MAP_PAGES
+        if name in result.maps
+    ]
+    rendered.append(
+        ("quality", render_quality_page(result, acquisition, source, notes=notes, **style))
+    )
+    descriptions = {
+        "mismatch": "Core/hypoperfusion mismatch and volumes",
+        "quality": "AIF/VOF curves and acquisition quality",
+    }
+    return [
+        sc_page(
+            pixels,
+            source,
+            settings,
+            kind=KIND,
+            number=index + 1,
+            series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
+            series_description=f"CTP summary {settings.series_description_suffix}",
+            page_description=descriptions.get(name, f"{name} colour map"),
+            orientation=acquisition.orientation,
+        )
+        for index, (name, pixels) in enumerate(rendered)
+    ]
+
+
+def sc_page(
+    pixels: np.ndarray,
+    source: pydicom.Dataset,
+    settings: ReportSettings,
+    *,
+    kind: str,
+    number: int,
+    series_number: int,
+    series_description: str,
+    page_description: str,
+    orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+) -> hd.sc.SCImage:
+    """One rendered RGB page as a Secondary Capture instance of the source study.
+
+    ``kind`` and ``number`` make its UIDs: the series UID from ``kind`` alone, the instance UID
+    from ``kind`` and ``number``.
+    """
+    source_series_uid = str(source.SeriesInstanceUID)
+    version = settings.algorithm_version
+    page = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=pixels,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        series_instance_uid=derive_uid(source_series_uid, kind, version),
+        series_number=series_number,
+        sop_instance_uid=derive_uid(source_series_uid, kind, version, "instance", str(number)),
+        instance_number=number,
+        manufacturer=settings.manufacturer,
+        patient_orientation=_patient_orientation(orientation),
+        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
+    )
+    page.SeriesDescription = series_description.strip()[:64]
+    page.DerivationDescription = page_description[:1024]
+    page.ImageComments = page_description
+    # Rendered on a workstation, not digitised; the burned-in identification must be known to
+    # anyone de-identifying the study.
+    page.ConversionType = "WSD"
+    page.BurnedInAnnotation = "YES"
+    page.RecognizableVisualFeatures = "NO"
+    page.ManufacturerModelName = settings.manufacturer_model_name
+    page.SoftwareVersions = settings.software_version
+    if settings.institution_name is not None:
+        page.InstitutionName = settings.institution_name
+    if "BodyPartExamined" in source and source.BodyPartExamined:
+        page.BodyPartExamined = source.BodyPartExamined
+    elif "Laterality" not in page:
+        page.Laterality = ""
+    return page
+
+
+def _footer(result: PerfusionResult, settings: ReportSettings) -> str:
+    return (
+        f"{settings.manufacturer} {settings.software_version} | {result.algorithm} | "
+        "computed maps; verify against the source images"
+    )
+
+
+def _patient_orientation(orientation: Sequence[float]) -> tuple[str, str]:
+    """PatientOrientation of an image drawn in the source orientation (e.g. ``("L", "P")``)."""
+    letters = []
+    for cosines in (orientation[:3], orientation[3:6]):
+        vector = np.asarray(cosines, dtype=float)
+        axis = int(np.argmax(np.abs(vector)))
+        positive, negative = (("L", "R"), ("P", "A"), ("H", "F"))[axis]
+        letters.append(positive if vector[axis] > 0 else negative)
+    return letters[0], letters[1]

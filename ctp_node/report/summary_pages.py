@@ -1,0 +1,246 @@
+"""The pages a radiologist reads first: one colour map per page, and the mismatch summary.
+
+Every page shows the slices as a montage in the source orientation (radiological convention for
+axial images: patient right on the image left), with a colour bar in the map's units, and
+burned-in identification (see :mod:`ctp_node.report.pages`). Each function returns an RGB
+uint8 array ``(PAGE_HEIGHT, PAGE_WIDTH, 3)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+
+from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.report import pages
+from ctp_node.report.parametric_map import MAP_DEFINITIONS
+
+#: Units as people write them (the DICOM objects carry the UCUM codes).
+DISPLAY_UNITS = {"CBF": "ml/100 g/min", "CBV": "ml/100 g", "MTT": "s", "TTP": "s", "Tmax": "s"}
+#: Page titles (short: they share the banner with the identification).
+TITLES = {
+    "CBF": "CBF: cerebral blood flow",
+    "CBV": "CBV: cerebral blood volume",
+    "MTT": "MTT: mean transit time",
+    "TTP": "TTP: time to peak",
+    "Tmax": "Tmax: time to residue maximum",
+}
+#: Colours of the mismatch overlay.
+CORE_COLOUR = "#ff2d55"
+HYPOPERFUSION_COLOUR = "#34c759"
+#: Brain window of the background images, HU.
+BRAIN_WINDOW_HU = (0.0, 80.0)
+
+#: Defaults of the thresholds, used when a result does not record its own.
+DEFAULT_THRESHOLDS = {
+    "core_rcbf_threshold": 0.3,
+    "tmax_threshold_s": 6.0,
+    "tmax_severe_threshold_s": 10.0,
+    "target_core_max_ml": 70.0,
+    "target_mismatch_min_ml": 15.0,
+    "target_mismatch_ratio_min": 1.8,
+}
+
+
+def threshold(result: PerfusionResult, name: str) -> float:
+    """A threshold the result was computed with (its default if the result does not say)."""
+    return float(result.parameters.get(name, DEFAULT_THRESHOLDS[name]))
+
+
+def target_mismatch_statement(result: PerfusionResult) -> str:
+    """The DEFUSE 3 target-mismatch statement with the criteria actually applied."""
+    verdict = "PRESENT" if result.volumes.target_mismatch else "ABSENT"
+    return (
+        f"Target mismatch (DEFUSE 3 criteria): {verdict} "
+        f"(core < {threshold(result, 'target_core_max_ml'):g} ml, "
+        f"mismatch volume >= {threshold(result, 'target_mismatch_min_ml'):g} ml, "
+        f"mismatch ratio >= {threshold(result, 'target_mismatch_ratio_min'):g})"
+    )
+
+
+def volume_lines(result: PerfusionResult) -> list[tuple[str, str]]:
+    """(label, value) rows of the volumes table, with the thresholds in the labels."""
+    v = result.volumes
+    core_percent = 100 * threshold(result, "core_rcbf_threshold")
+    tmax = threshold(result, "tmax_threshold_s")
+    severe = threshold(result, "tmax_severe_threshold_s")
+    ratio = "undefined (no core)" if v.mismatch_ratio is None else f"{v.mismatch_ratio:.1f}"
+    hir = (
+        "undefined"
+        if v.hypoperfusion_intensity_ratio is None
+        else (f"{v.hypoperfusion_intensity_ratio:.2f}")
+    )
+    return [
+        (f"Ischemic core (rCBF < {core_percent:g} %)", f"{v.core_ml:.1f} ml"),
+        (f"Hypoperfusion (Tmax > {tmax:g} s)", f"{v.tmax6_ml:.1f} ml"),
+        (f"Hypoperfusion (Tmax > {severe:g} s)", f"{v.tmax10_ml:.1f} ml"),
+        ("Mismatch volume", f"{v.mismatch_ml:.1f} ml"),
+        ("Mismatch ratio", ratio),
+        (f"HIR (Tmax>{severe:g} s / Tmax>{tmax:g} s)", hir),
+    ]
+
+
+def render_map_page(
+    name: str,
+    result: PerfusionResult,
+    acquisition: Acquisition,
+    source: pydicom.Dataset,
+    *,
+    footer: str,
+    research: bool,
+) -> np.ndarray:
+    """One colour map (``"CBF"``, ``"CBV"``, ``"MTT"``, ``"TTP"`` or ``"Tmax"``) on all slices.
+
+    Voxels outside the tissue mask are black; the colour bar gives the display window in the
+    map's unit (the same window as the Parametric Map's default VOI).
+    """
+    definition = next(d for d in MAP_DEFINITIONS if d.name == name)
+    lower, upper = definition.window
+    if upper is None:
+        upper = float(acquisition.times_s[-1] - acquisition.times_s[0])
+    values = result.maps[name]
+    colours = colormaps["jet"].with_extremes(bad="black")
+
+    figure = pages.new_page()
+    pages.draw_banner(figure, source, TITLES[name], footer, research)
+    shown = _montage(
+        figure,
+        acquisition,
+        lambda axis, z: axis.imshow(
+            np.ma.masked_where(~result.tissue_mask[z], values[z]),
+            cmap=colours,
+            vmin=lower,
+            vmax=upper,
+            interpolation="nearest",
+        ),
+        box=(0.01, 0.03, 0.86, 0.88),
+    )
+    bar_axis = figure.add_axes((0.9, 0.12, 0.025, 0.7))
+    bar = figure.colorbar(shown, cax=bar_axis)
+    bar.set_label(f"{name} ({DISPLAY_UNITS[name]})", color=pages.FOREGROUND, fontsize=15)
+    bar.ax.tick_params(colors=pages.FOREGROUND, labelsize=13)
+    inside = values[result.tissue_mask]
+    if inside.size:
+        figure.text(
+            0.985,
+            0.06,
+            f"median in brain\n{np.median(inside):.1f} {DISPLAY_UNITS[name]}",
+            color=pages.FOREGROUND,
+            fontsize=12,
+            ha="right",
+        )
+    return pages.to_rgb(figure)
+
+
+def render_mismatch_page(
+    result: PerfusionResult,
+    acquisition: Acquisition,
+    source: pydicom.Dataset,
+    *,
+    footer: str,
+    research: bool,
+) -> np.ndarray:
+    """Core and Tmax>6 s regions over the pre-contrast images, with the volumes and the DEFUSE 3
+    target-mismatch statement."""
+    baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
+    background = acquisition.hu[:baseline_frames].mean(axis=0)
+    hypoperfused = _tint(HYPOPERFUSION_COLOUR)
+    core = _tint(CORE_COLOUR)
+
+    def draw(axis, z):  # type: ignore[no-untyped-def]
+        axis.imshow(background[z], cmap="gray", vmin=BRAIN_WINDOW_HU[0], vmax=BRAIN_WINDOW_HU[1])
+        axis.imshow(_mask(result.tmax6_mask[z]), cmap=hypoperfused, alpha=0.55, vmin=0, vmax=1)
+        return axis.imshow(_mask(result.core_mask[z]), cmap=core, alpha=0.75, vmin=0, vmax=1)
+
+    figure = pages.new_page()
+    pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research)
+    _montage(figure, acquisition, draw, box=(0.01, 0.03, 0.6, 0.88))
+
+    tmax = threshold(result, "tmax_threshold_s")
+    core_percent = 100 * threshold(result, "core_rcbf_threshold")
+    figure.legend(
+        handles=[
+            Patch(color=CORE_COLOUR, label=f"core: rCBF < {core_percent:g} % of normal"),
+            Patch(color=HYPOPERFUSION_COLOUR, label=f"hypoperfusion: Tmax > {tmax:g} s"),
+        ],
+        loc="upper left",
+        bbox_to_anchor=(0.63, 0.9),
+        frameon=False,
+        labelcolor=pages.FOREGROUND,
+        fontsize=14,
+    )
+    y = 0.77
+    for label, value in volume_lines(result):
+        figure.text(0.635, y, label, color=pages.FOREGROUND, fontsize=15)
+        figure.text(0.985, y, value, color=pages.FOREGROUND, fontsize=15, ha="right", weight="bold")
+        y -= 0.045
+    colour = pages.ACCENT if result.volumes.target_mismatch else pages.FOREGROUND
+    verdict = "PRESENT" if result.volumes.target_mismatch else "ABSENT"
+    figure.text(
+        0.635,
+        y - 0.02,
+        f"Target mismatch (DEFUSE 3):\n{verdict}",
+        color=colour,
+        fontsize=18,
+        va="top",
+        weight="bold",
+    )
+    criteria = (
+        f"criteria: core < {threshold(result, 'target_core_max_ml'):g} ml, mismatch volume "
+        f">= {threshold(result, 'target_mismatch_min_ml'):g} ml and mismatch ratio "
+        f">= {threshold(result, 'target_mismatch_ratio_min'):g}"
+    )
+    figure.text(0.635, y - 0.1, pages.wrap(criteria, 50), color=colour, fontsize=13, va="top")
+    notes = (
+        f"Normal CBF reference: {result.normal_cbf:.1f} ml/100 g/min.\n"
+        "Background: mean of the pre-contrast images (HU 0-80).\n"
+        "Volumes count brain tissue only (CSF and vessels excluded).\n"
+        f"Method: {result.algorithm or 'not stated'}."
+    )
+    figure.text(0.635, 0.08, pages.wrap(notes, 50), color="#c8c8c8", fontsize=12, va="bottom")
+    return pages.to_rgb(figure)
+
+
+def _montage(figure, acquisition: Acquisition, draw, box):  # type: ignore[no-untyped-def]
+    """Draw every shown slice with ``draw(axis, z)``; returns the last image drawn."""
+    n_z, rows, columns = acquisition.hu.shape[1:]
+    dy, dx = acquisition.pixel_spacing_mm
+    shown_slices = pages.montage_slices(n_z)
+    axes = pages.montage_axes(figure, len(shown_slices), box, aspect=rows * dy / (columns * dx))
+    positions = _positions_along_normal(acquisition)
+    image = None
+    for axis, z in zip(axes, shown_slices, strict=True):
+        image = draw(axis, z)
+        axis.set_aspect(dy / dx)
+        axis.text(
+            0.02,
+            0.02,
+            pages.slice_label(z, n_z, positions),
+            color=pages.FOREGROUND,
+            fontsize=11,
+            transform=axis.transAxes,
+        )
+    pages.mark_sides(axes[0], acquisition.orientation)
+    if len(shown_slices) < n_z:
+        figure.text(0.01, 0.035, f"{len(shown_slices)} of {n_z} slices shown", color="#b0b0b0")
+    return image
+
+
+def _positions_along_normal(acquisition: Acquisition) -> np.ndarray | None:
+    positions = np.asarray(acquisition.slice_positions_mm, dtype=float)
+    if positions.shape != (acquisition.hu.shape[1], 3):
+        return None
+    normal = np.cross(acquisition.orientation[:3], acquisition.orientation[3:])
+    return positions @ normal
+
+
+def _mask(mask: np.ndarray) -> np.ma.MaskedArray:
+    return np.ma.masked_where(~mask, mask.astype(float))
+
+
+def _tint(colour: str) -> ListedColormap:
+    return ListedColormap([colour, colour])
