@@ -125,3 +125,96 @@ def test_a_file_that_is_not_dicom_is_named(tmp_path: Path) -> None:
     paths[3].write_bytes(b"not dicom at all")
     with pytest.raises(UnreadableImageError, match=paths[3].name):
         load_series(paths, min_time_points=10)
+
+
+def _rewrite(paths: list[Path], change) -> None:  # type: ignore[no-untyped-def]
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path)
+
+
+def _only_content_time(ds: pydicom.Dataset) -> None:
+    ds.ContentTime = ds.AcquisitionTime
+    for keyword in ("AcquisitionTime", "AcquisitionDateTime", "AcquisitionDate"):
+        if keyword in ds:
+            delattr(ds, keyword)
+
+
+def _only_acquisition_datetime(ds: pydicom.Dataset) -> None:
+    for keyword in ("AcquisitionTime", "ContentTime"):
+        if keyword in ds:
+            delattr(ds, keyword)
+
+
+def _signed_pixels_intercept_zero(ds: pydicom.Dataset) -> None:
+    stored = ds.pixel_array.astype(np.int32) + int(ds.RescaleIntercept)
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = 0
+    ds.PixelData = stored.astype("<i2").tobytes()
+
+
+def _rescale_slope_half(ds: pydicom.Dataset) -> None:
+    hu = ds.pixel_array.astype(np.float64) + float(ds.RescaleIntercept)
+    ds.RescaleSlope = 0.5
+    ds.RescaleIntercept = -1024
+    ds.PixelData = np.round((hu + 1024) / 0.5).astype("<u2").tobytes()
+    ds.BitsStored = 16
+    ds.HighBit = 15
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _only_content_time,
+        _only_acquisition_datetime,
+        _signed_pixels_intercept_zero,
+        _rescale_slope_half,
+    ],
+)
+def test_header_conventions_of_other_scanners(tmp_path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    acquisition = _acquisition()
+    paths = _write(tmp_path, acquisition)
+    _rewrite(paths, change)
+    loaded = load_series(paths, min_time_points=10).acquisition
+    np.testing.assert_array_equal(loaded.hu, acquisition.hu)
+    np.testing.assert_allclose(loaded.times_s, acquisition.times_s, atol=1e-3)
+
+
+def test_feet_first_slices_are_ordered_along_the_normal(tmp_path: Path) -> None:
+    acquisition = _acquisition()
+    descending = acquisition.slice_positions_mm[::-1].copy()
+    flipped = Acquisition(
+        hu=acquisition.hu[:, ::-1].copy(),
+        times_s=acquisition.times_s,
+        pixel_spacing_mm=acquisition.pixel_spacing_mm,
+        slice_spacing_mm=5.0,
+        slice_positions_mm=descending,
+        facts=acquisition.facts,
+    )
+    paths = _write(tmp_path, flipped)
+    loaded = load_series(paths, min_time_points=10).acquisition
+    # Slices come out in increasing position along the normal, whatever order they were written.
+    np.testing.assert_allclose(loaded.slice_positions_mm, acquisition.slice_positions_mm)
+    np.testing.assert_array_equal(loaded.hu, acquisition.hu)
+
+
+def test_tilted_gantry_positions_group_into_slices(tmp_path: Path) -> None:
+    tilt = np.deg2rad(15)
+    orientation = (1.0, 0.0, 0.0, 0.0, float(np.cos(tilt)), float(np.sin(tilt)))
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([[-90.0, -100.0, 20.0] + 5 * z * normal for z in range(Z)])
+    acquisition = _acquisition()
+    tilted = Acquisition(
+        hu=acquisition.hu,
+        times_s=acquisition.times_s,
+        pixel_spacing_mm=(0.8, 0.7),
+        slice_spacing_mm=5.0,
+        slice_positions_mm=positions,
+        orientation=orientation,
+    )
+    paths = _write(tmp_path, tilted)
+    random.Random(4).shuffle(paths)
+    loaded = load_series(paths, min_time_points=10).acquisition
+    np.testing.assert_array_equal(loaded.hu, acquisition.hu)
+    assert loaded.slice_spacing_mm == pytest.approx(5.0)
