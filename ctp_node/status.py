@@ -32,6 +32,7 @@ def collect_status(db: Database) -> dict:
                 "series_instance_uid": job.series_instance_uid,
                 "state": job.state,
                 "attempts": job.attempts,
+                "worker_id": job.worker_id,
                 "error": job.error,
                 "volumes": summary.get("volumes"),
                 "result_dir": job.result_dir,

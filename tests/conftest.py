@@ -235,6 +235,12 @@ class ServedNode:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def restart(self) -> None:
+        """Stop the process (SIGTERM) and start it again on the same configuration and data."""
+        stop_process(self.process)
+        started = start_node(self.root, yaml.safe_load(self.config_path.read_text()))
+        self.process, self.log_path = started.process, started.log_path
+
 
 def node_config(root: Path, port: int, destinations: list[dict], **sections: dict) -> dict:
     config = {
@@ -255,7 +261,7 @@ def start_node(root: Path, config: dict) -> ServedNode:
     root.mkdir(parents=True, exist_ok=True)
     config_path = root / "ctp-node.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    log_path = root / "serve.log"
+    log_path = root / f"serve-{len(list(root.glob('serve*.log')))}.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "ctp_node", "serve", "--config", str(config_path)],

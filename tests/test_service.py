@@ -1,0 +1,61 @@
+"""The running node survives what happens in a hospital: restarts and crashed workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from tests.conftest import orthanc_destination, stored_count, storescu, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_series_survives_a_restart_mid_transfer(phantom_study, orthanc, serve_node) -> None:
+    _, paths = phantom_study
+    node = serve_node([orthanc_destination(orthanc)], ingest={"series_stable_after_s": 4.0})
+    half = len(paths) // 2
+    assert stored_count(storescu(paths[:half], node.port, node.ae_title)) == half
+    node.restart()
+    assert stored_count(storescu(paths[half:], node.port, node.ae_title)) == len(paths) - half
+
+    def done():
+        jobs = node.status()["jobs"]
+        return jobs and jobs[-1]["state"] == "done" and jobs
+
+    jobs = wait_until(done, 180, "the job to finish after the restart")
+    # If the restart outlasted the quiet time, the first half was queued, then superseded by
+    # the late instances before any worker ran it: only the whole series is processed.
+    assert [j["state"] for j in jobs[:-1]] == ["superseded"] * (len(jobs) - 1)
+    assert all(j["attempts"] == 0 for j in jobs[:-1])
+    summary = json.loads(
+        (node.root / "storage" / jobs[-1]["result_dir"] / "results.json").read_text()
+    )
+    assert summary["acquisition"]["time_points"] * summary["acquisition"]["slices"] == len(paths)
+
+
+def test_killed_worker_job_is_taken_over_after_its_lease(
+    phantom_study, orthanc, serve_node
+) -> None:
+    _, paths = phantom_study
+    node = serve_node([orthanc_destination(orthanc)], worker={"lease_s": 3.0})
+    assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
+
+    def running():
+        jobs = node.status()["jobs"]
+        return jobs and jobs[0]["state"] == "running" and jobs[0]
+
+    job = wait_until(running, 60, "a worker to claim the job", interval_s=0.05)
+    worker_pid = int(job["worker_id"].rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGKILL)  # as the kernel's OOM killer would
+
+    def done():
+        jobs = node.status()["jobs"]
+        return jobs and jobs[0]["state"] == "done" and jobs[0]
+
+    job = wait_until(done, 180, "another worker to finish the job")
+    assert job["attempts"] == 2
+    assert int(job["worker_id"].rsplit(":", 1)[1]) != worker_pid
+    assert "exited" in node.log() and "starting another" in node.log()
