@@ -28,6 +28,7 @@ from tests.conftest import (
     storescu,
     wait_until,
 )
+from tests.dicom_checks import dciodvfy_errors, map_volume
 
 pytestmark = pytest.mark.slow
 
@@ -105,19 +106,6 @@ def _parametric_maps(orthanc) -> dict[str, pydicom.Dataset]:
             )
             maps[str(label)] = ds
     return maps
-
-
-def map_volume(ds: pydicom.Dataset, slice_positions_mm: np.ndarray) -> np.ndarray:
-    """A Parametric Map's frames placed at the source slices by their positions (z, y, x)."""
-    frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
-    volume = np.full((len(slice_positions_mm), ds.Rows, ds.Columns), np.nan, dtype=np.float32)
-    for index, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
-        z = int(np.argmin(np.linalg.norm(slice_positions_mm - position, axis=1)))
-        assert np.linalg.norm(slice_positions_mm[z] - position) < 0.01, "frame off any slice"
-        volume[z] = frames[index]
-    assert not np.isnan(volume).any(), "a source slice has no frame"
-    return volume
 
 
 def _check_maps_against_truth(maps: dict[str, pydicom.Dataset], phantom, study_uid: str) -> dict:
@@ -214,11 +202,7 @@ def test_every_output_passes_dciodvfy(phantom_study, tmp_path) -> None:
     outputs = sorted(out.glob("*.dcm"))
     assert len(outputs) >= 9
     for path in outputs:
-        check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
-        errors = [
-            line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")
-        ]
-        assert errors == [], f"{path.name}: {errors}"
+        assert dciodvfy_errors(path) == [], path.name
 
 
 def test_failure_notice_when_contrast_never_arrives(

@@ -59,8 +59,7 @@ def load_series(paths: Sequence[Path], min_time_points: int = 10) -> LoadedSerie
         orientation=layout.orientation,
         facts=header_facts(header, refs),
     )
-    source_images = [read_header(ref.path) for ref in _unique_instances(layout.grid[0])]
-    return LoadedSeries(acquisition, layout, header, source_images)
+    return LoadedSeries(acquisition, layout, header, slice_headers(layout.grid[0]))
 
 
 def check_modality(header: Dataset) -> None:
@@ -170,8 +169,30 @@ def _age_years(ds: Dataset) -> float | None:
     return None
 
 
-def _unique_instances(refs: Sequence[ImageRef]) -> list[ImageRef]:
-    seen: dict[str, ImageRef] = {}
+def slice_headers(refs: Sequence[ImageRef]) -> list[Dataset]:
+    """One header per slice (no pixel data), in z order: what the reports reference.
+
+    A frame of an Enhanced CT instance gets a view of its instance's header with the frame's
+    own geometry added at the top level (position, orientation, spacing), so the reports treat
+    classic and enhanced sources alike; the view keeps the instance's UIDs and functional
+    groups, so references point at the real object.
+    """
+    headers: dict[Path, Dataset] = {}
+    views = []
     for ref in refs:
-        seen.setdefault(ref.sop_instance_uid, ref)
-    return list(seen.values())
+        if ref.path not in headers:
+            headers[ref.path] = read_header(ref.path)
+        header = headers[ref.path]
+        if ref.frame is None:
+            views.append(header)
+            continue
+        # A new element dict per view (Dataset(header) would share one); the functional group
+        # sequences themselves are shared, unchanged.
+        view = Dataset(dict(header.items()))
+        view.file_meta = header.file_meta
+        view.ImagePositionPatient = list(ref.position_mm)
+        view.ImageOrientationPatient = list(ref.orientation)
+        view.PixelSpacing = list(ref.pixel_spacing_mm)
+        view.SliceThickness = ref.slice_thickness_mm
+        views.append(view)
+    return views

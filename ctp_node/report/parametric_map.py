@@ -123,6 +123,7 @@ def build_parametric_maps(
     _check_sources(source_images)
     source_series_uid = str(source_images[0].SeriesInstanceUID)
     duration_s = _duration_s(result)
+    sources, geometry = _highdicom_sources(source_images)
 
     maps: list[pydicom.Dataset] = []
     for index, definition in enumerate(MAP_DEFINITIONS):
@@ -143,7 +144,7 @@ def build_parametric_maps(
             quantity_definition=definition.quantity,
         )
         parametric_map = hd.pm.ParametricMap(
-            source_images=source_images,
+            source_images=sources,
             pixel_array=values,
             series_instance_uid=derive_uid(source_series_uid, kind, settings.algorithm_version),
             series_number=settings.series_number_start + index,
@@ -172,6 +173,7 @@ def build_parametric_maps(
             derived_pixel_contrast=hd.pm.DerivedPixelContrastValues.QUANTITY,
             derivation=codes.DCM.PerfusionImageAnalysis,
             content_qualification=settings.content_qualification,
+            **geometry,
         )
         parametric_map.SeriesDescription = (
             f"{definition.name} {settings.series_description_suffix}".strip()
@@ -195,6 +197,48 @@ def _describe_anatomy(parametric_map: pydicom.Dataset, source: pydicom.Dataset) 
         parametric_map.BodyPartExamined = body_part
     elif "Laterality" not in parametric_map:
         parametric_map.Laterality = ""
+
+
+def _highdicom_sources(
+    source_images: list[pydicom.Dataset],
+) -> tuple[list[pydicom.Dataset], dict[str, object]]:
+    """Sources and geometry arguments for highdicom.
+
+    Classic CT: one header per slice, and highdicom takes the geometry from them. Enhanced CT
+    (a multi-frame IOD): highdicom wants the one instance, so the per-slice views (see
+    :func:`ctp_node.assemble.loader.slice_headers`) give the geometry explicitly, in z order.
+    """
+    first = source_images[0]
+    if str(first.SOPClassUID) not in _MULTI_FRAME_CT:
+        return source_images, {}
+    instances = {str(ds.SOPInstanceUID) for ds in source_images}
+    if len(instances) != 1:
+        raise ValueError(
+            "the slices of one time point are spread over several Enhanced CT instances; "
+            "the Parametric Map can reference one"
+        )
+    spacing = [float(v) for v in first.PixelSpacing]
+    geometry: dict[str, object] = {
+        "plane_positions": [
+            hd.PlanePositionSequence(
+                hd.CoordinateSystemNames.PATIENT,
+                image_position=[float(v) for v in ds.ImagePositionPatient],
+            )
+            for ds in source_images
+        ],
+        "plane_orientation": hd.PlaneOrientationSequence(
+            hd.CoordinateSystemNames.PATIENT,
+            image_orientation=[float(v) for v in first.ImageOrientationPatient],
+        ),
+        "pixel_measures": hd.PixelMeasuresSequence(
+            pixel_spacing=spacing, slice_thickness=float(first.get("SliceThickness") or 1.0)
+        ),
+    }
+    return [first], geometry
+
+
+#: Multi-frame CT storage classes (Enhanced CT, Legacy Converted Enhanced CT).
+_MULTI_FRAME_CT = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 
 
 def _check_sources(source_images: list[pydicom.Dataset]) -> None:

@@ -218,3 +218,20 @@ def test_tilted_gantry_positions_group_into_slices(tmp_path: Path) -> None:
     loaded = load_series(paths, min_time_points=10).acquisition
     np.testing.assert_array_equal(loaded.hu, acquisition.hu)
     assert loaded.slice_spacing_mm == pytest.approx(5.0)
+
+
+def test_enhanced_ct_loads_like_the_classic_series(tmp_path: Path) -> None:
+    from tests.assemble.enhanced_ct import enhanced_ct_per_time_point
+
+    acquisition = _acquisition(np.array([0.0, 0.2, 0.4]))
+    classic = _write(tmp_path / "classic", acquisition)
+    enhanced = enhanced_ct_per_time_point(classic, tmp_path / "enhanced")
+    assert len(enhanced) == T
+    loaded = load_series(enhanced, min_time_points=10)
+    np.testing.assert_array_equal(loaded.acquisition.hu, acquisition.hu)
+    np.testing.assert_allclose(
+        loaded.acquisition.slice_times_s, acquisition.slice_times_s, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        loaded.acquisition.slice_positions_mm, acquisition.slice_positions_mm
+    )

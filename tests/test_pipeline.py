@@ -1,0 +1,42 @@
+"""One series through the pipeline, from either kind of CT storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.pipeline import PipelineSettings, process_series
+from tests.assemble.enhanced_ct import enhanced_ct_per_time_point
+from tests.dicom_checks import dciodvfy_errors, map_volume
+
+
+def test_enhanced_ct_gives_the_same_outputs_as_classic_ct(tmp_path: Path) -> None:
+    phantom = make_phantom(PhantomSpec(matrix=96, slices=6))
+    classic = write_ct_series(
+        phantom.acquisition, tmp_path / "classic", identity=StudyIdentity.new()
+    )
+    enhanced = enhanced_ct_per_time_point(classic, tmp_path / "enhanced")
+
+    from_classic = process_series(classic, tmp_path / "out-classic", PipelineSettings())
+    from_enhanced = process_series(enhanced, tmp_path / "out-enhanced", PipelineSettings())
+
+    kinds = [o.output_kind for o in from_enhanced.outputs]
+    assert kinds == [o.output_kind for o in from_classic.outputs]
+    positions = phantom.acquisition.slice_positions_mm
+    for mine, theirs in zip(from_enhanced.outputs, from_classic.outputs, strict=True):
+        assert dciodvfy_errors(mine.path) == [], mine.path.name
+        if mine.output_kind == "parametric_maps":
+            a, b = pydicom.dcmread(mine.path), pydicom.dcmread(theirs.path)
+            np.testing.assert_array_equal(map_volume(a, positions), map_volume(b, positions))
+            referenced = {
+                item.ReferencedSOPInstanceUID
+                for series in a.ReferencedSeriesSequence
+                for item in series.ReferencedInstanceSequence
+            }
+            first_time_point = pydicom.dcmread(enhanced[0], stop_before_pixels=True)
+            assert referenced == {first_time_point.SOPInstanceUID}
+    assert from_enhanced.summary["volumes"] == from_classic.summary["volumes"]
