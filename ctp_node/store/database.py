@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +39,11 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def insert(self):  # type: ignore[no-untyped-def]
+        """The dialect's ``insert`` construct (it has ``on_conflict_do_nothing``)."""
+        return sqlite_insert if self.is_sqlite else postgresql_insert
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent)."""

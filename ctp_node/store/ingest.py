@@ -42,12 +42,17 @@ def record_instance(db: Database, item: ReceivedInstance) -> None:
     A new instance re-arms the series' stability timer. If the series had already been decided
     (queued or ignored), it goes back to *receiving* and a job that has not started yet is
     superseded, so that the acquisition is processed once, complete.
+
+    Runs on every C-STORE, so it is a few Core statements (``INSERT … ON CONFLICT``) in one
+    transaction rather than ORM loads; concurrent associations of one series are safe on
+    SQLite and PostgreSQL alike.
     """
     now = utcnow()
-    with db.session() as s:
-        series = s.get(Series, item.series_instance_uid, with_for_update=not db.is_sqlite)
-        if series is None:
-            series = Series(
+    insert = db.insert
+    with db.engine.begin() as connection:
+        connection.execute(
+            insert(Series)
+            .values(
                 series_instance_uid=item.series_instance_uid,
                 study_instance_uid=item.study_instance_uid,
                 modality=item.modality,
@@ -59,36 +64,45 @@ def record_instance(db: Database, item: ReceivedInstance) -> None:
                 state=SeriesState.RECEIVING,
                 reason="",
             )
-            s.add(series)
-            s.flush()
-        existing = s.scalar(
-            select(Instance).where(Instance.sop_instance_uid == item.sop_instance_uid)
+            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
         )
-        if existing is None:
-            s.add(
-                Instance(
-                    sop_instance_uid=item.sop_instance_uid,
-                    sop_class_uid=item.sop_class_uid,
-                    series_instance_uid=item.series_instance_uid,
-                    transfer_syntax_uid=item.transfer_syntax_uid,
-                    path=item.path,
-                    size_bytes=item.size_bytes,
-                    calling_ae_title=item.calling_ae_title,
-                    received_at=now,
+        instance = {
+            "sop_class_uid": item.sop_class_uid,
+            "series_instance_uid": item.series_instance_uid,
+            "transfer_syntax_uid": item.transfer_syntax_uid,
+            "path": item.path,
+            "size_bytes": item.size_bytes,
+            "calling_ae_title": item.calling_ae_title,
+            "received_at": now,
+        }
+        added = connection.execute(
+            insert(Instance)
+            .values(sop_instance_uid=item.sop_instance_uid, **instance)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        ).rowcount
+        if not added:
+            connection.execute(
+                update(Instance)
+                .where(Instance.sop_instance_uid == item.sop_instance_uid)
+                .values(**instance)
+            )
+        state = connection.execute(
+            update(Series)
+            .where(Series.series_instance_uid == item.series_instance_uid)
+            .values(instance_count=Series.instance_count + added, last_received_at=now)
+            .returning(Series.state)
+        ).scalar_one()
+        if state != SeriesState.RECEIVING:
+            connection.execute(
+                update(Series)
+                .where(Series.series_instance_uid == item.series_instance_uid)
+                .values(
+                    state=SeriesState.RECEIVING,
+                    reason="more instances arrived after the series was decided",
+                    decided_at=None,
                 )
             )
-            series.instance_count += 1
-        else:
-            existing.path = item.path
-            existing.size_bytes = item.size_bytes
-            existing.transfer_syntax_uid = item.transfer_syntax_uid
-            existing.received_at = now
-        series.last_received_at = now
-        if series.state != SeriesState.RECEIVING:
-            series.state = SeriesState.RECEIVING
-            series.reason = "more instances arrived after the series was decided"
-            series.decided_at = None
-            s.execute(
+            connection.execute(
                 update(Job)
                 .where(
                     Job.series_instance_uid == item.series_instance_uid,
