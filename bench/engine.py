@@ -13,6 +13,10 @@ import tracemalloc
 
 from ctp_node.perfusion import PhantomSpec, compute_perfusion, make_phantom
 
+#: Wall time in s of the previous engine (0.2: per-slice TIPS on the full curves, thresholds
+#: tried one after another), measured on the same 2-core machine, for comparison.
+PREVIOUS_S = {"256²×16×40": 17.7, "512²×32×40": 129.5}
+
 CASES = {
     "256²×16×40": PhantomSpec(
         matrix=256, slices=16, pixel_spacing_mm=0.86, interval_s=1.5, duration_s=58.5
@@ -25,8 +29,8 @@ CASES = {
 
 def main() -> None:
     print(
-        f"{'acquisition':<14}{'frames':>7}{'time s':>9}{'traced peak GB':>16}{'RSS GB':>9}"
-        f"{'input GB':>10}"
+        f"{'acquisition':<14}{'frames':>7}{'before s':>10}{'time s':>9}{'traced peak GB':>16}"
+        f"{'RSS GB':>9}{'input GB':>10}"
     )
     for name, spec in CASES.items():
         phantom = make_phantom(spec)
@@ -39,14 +43,16 @@ def main() -> None:
         tracemalloc.stop()
         rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         print(
-            f"{name:<14}{acq.hu.shape[0]:>7}{elapsed:>9.1f}{peak / 1024**3:>16.2f}"
+            f"{name:<14}{acq.hu.shape[0]:>7}{PREVIOUS_S.get(name, float('nan')):>10.1f}"
+            f"{elapsed:>9.1f}{peak / 1024**3:>16.2f}"
             f"{rss_gb:>9.2f}{acq.hu.nbytes / 1024**3:>10.2f}"
         )
         sys.stdout.flush()
         del phantom, acq
     print(
         "traced peak: numpy allocations during compute_perfusion (input excluded); "
-        "RSS: process maximum so far, including the phantom."
+        "RSS: process maximum so far, including the phantom.\nTimes depend on the machine's "
+        "load and on BLAS threading (OPENBLAS_NUM_THREADS=1 is faster on 2 shared cores)."
     )
 
 

@@ -2,18 +2,24 @@
 
 The circulant matrix of the zero-padded AIF is diagonalised by the DFT; its singular values are
 ``|DFT(aif)| · dt``. Truncating singular values below a threshold ``P · max`` is a low-pass in the
-frequency domain, so all voxels are deconvolved at once with FFTs. Per voxel, the smallest
-threshold whose residue has an oscillation index below the limit is kept.
+frequency domain; applied to the curve samples it is one matrix per threshold
+(:func:`residue_operators`), which composes with a temporal basis so that every voxel at every
+threshold costs one small matrix product. Per voxel, the smallest threshold whose residue has an
+oscillation index below the limit is kept (found by bisection over the thresholds).
 
 Curves are rows ``(voxel, t)`` on a uniform grid of spacing ``dt_s``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft
+
+#: How far back from the residue peak its rising half-maximum is looked for, s.
+_RISE_WINDOW_S = 16.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,26 @@ def oscillation_index(k: np.ndarray, peak: np.ndarray) -> np.ndarray:
     return second / (k.shape[1] * np.maximum(peak, 1e-12))
 
 
+def residue_operators(aif: np.ndarray, dt_s: float, levels: np.ndarray) -> np.ndarray:
+    """Truncated-SVD deconvolution by ``aif`` as matrices, one per threshold level.
+
+    Returns float32 ``(levels, t, length)``: a tissue curve ``c`` (``(t,)`` on the uniform grid)
+    has the flow-scaled residue ``c @ operators[i]`` (1/s, circular over ``length`` samples, the
+    last half holding negative delays) at threshold ``levels[i]``. Composed with a temporal
+    basis, every voxel and every threshold becomes one small matrix product.
+    """
+    n_t = aif.size
+    length = fft.next_fast_len(2 * n_t, real=True)
+    spectrum_aif = fft.rfft(aif.astype(np.float64), length) * dt_s
+    magnitude = np.abs(spectrum_aif)
+    relative = magnitude / max(float(magnitude.max()), 1e-30)
+    inverse = np.where(magnitude > 0, 1.0 / np.where(magnitude > 0, spectrum_aif, 1.0), 0.0)
+    unit = fft.rfft(np.eye(n_t), length, axis=1)
+    return np.stack(
+        [fft.irfft(unit * np.where(relative >= p, inverse, 0.0), length, axis=1) for p in levels]
+    ).astype(np.float32)
+
+
 def deconvolve(
     tissue: np.ndarray,
     aif: np.ndarray,
@@ -63,28 +89,84 @@ def deconvolve(
     With ``oscillation_max=None`` the single (last) level of ``levels`` is used for all voxels
     (plain fixed-threshold block-circulant SVD).
     """
-    n_vox, n_t = tissue.shape
-    length = fft.next_fast_len(2 * n_t, real=True)
-    spectrum_aif = fft.rfft(aif.astype(np.float64), length) * dt_s
-    magnitude = np.abs(spectrum_aif)
-    relative = magnitude / magnitude.max()
-    inverse = np.where(magnitude > 0, 1.0 / np.where(magnitude > 0, spectrum_aif, 1.0), 0.0)
-    filters = np.stack([np.where(relative >= p, inverse, 0.0) for p in levels]).astype(np.complex64)
-    spectrum = fft.rfft(tissue.astype(np.float32), length, axis=1, workers=-1)
+    operators = residue_operators(aif, dt_s, levels)
+    return deconvolve_projected(tissue.astype(np.float32), operators, dt_s, levels, oscillation_max)
 
-    choice = np.full(n_vox, len(levels) - 1, np.int64)
-    if oscillation_max is not None and len(levels) > 1:
-        undecided = np.ones(n_vox, bool)
-        for i in range(len(levels) - 1):
-            rows = np.flatnonzero(undecided)
-            if rows.size == 0:
-                break
-            k = fft.irfft(spectrum[rows] * filters[i], length, axis=1, workers=-1)
-            ok = oscillation_index(k, k.max(axis=1)) < oscillation_max
-            choice[rows[ok]] = i
-            undecided[rows[ok]] = False
-    k = fft.irfft(spectrum * filters[choice], length, axis=1, workers=-1)
-    return _features(k, dt_s, levels[choice], choice)
+
+def deconvolve_projected(
+    coefficients: np.ndarray,
+    operators: np.ndarray,
+    dt_s: float,
+    levels: np.ndarray,
+    oscillation_max: float | None,
+    chunk: int = 65536,
+    workers: int = 1,
+) -> ResidueFeatures:
+    """Deconvolve voxels given as rows ``(v, r)`` of coefficients of a linear curve model.
+
+    ``operators`` ``(levels, r, length)`` map coefficients to the residue at each threshold
+    (:func:`residue_operators` composed with the basis). Per voxel, the smallest threshold
+    whose residue has an oscillation index below ``oscillation_max`` is found by bisection over
+    the levels (the index falls as the threshold rises), so about log2(levels) products are
+    evaluated instead of one per level. Work is chunked over voxels to bound memory and spread
+    over ``workers`` threads.
+    """
+    n_vox = coefficients.shape[0]
+    starts = range(0, n_vox, chunk)
+
+    def run(start: int) -> ResidueFeatures:
+        return _deconvolve_chunk(
+            coefficients[start : start + chunk], operators, dt_s, levels, oscillation_max
+        )
+
+    if workers > 1 and n_vox > chunk:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run, starts))
+    else:
+        parts = [run(s) for s in starts]
+    if not parts:
+        parts = [run(0)]
+    return ResidueFeatures(
+        **{
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in ResidueFeatures.__dataclass_fields__
+        }
+    )
+
+
+def _deconvolve_chunk(
+    a: np.ndarray,
+    operators: np.ndarray,
+    dt_s: float,
+    levels: np.ndarray,
+    oscillation_max: float | None,
+) -> ResidueFeatures:
+    n_levels = operators.shape[0]
+    n_vox = a.shape[0]
+    low = np.zeros(n_vox, np.int64)
+    high = np.full(n_vox, n_levels - 1, np.int64)
+    if oscillation_max is None or n_levels == 1:
+        low[:] = high
+    curvature = operators[:, :, 2:] - 2 * operators[:, :, 1:-1] + operators[:, :, :-2]
+    length = operators.shape[2]
+    # Bisection for the smallest level that passes; the last level passes by definition.
+    while np.any(low < high):
+        open_ = np.flatnonzero(low < high)
+        mid = (low[open_] + high[open_]) // 2
+        passed = np.empty(open_.size, bool)
+        for level in np.unique(mid):
+            sel = mid == level
+            rows = a[open_[sel]]
+            peak = (rows @ operators[level]).max(axis=1)
+            second = np.abs(rows @ curvature[level]).sum(axis=1)
+            passed[sel] = second < oscillation_max * length * np.maximum(peak, 1e-12)
+        high[open_[passed]] = mid[passed]
+        low[open_[~passed]] = mid[~passed] + 1
+    k = np.empty((n_vox, length), np.float32)
+    for level in np.unique(low):
+        sel = low == level
+        k[sel] = a[sel] @ operators[level]
+    return _features(k, dt_s, levels[low], low)
 
 
 def _features(
@@ -108,7 +190,8 @@ def _features(
     position = np.where(position > length / 2, position - length, position)
 
     # Rising half-maximum: walk back from the peak (circularly) to the first sample below half.
-    window = length // 2
+    # The regularised residue rises within a few seconds (the filter's width) of its peak.
+    window = int(min(length // 2, max(8, round(_RISE_WINDOW_S / dt_s))))
     back = (i[:, None] - np.arange(window)[None, :]) % length
     values = np.take_along_axis(k, back, axis=1)
     below = values < 0.5 * peak[:, None]
@@ -139,7 +222,6 @@ def exponential_peak_ratio(
     ``(levels, mtt)`` ratios ``max k / CBF`` (1 = no bias), averaged over the onsets.
     """
     n_t = aif.size
-    length = fft.next_fast_len(2 * n_t, real=True)
     fine_dt = dt_s / supersample
     fine_t = np.arange(n_t * supersample) * fine_dt
     aif_fine = np.interp(fine_t, np.arange(n_t) * dt_s, aif)
@@ -160,7 +242,6 @@ def exponential_peak_ratio(
     for i, level in enumerate(levels):
         res = deconvolve(curves, aif, dt_s, np.array([level]), None)
         ratios[i] = res.peak.reshape(len(mtt_s), len(onsets)).mean(axis=1)
-    del length
     return ratios
 
 

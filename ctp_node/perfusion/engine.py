@@ -1,29 +1,36 @@
 """The perfusion engine: one acquisition in, maps, input curves and stroke volumes out.
 
-Steps: uniform time grid → baseline and bolus arrival → parenchyma mask → automatic (or
-manual) AIF and VOF → venous partial-volume correction of the AIF → edge-preserving
-time-profile denoising → oSVD deconvolution → CBF, CBV, MTT, TTP, Tmax → core and
-hypoperfusion volumes. Axis order ``(t, z, y, x)``; work is done slice by slice in float32 so
-that memory stays bounded on 512 × 512 acquisitions.
+Steps: in-plane binning of very fine pixels (:mod:`resolution`) → baseline and bolus arrival →
+parenchyma mask → tissue curves projected onto a temporal basis and denoised (:mod:`profiles`)
+→ automatic (or manual) AIF and VOF → venous partial-volume correction of the AIF → oSVD
+deconvolution of every voxel at once as small matrix products (:mod:`deconvolution`) → CBF,
+CBV, MTT, TTP, Tmax → core and hypoperfusion volumes. Axis order ``(t, z, y, x)``; only the
+parenchyma voxels are analysed, in float32, chunked so that memory stays bounded on
+512 × 512 acquisitions.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ctp_node.perfusion import denoise, inputs, masks, stroke, timing
+from ctp_node.perfusion import inputs, masks, resolution, stroke, timing
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.deconvolution import (
+    ResidueFeatures,
     correct_peak,
-    deconvolve,
+    deconvolve_projected,
     exponential_peak_ratio,
+    residue_operators,
     thresholds,
 )
 from ctp_node.perfusion.errors import NoArterialInputError, NoBrainTissueError
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.profiles import Profiles, build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.2"
+ALGORITHM = "ctp-node oSVD 0.3"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -44,12 +51,6 @@ class _Grid:
             st
             if st is not None
             else np.repeat(acquisition.times_s[:, None], acquisition.hu.shape[1], axis=1)
-        )
-
-    def slice_hu(self, z: int) -> np.ndarray:
-        """HU of slice ``z`` on the uniform grid, ``(t, y, x)`` float32."""
-        return timing.resample_slice(
-            self.acquisition.hu[:, z], self.slice_times_s[:, z], self.times_s
         )
 
     def curve_hu(self, voxels_zyx: np.ndarray) -> np.ndarray:
@@ -131,22 +132,41 @@ def compute_perfusion(
     ------
     PerfusionError : (a subclass) when no maps can be computed; ``str(err)`` says why.
     """
+    factor = resolution.block_factor(acquisition.pixel_spacing_mm, parameters.processing_pixel_mm)
+    result = _compute_perfusion(
+        resolution.bin_acquisition(acquisition, factor),
+        parameters,
+        aif_zyx=resolution.coarse_location(aif_zyx, factor),
+        vof_zyx=resolution.coarse_location(vof_zyx, factor),
+    )
+    return resolution.expand_result(result, factor, acquisition.hu.shape[1:])
+
+
+def _compute_perfusion(
+    acquisition: Acquisition,
+    parameters: PerfusionParameters,
+    *,
+    aif_zyx: tuple[int, int, int] | None,
+    vof_zyx: tuple[int, int, int] | None,
+) -> PerfusionResult:
     p = parameters
     acq = acquisition
     timing.check_duration(acq.times_s)
     warnings: list[str] = []
     grid = _Grid(acq, p.resample_interval_s)
     nt, nz, ny, nx = acq.hu.shape
+    workers = p.worker_threads if p.worker_threads > 0 else (os.cpu_count() or 1)
 
     # Parenchyma from the first image (pre-contrast unless NoBaselineError below).
-    first = acq.hu[0]
-    brain0 = masks.parenchyma_mask(first, p.tissue_min_hu, p.tissue_max_hu)
+    brain0 = masks.parenchyma_mask(acq.hu[0], p.tissue_min_hu, p.tissue_max_hu)
     if brain0.sum() < 50:
         raise NoBrainTissueError(
             "No brain tissue was found in the images (no voxels of 15–70 HU inside the skull); "
             "check that the series is a head CT perfusion acquisition."
         )
-    brain_curve = np.array([acq.hu[t][brain0].mean(dtype=np.float64) for t in range(nt)])
+    brain_idx = np.flatnonzero(brain0)
+    brain_idx = brain_idx[:: max(1, brain_idx.size // 100_000)]
+    brain_curve = acq.hu.reshape(nt, -1)[:, brain_idx].mean(axis=1, dtype=np.float64)
     baseline_frames, _ = timing.bolus_arrival(
         brain_curve, acq.times_s, min_rise_hu=_MIN_BRAIN_RISE_HU
     )
@@ -161,35 +181,39 @@ def compute_perfusion(
             "50–70 s are recommended."
         )
 
-    # Pass 1: baseline image and curve features per slice.
-    baseline = np.empty((nz, ny, nx), np.float32)
-    features = {
-        name: np.empty((nz, ny, nx), np.float32)
-        for name in ("peak_hu", "ttp_s", "area_hu_s", "roughness")
-    }
-    for z in range(nz):
-        baseline[z] = acq.hu[:baseline_frames, z].mean(axis=0)
-        conc = grid.slice_hu(z)
-        conc -= baseline[z]
-        f = inputs.curve_features(conc, grid.dt_s)
-        for name in features:
-            features[name][z] = getattr(f, name)
-    feats = inputs.CurveFeatures(**features)
-    feats.ttp_s[...] += np.float32(grid.times_s[0])
-    parenchyma = masks.parenchyma_mask(baseline, p.tissue_min_hu, p.tissue_max_hu)
+    baseline = acq.hu[:baseline_frames].mean(axis=0)
     intracranial = masks.intracranial_mask(baseline)
+    parenchyma = masks.parenchyma_mask(baseline, p.tissue_min_hu, p.tissue_max_hu, intracranial)
     smooth_base = masks.smoothed_baseline(baseline)
     candidates = (
         intracranial
         & (smooth_base >= p.tissue_min_hu - 10)
         & (smooth_base <= _VESSEL_BASELINE_MAX_HU)
     )
+    feats = inputs.vessel_features(acq.hu, baseline, candidates, grid.slice_times_s, grid.times_s)
     sample = parenchyma.copy()
     sample[:, ::2] = False  # half the voxels suffice for σ
+    sample[:, :, ::2] = False
     noise = _noise(grid, sample)
 
+    # Tissue curves: compressed, denoised, on the uniform grid.
+    profiles = build_profiles(
+        acq.hu,
+        baseline,
+        parenchyma,
+        grid.slice_times_s,
+        grid.times_s,
+        noise,
+        radius=p.denoise_radius_voxels,
+        spatial_sigma_voxels=p.denoise_spatial_sigma_mm / min(acq.pixel_spacing_mm),
+        profile_sigma_hu=p.denoise_profile_sigma_factor * noise / 3.0,
+        workers=workers,
+    )
+    ttp = np.zeros((nz, ny, nx), np.float32)
+    ttp[parenchyma] = grid.times_s[0] + grid.dt_s * _argmax_rows(profiles)
+
     # Side with delayed tissue: arteries there are distal to an occlusion.
-    avoid = _delayed_hemisphere(feats.ttp_s, parenchyma, intracranial)
+    avoid = _delayed_hemisphere(ttp, parenchyma, intracranial)
 
     # Arterial input.
     if aif_zyx is not None:
@@ -236,47 +260,48 @@ def compute_perfusion(
     )
     aif_area = float(aif_grid.sum())
 
-    # Pass 2: deconvolution of the parenchyma, slice by slice.
+    # Deconvolution of every parenchyma voxel at once (per group of slices sharing times).
     levels = thresholds(p.svd_threshold_min, p.svd_threshold_max, p.svd_threshold_steps)
+    operators = residue_operators(aif_grid, grid.dt_s, levels)
     density_ratio = p.hematocrit_factor / p.brain_density_g_ml
-    maps = {
-        name: np.zeros((nz, ny, nx), np.float32)
-        for name in ("CBF", "CBV", "MTT", "TTP", "Tmax", "delay")
-    }
+    parts = []
+    for synthesis, rows in profiles.groups():
+        bank = np.einsum("rg,kgl->krl", synthesis, operators)
+        parts.append(
+            deconvolve_projected(
+                profiles.coefficients[rows],
+                bank,
+                grid.dt_s,
+                levels,
+                p.oscillation_index_max,
+            )
+        )
+    res = ResidueFeatures(
+        **{
+            name: np.concatenate([getattr(q, name) for q in parts])
+            for name in ResidueFeatures.__dataclass_fields__
+        }
+    )
+    # ∫k dt = ∫C / ∫AIF (regularisation-independent).
+    area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
+    peak = res.peak
     if p.exponential_peak_correction:
         ratios = exponential_peak_ratio(aif_grid, grid.dt_s, levels, _LUT_MTT_S)
-    sigma_profile = p.denoise_profile_sigma_factor * noise
-    for z in range(nz):
-        if not parenchyma[z].any():
-            continue
-        conc = grid.slice_hu(z)
-        conc -= baseline[z]
-        if p.denoise_radius_voxels > 0:
-            conc = denoise.tips(
-                conc,
-                parenchyma[z],
-                p.denoise_radius_voxels,
-                p.denoise_spatial_sigma_mm / min(acq.pixel_spacing_mm),
-                sigma_profile,
-            )
-        rows = conc[:, parenchyma[z]].T
-        res = deconvolve(rows, aif_grid, grid.dt_s, levels, p.oscillation_index_max)
-        m = parenchyma[z]
-        area = rows.sum(axis=1) / aif_area  # ∫k dt = ∫C / ∫AIF
-        peak = res.peak
-        if p.exponential_peak_correction:
-            peak = correct_peak(peak, area, res.level, ratios, _LUT_MTT_S)
-        maps["CBF"][z][m] = 6000.0 * density_ratio * peak
-        maps["CBV"][z][m] = 100.0 * density_ratio * area
-        maps["Tmax"][z][m] = res.onset_s if p.tmax_from_onset else res.peak_time_s
-        maps["delay"][z][m] = res.onset_s
+        peak = correct_peak(peak, area, res.level, ratios, _LUT_MTT_S)
+    maps = {name: np.zeros((nz, ny, nx), np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
+    m = parenchyma
+    maps["CBF"][m] = 6000.0 * density_ratio * peak
+    maps["CBV"][m] = 100.0 * density_ratio * area
+    maps["Tmax"][m] = res.onset_s if p.tmax_from_onset else res.peak_time_s
+    maps["delay"][m] = res.onset_s
     tissue = masks.remove_vessels(parenchyma, maps["CBV"], p.vessel_cbv_ml_100g)
     maps["CBF"] = np.maximum(maps["CBF"], 0)
     maps["CBV"] = np.maximum(maps["CBV"], 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(maps["CBF"] > 0, 60.0 * maps["CBV"] / maps["CBF"], 0.0)
     maps["MTT"] = mtt.astype(np.float32)
-    maps["TTP"] = feats.ttp_s
+    maps["TTP"] = ttp
+    maps = {name: maps[name] for name in ("CBF", "CBV", "MTT", "TTP", "Tmax", "delay")}
     for name in maps:
         maps[name] = np.where(tissue, maps[name], 0).astype(np.float32)
     if tissue.sum() == 0:
@@ -297,6 +322,7 @@ def compute_perfusion(
             "noise_sigma_hu": noise,
             "baseline_frames": float(baseline_frames),
             "resample_interval_s": grid.dt_s,
+            "temporal_components": float(profiles.basis.shape[1]),
         }
     )
     return PerfusionResult(
@@ -313,6 +339,16 @@ def compute_perfusion(
         algorithm=ALGORITHM,
         warnings=tuple(warnings),
     )
+
+
+def _argmax_rows(profiles: Profiles, chunk: int = 65536) -> np.ndarray:
+    """Grid index of each voxel's curve maximum (the time to peak), chunked over voxels."""
+    out = np.empty(profiles.coefficients.shape[0], np.float32)
+    for synthesis, rows in profiles.groups():
+        for start in range(rows.start, rows.stop, chunk):
+            stop = min(start + chunk, rows.stop)
+            out[start:stop] = np.argmax(profiles.coefficients[start:stop] @ synthesis, axis=1)
+    return out
 
 
 def _noise(grid: _Grid, sample: np.ndarray) -> float:

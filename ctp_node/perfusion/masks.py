@@ -33,14 +33,22 @@ def smoothed_baseline(baseline_hu: np.ndarray) -> np.ndarray:
     return ndimage.uniform_filter(baseline_hu.astype(np.float32), size=(1, 3, 3), mode="nearest")
 
 
-def parenchyma_mask(baseline_hu: np.ndarray, min_hu: float, max_hu: float) -> np.ndarray:
+def parenchyma_mask(
+    baseline_hu: np.ndarray,
+    min_hu: float,
+    max_hu: float,
+    intracranial: np.ndarray | None = None,
+) -> np.ndarray:
     """Intracranial voxels whose pre-contrast attenuation is that of brain tissue.
 
     CSF (≈ 0–15 HU), air, fat and bone fall outside ``[min_hu, max_hu]``; large vessels are
-    removed later by :func:`remove_vessels`, once CBV is known.
+    removed later by :func:`remove_vessels`, once CBV is known. ``intracranial`` may pass
+    :func:`intracranial_mask` of the same image when it is already known.
     """
     smooth = smoothed_baseline(baseline_hu)
-    mask = intracranial_mask(baseline_hu) & (smooth >= min_hu) & (smooth <= max_hu)
+    if intracranial is None:
+        intracranial = intracranial_mask(baseline_hu)
+    mask = intracranial & (smooth >= min_hu) & (smooth <= max_hu)
     return ndimage.binary_opening(mask, structure=np.ones((1, 2, 2), bool))
 
 

@@ -57,6 +57,10 @@ class PerfusionParameters:
     tmax_from_onset : estimate the time of the residue maximum from the half-maximum of the
         rising edge of k(t) (unbiased by truncation blur for any non-increasing residue); when
         False, the time of the blurred peak itself (lags by about half the blur width).
+    processing_pixel_mm : in-plane pixels finer than this, in mm, are averaged in blocks (2 × 2
+        for 0.43–0.5 mm pixels) before the curves are analysed; maps and masks are returned on
+        the acquisition's grid (0 = never).
+    worker_threads : threads for the voxel-wise work (0 = one per CPU core).
     venous_correction : scale the AIF so that its area equals the VOF's (partial-volume
         correction); when False the AIF is used as measured.
     """
@@ -89,6 +93,8 @@ class PerfusionParameters:
     venous_correction: bool = True
     exponential_peak_correction: bool = True
     tmax_from_onset: bool = True
+    processing_pixel_mm: float = 1.0
+    worker_threads: int = 0
 
     def __post_init__(self) -> None:
         positive = (

@@ -62,3 +62,35 @@ def test_noisy_voxels_are_deconvolved_together() -> None:
     assert res.peak.shape == (2000,)
     assert np.median(res.onset_s) == pytest.approx(2.0, abs=1.0)
     assert np.all(res.threshold >= 0.02)
+
+
+def test_projected_deconvolution_equals_deconvolution_of_the_curves() -> None:
+    """Deconvolving basis coefficients with composed operators is the same linear operation."""
+    from ctp_node.perfusion.deconvolution import deconvolve_projected, residue_operators
+
+    rng = np.random.default_rng(3)
+    aif = _aif(50)
+    curves = np.stack([_tissue(aif, 0.01, m, d) for m, d in [(3, 0), (5, 2), (8, 4), (4, 1)]])
+    curves = curves + rng.normal(0, 0.2, curves.shape)
+    basis = np.linalg.qr(curves.T)[0]  # (t, 4): the curves lie in its span
+    levels = thresholds(0.02, 0.5, 10)
+    direct = deconvolve(curves.astype(np.float32), aif, DT, levels, 0.05)
+    operators = residue_operators(aif, DT, levels)
+    bank = np.einsum("tr,ktl->krl", basis, operators)
+    coefficients = (curves @ basis).astype(np.float32)
+    projected = deconvolve_projected(coefficients, bank, DT, levels, 0.05, chunk=2, workers=2)
+    assert np.array_equal(projected.level, direct.level)
+    assert np.allclose(projected.peak, direct.peak, rtol=1e-3)
+    assert np.allclose(projected.onset_s, direct.onset_s, atol=1e-2)
+
+
+def test_bisection_finds_the_smallest_smooth_threshold() -> None:
+    """Noisier curves need a higher truncation threshold than clean ones."""
+    rng = np.random.default_rng(4)
+    aif = _aif(60)
+    clean = _tissue(aif, 0.01, 5.0, 2.0)
+    levels = thresholds(0.02, 0.5, 10)
+    quiet = deconvolve(clean[None].astype(np.float32), aif, DT, levels, 0.05)
+    noisy = clean[None] + rng.normal(0, 1.0, (200, clean.size))
+    loud = deconvolve(noisy.astype(np.float32), aif, DT, levels, 0.05)
+    assert np.median(loud.level) > quiet.level[0]

@@ -40,6 +40,7 @@ def test_maps_and_contract(phantom_and_result) -> None:
     assert res.aif.selection == "automatic" and res.vof is not None
     assert res.algorithm.startswith("ctp-node")
     assert all(isinstance(v, float) for v in res.parameters.values())
+    assert res.parameters["processing_block_voxels"] == 1.0  # 1.72 mm pixels are not merged
 
 
 def test_accuracy_against_truth(phantom_and_result) -> None:
