@@ -27,6 +27,7 @@ from ctp_node.perfusion import PerfusionResult
 from ctp_node.perfusion.engine import compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.quality import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.report import (
     ReportSettings,
     build_failure_notice,
@@ -56,6 +57,7 @@ class PipelineSettings:
     parameters: PerfusionParameters = field(default_factory=PerfusionParameters)
     report: ReportSettings = field(default_factory=ReportSettings)
     min_time_points: int = 10
+    quality_limits: QualityLimits = field(default_factory=QualityLimits)
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,12 @@ def process_series(
     *,
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
+    other_slabs: int = 0,
 ) -> ProcessedSeries:
     """Compute one series' maps and write its outputs, ``results.json`` and ``summary.png``.
+
+    ``other_slabs`` is the number of further perfusion series (slabs with their own bolus) of
+    the same study, for the acquisition quality checks.
 
     Raises
     ------
@@ -100,6 +106,9 @@ def process_series(
     except (UnreadableImageError, NotPerfusionError, PerfusionError) as exc:
         raise AcquisitionUnusableError(str(exc)) from exc
     computed_s = time.perf_counter() - started - loaded_s
+    quality = assess_acquisition(
+        loaded.acquisition, result, settings.quality_limits, other_slabs=other_slabs
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = list(loaded.layout.notes)
@@ -111,7 +120,12 @@ def process_series(
     outputs += [
         _save(dataset, out_dir, "secondary_captures")
         for dataset in build_secondary_captures(
-            result, loaded.acquisition, loaded.source_images, report, notes=notes
+            result,
+            loaded.acquisition,
+            loaded.source_images,
+            report,
+            notes=notes,
+            quality=quality,
         )
     ]
     structured_report = build_structured_report(
@@ -120,9 +134,10 @@ def process_series(
         report,
         acquisition_facts=loaded.acquisition.facts,
         notes=notes,
+        quality=quality,
     )
     outputs.append(_save(structured_report, out_dir, "structured_report"))
-    summary = summarise(loaded, result, outputs)
+    summary = summarise(loaded, result, outputs, quality)
     summary["timing_s"] = {
         "load": round(loaded_s, 2),
         "compute": round(computed_s, 2),
@@ -168,9 +183,13 @@ def write_failure_notice(
 
 
 def summarise(
-    loaded: LoadedSeries, result: PerfusionResult, outputs: Iterable[WrittenOutput]
+    loaded: LoadedSeries,
+    result: PerfusionResult,
+    outputs: Iterable[WrittenOutput],
+    quality: Sequence[QualityFinding] = (),
 ) -> dict[str, Any]:
-    """The results as plain JSON-able values (what ``results.json`` and ``status`` show)."""
+    """The results as plain JSON-able values (what ``results.json`` and ``status`` show);
+    ``quality`` lists the acquisition quality findings, one dict per check."""
     acq = loaded.acquisition
     header = loaded.header
     tissue = result.tissue_mask
@@ -212,6 +231,7 @@ def summarise(
         "vof": _curve(result.vof) if result.vof is not None else None,
         "parameters": dict(result.parameters),
         "warnings": list(result.warnings),
+        "quality": [finding.to_dict() for finding in quality],
         "outputs": [
             {
                 "kind": o.output_kind,

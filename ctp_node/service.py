@@ -18,6 +18,7 @@ from pathlib import Path
 from ctp_node.assemble.completion import decide_stable_series
 from ctp_node.config import Config, ConfigError, ConfigProblem
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import JobContext, PipelineSettings, run_job
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
@@ -75,6 +76,7 @@ def job_context(config: Config) -> JobContext:
                 institution_name=config.report.institution_name,
             ),
             min_time_points=config.ingest.min_time_points,
+            quality_limits=QualityLimits(**config.quality.model_dump()),
         ),
         destinations={d.name: tuple(d.output_kinds()) for d in config.destinations},
         lease_s=config.worker.lease_s,

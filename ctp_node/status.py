@@ -35,6 +35,12 @@ def collect_status(db: Database) -> dict:
                 "worker_id": job.worker_id,
                 "error": job.error,
                 "volumes": summary.get("volumes"),
+                "quality_checks": len(summary.get("quality", [])),
+                "quality_warnings": [
+                    finding["name"]
+                    for finding in summary.get("quality", [])
+                    if finding.get("result") == "warn"
+                ],
                 "result_dir": job.result_dir,
                 "exports": dict(exports_by_job.get(job.id, {})),
                 "last_export_error": export_errors.get(job.id, ""),
@@ -94,6 +100,13 @@ def print_status(config: Config, *, as_json: bool = False) -> int:
             f"  job {j['id']}  {j['series_instance_uid']}  {j['state']} "
             f"(attempt {j['attempts']})  {result}  [{exports}]"
         )
+        if j["quality_checks"]:
+            warned = j["quality_warnings"]
+            listed = f" ({', '.join(warned)})" if warned else ""
+            print(
+                f"      acquisition quality: {len(warned)} warning{'' if len(warned) == 1 else 's'}"
+                f" in {j['quality_checks']} checks{listed}"
+            )
         if j["last_export_error"]:
             print(f"      last export error: {j['last_export_error']}")
     if status["rejections"]:

@@ -369,3 +369,25 @@ def test_config_is_immutable() -> None:
 
     with pytest.raises(pydantic.ValidationError):
         config.node.port = 104  # type: ignore[misc]
+
+
+def test_quality_section_matches_the_engine_limits() -> None:
+    # Same names, units and defaults as the QC limits, so the service can pass them across.
+    from dataclasses import asdict
+
+    from ctp_node.perfusion.quality import QualityLimits
+
+    assert Config().quality.model_dump() == asdict(QualityLimits())
+
+
+def test_quality_limits_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "quality: {motion_limit_mm: -1, ctdivol_alert_gy: 1}\n")
+
+    problems = problems_of(path)
+
+    assert set(problems) == {"quality.motion_limit_mm", "quality.ctdivol_alert_gy"}
+    assert "did you mean 'ctdivol_alert_mgy'" in problems["quality.ctdivol_alert_gy"]
+    # Once every value is valid, the ranges must be in order.
+    assert problems_of(write(tmp_path, "quality: {kvp_min: 90, kvp_max: 70}\n")) == {
+        "quality.kvp_max": "must be at least kvp_min (90.0); got 70.0"
+    }

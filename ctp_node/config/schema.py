@@ -291,6 +291,71 @@ class ReportConfig(_Section):
     institution_name: Annotated[str, AfterValidator(_check_long_string)] | None = None
 
 
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class QualityConfig(_Section):
+    """Limits of the acquisition quality checks (ACR–ASNR–SPR CT perfusion practice
+    parameter); the same names, units and defaults as
+    :class:`ctp_node.perfusion.quality.QualityLimits`.
+
+    Attributes
+    ----------
+    duration_min_s, duration_max_s : acquisition length, s.
+    baseline_images_min : images before contrast reaches the tissue.
+    sampling_interval_max_s : longest interval between images during the first pass, s.
+    venous_end_max_percent : percentage of its peak the venous curve must fall back to.
+    kvp_min, kvp_max : tube voltage, kV.
+    mas_min, mas_max : tube current-time product, mAs.
+    ctdivol_alert_mgy : CTDIvol alert level, mGy (an alert, not a limit).
+    contrast_volume_min_ml : contrast volume, mL.
+    injection_rate_min_ml_s : injection rate, mL/s.
+    adult_age_years : age from which a patient is an adult, years.
+    motion_limit_mm : largest head displacement accepted, mm.
+    aif_peak_min_hu : smallest plausible arterial peak enhancement, HU.
+    aif_fwhm_min_s, aif_fwhm_max_s : plausible width of the arterial first pass, s.
+    aif_end_max_percent : percentage of its peak the arterial curve must fall back to.
+    coverage_min_mm : craniocaudal coverage below which a warning is given, mm (0 = none).
+    """
+
+    duration_min_s: NonNegative = 50.0
+    duration_max_s: PositiveSeconds = 70.0
+    baseline_images_min: int = Field(2, ge=0)
+    sampling_interval_max_s: PositiveSeconds = 2.0
+    venous_end_max_percent: Annotated[float, Field(ge=0, le=100)] = 30.0
+    kvp_min: NonNegative = 70.0
+    kvp_max: NonNegative = 90.0
+    mas_min: NonNegative = 100.0
+    mas_max: NonNegative = 200.0
+    ctdivol_alert_mgy: NonNegative = 1000.0
+    contrast_volume_min_ml: NonNegative = 40.0
+    injection_rate_min_ml_s: NonNegative = 4.0
+    adult_age_years: NonNegative = 18.0
+    motion_limit_mm: NonNegative = 3.0
+    aif_peak_min_hu: NonNegative = 100.0
+    aif_fwhm_min_s: NonNegative = 2.0
+    aif_fwhm_max_s: PositiveSeconds = 20.0
+    aif_end_max_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
+    coverage_min_mm: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> QualityConfig:
+        for lower, upper in (
+            ("duration_min_s", "duration_max_s"),
+            ("kvp_min", "kvp_max"),
+            ("mas_min", "mas_max"),
+            ("aif_fwhm_min_s", "aif_fwhm_max_s"),
+        ):
+            if getattr(self, upper) < getattr(self, lower):
+                _raise_at(
+                    (upper,),
+                    "must be at least {lower} ({low}); got {high}",
+                    {"lower": lower, "low": getattr(self, lower), "high": getattr(self, upper)},
+                    getattr(self, upper),
+                )
+        return self
+
+
 PerfusionConfig = dict[
     Annotated[str, AfterValidator(_check_parameter_name)],
     Annotated[PerfusionValue, PlainValidator(_check_perfusion_value)],
@@ -319,6 +384,7 @@ class Config(_Section):
     destinations: list[DestinationConfig] = []
     send: SendConfig = SendConfig()
     report: ReportConfig = ReportConfig()
+    quality: QualityConfig = QualityConfig()
     perfusion: PerfusionConfig = {}
     source_path: SkipJsonSchema[Path | None] = Field(None, strict=False, exclude=True)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
+from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.report import pages
 
@@ -19,6 +20,41 @@ AIF_COLOUR = "#ff453a"
 VOF_COLOUR = "#40a0ff"
 #: Window of the images the curves' locations are shown on (at the arterial peak), HU.
 VESSEL_WINDOW_HU = (0.0, 300.0)
+#: UCUM units of the quality findings as people write them.
+DISPLAY_UNITS = {"mA.s": "mAs", "{images}": "images", "a": "years", "[hnsf'U]": "HU"}
+#: How each result is marked on the page.
+RESULT_MARKS = {"pass": "ok  ", "warn": "WARN", "not recorded": "n/r "}
+
+
+def quality_lines(findings: Sequence[QualityFinding]) -> list[tuple[str, bool]]:
+    """One line per check, ``("WARN  Tube voltage: 120 kV (70-90 kV)", warned)``."""
+    lines = []
+    for finding in findings:
+        if finding.value is None:
+            value = "not recorded" if finding.result == "not recorded" else "-"
+            if finding.name == "Motion" and finding.result == "not recorded":
+                value = "not assessed"
+        else:
+            unit = DISPLAY_UNITS.get(finding.unit, finding.unit)
+            value = f"{finding.value:.4g} {unit}".replace(" %", "%")
+        lines.append(
+            (
+                f"{RESULT_MARKS[finding.result]}  {finding.name}: {value}",
+                finding.result == "warn",
+            )
+        )
+    return lines
+
+
+def quality_banner(findings: Sequence[QualityFinding]) -> str | None:
+    """A short banner naming the checks that warned; ``None`` when none did."""
+    warned = [f.name for f in findings if f.result == "warn"]
+    if not warned:
+        return None
+    return (
+        f"Acquisition quality: {len(warned)} warning{'s' if len(warned) > 1 else ''} "
+        f"({', '.join(warned)}); see the quality page."
+    )
 
 
 def facts_lines(facts: AcquisitionFacts | None) -> list[str]:
@@ -47,9 +83,11 @@ def render_quality_page(
     footer: str,
     research: bool,
     notes: Sequence[str] = (),
+    quality: Sequence[QualityFinding] = (),
 ) -> np.ndarray:
     """AIF and VOF curves against time (baseline shaded, arrival marked), the slices they were
-    taken from with a crosshair, acquisition facts, warnings and notes."""
+    taken from with a crosshair, acquisition facts (or, when ``quality`` is given, the practice
+    parameter checks with warnings highlighted), warnings and notes."""
     figure = pages.new_page()
     pages.draw_banner(figure, source, "Quality: input curves and acquisition", footer, research)
     curves = [c for c in (result.aif, result.vof) if c is not None]
@@ -69,10 +107,19 @@ def render_quality_page(
         f"{acquisition.slice_spacing_mm:g} mm",
         *facts_lines(acquisition.facts),
     ]
-    left = [pages.wrap(line, 36) for line in left]
-    figure.text(
-        0.02, 0.4, "\n".join(left), color=pages.FOREGROUND, fontsize=13, va="top", linespacing=1.5
-    )
+    if quality:
+        _draw_quality(figure, acquisition, quality, f"{left[1]}")
+    else:
+        left = [pages.wrap(line, 36) for line in left]
+        figure.text(
+            0.02,
+            0.4,
+            "\n".join(left),
+            color=pages.FOREGROUND,
+            fontsize=13,
+            va="top",
+            linespacing=1.5,
+        )
     findings = list(result.warnings) + list(notes)
     right = ["Warnings and notes"] + (
         [f"- {pages.wrap(line, 40)}" for line in findings] or ["- none"]
@@ -90,6 +137,48 @@ def render_quality_page(
     colour = pages.ACCENT if findings else pages.FOREGROUND
     figure.text(0.34, 0.4, "\n".join(right), color=colour, fontsize=13, va="top", linespacing=1.4)
     return pages.to_rgb(figure)
+
+
+def _draw_quality(  # type: ignore[no-untyped-def]
+    figure, acquisition: Acquisition, quality: Sequence[QualityFinding], summary: str
+) -> None:
+    """The checks one per line (warnings in the accent colour), then agent and scanner."""
+    facts = acquisition.facts
+    figure.text(
+        0.02,
+        0.4,
+        "Acquisition quality (ACR-ASNR-SPR)",
+        color=pages.FOREGROUND,
+        fontsize=13,
+        va="top",
+    )
+    y = 0.37
+    for line, warned in quality_lines(quality):
+        figure.text(
+            0.02,
+            y,
+            line,
+            color=pages.ACCENT if warned else pages.FOREGROUND,
+            fontsize=10.5,
+            va="top",
+            family="monospace",
+            weight="bold" if warned else "normal",
+        )
+        y -= 0.021
+    extra = [
+        summary,
+        f"Contrast agent: {facts.contrast_agent or 'not recorded'}",
+        f"Scanner: {' '.join(filter(None, [facts.manufacturer, facts.model])) or 'not recorded'}",
+    ]
+    figure.text(
+        0.02,
+        y - 0.005,
+        "\n".join(pages.wrap(line, 48) for line in extra),
+        color="#c8c8c8",
+        fontsize=10,
+        va="top",
+        linespacing=1.3,
+    )
 
 
 def _plot_curves(axis, curves: list[InputCurve]) -> None:  # type: ignore[no-untyped-def]

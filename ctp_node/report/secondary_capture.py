@@ -17,8 +17,9 @@ import numpy as np
 import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import PerfusionResult
-from ctp_node.report.quality_page import render_quality_page
+from ctp_node.report.quality_page import quality_banner, render_quality_page
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.summary_pages import render_map_page, render_mismatch_page
 from ctp_node.report.uids import derive_uid
@@ -38,6 +39,7 @@ def build_secondary_captures(
     settings: ReportSettings,
     *,
     notes: Sequence[str] = (),
+    quality: Sequence[QualityFinding] = (),
 ) -> list[pydicom.Dataset]:
     """The summary pages of ``result`` as RGB Secondary Capture images, in one series.
 
@@ -50,6 +52,8 @@ def build_secondary_captures(
         from the first and burned into every page.
     settings : numbering, device identity and algorithm version.
     notes : further findings to print on the quality page (e.g. the assembler's notes).
+    quality : the acquisition quality findings: listed on the quality page, and a banner on the
+        mismatch page names the checks that warned.
 
     Returns
     -------
@@ -68,14 +72,23 @@ def build_secondary_captures(
     footer = _footer(result, settings)
     research = settings.content_qualification != "PRODUCT"
     style = {"footer": footer, "research": research}
-    rendered = [("mismatch", render_mismatch_page(result, acquisition, source, **style))]
+    banner = quality_banner(quality)
+    rendered = [
+        (
+            "mismatch",
+            render_mismatch_page(result, acquisition, source, quality_banner=banner, **style),
+        )
+    ]
     rendered += [
         (name, render_map_page(name, result, acquisition, source, **style))
         for name in MAP_PAGES
         if name in result.maps
     ]
     rendered.append(
-        ("quality", render_quality_page(result, acquisition, source, notes=notes, **style))
+        (
+            "quality",
+            render_quality_page(result, acquisition, source, notes=notes, quality=quality, **style),
+        )
     )
     descriptions = {
         "mismatch": "Core/hypoperfusion mismatch and volumes",

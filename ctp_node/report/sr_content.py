@@ -16,6 +16,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.uids import derive_uid
@@ -153,3 +154,102 @@ def sr_document(
     document.SoftwareVersions = settings.software_version
     document.ManufacturerModelName = settings.manufacturer_model_name
     return document
+
+
+#: Coding scheme of the node's own concepts (a private scheme: "99" + the node's name).
+CTP_NODE_SCHEME = "99CTPNODE"
+#: The acquisition quality-control container and the properties of each check.
+QUALITY_CONTROL = Code(
+    value="QC", scheme_designator=CTP_NODE_SCHEME, meaning="Acquisition quality control"
+)
+QUALITY_MEASURED_VALUE = Code(
+    value="QC-VALUE", scheme_designator=CTP_NODE_SCHEME, meaning="Measured value"
+)
+QUALITY_LIMIT = Code(value="QC-LIMIT", scheme_designator=CTP_NODE_SCHEME, meaning="Limit")
+QUALITY_SECTION = Code(
+    value="QC-SECTION", scheme_designator=CTP_NODE_SCHEME, meaning="Practice parameter section"
+)
+QUALITY_DETAIL = Code(value="QC-DETAIL", scheme_designator=CTP_NODE_SCHEME, meaning="Finding")
+#: The checks' results as codes.
+QUALITY_RESULTS = {
+    "pass": Code(value="QC-PASS", scheme_designator=CTP_NODE_SCHEME, meaning="pass"),
+    "warn": Code(value="QC-WARN", scheme_designator=CTP_NODE_SCHEME, meaning="warn"),
+    "not recorded": Code(
+        value="QC-NOTREC", scheme_designator=CTP_NODE_SCHEME, meaning="not recorded"
+    ),
+}
+#: Where the private codes come from (CodingSchemeIdentificationSequence item).
+CODING_SCHEME_RESPONSIBLE = "ctp-node"
+
+
+def coding_scheme_identification() -> pydicom.Dataset:
+    """The CodingSchemeIdentificationSequence item that declares the node's private scheme."""
+    item = pydicom.Dataset()
+    item.CodingSchemeDesignator = CTP_NODE_SCHEME
+    item.CodingSchemeName = "ctp-node acquisition quality control"
+    item.CodingSchemeResponsibleOrganization = CODING_SCHEME_RESPONSIBLE
+    return item
+
+
+def quality_check_code(name: str) -> Code:
+    """The concept of one check: its name as reported (e.g. ``"Tube voltage"``)."""
+    value = "QC-" + "".join(c for c in name.upper() if c.isalnum())[:12]
+    return Code(value=value, scheme_designator=CTP_NODE_SCHEME, meaning=name)
+
+
+def quality_control_container(findings: Sequence[QualityFinding]) -> hd.sr.ContainerContentItem:
+    """One "Acquisition quality control" container with one CODE item per check.
+
+    Each item's concept is the check's name and its value the result (pass, warn, not
+    recorded); it HAS PROPERTIES the measured value (NUM, UCUM unit; left out when nothing was
+    measured), the limit, the practice parameter's section and the finding as TEXT.
+    """
+    container = hd.sr.ContainerContentItem(
+        name=QUALITY_CONTROL,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    items = []
+    for finding in findings:
+        entry = hd.sr.CodeContentItem(
+            name=quality_check_code(finding.name),
+            value=QUALITY_RESULTS[finding.result],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+        properties = []
+        if finding.value is not None and np.isfinite(finding.value):
+            properties.append(
+                hd.sr.NumContentItem(
+                    name=QUALITY_MEASURED_VALUE,
+                    value=float(finding.value),
+                    unit=Code(value=finding.unit, scheme_designator="UCUM", meaning=finding.unit),
+                    relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES,
+                )
+            )
+        properties += [
+            hd.sr.TextContentItem(
+                name=concept,
+                value=text,
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES,
+            )
+            for concept, text in (
+                (QUALITY_LIMIT, finding.limit),
+                (QUALITY_SECTION, finding.section),
+                (QUALITY_DETAIL, finding.detail),
+            )
+            if text
+        ]
+        entry.ContentSequence = hd.sr.ContentSequence(properties)
+        items.append(entry)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
+def quality_statement(findings: Sequence[QualityFinding]) -> str:
+    """One sentence: how many checks warned and which (for the qualitative evaluations)."""
+    warned = [f.name for f in findings if f.result == "warn"]
+    unrecorded = [f.name for f in findings if f.result == "not recorded"]
+    text = f"Acquisition quality (ACR-ASNR-SPR practice parameter): {len(findings)} checks, "
+    text += f"{len(warned)} warning(s)" + (f": {', '.join(warned)}" if warned else "")
+    if unrecorded:
+        text += f"; not recorded: {', '.join(unrecorded)}"
+    return text + "."

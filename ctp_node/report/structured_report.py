@@ -36,14 +36,18 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.acquisition import AcquisitionFacts
+from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.report.quality_page import facts_lines
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.sr_content import (
+    coding_scheme_identification,
     curve_location_text,
     curve_samples_text,
     device_observer_context,
     qualitative_evaluations_container,
+    quality_control_container,
+    quality_statement,
     sr_document,
     text_evaluation,
 )
@@ -88,6 +92,7 @@ def build_structured_report(
     acquisition_facts: AcquisitionFacts | None = None,
     notes: Sequence[str] = (),
     motion_mm: float | None = None,
+    quality: Sequence[QualityFinding] = (),
 ) -> pydicom.Dataset:
     """A TID 1500 Comprehensive 3D SR with the stroke volumes of ``result``.
 
@@ -105,6 +110,9 @@ def build_structured_report(
     notes : further findings to state (e.g. the assembler's notes on the acquisition).
     motion_mm : largest head displacement found, in mm; ``None`` reports motion from the
         result's warnings, or as not assessed.
+    quality : the acquisition quality findings (practice parameter checks); when given, an
+        "Acquisition quality control" container after the qualitative evaluations holds one
+        entry per check, and a statement names the checks that warned.
 
     Returns
     -------
@@ -201,9 +209,12 @@ def build_structured_report(
                 notes=notes,
                 motion_mm=motion_mm,
             )
+            + ([quality_statement(quality)] if quality else [])
         )
     )
-    return sr_document(
+    if quality:
+        report[0].ContentSequence.append(quality_control_container(quality))
+    document = sr_document(
         report,
         source_images,
         settings,
@@ -211,6 +222,9 @@ def build_structured_report(
         series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
         description="Stroke volumes",
     )
+    if quality:
+        document.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
+    return document
 
 
 def report_statements(

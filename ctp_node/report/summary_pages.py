@@ -143,9 +143,11 @@ def render_mismatch_page(
     *,
     footer: str,
     research: bool,
+    quality_banner: str | None = None,
 ) -> np.ndarray:
     """Core and Tmax>6 s regions over the pre-contrast images, with the volumes and the DEFUSE 3
-    target-mismatch statement."""
+    target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
+    below it."""
     baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
     background = acquisition.hu[:baseline_frames].mean(axis=0)
     hypoperfused = _tint(HYPOPERFUSION_COLOUR)
@@ -195,6 +197,17 @@ def render_mismatch_page(
         f">= {threshold(result, 'target_mismatch_ratio_min'):g}"
     )
     figure.text(0.635, y - 0.1, pages.wrap(criteria, 50), color=colour, fontsize=13, va="top")
+    if quality_banner:
+        figure.text(
+            0.635,
+            y - 0.2,
+            pages.wrap(quality_banner, 40),
+            color="black",
+            fontsize=13,
+            va="top",
+            weight="bold",
+            bbox={"facecolor": pages.ACCENT, "edgecolor": "none", "pad": 6},
+        )
     notes = (
         f"Normal CBF reference: {result.normal_cbf:.1f} ml/100 g/min.\n"
         "Background: mean of the pre-contrast images (HU 0-80).\n"

@@ -1,0 +1,600 @@
+"""Acquisition quality control against the ACR–ASNR–SPR CT perfusion practice parameter.
+
+Every acquisition is checked, study by study, from its header facts and from the data: duration,
+baseline, venous washout, temporal sampling, tube voltage and current-time product, CTDIvol,
+contrast volume and injection rate, patient age, motion, the arterial input and the coverage.
+Each check gives one :class:`QualityFinding` with its result (``pass``, ``warn`` or
+``not recorded``), the measured value and unit (UCUM), the limit and the section of the practice
+parameter it comes from. Limits are configuration (:class:`QualityLimits`); the defaults are the
+practice parameter's.
+
+Sections (ACR–ASNR–SPR Practice Parameter for the Performance of CT Perfusion in
+Neuroradiologic Imaging): IV.C acquisition technique and contrast, IV.C.3 post-processing
+(motion), VI.C input curves, VII radiation safety.
+
+Axis order of the data is ``(t, z, y, x)``; times in seconds from the first image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.result import InputCurve, PerfusionResult
+
+PASS = "pass"
+WARN = "warn"
+NOT_RECORDED = "not recorded"
+RESULTS = (PASS, WARN, NOT_RECORDED)
+
+#: The checks, in report order (the names are part of the output contract).
+DURATION = "Acquisition duration"
+BASELINE = "Baseline images"
+WASHOUT = "Venous washout"
+SAMPLING = "Temporal sampling"
+TUBE_VOLTAGE = "Tube voltage"
+TUBE_CURRENT_TIME = "Tube current-time product"
+CTDIVOL = "CTDIvol"
+CONTRAST_VOLUME = "Contrast volume"
+INJECTION_RATE = "Injection rate"
+PATIENT_AGE = "Patient age"
+MOTION = "Motion"
+ARTERIAL_INPUT = "Arterial input"
+COVERAGE = "Coverage"
+CHECK_NAMES = (
+    DURATION,
+    BASELINE,
+    WASHOUT,
+    SAMPLING,
+    TUBE_VOLTAGE,
+    TUBE_CURRENT_TIME,
+    CTDIVOL,
+    CONTRAST_VOLUME,
+    INJECTION_RATE,
+    PATIENT_AGE,
+    MOTION,
+    ARTERIAL_INPUT,
+    COVERAGE,
+)
+
+#: Enhancement of the mean tissue curve, as a fraction of its peak, that counts as arrival.
+_ARRIVAL_FRACTION = 0.1
+#: Smallest rise of the mean tissue curve in HU for an arrival to be measurable.
+_MIN_TISSUE_RISE_HU = 1.5
+#: Most tissue voxels averaged into the tissue curve (evenly thinned beyond).
+_MAX_TISSUE_VOXELS = 100_000
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """The limits of the checks, with the practice parameter's values as defaults.
+
+    Attributes
+    ----------
+    duration_min_s, duration_max_s : acquisition length, s (IV.C: 50–70 s).
+    baseline_images_min : images before contrast reaches the tissue (IV.C: at least 2).
+    sampling_interval_max_s : longest interval between images during the first pass, s.
+    venous_end_max_percent : the venous curve must fall back to at most this percentage of its
+        peak before the last image, else the washout counts as truncated.
+    kvp_min, kvp_max : tube voltage, kV (IV.C: 70–90 kVp).
+    mas_min, mas_max : tube current-time product, mAs (IV.C: 100–200 mAs).
+    ctdivol_alert_mgy : CTDIvol alert level, mGy (VII: 1 Gy; an alert for the physicist's
+        review, not a limit).
+    contrast_volume_min_ml : contrast volume in adults, mL (IV.C: at least 40 mL).
+    injection_rate_min_ml_s : injection rate in adults, mL/s (IV.C: at least 4 mL/s).
+    adult_age_years : age from which a patient is an adult, years (under it: the paediatric
+        context, a higher threshold for CT perfusion; consider MRI).
+    motion_limit_mm : largest head displacement accepted, mm.
+    aif_peak_min_hu : smallest plausible peak enhancement of the arterial input, HU.
+    aif_fwhm_min_s, aif_fwhm_max_s : plausible full width at half maximum of the arterial
+        first pass, s.
+    aif_end_max_percent : the arterial curve must fall back to at most this percentage of its
+        peak before the last image, else it counts as truncated.
+    coverage_min_mm : craniocaudal coverage below which the Coverage check warns, mm
+        (0 = report the coverage only).
+    """
+
+    duration_min_s: float = 50.0
+    duration_max_s: float = 70.0
+    baseline_images_min: int = 2
+    sampling_interval_max_s: float = 2.0
+    venous_end_max_percent: float = 30.0
+    kvp_min: float = 70.0
+    kvp_max: float = 90.0
+    mas_min: float = 100.0
+    mas_max: float = 200.0
+    ctdivol_alert_mgy: float = 1000.0
+    contrast_volume_min_ml: float = 40.0
+    injection_rate_min_ml_s: float = 4.0
+    adult_age_years: float = 18.0
+    motion_limit_mm: float = 3.0
+    aif_peak_min_hu: float = 100.0
+    aif_fwhm_min_s: float = 2.0
+    aif_fwhm_max_s: float = 20.0
+    aif_end_max_percent: float = 50.0
+    coverage_min_mm: float = 0.0
+
+
+@dataclass(frozen=True)
+class QualityFinding:
+    """The outcome of one check.
+
+    Attributes
+    ----------
+    name : the check's name (one of :data:`CHECK_NAMES`).
+    result : ``"pass"``, ``"warn"`` or ``"not recorded"``.
+    value : the measured value in ``unit``; ``None`` when not measured or not recorded.
+    unit : UCUM unit of ``value`` (e.g. ``"s"``, ``"kV"``, ``"mA.s"``, ``"{images}"``).
+    limit : the limit applied, as people write it (ASCII, e.g. ``"50-70 s"``).
+    section : section of the practice parameter (e.g. ``"IV.C"``, ``"VII"``).
+    detail : one sentence a reader understands without the other fields.
+    """
+
+    name: str
+    result: str
+    value: float | None
+    unit: str
+    limit: str
+    section: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.result not in RESULTS:
+            raise ValueError(f"result must be one of {RESULTS}; got {self.result!r}")
+
+    @property
+    def warned(self) -> bool:
+        return self.result == WARN
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (``results.json``)."""
+        values = asdict(self)
+        if self.value is not None:
+            values["value"] = round(float(self.value), 3)
+        return values
+
+
+def warned_checks(findings: list[QualityFinding] | tuple[QualityFinding, ...]) -> list[str]:
+    """Names of the checks that warned, in report order."""
+    return [f.name for f in findings if f.warned]
+
+
+def assess_acquisition(
+    acquisition: Acquisition,
+    result: PerfusionResult,
+    limits: QualityLimits = QualityLimits(),
+    *,
+    other_slabs: int = 0,
+) -> list[QualityFinding]:
+    """Check one acquisition against the practice parameter.
+
+    Parameters
+    ----------
+    acquisition : the dynamic acquisition (times, geometry, header facts; data ``(t, z, y, x)``).
+    result : what the engine computed from it (tissue mask, AIF, VOF; per-frame motion in mm
+        as ``result.motion_mm`` when the engine measured it).
+    limits : the limits to apply.
+    other_slabs : number of further perfusion series (slabs, each with its own bolus) of the
+        same study; 0 for a single slab.
+
+    Returns
+    -------
+    One finding per check, in the order of :data:`CHECK_NAMES`.
+    """
+    tissue_baseline, tissue_arrival_s = tissue_arrival(acquisition, result.tissue_mask)
+    return [
+        _duration(acquisition, limits),
+        _baseline(tissue_baseline, tissue_arrival_s, limits),
+        _washout(result.vof, limits),
+        _sampling(acquisition, result, tissue_arrival_s, limits),
+        *_header_checks(acquisition, limits),
+        _motion(getattr(result, "motion_mm", None), limits),
+        _arterial_input(result.aif, limits),
+        _coverage(acquisition, other_slabs, limits),
+    ]
+
+
+def tissue_arrival(
+    acquisition: Acquisition, tissue_mask: np.ndarray
+) -> tuple[int | None, float | None]:
+    """Images before contrast reaches the tissue, and the arrival time in s.
+
+    Measured on the mean curve of the tissue voxels: arrival is the first image whose enhancement
+    over the first image reaches 10 % of the curve's peak enhancement. ``(None, None)`` when the
+    tissue does not enhance measurably.
+    """
+    indices = np.flatnonzero(tissue_mask)
+    if indices.size == 0:
+        return None, None
+    indices = indices[:: max(1, indices.size // _MAX_TISSUE_VOXELS)]
+    n_t = acquisition.hu.shape[0]
+    curve = acquisition.hu.reshape(n_t, -1)[:, indices].mean(axis=1, dtype=np.float64)
+    enhancement = curve - curve[0]
+    peak = int(np.argmax(enhancement))
+    rise = float(enhancement[peak])
+    if rise < _MIN_TISSUE_RISE_HU:
+        return None, None
+    first = int(np.argmax(enhancement[: peak + 1] >= _ARRIVAL_FRACTION * rise))
+    return first, float(acquisition.times_s[first] - acquisition.times_s[0])
+
+
+# --------------------------------------------------------------------------------------------
+# The checks
+
+
+def _within(value: float, lower: float | None, upper: float | None) -> bool:
+    return (lower is None or value >= lower) and (upper is None or value <= upper)
+
+
+def _duration(acquisition: Acquisition, limits: QualityLimits) -> QualityFinding:
+    times = acquisition.times_s
+    duration = float(times[-1] - times[0])
+    ok = _within(duration, limits.duration_min_s, limits.duration_max_s)
+    detail = f"{times.size} images over {duration:.1f} s of cine"
+    if not ok:
+        short = duration < limits.duration_min_s
+        detail += (
+            ": shorter than recommended, the bolus passage may be truncated"
+            if short
+            else ": longer than needed, extra radiation dose"
+        )
+    return QualityFinding(
+        DURATION,
+        PASS if ok else WARN,
+        duration,
+        "s",
+        f"{limits.duration_min_s:g}-{limits.duration_max_s:g} s",
+        "IV.C",
+        detail + ".",
+    )
+
+
+def _baseline(images: int | None, arrival_s: float | None, limits: QualityLimits) -> QualityFinding:
+    limit = f">= {limits.baseline_images_min} images"
+    if images is None:
+        return QualityFinding(
+            BASELINE,
+            NOT_RECORDED,
+            None,
+            "{images}",
+            limit,
+            "IV.C",
+            "Contrast arrival in the tissue could not be measured (no tissue enhancement).",
+        )
+    ok = images >= limits.baseline_images_min
+    detail = f"{images} image(s) before contrast reached the tissue (arrival at {arrival_s:.1f} s)"
+    if not ok:
+        detail += "; the pre-contrast baseline is unreliable, start the cine earlier"
+    return QualityFinding(
+        BASELINE, PASS if ok else WARN, float(images), "{images}", limit, "IV.C", detail + "."
+    )
+
+
+def _washout(vof: InputCurve | None, limits: QualityLimits) -> QualityFinding:
+    limit = f"back to <= {limits.venous_end_max_percent:g} % of the venous peak"
+    if vof is None:
+        return QualityFinding(
+            WASHOUT,
+            NOT_RECORDED,
+            None,
+            "%",
+            limit,
+            "IV.C",
+            "No venous curve was found; the washout cannot be assessed.",
+        )
+    concentration = np.asarray(vof.concentration_hu, dtype=float)
+    peak_index = int(np.argmax(concentration))
+    peak = float(concentration[peak_index])
+    if peak <= 0:
+        return QualityFinding(
+            WASHOUT, NOT_RECORDED, None, "%", limit, "IV.C", "The venous curve does not enhance."
+        )
+    end_percent = 100.0 * float(concentration[-1]) / peak
+    peak_s = float(vof.times_s[peak_index])
+    ok = peak_index < concentration.size - 1 and end_percent <= limits.venous_end_max_percent
+    detail = (
+        f"The venous curve peaks at {peak_s:.1f} s and ends at {round(end_percent)} % of its peak"
+    )
+    detail += (
+        ": the downslope is captured."
+        if ok
+        else ": the washout is truncated (the acquisition ends before the venous curve returns "
+        "towards baseline); CBV and MTT may be underestimated."
+    )
+    return QualityFinding(WASHOUT, PASS if ok else WARN, end_percent, "%", limit, "IV.C", detail)
+
+
+def _first_pass_window(
+    acquisition: Acquisition, result: PerfusionResult, tissue_arrival_s: float | None
+) -> tuple[float, float]:
+    """From one image before the earlier of AIF and tissue arrival to the time the venous
+    (or, without it, the arterial) curve has fallen to half its peak; times in s."""
+    times = acquisition.times_s
+    arrivals = [result.aif.arrival_s]
+    if tissue_arrival_s is not None:
+        arrivals.append(float(times[0]) + tissue_arrival_s)
+    first = int(np.searchsorted(times, min(arrivals), side="left"))
+    start = float(times[max(0, first - 1)])
+    curve = result.vof if result.vof is not None else result.aif
+    concentration = np.asarray(curve.concentration_hu, dtype=float)
+    peak = int(np.argmax(concentration))
+    after = np.flatnonzero(concentration[peak:] <= 0.5 * concentration[peak])
+    end = float(curve.times_s[peak + after[0]]) if after.size else float(times[-1])
+    return start, max(end, start)
+
+
+def _sampling(
+    acquisition: Acquisition,
+    result: PerfusionResult,
+    tissue_arrival_s: float | None,
+    limits: QualityLimits,
+) -> QualityFinding:
+    times = acquisition.times_s
+    start, end = _first_pass_window(acquisition, result, tissue_arrival_s)
+    intervals = np.diff(times)
+    inside = (times[1:] > start) & (times[:-1] < end)
+    longest = float(intervals[inside].max()) if inside.any() else float(intervals.max())
+    overall = float(intervals.max())
+    ok = longest <= limits.sampling_interval_max_s + 1e-6
+    detail = (
+        f"Longest interval between images {longest:.2f} s during the first pass "
+        f"({start:.1f}-{end:.1f} s); {overall:.2f} s over the whole cine"
+    )
+    if not ok:
+        detail += "; the bolus peaks may be missed, flows underestimated"
+    return QualityFinding(
+        SAMPLING,
+        PASS if ok else WARN,
+        longest,
+        "s",
+        f"<= {limits.sampling_interval_max_s:g} s through the first pass",
+        "IV.C",
+        detail + ".",
+    )
+
+
+def _header_checks(acquisition: Acquisition, limits: QualityLimits) -> list[QualityFinding]:
+    facts = acquisition.facts
+    return [
+        _range_check(TUBE_VOLTAGE, facts.kvp, "kV", limits.kvp_min, limits.kvp_max, "IV.C"),
+        _range_check(
+            TUBE_CURRENT_TIME,
+            facts.exposure_mas,
+            "mA.s",
+            limits.mas_min,
+            limits.mas_max,
+            "IV.C",
+            display_unit="mAs",
+        ),
+        _ctdivol(facts.ctdivol_mgy, limits),
+        _range_check(
+            CONTRAST_VOLUME,
+            facts.contrast_volume_ml,
+            "ml",
+            limits.contrast_volume_min_ml,
+            None,
+            "IV.C",
+            extra=f"agent {facts.contrast_agent or 'not recorded'}",
+        ),
+        _range_check(
+            INJECTION_RATE,
+            facts.contrast_rate_ml_s,
+            "ml/s",
+            limits.injection_rate_min_ml_s,
+            None,
+            "IV.C",
+        ),
+        _age(facts.patient_age_years, limits),
+    ]
+
+
+def _range_limit(lower: float | None, upper: float | None, unit: str) -> str:
+    if lower is not None and upper is not None:
+        return f"{lower:g}-{upper:g} {unit}"
+    if lower is not None:
+        return f">= {lower:g} {unit}"
+    return f"<= {upper:g} {unit}"
+
+
+def _range_check(
+    name: str,
+    value: float | None,
+    unit: str,
+    lower: float | None,
+    upper: float | None,
+    section: str,
+    *,
+    display_unit: str | None = None,
+    extra: str = "",
+) -> QualityFinding:
+    shown = display_unit or unit
+    limit = _range_limit(lower, upper, shown)
+    suffix = f" ({extra})" if extra else ""
+    if value is None:
+        return QualityFinding(
+            name,
+            NOT_RECORDED,
+            None,
+            unit,
+            limit,
+            section,
+            f"{name}: not recorded in the image headers{suffix}.",
+        )
+    ok = _within(float(value), lower, upper)
+    verdict = "within" if ok else "outside"
+    return QualityFinding(
+        name,
+        PASS if ok else WARN,
+        float(value),
+        unit,
+        limit,
+        section,
+        f"{name} {float(value):g} {shown}{suffix}, {verdict} the recommended {limit}.",
+    )
+
+
+def _ctdivol(value: float | None, limits: QualityLimits) -> QualityFinding:
+    limit = f"< {limits.ctdivol_alert_mgy:g} mGy (alert level)"
+    if value is None:
+        return QualityFinding(
+            CTDIVOL,
+            NOT_RECORDED,
+            None,
+            "mGy",
+            limit,
+            "VII",
+            "CTDIvol: not recorded in the image headers.",
+        )
+    ok = float(value) < limits.ctdivol_alert_mgy
+    detail = f"CTDIvol {float(value):g} mGy"
+    detail += (
+        f", below the alert level of {limits.ctdivol_alert_mgy:g} mGy."
+        if ok
+        else f", at or above the alert level of {limits.ctdivol_alert_mgy:g} mGy: review by the "
+        "medical physicist is needed (an alert, not a limit)."
+    )
+    return QualityFinding(CTDIVOL, PASS if ok else WARN, float(value), "mGy", limit, "VII", detail)
+
+
+def _age(age_years: float | None, limits: QualityLimits) -> QualityFinding:
+    limit = f">= {limits.adult_age_years:g} years"
+    if age_years is None:
+        return QualityFinding(
+            PATIENT_AGE,
+            NOT_RECORDED,
+            None,
+            "a",
+            limit,
+            "IV.C",
+            "Patient age: not recorded (neither age nor birth date in the headers).",
+        )
+    ok = float(age_years) >= limits.adult_age_years
+    detail = (
+        f"Patient age {float(age_years):g} years (adult)."
+        if ok
+        else f"Paediatric patient, {float(age_years):g} years: a higher threshold applies to CT "
+        "perfusion in children and MRI should be considered; adult contrast and dose "
+        "recommendations do not apply as such."
+    )
+    return QualityFinding(
+        PATIENT_AGE, PASS if ok else WARN, float(age_years), "a", limit, "IV.C", detail
+    )
+
+
+def _motion(motion_mm: Any, limits: QualityLimits) -> QualityFinding:
+    limit = f"< {limits.motion_limit_mm:g} mm displacement"
+    if motion_mm is None:
+        return QualityFinding(
+            MOTION, NOT_RECORDED, None, "mm", limit, "IV.C.3", "Motion not assessed."
+        )
+    displacement = np.atleast_1d(np.asarray(motion_mm, dtype=float))
+    displacement = displacement[np.isfinite(displacement)]
+    if displacement.size == 0:
+        return QualityFinding(
+            MOTION, NOT_RECORDED, None, "mm", limit, "IV.C.3", "Motion not assessed."
+        )
+    largest = float(np.abs(displacement).max())
+    affected = int((np.abs(displacement) >= limits.motion_limit_mm).sum())
+    ok = largest < limits.motion_limit_mm
+    detail = f"Largest head displacement {largest:.1f} mm"
+    if displacement.size > 1:
+        detail += f"; {affected} of {displacement.size} images at or above {limit[2:]}"
+    detail += (
+        "."
+        if ok
+        else ": movement during the cine acquisition; the maps may be degraded where the head "
+        "moved (check the source images)."
+    )
+    return QualityFinding(MOTION, PASS if ok else WARN, largest, "mm", limit, "IV.C.3", detail)
+
+
+def full_width_half_maximum_s(times_s: np.ndarray, curve: np.ndarray) -> float | None:
+    """Full width at half maximum of a curve's main peak in s (linear interpolation);
+    ``None`` when the curve does not fall to half its peak on both sides."""
+    times_s = np.asarray(times_s, dtype=float)
+    curve = np.asarray(curve, dtype=float)
+    peak = int(np.argmax(curve))
+    half = 0.5 * float(curve[peak])
+    if half <= 0:
+        return None
+    before = np.flatnonzero(curve[:peak] < half)
+    after = np.flatnonzero(curve[peak:] < half)
+    if before.size == 0 or after.size == 0:
+        return None
+
+    left_i = int(before[-1])
+    rising = float(
+        np.interp(half, [curve[left_i], curve[left_i + 1]], [times_s[left_i], times_s[left_i + 1]])
+    )
+    right_j = peak + int(after[0])
+    falling = float(
+        np.interp(
+            half,
+            [curve[right_j], curve[right_j - 1]],
+            [times_s[right_j], times_s[right_j - 1]],
+        )
+    )
+    return falling - rising
+
+
+def _arterial_input(aif: InputCurve, limits: QualityLimits) -> QualityFinding:
+    concentration = np.asarray(aif.concentration_hu, dtype=float)
+    times = np.asarray(aif.times_s, dtype=float)
+    peak_index = int(np.argmax(concentration))
+    peak = float(concentration[peak_index])
+    limit = (
+        f"peak >= {limits.aif_peak_min_hu:g} HU, FWHM {limits.aif_fwhm_min_s:g}-"
+        f"{limits.aif_fwhm_max_s:g} s, back to <= {limits.aif_end_max_percent:g} % of the peak"
+    )
+    problems = []
+    if peak < limits.aif_peak_min_hu:
+        problems.append(f"peak {peak:.0f} HU is low (partial volume or poor bolus)")
+    width = full_width_half_maximum_s(times, concentration)
+    end_percent = 100.0 * float(concentration[-1]) / peak if peak > 0 else float("nan")
+    if peak_index == 0 or aif.baseline_frames < 1:
+        problems.append("no rise from a baseline (bolus already present in the first image)")
+    if peak_index >= concentration.size - 1 or not end_percent <= limits.aif_end_max_percent:
+        problems.append("truncated (the arterial curve does not return towards baseline)")
+    if width is None:
+        problems.append("the width cannot be measured (the curve does not fall to half its peak)")
+    elif not _within(width, limits.aif_fwhm_min_s, limits.aif_fwhm_max_s):
+        problems.append(f"width {width:.1f} s is implausible")
+    summary = (
+        f"AIF ({aif.selection}, {len(aif.voxels_zyx)} voxels): peak {peak:.0f} HU at "
+        f"{float(times[peak_index]):.1f} s, FWHM "
+        f"{'not measurable' if width is None else f'{width:.1f} s'}, ends at "
+        f"{round(end_percent) if np.isfinite(end_percent) else '?'} % of the peak"
+    )
+    detail = summary + ("; " + "; ".join(problems) + "." if problems else ": plausible.")
+    return QualityFinding(
+        ARTERIAL_INPUT,
+        WARN if problems else PASS,
+        peak,
+        "[hnsf'U]",
+        limit,
+        "VI.C",
+        detail,
+    )
+
+
+def _coverage(acquisition: Acquisition, other_slabs: int, limits: QualityLimits) -> QualityFinding:
+    n_z = acquisition.hu.shape[1]
+    extent_mm = float(n_z * acquisition.slice_spacing_mm)
+    limit = f">= {limits.coverage_min_mm:g} mm" if limits.coverage_min_mm > 0 else "reported only"
+    ok = extent_mm >= limits.coverage_min_mm
+    detail = f"{n_z} slices of {acquisition.slice_spacing_mm:g} mm: {extent_mm:.0f} mm craniocaudal"
+    if other_slabs > 0:
+        detail += (
+            f"; one of {other_slabs + 1} slabs acquired with separate boluses (limited z-coverage):"
+            " contrast and dose add up over the slabs, each slab is reported separately"
+        )
+    else:
+        detail += "; a single slab"
+    if not ok:
+        detail += "; less coverage than the facility's minimum"
+    return QualityFinding(
+        COVERAGE, PASS if ok else WARN, extent_mm, "mm", limit, "IV.C", detail + "."
+    )
