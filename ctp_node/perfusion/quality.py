@@ -17,149 +17,34 @@ Axis order of the data is ``(t, z, y, x)``; times in seconds from the first imag
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.perfusion.result import InputCurve, PerfusionResult
-
-PASS = "pass"
-WARN = "warn"
-NOT_RECORDED = "not recorded"
-RESULTS = (PASS, WARN, NOT_RECORDED)
-
-#: The checks, in report order (the names are part of the output contract).
-DURATION = "Acquisition duration"
-BASELINE = "Baseline images"
-WASHOUT = "Venous washout"
-SAMPLING = "Temporal sampling"
-TUBE_VOLTAGE = "Tube voltage"
-TUBE_CURRENT_TIME = "Tube current-time product"
-CTDIVOL = "CTDIvol"
-CONTRAST_VOLUME = "Contrast volume"
-INJECTION_RATE = "Injection rate"
-PATIENT_AGE = "Patient age"
-MOTION = "Motion"
-ARTERIAL_INPUT = "Arterial input"
-COVERAGE = "Coverage"
-CHECK_NAMES = (
-    DURATION,
-    BASELINE,
-    WASHOUT,
-    SAMPLING,
-    TUBE_VOLTAGE,
-    TUBE_CURRENT_TIME,
-    CTDIVOL,
-    CONTRAST_VOLUME,
-    INJECTION_RATE,
-    PATIENT_AGE,
-    MOTION,
+from ctp_node.perfusion.quality_headers import header_checks
+from ctp_node.perfusion.quality_limits import (
+    _ARRIVAL_FRACTION,
+    _MAX_TISSUE_VOXELS,
+    _MIN_TISSUE_RISE_HU,
     ARTERIAL_INPUT,
+    BASELINE,
+    CHECK_NAMES,
     COVERAGE,
+    DURATION,
+    MOTION,
+    NOT_RECORDED,
+    PASS,
+    RESULTS,
+    SAMPLING,
+    WARN,
+    WASHOUT,
+    QualityFinding,
+    QualityLimits,
+    _within,
+    warned_checks,
 )
-
-#: Enhancement of the mean tissue curve, as a fraction of its peak, that counts as arrival.
-_ARRIVAL_FRACTION = 0.1
-#: Smallest rise of the mean tissue curve in HU for an arrival to be measurable.
-_MIN_TISSUE_RISE_HU = 1.5
-#: Most tissue voxels averaged into the tissue curve (evenly thinned beyond).
-_MAX_TISSUE_VOXELS = 100_000
-
-
-@dataclass(frozen=True)
-class QualityLimits:
-    """The limits of the checks, with the practice parameter's values as defaults.
-
-    Attributes
-    ----------
-    duration_min_s, duration_max_s : acquisition length, s (IV.C: 50–70 s).
-    baseline_images_min : images before contrast reaches the tissue (IV.C: at least 2).
-    sampling_interval_max_s : longest interval between images during the first pass, s.
-    venous_end_max_percent : the venous curve must fall back to at most this percentage of its
-        peak before the last image, else the washout counts as truncated.
-    kvp_min, kvp_max : tube voltage, kV (IV.C: 70–90 kVp).
-    mas_min, mas_max : tube current-time product, mAs (IV.C: 100–200 mAs).
-    ctdivol_alert_mgy : CTDIvol alert level, mGy (VII: 1 Gy; an alert for the physicist's
-        review, not a limit).
-    contrast_volume_min_ml : contrast volume in adults, mL (IV.C: at least 40 mL).
-    injection_rate_min_ml_s : injection rate in adults, mL/s (IV.C: at least 4 mL/s).
-    adult_age_years : age from which a patient is an adult, years (under it: the paediatric
-        context, a higher threshold for CT perfusion; consider MRI).
-    motion_limit_mm : largest head displacement accepted, mm.
-    aif_peak_min_hu : smallest plausible peak enhancement of the arterial input, HU.
-    aif_fwhm_min_s, aif_fwhm_max_s : plausible full width at half maximum of the arterial
-        first pass, s.
-    aif_end_max_percent : the arterial curve must fall back to at most this percentage of its
-        peak before the last image, else it counts as truncated.
-    coverage_min_mm : craniocaudal coverage below which the Coverage check warns, mm
-        (0 = report the coverage only).
-    """
-
-    duration_min_s: float = 50.0
-    duration_max_s: float = 70.0
-    baseline_images_min: int = 2
-    sampling_interval_max_s: float = 2.0
-    venous_end_max_percent: float = 30.0
-    kvp_min: float = 70.0
-    kvp_max: float = 90.0
-    mas_min: float = 100.0
-    mas_max: float = 200.0
-    ctdivol_alert_mgy: float = 1000.0
-    contrast_volume_min_ml: float = 40.0
-    injection_rate_min_ml_s: float = 4.0
-    adult_age_years: float = 18.0
-    motion_limit_mm: float = 3.0
-    aif_peak_min_hu: float = 100.0
-    aif_fwhm_min_s: float = 2.0
-    aif_fwhm_max_s: float = 20.0
-    aif_end_max_percent: float = 50.0
-    coverage_min_mm: float = 0.0
-
-
-@dataclass(frozen=True)
-class QualityFinding:
-    """The outcome of one check.
-
-    Attributes
-    ----------
-    name : the check's name (one of :data:`CHECK_NAMES`).
-    result : ``"pass"``, ``"warn"`` or ``"not recorded"``.
-    value : the measured value in ``unit``; ``None`` when not measured or not recorded.
-    unit : UCUM unit of ``value`` (e.g. ``"s"``, ``"kV"``, ``"mA.s"``, ``"{images}"``).
-    limit : the limit applied, as people write it (ASCII, e.g. ``"50-70 s"``).
-    section : section of the practice parameter (e.g. ``"IV.C"``, ``"VII"``).
-    detail : one sentence a reader understands without the other fields.
-    """
-
-    name: str
-    result: str
-    value: float | None
-    unit: str
-    limit: str
-    section: str
-    detail: str
-
-    def __post_init__(self) -> None:
-        if self.result not in RESULTS:
-            raise ValueError(f"result must be one of {RESULTS}; got {self.result!r}")
-
-    @property
-    def warned(self) -> bool:
-        return self.result == WARN
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (``results.json``)."""
-        values = asdict(self)
-        if self.value is not None:
-            values["value"] = round(float(self.value), 3)
-        return values
-
-
-def warned_checks(findings: list[QualityFinding] | tuple[QualityFinding, ...]) -> list[str]:
-    """Names of the checks that warned, in report order."""
-    return [f.name for f in findings if f.warned]
+from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
 
 def assess_acquisition(
@@ -190,7 +75,7 @@ def assess_acquisition(
         _baseline(tissue_baseline, tissue_arrival_s, limits),
         _washout(result.vof, limits),
         _sampling(acquisition, result, tissue_arrival_s, limits),
-        *_header_checks(acquisition, limits),
+        *header_checks(acquisition, limits),
         _motion(getattr(result, "motion_mm", None), limits),
         _arterial_input(result.aif, limits),
         _coverage(acquisition, other_slabs, limits),
@@ -223,10 +108,6 @@ def tissue_arrival(
 
 # --------------------------------------------------------------------------------------------
 # The checks
-
-
-def _within(value: float, lower: float | None, upper: float | None) -> bool:
-    return (lower is None or value >= lower) and (upper is None or value <= upper)
 
 
 def _duration(acquisition: Acquisition, limits: QualityLimits) -> QualityFinding:
@@ -356,134 +237,6 @@ def _sampling(
     )
 
 
-def _header_checks(acquisition: Acquisition, limits: QualityLimits) -> list[QualityFinding]:
-    facts = acquisition.facts
-    return [
-        _range_check(TUBE_VOLTAGE, facts.kvp, "kV", limits.kvp_min, limits.kvp_max, "IV.C"),
-        _range_check(
-            TUBE_CURRENT_TIME,
-            facts.exposure_mas,
-            "mA.s",
-            limits.mas_min,
-            limits.mas_max,
-            "IV.C",
-            display_unit="mAs",
-        ),
-        _ctdivol(facts.ctdivol_mgy, limits),
-        _range_check(
-            CONTRAST_VOLUME,
-            facts.contrast_volume_ml,
-            "ml",
-            limits.contrast_volume_min_ml,
-            None,
-            "IV.C",
-            extra=f"agent {facts.contrast_agent or 'not recorded'}",
-        ),
-        _range_check(
-            INJECTION_RATE,
-            facts.contrast_rate_ml_s,
-            "ml/s",
-            limits.injection_rate_min_ml_s,
-            None,
-            "IV.C",
-        ),
-        _age(facts.patient_age_years, limits),
-    ]
-
-
-def _range_limit(lower: float | None, upper: float | None, unit: str) -> str:
-    if lower is not None and upper is not None:
-        return f"{lower:g}-{upper:g} {unit}"
-    if lower is not None:
-        return f">= {lower:g} {unit}"
-    return f"<= {upper:g} {unit}"
-
-
-def _range_check(
-    name: str,
-    value: float | None,
-    unit: str,
-    lower: float | None,
-    upper: float | None,
-    section: str,
-    *,
-    display_unit: str | None = None,
-    extra: str = "",
-) -> QualityFinding:
-    shown = display_unit or unit
-    limit = _range_limit(lower, upper, shown)
-    suffix = f" ({extra})" if extra else ""
-    if value is None:
-        return QualityFinding(
-            name,
-            NOT_RECORDED,
-            None,
-            unit,
-            limit,
-            section,
-            f"{name}: not recorded in the image headers{suffix}.",
-        )
-    ok = _within(float(value), lower, upper)
-    verdict = "within" if ok else "outside"
-    return QualityFinding(
-        name,
-        PASS if ok else WARN,
-        float(value),
-        unit,
-        limit,
-        section,
-        f"{name} {float(value):g} {shown}{suffix}, {verdict} the recommended {limit}.",
-    )
-
-
-def _ctdivol(value: float | None, limits: QualityLimits) -> QualityFinding:
-    limit = f"< {limits.ctdivol_alert_mgy:g} mGy (alert level)"
-    if value is None:
-        return QualityFinding(
-            CTDIVOL,
-            NOT_RECORDED,
-            None,
-            "mGy",
-            limit,
-            "VII",
-            "CTDIvol: not recorded in the image headers.",
-        )
-    ok = float(value) < limits.ctdivol_alert_mgy
-    detail = f"CTDIvol {float(value):g} mGy"
-    detail += (
-        f", below the alert level of {limits.ctdivol_alert_mgy:g} mGy."
-        if ok
-        else f", at or above the alert level of {limits.ctdivol_alert_mgy:g} mGy: review by the "
-        "medical physicist is needed (an alert, not a limit)."
-    )
-    return QualityFinding(CTDIVOL, PASS if ok else WARN, float(value), "mGy", limit, "VII", detail)
-
-
-def _age(age_years: float | None, limits: QualityLimits) -> QualityFinding:
-    limit = f">= {limits.adult_age_years:g} years"
-    if age_years is None:
-        return QualityFinding(
-            PATIENT_AGE,
-            NOT_RECORDED,
-            None,
-            "a",
-            limit,
-            "IV.C",
-            "Patient age: not recorded (neither age nor birth date in the headers).",
-        )
-    ok = float(age_years) >= limits.adult_age_years
-    detail = (
-        f"Patient age {float(age_years):g} years (adult)."
-        if ok
-        else f"Paediatric patient, {float(age_years):g} years: a higher threshold applies to CT "
-        "perfusion in children and MRI should be considered; adult contrast and dose "
-        "recommendations do not apply as such."
-    )
-    return QualityFinding(
-        PATIENT_AGE, PASS if ok else WARN, float(age_years), "a", limit, "IV.C", detail
-    )
-
-
 def _motion(motion_mm: Any, limits: QualityLimits) -> QualityFinding:
     limit = f"< {limits.motion_limit_mm:g} mm displacement"
     if motion_mm is None:
@@ -598,3 +351,15 @@ def _coverage(acquisition: Acquisition, other_slabs: int, limits: QualityLimits)
     return QualityFinding(
         COVERAGE, PASS if ok else WARN, extent_mm, "mm", limit, "IV.C", detail + "."
     )
+
+
+__all__ = [
+    "CHECK_NAMES",
+    "RESULTS",
+    "QualityFinding",
+    "QualityLimits",
+    "assess_acquisition",
+    "full_width_half_maximum_s",
+    "tissue_arrival",
+    "warned_checks",
+]
