@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -147,6 +148,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    # Before numpy loads: one BLAS thread unless the administrator says otherwise. The
+    # engine's matrix products are small; on a loaded machine OpenBLAS's own threads made them
+    # 4-10x slower (bench/engine.py), and parallelism comes from worker processes.
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     from ctp_node.service import perfusion_parameters, run_workers
 
     config = _load(args.config)

@@ -37,7 +37,7 @@ from ctp_node.report import (
 )
 from ctp_node.report.summary_png import write_summary_png
 from ctp_node.store import Database
-from ctp_node.store.ingest import instance_paths
+from ctp_node.store.ingest import instance_paths, other_perfusion_series
 from ctp_node.store.models import Job
 from ctp_node.store.outbox import OutputObject, enqueue_exports
 from ctp_node.store.queue import fail_job, finish_job, heartbeat
@@ -325,6 +325,7 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
                 paths,
                 root / relative_out,
                 context.settings,
+                other_slabs=len(other_perfusion_series(db, job.series_instance_uid)),
                 aif_zyx=_zyx(job.aif_zyx),
                 vof_zyx=_zyx(job.vof_zyx),
             )

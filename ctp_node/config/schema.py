@@ -196,7 +196,7 @@ class WorkerConfig(_Section):
     """
 
     count: int = Field(1, ge=0)
-    lease_s: PositiveSeconds = 600.0
+    lease_s: PositiveSeconds = 120.0
     max_attempts: int = Field(3, ge=1)
     poll_interval_s: PositiveSeconds = 1.0
 

@@ -197,6 +197,26 @@ def decide_series(
         return job.id
 
 
+def other_perfusion_series(db: Database, series_instance_uid: str) -> list[str]:
+    """The other series of the same study that were decided to be perfusion acquisitions
+    (e.g. the second slab of a two-bolus study), as far as they have arrived."""
+    with db.session() as s:
+        study = s.scalar(
+            select(Series.study_instance_uid).where(
+                Series.series_instance_uid == series_instance_uid
+            )
+        )
+        return list(
+            s.scalars(
+                select(Series.series_instance_uid).where(
+                    Series.study_instance_uid == study,
+                    Series.series_instance_uid != series_instance_uid,
+                    Series.state == SeriesState.QUEUED,
+                )
+            )
+        )
+
+
 def list_series(db: Database) -> list[Series]:
     with db.session() as s:
         return list(s.scalars(select(Series).order_by(Series.first_received_at)))
