@@ -74,6 +74,7 @@ def job_context(config: Config) -> JobContext:
             report=ReportSettings(
                 series_number_start=config.report.series_number_start,
                 institution_name=config.report.institution_name,
+                series_description_suffix=config.report.series_description_suffix,
             ),
             min_time_points=config.ingest.min_time_points,
             quality_limits=QualityLimits(**config.quality.model_dump()),

@@ -40,3 +40,22 @@ def test_enhanced_ct_gives_the_same_outputs_as_classic_ct(tmp_path: Path) -> Non
             first_time_point = pydicom.dcmread(enhanced[0], stop_before_pixels=True)
             assert referenced == {first_time_point.SOPInstanceUID}
     assert from_enhanced.summary["volumes"] == from_classic.summary["volumes"]
+
+
+def test_series_numbers_and_descriptions_follow_the_configuration(tmp_path: Path) -> None:
+    from ctp_node.config import load_config
+    from ctp_node.service import job_context
+
+    config_path = tmp_path / "node.yaml"
+    config_path.write_text(
+        "report:\n  series_number_start: 3000\n  series_description_suffix: STROKE\n"
+    )
+    settings = job_context(load_config(config_path)).settings
+    phantom = make_phantom(PhantomSpec(matrix=64, slices=4, pixel_spacing_mm=220.0 / 64))
+    paths = write_ct_series(phantom.acquisition, tmp_path / "ct", identity=StudyIdentity.new())
+    processed = process_series(paths, tmp_path / "out", settings)
+    headers = [pydicom.dcmread(o.path, stop_before_pixels=True) for o in processed.outputs]
+    descriptions = {str(h.SeriesDescription) for h in headers}
+    assert {"CBF STROKE", "CBV STROKE", "MTT STROKE", "TTP STROKE", "Tmax STROKE"} <= descriptions
+    assert all(d.endswith("STROKE") for d in descriptions)
+    assert min(int(h.SeriesNumber) for h in headers) == 3000

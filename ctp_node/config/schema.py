@@ -285,10 +285,13 @@ class ReportConfig(_Section):
     ----------
     series_number_start : SeriesNumber of the first output series; the others follow it.
     institution_name : InstitutionName written into the outputs; ``None`` copies the source's.
+    series_description_suffix : appended to each output's SeriesDescription after its name
+        (``CBF (ctp-node)``, ``CTP summary (ctp-node)``); "" for the name alone.
     """
 
     series_number_start: int = Field(900, ge=1, le=2**31 - 1)
     institution_name: Annotated[str, AfterValidator(_check_long_string)] | None = None
+    series_description_suffix: Annotated[str, Field(max_length=40)] = "(ctp-node)"
 
 
 NonNegative = Annotated[float, Field(ge=0)]
