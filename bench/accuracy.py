@@ -31,12 +31,15 @@ BASELINE = replace(
 VARIANTS = {
     "σ0 exp": PhantomSpec(noise_hu=0.0),
     "σ5 exp": PhantomSpec(noise_hu=5.0),
+    "σ5 exp seed7": PhantomSpec(noise_hu=5.0, seed=7),
     "σ10 exp": PhantomSpec(noise_hu=10.0),
     "σ5 linear": PhantomSpec(residue="linear"),
     "σ5 box": PhantomSpec(residue="box"),
     "σ5 nonuniform": PhantomSpec(sampling="nonuniform", seed=1),
     "σ5 dt1 50s": PhantomSpec(interval_s=1.0, duration_s=50.0, seed=2),
     "σ5 aif late": PhantomSpec(aif_arrival_s=9.0, seed=3),
+    "σ5 motion": PhantomSpec(motion_mm=3.0, motion_deg=3.0, motion_start_fraction=0.8, seed=4),
+    "σ5 shuttle 1s": PhantomSpec(slice_offset_s=1.0, seed=5),
 }
 
 

@@ -12,20 +12,22 @@ parenchyma voxels are analysed, in float32, chunked so that memory stays bounded
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 
-from ctp_node.perfusion import inputs, masks, resolution, stroke, timing
+from ctp_node.perfusion import inputs, masks, motion, resolution, stroke, timing
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.deconvolution import (
     ResidueFeatures,
     correct_peak,
     deconvolve_projected,
-    exponential_peak_ratio,
     residue_operators,
+    sampled_peak_ratio,
     thresholds,
 )
-from ctp_node.perfusion.errors import NoArterialInputError, NoBrainTissueError
+from ctp_node.perfusion.errors import NoBrainTissueError
+from ctp_node.perfusion.grid import TimeGrid, input_curve, manual_voxels
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import Profiles, build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
@@ -37,79 +39,6 @@ _MIN_BRAIN_RISE_HU = 1.5
 _VESSEL_BASELINE_MAX_HU = 150.0
 #: True MTTs (s) at which the truncation bias of the residue peak is simulated.
 _LUT_MTT_S = np.geomspace(0.5, 40.0, 40)
-
-
-class _Grid:
-    """The acquisition on a uniform time grid, served one slice at a time."""
-
-    def __init__(self, acquisition: Acquisition, interval_s: float) -> None:
-        self.acquisition = acquisition
-        self.times_s = timing.uniform_times(acquisition.times_s, interval_s)
-        self.dt_s = float(self.times_s[1] - self.times_s[0])
-        st = acquisition.slice_times_s
-        self.slice_times_s = (
-            st
-            if st is not None
-            else np.repeat(acquisition.times_s[:, None], acquisition.hu.shape[1], axis=1)
-        )
-
-    def curve_hu(self, voxels_zyx: np.ndarray) -> np.ndarray:
-        """Mean HU curve of voxels on the acquisition's own times, ``(t,)``."""
-        hu = self.acquisition.hu
-        return hu[:, voxels_zyx[:, 0], voxels_zyx[:, 1], voxels_zyx[:, 2]].mean(axis=1)
-
-
-def _input_curve(
-    grid: _Grid,
-    kind: str,
-    voxels: np.ndarray,
-    selection: str,
-) -> tuple[InputCurve, np.ndarray]:
-    """An :class:`InputCurve` (acquisition times) and its concentration on the uniform grid."""
-    acq = grid.acquisition
-    hu = grid.curve_hu(voxels).astype(np.float64)
-    try:
-        baseline_frames, _ = timing.bolus_arrival(hu, acq.times_s, min_rise_hu=10.0)
-    except timing.NoContrastError as err:
-        raise NoArterialInputError(
-            f"The {kind} location shows no contrast passage; choose another location."
-        ) from err
-    concentration = hu - hu[:baseline_frames].mean()
-    on_grid = np.interp(grid.times_s, acq.times_s, concentration)
-    curve = InputCurve(
-        kind=kind,
-        voxels_zyx=voxels.astype(int),
-        times_s=acq.times_s.copy(),
-        hu=hu,
-        concentration_hu=concentration,
-        baseline_frames=baseline_frames,
-        arrival_s=float(acq.times_s[min(baseline_frames, hu.size - 1)]),
-        selection=selection,
-    )
-    return curve, on_grid
-
-
-def _manual_voxels(
-    location: tuple[int, int, int], shape: tuple[int, ...], kind: str, peak: np.ndarray, count: int
-) -> np.ndarray:
-    z, y, x = (int(v) for v in location)
-    if not (0 <= z < shape[0] and 0 <= y < shape[1] and 0 <= x < shape[2]):
-        raise NoArterialInputError(
-            f"The manual {kind} location (z={z}, y={y}, x={x}) lies outside the images "
-            f"({shape[0]} slices of {shape[1]} × {shape[2]})."
-        )
-    ys = np.clip(np.arange(y - 1, y + 2), 0, shape[1] - 1)
-    xs = np.clip(np.arange(x - 1, x + 2), 0, shape[2] - 1)
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    near = np.unique(np.column_stack([np.full(yy.size, z), yy.ravel(), xx.ravel()]), axis=0)
-    near_peak = peak[near[:, 0], near[:, 1], near[:, 2]]
-    keep = near_peak >= 0.5 * peak[z, y, x]
-    near, near_peak = near[keep], near_peak[keep]
-    order = np.argsort(near_peak)[::-1][: max(count, 1)]
-    chosen = near[order]
-    if not (chosen == [z, y, x]).all(axis=1).any():
-        chosen = np.vstack([[z, y, x], chosen[: count - 1]])
-    return chosen
 
 
 def compute_perfusion(
@@ -133,13 +62,46 @@ def compute_perfusion(
     PerfusionError : (a subclass) when no maps can be computed; ``str(err)`` says why.
     """
     factor = resolution.block_factor(acquisition.pixel_spacing_mm, parameters.processing_pixel_mm)
+    binned = resolution.bin_acquisition(acquisition, factor)
+    moved = None
+    if parameters.motion_correction and binned.hu.shape[0] >= timing.MIN_FRAMES:
+        binned, moved = motion.correct_motion(binned)
     result = _compute_perfusion(
-        resolution.bin_acquisition(acquisition, factor),
+        binned,
         parameters,
         aif_zyx=resolution.coarse_location(aif_zyx, factor),
         vof_zyx=resolution.coarse_location(vof_zyx, factor),
     )
+    if moved is not None:
+        result = _with_motion(result, moved, parameters.motion_limit_mm)
     return resolution.expand_result(result, factor, acquisition.hu.shape[1:])
+
+
+def _with_motion(
+    result: PerfusionResult, moved: motion.MotionEstimate, limit_mm: float
+) -> PerfusionResult:
+    """The result with the measured motion and, when the head moved visibly, a warning."""
+    warnings = list(result.warnings)
+    largest = float(moved.displacement_mm.max()) if moved.displacement_mm.size else 0.0
+    excluded = tuple(int(i) for i in np.flatnonzero(moved.excluded))
+    if largest > limit_mm:
+        warnings.append(
+            f"Head motion up to {largest:.1f} mm (limit {limit_mm:g} mm) in "
+            f"{int((moved.displacement_mm > limit_mm).sum())} of {moved.displacement_mm.size} "
+            "images; the frames were registered in-plane, but the maps may be degraded."
+        )
+    if excluded:
+        warnings.append(
+            f"{len(excluded)} image(s) could not be registered (through-plane motion?) and were "
+            "replaced by interpolation in time: " + ", ".join(str(i) for i in excluded) + "."
+        )
+    return replace(
+        result,
+        warnings=tuple(warnings),
+        motion_mm=moved.displacement_mm.astype(np.float32),
+        motion_corrected_frames=tuple(int(i) for i in np.flatnonzero(moved.corrected)),
+        motion_excluded_frames=excluded,
+    )
 
 
 def _compute_perfusion(
@@ -153,7 +115,7 @@ def _compute_perfusion(
     acq = acquisition
     timing.check_duration(acq.times_s)
     warnings: list[str] = []
-    grid = _Grid(acq, p.resample_interval_s)
+    grid = TimeGrid(acq, p.resample_interval_s)
     nt, nz, ny, nx = acq.hu.shape
     workers = p.worker_threads if p.worker_threads > 0 else (os.cpu_count() or 1)
 
@@ -217,19 +179,19 @@ def _compute_perfusion(
 
     # Arterial input.
     if aif_zyx is not None:
-        aif_vox = _manual_voxels(aif_zyx, (nz, ny, nx), "AIF", feats.peak_hu, p.aif_voxels)
+        aif_vox = manual_voxels(aif_zyx, (nz, ny, nx), "AIF", feats.peak_hu, p.aif_voxels)
         aif_sel = "manual"
     else:
         aif_vox = inputs.select_arterial(feats, candidates, noise, p.aif_voxels, avoid)
         aif_sel = "automatic"
-    aif_curve, aif_grid = _input_curve(grid, "AIF", aif_vox, aif_sel)
+    aif_curve, aif_grid = input_curve(grid, "AIF", aif_vox, aif_sel, noise)
     aif_ttp = float(grid.times_s[np.argmax(aif_grid)])
 
     # Venous output and partial-volume correction.
     vof_curve = None
     scale = 1.0
     if vof_zyx is not None:
-        vof_vox = _manual_voxels(vof_zyx, (nz, ny, nx), "VOF", feats.area_hu_s, p.vof_voxels)
+        vof_vox = manual_voxels(vof_zyx, (nz, ny, nx), "VOF", feats.area_hu_s, p.vof_voxels)
         vof_sel = "manual"
     else:
         vof_vox = inputs.select_venous(feats, candidates, noise, aif_ttp, p.vof_voxels)
@@ -240,7 +202,7 @@ def _compute_perfusion(
             "for partial volume, so absolute CBF and CBV may be overestimated."
         )
     else:
-        vof_curve, vof_grid = _input_curve(grid, "VOF", vof_vox, vof_sel)
+        vof_curve, vof_grid = input_curve(grid, "VOF", vof_vox, vof_sel)
         if vof_curve.concentration_hu[-1] > 0.3 * vof_curve.concentration_hu.max():
             warnings.append(
                 "The venous washout is truncated (the acquisition ends before the "
@@ -286,7 +248,18 @@ def _compute_perfusion(
     area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
     peak = res.peak
     if p.exponential_peak_correction:
-        ratios = exponential_peak_ratio(aif_grid, grid.dt_s, levels, _LUT_MTT_S)
+        synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
+        z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
+        ratios = sampled_peak_ratio(
+            aif_curve.times_s,
+            aif_curve.concentration_hu,
+            grid.slice_times_s[:, z_group],
+            profiles.basis @ synthesis,
+            aif_grid,
+            grid.dt_s,
+            levels,
+            _LUT_MTT_S,
+        )
         peak = correct_peak(peak, area, res.level, ratios, _LUT_MTT_S)
     maps = {name: np.zeros((nz, ny, nx), np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
     m = parenchyma
@@ -351,7 +324,7 @@ def _argmax_rows(profiles: Profiles, chunk: int = 65536) -> np.ndarray:
     return out
 
 
-def _noise(grid: _Grid, sample: np.ndarray) -> float:
+def _noise(grid: TimeGrid, sample: np.ndarray) -> float:
     """Image noise σ (HU) from the acquisition's own frames (not resampled)."""
     hu = grid.acquisition.hu
     sigmas = [

@@ -61,6 +61,10 @@ class PerfusionParameters:
         for 0.43–0.5 mm pixels) before the curves are analysed; maps and masks are returned on
         the acquisition's grid (0 = never).
     worker_threads : threads for the voxel-wise work (0 = one per CPU core).
+    motion_correction : register every frame rigidly (in-plane) to the head's usual position
+        before analysis; frames that cannot be registered are interpolated in time.
+    motion_limit_mm : a frame displaced more than this, in mm, is reported as visible motion
+        (a warning in the result).
     venous_correction : scale the AIF so that its area equals the VOF's (partial-volume
         correction); when False the AIF is used as measured.
     """
@@ -95,6 +99,8 @@ class PerfusionParameters:
     tmax_from_onset: bool = True
     processing_pixel_mm: float = 1.0
     worker_threads: int = 0
+    motion_correction: bool = True
+    motion_limit_mm: float = 3.0
 
     def __post_init__(self) -> None:
         positive = (

@@ -65,8 +65,11 @@ class PhantomSpec:
     aif_arrival_s : bolus arrival in the feeding arteries, s from the first image.
     aif_peak_hu : first-pass peak enhancement of pure arterial blood, HU.
     artery_fraction : fraction of the artery voxel that is blood at the centre (partial volume).
-    motion_mm : in-plane translation (along x) applied to the images in the last quarter of the
-        acquisition, mm (0 = no motion).
+    motion_mm : in-plane translation (along x) applied to the moved frames, mm (0 = none).
+    motion_deg : in-plane rotation about the image centre applied to the moved frames, degrees.
+    motion_start_fraction : frames from this fraction of the duration on have moved.
+    slice_offset_s : odd slices are acquired this much later than even ones (a shuttle or
+        toggling-table acquisition alternating two positions), s; 0 = all slices together.
     """
 
     matrix: int = 128
@@ -84,6 +87,9 @@ class PhantomSpec:
     aif_peak_hu: float = 450.0
     artery_fraction: float = 0.7
     motion_mm: float = 0.0
+    motion_deg: float = 0.0
+    motion_start_fraction: float = 0.75
+    slice_offset_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -297,33 +303,49 @@ def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
     tissue = (labels > 0) & ~vessel[None]
     tmax10 = core.copy()
 
-    # Curves for every tissue label on the acquisition times.
-    table = np.zeros((len(params) + 1, times.size), np.float32)
-    for i, (cbf, mtt, d) in enumerate(params, start=1):
-        table[i] = np.interp(times, fine_t, tissue_curve(aif_fine, cbf, mtt, d, spec.residue))
-    aif = np.interp(times, fine_t, aif_fine)
-    vein = np.interp(times, fine_t, _disperse(aif_fine, 4.0, 2.5))
-    occluded = np.interp(times, fine_t, _disperse(aif_fine, 2.0, 2.0))
-
-    hu = np.moveaxis(table[labels], -1, 0) + base[None]
+    # Curves for every tissue label on each slice's acquisition times.
+    offsets = np.where(np.arange(nz) % 2 == 1, spec.slice_offset_s, 0.0)
+    hu = np.empty((times.size, nz, n, n), np.float32)
     blood = _HU["blood"]
-    for frac, curve, zs in (
-        (sinus, vein, slice(None)),
-        (artery_left, aif, slice(None)),
-        (artery_right, aif, slice(0, n_grid)),
-        (artery_right, occluded, slice(n_grid, nz)),
-    ):
-        f = frac[None, None].astype(np.float32)
-        sel = hu[:, zs]
-        sel *= 1.0 - f
-        sel += f * (blood + curve[:, None, None, None].astype(np.float32))
-        hu[:, zs] = sel
-    if spec.motion_mm:
-        from scipy.ndimage import shift as nd_shift
+    for offset in np.unique(offsets):
+        zs = np.flatnonzero(offsets == offset)
+        when = times + offset
+        table = np.zeros((len(params) + 1, times.size), np.float32)
+        for i, (cbf, mtt, d) in enumerate(params, start=1):
+            table[i] = np.interp(when, fine_t, tissue_curve(aif_fine, cbf, mtt, d, spec.residue))
+        aif = np.interp(when, fine_t, aif_fine)
+        vein = np.interp(when, fine_t, _disperse(aif_fine, 4.0, 2.5))
+        occluded = np.interp(when, fine_t, _disperse(aif_fine, 2.0, 2.0))
+        part = np.moveaxis(table[labels[zs]], -1, 0) + base[zs][None]
+        grid_z = zs < n_grid
+        for frac, curve, sel_z in (
+            (sinus, vein, np.ones(zs.size, bool)),
+            (artery_left, aif, np.ones(zs.size, bool)),
+            (artery_right, aif, grid_z),
+            (artery_right, occluded, ~grid_z),
+        ):
+            if not sel_z.any():
+                continue
+            f = frac[None, None].astype(np.float32)
+            sub = part[:, sel_z]
+            sub *= 1.0 - f
+            sub += f * (blood + curve[:, None, None, None].astype(np.float32))
+            part[:, sel_z] = sub
+        hu[:, zs] = part
+    aif = np.interp(times, fine_t, aif_fine)
+    if spec.motion_mm or spec.motion_deg:
+        from scipy.ndimage import affine_transform
 
-        moved = times >= 0.75 * spec.duration_s
+        theta = np.deg2rad(spec.motion_deg)
+        rot = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+        matrix = np.eye(3)
+        matrix[1:, 1:] = rot
+        centre = np.full(2, (n - 1) / 2)
+        offset = np.zeros(3)
+        offset[1:] = centre - rot @ centre - np.array([0.0, spec.motion_mm / dx])
+        moved = times >= spec.motion_start_fraction * spec.duration_s
         for ti in np.flatnonzero(moved):
-            hu[ti] = nd_shift(hu[ti], (0, 0, spec.motion_mm / dx), order=1, mode="nearest")
+            hu[ti] = affine_transform(hu[ti], matrix, offset=offset, order=1, mode="nearest")
     rng = np.random.default_rng(spec.seed)
     if spec.noise_hu > 0:
         hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(spec.noise_hu)
@@ -342,12 +364,12 @@ def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
     positions[:, 2] = np.arange(nz) * spec.slice_thickness_mm
     acquisition = Acquisition(
         hu=hu.astype(np.float32, copy=False),
-        times_s=times.astype(np.float64),
+        times_s=(times + offsets.mean()).astype(np.float64),
         pixel_spacing_mm=(dx, dx),
         slice_spacing_mm=spec.slice_thickness_mm,
         slice_positions_mm=positions,
         orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-        slice_times_s=np.repeat(times[:, None], nz, axis=1),
+        slice_times_s=times[:, None] + offsets[None, :],
         facts=AcquisitionFacts(
             kvp=80.0,
             exposure_mas=150.0,

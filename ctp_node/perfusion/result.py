@@ -82,6 +82,11 @@ class PerfusionResult:
     parameters : the constants and thresholds used, by name (for the report).
     algorithm : short name and version of the method (for the report).
     warnings : findings the engine wants the report to state.
+    motion_mm : ``(t,)`` mean in-plane head displacement of each frame from the reference
+        position, mm (``None`` when motion was not measured).
+    motion_corrected_frames : indices of the frames registered back to the reference.
+    motion_excluded_frames : indices of the frames that could not be registered (replaced by
+        interpolation in time before deconvolution).
     """
 
     maps: dict[str, np.ndarray]
@@ -96,3 +101,6 @@ class PerfusionResult:
     parameters: dict[str, float] = field(default_factory=dict)
     algorithm: str = ""
     warnings: tuple[str, ...] = ()
+    motion_mm: np.ndarray | None = None
+    motion_corrected_frames: tuple[int, ...] = ()
+    motion_excluded_frames: tuple[int, ...] = ()

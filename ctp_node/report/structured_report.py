@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import highdicom as hd
+import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -275,11 +276,20 @@ def report_statements(
 
 
 def _motion_statement(result: PerfusionResult, motion_mm: float | None) -> str:
+    """What the practice parameter asks the report to state about movement during the cine."""
+    if motion_mm is None and result.motion_mm is not None and np.size(result.motion_mm):
+        motion_mm = float(np.max(result.motion_mm))
     if motion_mm is None:
-        motion_mm = getattr(result, "motion_mm", None)
-    if motion_mm is not None:
-        return f"Motion: largest head displacement {float(motion_mm):.1f} mm."
-    about_motion = [w for w in result.warnings if "motion" in w.lower()]
-    if about_motion:
-        return "Motion: " + " ".join(about_motion)
-    return "Motion: not assessed."
+        about_motion = [w for w in result.warnings if "motion" in w.lower()]
+        return "Motion: " + " ".join(about_motion) if about_motion else "Motion: not assessed."
+    statement = f"Motion: largest head displacement {motion_mm:.1f} mm"
+    corrected, excluded = result.motion_corrected_frames, result.motion_excluded_frames
+    if corrected:
+        statement += f"; {len(corrected)} image(s) registered back (rigid, in-plane)"
+    if excluded:
+        frames = ", ".join(str(i + 1) for i in excluded)
+        statement += (
+            f"; {len(excluded)} image(s) could not be corrected and were replaced by "
+            f"interpolation in time (images {frames}): the maps may be less reliable"
+        )
+    return statement + "."

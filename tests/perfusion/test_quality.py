@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import dataclasses
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,13 +24,6 @@ from ctp_node.perfusion.quality import (
 
 #: A small phantom on which the engine still works (about 1 s per computation).
 SMALL = PhantomSpec(matrix=64, pixel_spacing_mm=3.44)
-
-
-@dataclass(frozen=True)
-class _ResultWithMotion(PerfusionResult):
-    """A result as the engine will give it once it corrects motion (per-frame displacement)."""
-
-    motion_mm: np.ndarray | None = None
 
 
 def _computed(acquisition: Acquisition) -> PerfusionResult:
@@ -188,7 +182,7 @@ def test_motion_above_the_limit_warns_with_the_frames_affected(standard) -> None
     n_t = acquisition.hu.shape[0]
     # As the phantom's motion option moves the head: 5 mm in the last quarter of the cine.
     displacement = np.where(np.arange(n_t) >= 3 * n_t // 4, 5.0, 0.2)
-    moved = _ResultWithMotion(**vars(computed), motion_mm=displacement)
+    moved = dataclasses.replace(computed, motion_mm=displacement)
 
     findings = assess_acquisition(acquisition, moved, QualityLimits())
 
@@ -198,7 +192,7 @@ def test_motion_above_the_limit_warns_with_the_frames_affected(standard) -> None
     affected = int((displacement >= 3.0).sum())
     assert f"{affected} of {n_t} images" in motion.detail
 
-    still = _ResultWithMotion(**vars(computed), motion_mm=np.full(n_t, 0.5))
+    still = dataclasses.replace(computed, motion_mm=np.full(n_t, 0.5))
     assert _by_name(assess_acquisition(acquisition, still))["Motion"].result == PASS
 
 

@@ -15,23 +15,18 @@ import pytest
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
 from ctp_node.perfusion.result import MAP_UNITS, InputCurve, PerfusionResult, StrokeVolumes
 from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from tests.dicom_checks import dciodvfy_errors as dciodvfy_errors_of
 
 N_T, N_Z, N_Y, N_X = 12, 3, 32, 32
 FRAME_INTERVAL_S = 1.5
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    lines = (run.stdout + run.stderr).splitlines()
-    return [line for line in lines if line.startswith("Error")]
 
 
 @pytest.fixture(scope="session")
 def dciodvfy_errors() -> Callable[[Path], list[str]]:
     """A function giving the ``Error`` lines dciodvfy prints for a file (on stderr)."""
     if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    return _dciodvfy_errors
+        pytest.fail("dciodvfy (dicom3tools) is not installed: run .ci/run (installs it)")
+    return dciodvfy_errors_of
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 
@@ -162,3 +164,22 @@ def test_dsrdump_renders_it(sr_path: Path, dsrdump) -> None:
     text = dsrdump(sr_path)
     assert "Ischemic core (rCBF<30%)" in text
     assert "Target mismatch (DEFUSE 3 criteria)" in text
+
+
+def test_motion_is_stated_with_the_frames_corrected_and_excluded(
+    result: PerfusionResult, source_headers: list[pydicom.Dataset], tmp_path: Path
+) -> None:
+    moved = dataclasses.replace(
+        result,
+        motion_mm=np.array([0.0, 0.1, 0.2, 4.0, 3.5, 2.0] + [0.1] * (result.aif.times_s.size - 6)),
+        motion_corrected_frames=(3, 4),
+        motion_excluded_frames=(5,),
+    )
+    path = tmp_path / "sr.dcm"
+    build_structured_report(moved, source_headers, ReportSettings()).save_as(
+        path, enforce_file_format=True
+    )
+    (statement,) = [text for text in _texts(path) if text.startswith("Motion:")]
+    assert "largest head displacement 4.0 mm" in statement
+    assert "2 image(s) registered back" in statement
+    assert "could not be corrected" in statement and "images 6" in statement
