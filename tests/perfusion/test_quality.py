@@ -237,3 +237,14 @@ def test_findings_are_json_able(standard) -> None:
     assert set(as_dicts[0]) == {"name", "result", "value", "unit", "limit", "section", "detail"}
     with pytest.raises(ValueError, match="result"):
         QualityFinding("Tube voltage", "failed", 120.0, "kV", "70-90 kV", "IV.C", "")
+
+
+def test_motion_measured_by_the_engine_warns_and_nothing_else() -> None:
+    """A head that moves 5 mm in the last quarter of the cine, through the real engine."""
+    moved_spec = dataclasses.replace(SMALL, motion_mm=5.0)
+    acquisition = make_phantom(moved_spec).acquisition
+    findings = assess_acquisition(acquisition, compute_perfusion(acquisition))
+    assert warned_checks(findings) == ["Motion"]
+    motion = _by_name(findings)["Motion"]
+    # One pixel of this small phantom is 3.44 mm: the measured displacement is that close.
+    assert abs(motion.value - 5.0) <= SMALL.pixel_spacing_mm
