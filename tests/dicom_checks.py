@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
+
+PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+MAP_NAMES = ("CBF", "CBV", "MTT", "TTP", "Tmax")
+UNITS = {"CBF": "ml/[100]g/min", "CBV": "ml/[100]g", "MTT": "s", "TTP": "s", "Tmax": "s"}
+#: How far the median of a map in the phantom's tissue may be from the truth's median. This is
+#: a plausibility bound for the path through DICOM; the engine's accuracy is measured against
+#: the phantom's blocks in tests/perfusion and bench/accuracy.py.
+MEDIAN_TOLERANCE = 0.30
+TMAX_TOLERANCE_S = 2.0
 
 
 def dciodvfy_errors(path: Path) -> list[str]:
@@ -26,3 +36,50 @@ def map_volume(ds: pydicom.Dataset, slice_positions_mm: np.ndarray) -> np.ndarra
         volume[z] = frames[index]
     assert not np.isnan(volume).any(), "a source slice has no frame"
     return volume
+
+
+def parametric_maps_in(orthanc) -> dict[str, pydicom.Dataset]:
+    maps = {}
+    for instance_id in orthanc.get("/instances"):
+        tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
+        if tags.get("SOPClassUID") == PARAMETRIC_MAP:
+            data = orthanc.get_bytes(f"/instances/{instance_id}/file")
+            ds = pydicom.dcmread(io.BytesIO(data))
+            label = (
+                ds.RealWorldValueMappingSequence[0].LUTLabel
+                if ("RealWorldValueMappingSequence" in ds)
+                else ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].LUTLabel
+            )
+            maps[str(label)] = ds
+    return maps
+
+
+def check_maps_against_truth(maps: dict[str, pydicom.Dataset], phantom, study_uid: str) -> dict:
+    truth = phantom.truth
+    positions = phantom.acquisition.slice_positions_mm
+    volumes = {}
+    for name in MAP_NAMES:
+        ds = maps[name]
+        assert ds.StudyInstanceUID == study_uid
+        assert str(ds.SeriesDescription).startswith(name)
+        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        assert mapping.LUTLabel == name
+        assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == UNITS[name]
+        volume = map_volume(ds, positions)
+        assert volume.shape == truth.cbf.shape
+        assert np.isfinite(volume).all()
+        if name != "Tmax":  # a residue peak may precede the AIF's: Tmax can be negative
+            assert (volume >= 0).all(), f"{name} has negative values"
+        volumes[name] = volume
+    tissue = truth.tissue_mask & ~truth.core_mask
+    for name, true_map in (("CBF", truth.cbf), ("CBV", truth.cbv), ("MTT", truth.mtt)):
+        measured = float(np.median(volumes[name][tissue]))
+        expected = float(np.median(true_map[tissue]))
+        assert abs(measured - expected) <= MEDIAN_TOLERANCE * expected, (
+            f"{name}: median in tissue {measured:.2f}, truth {expected:.2f}"
+        )
+    tmax_error_s = abs(
+        float(np.median(volumes["Tmax"][tissue])) - float(np.median(truth.delay[tissue]))
+    )
+    assert tmax_error_s <= TMAX_TOLERANCE_S, f"median Tmax off the true delay by {tmax_error_s} s"
+    return volumes

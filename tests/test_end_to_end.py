@@ -28,20 +28,19 @@ from tests.conftest import (
     storescu,
     wait_until,
 )
-from tests.dicom_checks import dciodvfy_errors, map_volume
+from tests.dicom_checks import (
+    MAP_NAMES,
+    PARAMETRIC_MAP,
+    check_maps_against_truth,
+    dciodvfy_errors,
+    map_volume,
+    parametric_maps_in,
+)
 
 pytestmark = pytest.mark.slow
 
-PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-MAP_NAMES = ("CBF", "CBV", "MTT", "TTP", "Tmax")
-UNITS = {"CBF": "ml/[100]g/min", "CBV": "ml/[100]g", "MTT": "s", "TTP": "s", "Tmax": "s"}
-#: How far the median of a map in the phantom's tissue may be from the truth's median. This is
-#: a plausibility bound for the path through DICOM; the engine's accuracy is measured against
-#: the phantom's blocks in tests/perfusion and bench/accuracy.py.
-MEDIAN_TOLERANCE = 0.30
-TMAX_TOLERANCE_S = 2.0
 #: Issue 3's target for the Tmax > 6 s volume through the whole node.
 TMAX6_VOLUME_TOLERANCE = 0.10
 
@@ -92,53 +91,6 @@ def _walk(sequence):
             yield from _walk(item.ContentSequence)
 
 
-def _parametric_maps(orthanc) -> dict[str, pydicom.Dataset]:
-    maps = {}
-    for instance_id in orthanc.get("/instances"):
-        tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
-        if tags.get("SOPClassUID") == PARAMETRIC_MAP:
-            data = orthanc.get_bytes(f"/instances/{instance_id}/file")
-            ds = pydicom.dcmread(io.BytesIO(data))
-            label = (
-                ds.RealWorldValueMappingSequence[0].LUTLabel
-                if ("RealWorldValueMappingSequence" in ds)
-                else ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].LUTLabel
-            )
-            maps[str(label)] = ds
-    return maps
-
-
-def _check_maps_against_truth(maps: dict[str, pydicom.Dataset], phantom, study_uid: str) -> dict:
-    truth = phantom.truth
-    positions = phantom.acquisition.slice_positions_mm
-    volumes = {}
-    for name in MAP_NAMES:
-        ds = maps[name]
-        assert ds.StudyInstanceUID == study_uid
-        assert str(ds.SeriesDescription).startswith(name)
-        mapping = ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-        assert mapping.LUTLabel == name
-        assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == UNITS[name]
-        volume = map_volume(ds, positions)
-        assert volume.shape == truth.cbf.shape
-        assert np.isfinite(volume).all()
-        if name != "Tmax":  # a residue peak may precede the AIF's: Tmax can be negative
-            assert (volume >= 0).all(), f"{name} has negative values"
-        volumes[name] = volume
-    tissue = truth.tissue_mask & ~truth.core_mask
-    for name, true_map in (("CBF", truth.cbf), ("CBV", truth.cbv), ("MTT", truth.mtt)):
-        measured = float(np.median(volumes[name][tissue]))
-        expected = float(np.median(true_map[tissue]))
-        assert abs(measured - expected) <= MEDIAN_TOLERANCE * expected, (
-            f"{name}: median in tissue {measured:.2f}, truth {expected:.2f}"
-        )
-    tmax_error_s = abs(
-        float(np.median(volumes["Tmax"][tissue])) - float(np.median(truth.delay[tissue]))
-    )
-    assert tmax_error_s <= TMAX_TOLERANCE_S, f"median Tmax off the true delay by {tmax_error_s} s"
-    return volumes
-
-
 def test_storescu_to_serve_to_orthanc(phantom_study, orthanc, serve_node) -> None:
     phantom, paths = phantom_study
     node = serve_node([orthanc_destination(orthanc)])
@@ -148,12 +100,12 @@ def test_storescu_to_serve_to_orthanc(phantom_study, orthanc, serve_node) -> Non
     assert stored_count(sent) == len(paths), sent.stderr[-2000:]
 
     maps = wait_until(
-        lambda: (m := _parametric_maps(orthanc)) and len(m) == len(MAP_NAMES) and m,
+        lambda: (m := parametric_maps_in(orthanc)) and len(m) == len(MAP_NAMES) and m,
         180,
         "five Parametric Maps in Orthanc",
     )
     study_uid = pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
-    _check_maps_against_truth(maps, phantom, study_uid)
+    check_maps_against_truth(maps, phantom, study_uid)
     status = node.status()
     (job,) = status["jobs"]
     assert job["state"] == "done"
@@ -265,7 +217,7 @@ def test_jpeg_lossless_input_gives_the_same_maps(
     )  # propose JPEG lossless
     assert stored_count(sent) == len(paths), sent.stderr[-2000:]
     maps = wait_until(
-        lambda: (m := _parametric_maps(orthanc)) and len(m) == len(MAP_NAMES) and m,
+        lambda: (m := parametric_maps_in(orthanc)) and len(m) == len(MAP_NAMES) and m,
         180,
         "five Parametric Maps in Orthanc",
     )
@@ -297,7 +249,7 @@ def test_process_gives_the_same_maps_as_serve(phantom_study, orthanc, serve_node
     node = serve_node([orthanc_destination(orthanc)])
     assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
     served = wait_until(
-        lambda: (m := _parametric_maps(orthanc)) and len(m) == len(MAP_NAMES) and m,
+        lambda: (m := parametric_maps_in(orthanc)) and len(m) == len(MAP_NAMES) and m,
         180,
         "five Parametric Maps in Orthanc",
     )
