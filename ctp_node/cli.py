@@ -16,6 +16,9 @@ from ctp_node.config import ConfigError, check_config, default_config_path, load
 
 log = logging.getLogger("ctp_node")
 
+#: The phantom's default in-plane field of view: a head with some air around it.
+FIELD_OF_VIEW_MM = 220.0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -91,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("out_dir", type=Path)
     phantom.add_argument("--matrix", type=int, default=128, help="in-plane size (voxels)")
     phantom.add_argument("--slices", type=int, default=8)
+    phantom.add_argument(
+        "--pixel-spacing",
+        type=float,
+        default=None,
+        help="in-plane pixel size in mm (default: a 220 mm field of view)",
+    )
+    phantom.add_argument("--slice-thickness", type=float, default=5.0, help="mm")
     phantom.add_argument("--duration", type=float, default=60.0, help="seconds")
     phantom.add_argument("--interval", type=float, default=1.5, help="seconds between images")
     phantom.add_argument("--noise", type=float, default=5.0, help="noise sigma in HU")
@@ -232,6 +242,8 @@ def _phantom(args: argparse.Namespace) -> int:
     spec = PhantomSpec(
         matrix=args.matrix,
         slices=args.slices,
+        pixel_spacing_mm=args.pixel_spacing or FIELD_OF_VIEW_MM / args.matrix,
+        slice_thickness_mm=args.slice_thickness,
         duration_s=args.duration,
         interval_s=args.interval,
         noise_hu=args.noise,
