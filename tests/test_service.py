@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import orthanc_destination, stored_count, storescu, wait_until
+from tests.conftest import (
+    orthanc_destination,
+    stop_process,
+    stored_count,
+    storescu,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +67,46 @@ def test_killed_worker_job_is_taken_over_after_its_lease(
     assert job["attempts"] == 2
     assert int(job["worker_id"].rsplit(":", 1)[1]) != worker_pid
     assert "exited" in node.log() and "starting another" in node.log()
+
+
+def test_scale_out_on_postgresql_with_a_separate_worker(
+    phantom_study, orthanc, serve_node, postgres_url
+) -> None:
+    """serve (listener, scheduler, sender, no worker) + ctp-node worker, on PostgreSQL."""
+    from sqlalchemy import create_engine
+
+    from ctp_node.store.models import Base
+
+    engine = create_engine(postgres_url)
+    Base.metadata.drop_all(engine)  # a fresh database for this node
+    engine.dispose()
+    _, paths = phantom_study
+    node = serve_node(
+        [orthanc_destination(orthanc)],
+        database={"url": postgres_url},
+        worker={"count": 0, "poll_interval_s": 0.5},
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ctp_node", "worker", "--config", str(node.config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
+
+        def done():
+            jobs = node.status()["jobs"]
+            return jobs and jobs[0]["state"] == "done" and jobs[0]
+
+        job = wait_until(done, 180, "the separate worker to finish the job")
+        assert int(job["worker_id"].rsplit(":", 1)[1]) == worker.pid
+        wait_until(
+            lambda: (
+                node.status()["jobs"][0]["exports"]
+                == {"orthanc:sent": sum(node.status()["jobs"][0]["exports"].values())}
+            ),
+            60,
+            "every output to be sent",
+        )
+    finally:
+        stop_process(worker)

@@ -75,11 +75,15 @@ def record_instance(db: Database, item: ReceivedInstance) -> None:
             "calling_ae_title": item.calling_ae_title,
             "received_at": now,
         }
-        added = connection.execute(
-            insert(Instance)
-            .values(sop_instance_uid=item.sop_instance_uid, **instance)
-            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-        ).rowcount
+        # RETURNING, not rowcount: drivers report -1 for INSERT … ON CONFLICT DO NOTHING.
+        added = len(
+            connection.execute(
+                insert(Instance)
+                .values(sop_instance_uid=item.sop_instance_uid, **instance)
+                .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+                .returning(Instance.id)
+            ).all()
+        )
         if not added:
             connection.execute(
                 update(Instance)

@@ -16,7 +16,7 @@ from ctp_node.store.ingest import (
     record_instance,
     stable_series,
 )
-from ctp_node.store.models import ExportState, JobState, SeriesState, utcnow
+from ctp_node.store.models import Base, ExportState, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import (
     OutputObject,
     due_exports,
@@ -28,9 +28,14 @@ from ctp_node.store.outbox import (
 from ctp_node.store.queue import claim_job, fail_job, finish_job, heartbeat, list_jobs
 
 
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'node.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The same tests on both databases the node supports, each a real server or file."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    else:
+        database = Database(request.getfixturevalue("postgres_url"))
+        Base.metadata.drop_all(database.engine)
     database.create_schema()
     yield database
     database.dispose()
@@ -160,3 +165,33 @@ def test_export_sent(db):
     enqueue_exports(db, job_id, [("pacs", OutputObject("9.9.1", "parametric_maps", "r/1.dcm"))])
     mark_sent(db, [e.id for e in due_exports(db)])
     assert list_exports(db)[0].state == ExportState.SENT
+
+
+def test_many_workers_claim_every_job_exactly_once(db):
+    job_ids = {_queue_job(db, f"1.2.3.{n}") for n in range(1, 21)}
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(name):
+        while (job := claim_job(db, name, lease_s=60, max_attempts=3)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(claimed) == sorted(job_ids)  # all claimed, none twice
+
+
+def test_concurrent_receivers_of_one_series(db):
+    """Several associations deliver instances of one new series at once."""
+    threads = [threading.Thread(target=record_instance, args=(db, _instance(n))) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    (series,) = list_series(db)
+    assert series.instance_count == 12
+    assert len(instance_paths(db, series.series_instance_uid)) == 12
