@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 
 from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
 from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
@@ -59,3 +60,17 @@ def test_series_numbers_and_descriptions_follow_the_configuration(tmp_path: Path
     assert {"CBF STROKE", "CBV STROKE", "MTT STROKE", "TTP STROKE", "Tmax STROKE"} <= descriptions
     assert all(d.endswith("STROKE") for d in descriptions)
     assert min(int(h.SeriesNumber) for h in headers) == 3000
+
+
+def test_wide_detector_volume_is_processed_at_full_coverage(tmp_path: Path) -> None:
+    """Many thin slices (a wide-detector scanner): every slice mapped, coverage reported."""
+    spec = PhantomSpec(matrix=64, slices=40, slice_thickness_mm=1.25, pixel_spacing_mm=220 / 64)
+    phantom = make_phantom(spec)
+    paths = write_ct_series(phantom.acquisition, tmp_path / "ct", identity=StudyIdentity.new())
+    processed = process_series(paths, tmp_path / "out", PipelineSettings())
+    positions = phantom.acquisition.slice_positions_mm
+    for output in processed.outputs:
+        if output.output_kind == "parametric_maps":
+            assert map_volume(pydicom.dcmread(output.path), positions).shape[0] == 40
+    (coverage,) = [f for f in processed.summary["quality"] if f["name"] == "Coverage"]
+    assert coverage["value"] == pytest.approx(40 * 1.25, abs=1.25)
