@@ -15,6 +15,7 @@ Every refusal is recorded in the database with its reason, and the bytes are qua
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 
 from pydicom.uid import (
@@ -158,6 +159,13 @@ def handle_store(event: evt.Event, spool: Spool, db: Database) -> int:
     return STATUS_SUCCESS
 
 
+def handle_open(event: evt.Event) -> None:
+    """Answer each PDU at once (see :func:`ctp_node.send.scu.disable_nagle` for why)."""
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket is not None else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def handle_echo(event: evt.Event) -> int:
     return STATUS_SUCCESS
 
@@ -229,6 +237,7 @@ def start_listener(
     """Start listening in background threads; stop with ``server.shutdown()``."""
     ae = build_ae(settings)
     handlers = [
+        (evt.EVT_CONN_OPEN, handle_open),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [spool, db]),
         (evt.EVT_REQUESTED, handle_requested, [settings.allowed_callers, db]),

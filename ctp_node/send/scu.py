@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
             f"{reason} with {peer}: check that the destination is running, and its AE title, "
             "host and port"
         )
+    disable_nagle(assoc)
     outcomes: list[SendOutcome] = []
     try:
         for path in paths:
@@ -91,6 +93,14 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
     for path in paths[len(outcomes) :]:
         outcomes.append(SendOutcome(Path(path), False, None, f"association with {peer} ended"))
     return outcomes
+
+
+def disable_nagle(assoc) -> None:  # type: ignore[no-untyped-def]
+    """Send each PDU at once. pynetdicom leaves Nagle's algorithm on; with delayed ACKs every
+    C-STORE then waits ~40 ms for its last small fragment (measured: 20 → 161 images/s)."""
+    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _send_one(assoc, path: Path) -> SendOutcome:  # type: ignore[no-untyped-def]
