@@ -40,7 +40,13 @@ from ctp_node.store import Database
 from ctp_node.store.ingest import instance_paths, other_perfusion_series
 from ctp_node.store.models import Job
 from ctp_node.store.outbox import OutputObject, enqueue_exports
-from ctp_node.store.queue import fail_job, finish_job, heartbeat
+from ctp_node.store.queue import (
+    claim_notice,
+    fail_job,
+    failed_jobs_without_notice,
+    finish_job,
+    heartbeat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +339,14 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
         log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
         notice = write_failure_notice(paths, root / relative_out, str(exc), context.settings)
         _enqueue(db, job.id, relative_out, notice, context.destinations)
-        fail_job(db, job.id, str(exc), retry=False, max_attempts=context.max_attempts)
+        fail_job(
+            db,
+            job.id,
+            str(exc),
+            retry=False,
+            max_attempts=context.max_attempts,
+            result_dir=relative_out.as_posix(),
+        )
         return
     except Exception as exc:
         log.exception("job %d failed unexpectedly; it will be retried", job.id)
@@ -347,6 +360,31 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
         return
     _enqueue(db, job.id, relative_out, processed.outputs, context.destinations)
     finish_job(db, job.id, result_dir=relative_out.as_posix(), summary=processed.summary)
+
+
+def notify_failed_jobs(db: Database, context: JobContext) -> int:
+    """Send a failure notice for every job that failed for good without one (unexpected errors
+    on every attempt, or workers that died on it), so that no study fails silently.
+
+    Returns how many notices were written.
+    """
+    written = 0
+    for job in failed_jobs_without_notice(db):
+        relative_out = Path("results") / job.series_instance_uid / f"job-{job.id}"
+        if not claim_notice(db, job.id, relative_out.as_posix()):
+            continue  # another worker took it
+        reason = (
+            f"The node could not process this series after {job.attempts} attempt(s) "
+            f"({job.error or 'no error recorded'}). The node's administrator has the details; "
+            "use the source images and the scanner's own tools meanwhile."
+        )
+        root = context.storage_root
+        paths = [root / p for p in instance_paths(db, job.series_instance_uid)]
+        notice = write_failure_notice(paths, root / relative_out, reason, context.settings)
+        _enqueue(db, job.id, relative_out, notice, context.destinations)
+        log.error("job %d failed for good; failure notice sent: %s", job.id, job.error)
+        written += 1
+    return written
 
 
 def _enqueue(

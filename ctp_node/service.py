@@ -19,7 +19,7 @@ from ctp_node.assemble.completion import decide_stable_series
 from ctp_node.config import Config, ConfigError, ConfigProblem
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
-from ctp_node.pipeline import JobContext, PipelineSettings, run_job
+from ctp_node.pipeline import JobContext, PipelineSettings, notify_failed_jobs, run_job
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.report.settings import ReportSettings
@@ -152,6 +152,10 @@ def run_workers(config: Config, stop: threading.Event, *, parent_pid: int | None
             log.exception("claiming a job failed")
             job = None
         if job is None:
+            try:
+                notify_failed_jobs(db, context)
+            except Exception:
+                log.exception("sending the failure notices of failed jobs failed")
             stop.wait(config.worker.poll_interval_s)
             continue
         log.info(

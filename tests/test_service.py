@@ -110,3 +110,36 @@ def test_scale_out_on_postgresql_with_a_separate_worker(
         )
     finally:
         stop_process(worker)
+
+
+def test_job_that_kills_its_workers_ends_with_a_failure_notice(
+    phantom_study, orthanc, serve_node
+) -> None:
+    """A job that crashes every worker it runs on must not fail silently: PACS is told."""
+    _, paths = phantom_study
+    node = serve_node([orthanc_destination(orthanc)], worker={"lease_s": 3.0, "max_attempts": 1})
+    assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
+
+    def running():
+        jobs = node.status()["jobs"]
+        return jobs and jobs[0]["state"] == "running" and jobs[0]
+
+    job = wait_until(running, 60, "a worker to claim the job", interval_s=0.05)
+    os.kill(int(job["worker_id"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+    def notice_sent():
+        jobs = node.status()["jobs"]
+        return (
+            jobs
+            and jobs[0]["state"] == "failed"
+            and jobs[0]["exports"] == {"orthanc:sent": 2}
+            and jobs[0]
+        )
+
+    job = wait_until(notice_sent, 120, "the failure notice to reach PACS")
+    assert "gave up after 1 attempts" in job["error"]
+    classes = {
+        orthanc.get(f"/instances/{i}/simplified-tags")["SOPClassUID"]
+        for i in orthanc.get("/instances")
+    }
+    assert classes == {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.34"}

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import Job, JobState, utcnow
@@ -80,13 +80,26 @@ def finish_job(db: Database, job_id: int, *, result_dir: str, summary: dict[str,
         job.error = ""
 
 
-def fail_job(db: Database, job_id: int, error: str, *, retry: bool, max_attempts: int) -> None:
-    """Record a failure: final (the data cannot give maps) or retried (an unexpected error)."""
+def fail_job(
+    db: Database,
+    job_id: int,
+    error: str,
+    *,
+    retry: bool,
+    max_attempts: int,
+    result_dir: str = "",
+) -> None:
+    """Record a failure: final (the data cannot give maps) or retried (an unexpected error).
+
+    ``result_dir`` is where a failure notice for PACS was written, if one was.
+    """
     with db.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             return
         job.error = error
+        if result_dir:
+            job.result_dir = result_dir
         job.lease_expires_at = None
         if retry and job.attempts < max_attempts:
             job.state = JobState.QUEUED
@@ -108,6 +121,30 @@ def enqueue_reprocessing(db: Database, series_instance_uid: str, aif_zyx: str, v
         s.add(job)
         s.flush()
         return job.id
+
+
+def failed_jobs_without_notice(db: Database) -> list[Job]:
+    """Jobs that failed for good (e.g. after repeated crashes) and whose failure PACS has not
+    been told of yet."""
+    with db.session() as s:
+        return list(
+            s.scalars(
+                select(Job)
+                .where(Job.state == JobState.FAILED, Job.result_dir == "")
+                .order_by(Job.id)
+            )
+        )
+
+
+def claim_notice(db: Database, job_id: int, result_dir: str) -> bool:
+    """Take the writing of a failed job's notice (once, whichever worker asks first)."""
+    with db.engine.begin() as connection:
+        taken = connection.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.FAILED, Job.result_dir == "")
+            .values(result_dir=result_dir)
+        )
+        return taken.rowcount == 1
 
 
 def get_job(db: Database, job_id: int) -> Job | None:
