@@ -15,10 +15,13 @@ from scipy import ndimage
 from ctp_node.perfusion import PerfusionParameters, PhantomSpec, compute_perfusion, make_phantom
 
 ENGINE = PerfusionParameters()
-#: Plain bSVD: one fixed 20 % threshold, no denoising, no venous correction of the AIF.
+#: Plain bSVD: one fixed 20 % threshold, no denoising, no venous correction of the AIF, the
+#: AIF from the best few voxels only.
 BASELINE = replace(
     ENGINE,
     exponential_peak_correction=False,
+    model_based_flow=False,
+    aif_max_voxels=ENGINE.aif_voxels,
     tmax_from_onset=False,
     svd_threshold_min=0.2,
     svd_threshold_max=0.2,

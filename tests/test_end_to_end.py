@@ -180,8 +180,8 @@ def test_failure_notice_when_contrast_never_arrives(
     by_class = wait_until(
         lambda: (
             (o := _orthanc_objects_by_class(orthanc))
-            and len(o[COMPREHENSIVE_3D_SR]) == 1
-            and len(o[SECONDARY_CAPTURE]) == 1
+            and len(o.get(COMPREHENSIVE_3D_SR, [])) == 1
+            and len(o.get(SECONDARY_CAPTURE, [])) == 1
             and o
         ),
         60,

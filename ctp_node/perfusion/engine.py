@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ctp_node.perfusion import inputs, masks, motion, resolution, stroke, timing
+from ctp_node.perfusion import inputs, masks, motion, parametric, resolution, stroke, timing
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.deconvolution import (
     ResidueFeatures,
@@ -183,6 +183,7 @@ def _compute_perfusion(
         aif_sel = "manual"
     else:
         aif_vox = inputs.select_arterial(feats, candidates, noise, p.aif_voxels, avoid)
+        aif_vox = _grow_input(grid, feats, candidates, avoid, aif_vox, noise, p.aif_max_voxels)
         aif_sel = "automatic"
     aif_curve, aif_grid = input_curve(grid, "AIF", aif_vox, aif_sel, noise)
     aif_ttp = float(grid.times_s[np.argmax(aif_grid)])
@@ -261,6 +262,19 @@ def _compute_perfusion(
             _LUT_MTT_S,
         )
         peak = correct_peak(peak, area, res.level, ratios, _LUT_MTT_S)
+    if p.model_based_flow:
+        arterial = inputs.arterial_model(
+            aif_curve.times_s,
+            aif_curve.concentration_hu,
+            noise / np.sqrt(len(aif_curve.voxels_zyx)),
+        )
+        peak = parametric.model_flow(
+            profiles,
+            grid.slice_times_s,
+            arterial,
+            float(aif_curve.times_s[0]),
+            p.model_window_voxels,
+        )
     maps = {name: np.zeros((nz, ny, nx), np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
     m = parenchyma
     maps["CBF"][m] = 6000.0 * density_ratio * peak
@@ -312,6 +326,32 @@ def _compute_perfusion(
         algorithm=ALGORITHM,
         warnings=tuple(warnings),
     )
+
+
+def _grow_input(
+    grid: TimeGrid,
+    feats: inputs.CurveFeatures,
+    candidates: np.ndarray,
+    avoid: np.ndarray | None,
+    seeds: np.ndarray,
+    noise: float,
+    max_count: int,
+) -> np.ndarray:
+    """The seed voxels and every other vessel voxel whose curve is a scaled copy of theirs.
+
+    A handful of voxels leaves the input curve noisy, and because they were ranked by their
+    own (noisy) peaks, biased towards a sharper bolus; both lower every flow. Averaging all
+    voxels of the same vessels (:func:`inputs.matching_curves`) divides that noise without
+    mixing in partial-volume tissue or arteries with another timing.
+    """
+    if max_count <= len(seeds):
+        return seeds
+    pool_mask = candidates
+    if avoid is not None and not avoid[tuple(seeds.T)].any():
+        pool_mask = candidates & ~avoid
+    pool = inputs.vessel_pool(feats, pool_mask, seeds)
+    curves, gain = grid.voxel_curves(pool)
+    return pool[inputs.matching_curves(curves, gain, len(seeds), noise, max_count)]
 
 
 def _argmax_rows(profiles: Profiles, chunk: int = 65536) -> np.ndarray:

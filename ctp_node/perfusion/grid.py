@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctp_node.perfusion import inputs, timing
+from ctp_node.perfusion import compress, inputs, timing
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.errors import NoArterialInputError
 from ctp_node.perfusion.result import InputCurve
@@ -42,6 +42,21 @@ class TimeGrid:
             np.interp(self.times_s, times[:, i], curves[:, i]) for i in range(len(times.T))
         ]
         return np.mean(resampled, axis=0), self.times_s.copy()
+
+    def voxel_curves(self, voxels_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each voxel's HU curve on the uniform grid ``(grid, n)``, and the factor ``(n,)`` by
+        which that linear interpolation scales the variance of white frame noise (averaged
+        over the grid)."""
+        hu = self.acquisition.hu
+        curves = np.empty((self.times_s.size, len(voxels_zyx)))
+        gain = np.empty(len(voxels_zyx))
+        for z in np.unique(voxels_zyx[:, 0]):
+            sel = voxels_zyx[:, 0] == z
+            matrix = compress.interpolation_matrix(self.slice_times_s[:, z], self.times_s)
+            v = voxels_zyx[sel]
+            curves[:, sel] = matrix @ hu[:, z, v[:, 1], v[:, 2]].astype(np.float64)
+            gain[sel] = float(np.mean(np.sum(matrix**2, axis=1)))
+        return curves, gain
 
 
 def input_curve(

@@ -181,6 +181,71 @@ def venous_scale(aif: np.ndarray, vof: np.ndarray, dt_s: float) -> float:
     return float(vof.sum()) / aif_area if aif_area > 0 else 1.0
 
 
+def vessel_pool(
+    features: CurveFeatures,
+    candidates: np.ndarray,
+    seeds: np.ndarray,
+    limit: int = 4000,
+    min_relative_peak: float = 0.4,
+    max_lag_s: float = 3.0,
+) -> np.ndarray:
+    """Voxels ``(n, 3)`` that could belong to the same vessel tree as ``seeds``: candidates
+    peaking within ``max_lag_s`` of the seeds and at least ``min_relative_peak`` as high
+    (partial volume), the ``limit`` highest first; the seeds come first."""
+    peak = features.peak_hu[tuple(seeds.T)]
+    ttp = features.ttp_s[tuple(seeds.T)]
+    pool = (
+        candidates
+        & (features.peak_hu >= min_relative_peak * float(np.median(peak)))
+        & (np.abs(features.ttp_s - float(np.median(ttp))) <= max_lag_s)
+    )
+    pool[tuple(seeds.T)] = False
+    others = _best(np.where(pool, features.peak_hu, -np.inf), min(limit, int(pool.sum())))
+    others = np.column_stack(np.unravel_index(others, pool.shape))
+    return np.vstack([seeds, others.reshape(-1, 3)])
+
+
+def matching_curves(
+    curves: np.ndarray,
+    noise_gain: np.ndarray,
+    seed_count: int,
+    noise_hu: float,
+    max_count: int,
+    min_relative_amplitude: float = 0.75,
+    tolerance_sd: float = 3.0,
+    shape_tolerance: float = 0.01,
+) -> np.ndarray:
+    """Columns of ``curves`` ``(t, n)`` that are copies of the first ``seed_count`` columns'
+    mean curve (the template) scaled by partial volume, to within the image noise.
+
+    Each curve is fitted as ``a · template + b``; it matches when ``a`` is at least
+    ``min_relative_amplitude`` and the residual variance does not exceed what noise explains
+    (``noise_hu² · noise_gain`` of the curve plus the template's own noise scaled by ``a²``)
+    by more than ``tolerance_sd`` standard deviations of a χ² estimate, with a floor of
+    ``shape_tolerance`` times the fitted peak (for noise-free data). A partial-volume vessel
+    voxel mixes in tissue, whose later, broader curve leaves a residual above the noise; a
+    vessel with another timing (a distal, dispersed artery) likewise. Returns the matching
+    column indices, seeds first, then by decreasing ``a``, at most ``max_count``.
+    """
+    n_t, n = curves.shape
+    seed_count = max(1, min(seed_count, n))
+    template = curves[:, :seed_count].mean(axis=1)
+    design = np.column_stack([template, np.ones(n_t)])
+    coef, *_ = np.linalg.lstsq(design, curves, rcond=None)
+    residual = curves - design @ coef
+    variance = np.sum(residual**2, axis=0) / max(n_t - 2, 1)
+    amplitude = coef[0]
+    template_noise = noise_hu**2 * float(np.mean(noise_gain[:seed_count])) / seed_count
+    expected = noise_hu**2 * noise_gain + amplitude**2 * template_noise
+    allowed = expected * (1.0 + tolerance_sd * np.sqrt(2.0 / n_t))
+    allowed = np.maximum(allowed, (shape_tolerance * amplitude * np.ptp(template)) ** 2)
+    match = (amplitude >= min_relative_amplitude) & (variance <= allowed)
+    match[:seed_count] = True
+    others = np.flatnonzero(match[seed_count:]) + seed_count
+    others = others[np.argsort(amplitude[others])[::-1]]
+    return np.concatenate([np.arange(seed_count), others])[: max(max_count, seed_count)]
+
+
 def _best(score: np.ndarray, count: int) -> np.ndarray:
     """Flat indices of the ``count`` highest scores, best first."""
     flat = score.ravel()
@@ -198,22 +263,36 @@ def gamma_variate(t_s: np.ndarray, amplitude: float, onset_s: float, alpha: floa
 
 
 def denoise_arterial(times_s: np.ndarray, concentration: np.ndarray, noise_hu: float):
-    """The arterial curve with its first pass replaced by a gamma-variate fit.
+    """The arterial curve at ``times_s`` with its first pass replaced by a gamma-variate fit
+    (:func:`arterial_model`)."""
+    return arterial_model(times_s, concentration, noise_hu)(times_s)
+
+
+def arterial_model(times_s: np.ndarray, concentration: np.ndarray, noise_hu: float):
+    """The arterial curve as a function of time (s → HU), its first pass a gamma-variate fit.
 
     A few voxels' mean is still noisy, and because they were chosen for a high, narrow peak
     their noise at the peak is biased upwards; deconvolution with a noisy or too sharp AIF
     lowers every flow. The first pass (up to where the curve has fallen to 40 % of its peak)
     is fitted by a gamma variate; what the fit leaves (recirculation, model misfit) is kept,
-    smoothed over about three frames. Returns the measured curve unchanged when the fit fails
-    or does not describe the first pass to within the noise.
+    smoothed over about three frames. Between the frames the bolus is the fitted gamma
+    variate, not an interpolation that would flatten its peak. When the fit fails or does not
+    describe the first pass to within the noise, the measured curve is interpolated by a
+    monotone cubic (0 outside the acquisition).
     """
+    from scipy.interpolate import PchipInterpolator
     from scipy.ndimage import gaussian_filter1d
     from scipy.optimize import curve_fit
 
     c = np.asarray(concentration, np.float64)
+    measured = PchipInterpolator(times_s, c, extrapolate=False)
+
+    def as_measured(t: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(measured(t))
+
     peak = int(np.argmax(c))
     if peak < 2 or c[peak] <= 0:
-        return c
+        return as_measured
     after = np.flatnonzero(c[peak:] < 0.4 * c[peak])
     end = peak + (int(after[0]) if after.size else c.size - peak - 1)
     rising = np.flatnonzero(c[: peak + 1] < 0.1 * c[peak])
@@ -232,12 +311,21 @@ def denoise_arterial(times_s: np.ndarray, concentration: np.ndarray, noise_hu: f
             maxfev=2000,
         )
     except (RuntimeError, ValueError):
-        return c
+        return as_measured
     fit = gamma_variate(times_s, *params) * c[peak]
     misfit = float(np.sqrt(np.mean((fit[: end + 1] - y) ** 2)))
     if not np.isfinite(misfit) or misfit > max(3.0 * noise_hu, 0.05 * c[peak]):
-        return c
+        return as_measured
     residual = c - fit
     residual[: end + 1] = 0.0
     spacing = float(np.median(np.diff(times_s)))
-    return fit + gaussian_filter1d(residual, 3.0 / max(spacing, 1e-3) / 2.0, mode="nearest")
+    rest = gaussian_filter1d(residual, 3.0 / max(spacing, 1e-3) / 2.0, mode="nearest")
+    rest_at = PchipInterpolator(times_s, rest, extrapolate=False)
+    height = float(c[peak])
+
+    def model(t: np.ndarray) -> np.ndarray:
+        return gamma_variate(np.asarray(t, np.float64), *params) * height + np.nan_to_num(
+            rest_at(t)
+        )
+
+    return model

@@ -48,12 +48,23 @@ class PerfusionParameters:
         (excludes air, fat, CSF and bone).
     vessel_cbv_ml_100g : voxels with a CBV above this, in mL/100 g, are large vessels and are
         excluded from the tissue (a blood volume fraction of about 20 %).
-    aif_voxels : number of voxels averaged into the arterial input function.
+    aif_voxels : number of best-ranked voxels that define the arterial curve's shape (the
+        seeds of an automatic selection; a manual one uses this many around the location).
+    aif_max_voxels : an automatic AIF also averages every other vessel voxel (up to this
+        many in all) whose curve is the seeds' curve scaled by partial volume to within the
+        noise; equal to ``aif_voxels`` to use the seeds only.
     vof_voxels : number of voxels averaged into the venous output function.
     aif_scale_max : largest partial-volume correction factor the VOF may apply to the AIF.
     exponential_peak_correction : correct the truncation bias of max k(t) (which lowers CBF
         for short MTT) by simulating, with the study's own AIF and each voxel's threshold, how
         much truncation lowers the peak of an exponential residue with the voxel's CBV.
+    model_based_flow : CBF is the amplitude F of the best fit of ``F · (AIF ⊗ R)(t − δ)`` with
+        an exponential, linear or box residue R (:mod:`ctp_node.perfusion.parametric`)
+        instead of the maximum of the oSVD residue (biased upwards by noise, and by the
+        exponential correction when the residue is not exponential).
+    model_window_voxels : with ``model_based_flow``, the residue model (shape, MTT, delay) is
+        chosen on the mean curve of this many voxels square in-plane, and F is then each
+        voxel's own least-squares amplitude for that model (1 = each voxel on its own).
     tmax_from_onset : estimate the time of the residue maximum from the half-maximum of the
         rising edge of k(t) (unbiased by truncation blur for any non-increasing residue); when
         False, the time of the blurred peak itself (lags by about half the blur width).
@@ -92,11 +103,14 @@ class PerfusionParameters:
     tissue_max_hu: float = 70.0
     vessel_cbv_ml_100g: float = 20.0
     aif_voxels: int = 6
+    aif_max_voxels: int = 48
     vof_voxels: int = 6
     aif_scale_max: float = 4.0
     venous_correction: bool = True
     exponential_peak_correction: bool = True
     tmax_from_onset: bool = True
+    model_based_flow: bool = True
+    model_window_voxels: int = 3
     processing_pixel_mm: float = 1.0
     worker_threads: int = 0
     motion_correction: bool = True

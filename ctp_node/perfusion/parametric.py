@@ -1,0 +1,245 @@
+"""Model-based deconvolution: each tissue curve fitted as ``F · (AIF ⊗ R)(t − δ)``.
+
+Indicator-dilution theory gives the tissue curve as the arterial input convolved with the
+flow-scaled residue ``F · R(t)``, delayed by the bolus's extra travel time δ. Instead of
+inverting the convolution (which amplifies noise, so that the maximum of a noisy residue is
+biased upwards and low flows look higher), the curve is fitted with a residue of a known
+family — exponential (a well-mixed compartment), linear or box (plug flow) — of mean
+transit time MTT. The amplitude F is linear and is solved in closed form; (shape, MTT, δ)
+are found by searching a dictionary of model curves, coarse first, then finely around the
+coarse optimum. Every voxel's curve is given by its coefficients in the temporal basis
+(:mod:`ctp_node.perfusion.compress`), so every model curve is projected once onto the basis
+and the search is a matrix product.
+
+Model curves are built from the study's own arterial input (a continuous model of it: the
+fitted gamma-variate first pass, not an interpolation between frames) and sampled at the
+tissue slices' own acquisition times, so sub-sample delays and the sampling itself are part
+of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft, ndimage
+
+from ctp_node.perfusion import compress
+from ctp_node.perfusion.profiles import Profiles
+
+SHAPES = ("exponential", "linear", "box")
+#: Delay and MTT ranges of the dictionary (s): delays up to the longest clinically seen.
+_DELAY_RANGE_S = (-3.0, 18.0)
+_MTT_RANGE_S = (1.0, 24.0)
+_COARSE_DELAY_S = 1.0
+_COARSE_MTT_STEPS = 12
+_FINE_DELAY_S = 0.25
+_FINE_MTT_STEPS = 34
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """Per-voxel fit (1-D arrays over voxels).
+
+    flow : F, the residue amplitude, 1/s in tissue/AIF units (as :attr:`ResidueFeatures.peak`).
+    mtt_s : mean transit time of the fitted residue, s.
+    delay_s : δ, s (the time of the residue maximum relative to the AIF).
+    shape : index into :data:`SHAPES`.
+    correlation : cosine similarity of the curve and the model (0–1; a goodness of fit).
+    atom : index of the model in the :class:`Dictionary`.
+    """
+
+    flow: np.ndarray
+    mtt_s: np.ndarray
+    delay_s: np.ndarray
+    shape: np.ndarray
+    correlation: np.ndarray
+    atom: np.ndarray
+
+
+def residue(lag_s: np.ndarray, mtt_s: float, shape: str) -> np.ndarray:
+    """``R(t)`` of mean transit time ``mtt_s`` (``R(0) = 1``), 0 before the onset."""
+    lag = np.asarray(lag_s, np.float64)
+    if shape == "exponential":
+        r = np.exp(-np.maximum(lag, 0.0) / mtt_s)
+    elif shape == "linear":
+        r = np.clip(1.0 - lag / (2.0 * mtt_s), 0.0, None)
+    elif shape == "box":
+        r = (lag < mtt_s).astype(np.float64)
+    else:
+        raise ValueError(f"unknown residue shape {shape!r}")
+    return np.where(lag >= 0, r, 0.0)
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    """Model curves for F = 1 on one set of sampling times, projected onto a basis.
+
+    atoms : float32 ``(k, r)``, unit-norm projections; norms : ``(k,)`` their norms.
+    shape, mtt_index, delay_index : ``(k,)`` the model of each atom on the fine grid.
+    """
+
+    atoms: np.ndarray
+    norms: np.ndarray
+    shape: np.ndarray
+    mtt_index: np.ndarray
+    delay_index: np.ndarray
+
+
+def fine_axes() -> tuple[np.ndarray, np.ndarray]:
+    """The fine grid: delays (s) and MTTs (s) every atom lies on."""
+    delays = np.arange(_DELAY_RANGE_S[0], _DELAY_RANGE_S[1] + 1e-9, _FINE_DELAY_S)
+    mtts = np.geomspace(*_MTT_RANGE_S, _FINE_MTT_STEPS)
+    return delays, mtts
+
+
+def build_dictionary(
+    arterial: Callable[[np.ndarray], np.ndarray],
+    start_s: float,
+    tissue_times_s: np.ndarray,
+    basis: np.ndarray,
+    shapes: tuple[str, ...] = SHAPES,
+) -> Dictionary:
+    """All fine-grid models sampled at ``tissue_times_s`` ``(t,)`` and projected on ``basis``
+    ``(t, r)``. ``arterial`` maps times (s) to the arterial concentration (HU above baseline,
+    partial-volume corrected; e.g. :func:`inputs.arterial_model`), 0 before ``start_s``."""
+    delays, mtts = fine_axes()
+    interval = float(np.median(np.diff(tissue_times_s)))
+    fine_dt = min(_FINE_DELAY_S, interval) / 4
+    t0 = float(min(start_s, tissue_times_s[0]))
+    fine_t = t0 + np.arange(int((tissue_times_s[-1] - t0) / fine_dt) + 2) * fine_dt
+    aif_fine = np.nan_to_num(np.asarray(arterial(fine_t), np.float64))
+    n = fine_t.size
+    length = fft.next_fast_len(2 * n, real=True)
+    spectrum = fft.rfft(aif_fine, length)
+    lag = fine_t - t0
+    atoms, shape_of, mtt_of, delay_of = [], [], [], []
+    for name in shapes:
+        residues = np.stack([residue(lag, m, name) for m in mtts])
+        conv = fft.irfft(spectrum * fft.rfft(residues, length, axis=1), length, axis=1)[:, :n]
+        conv *= fine_dt
+        for j, delay in enumerate(delays):
+            # C(t) = (AIF ⊗ R)(t − δ), sampled at the tissue times.
+            to_tissue = compress.interpolation_matrix(fine_t, tissue_times_s - delay)
+            atoms.append(conv @ (to_tissue.T @ basis))
+            shape_of.append(np.full(mtts.size, SHAPES.index(name)))
+            mtt_of.append(np.arange(mtts.size))
+            delay_of.append(np.full(mtts.size, j))
+    projected = np.concatenate(atoms).astype(np.float64)
+    norms = np.linalg.norm(projected, axis=1)
+    return Dictionary(
+        atoms=(projected / np.maximum(norms, 1e-12)[:, None]).astype(np.float32),
+        norms=norms,
+        shape=np.concatenate(shape_of),
+        mtt_index=np.concatenate(mtt_of),
+        delay_index=np.concatenate(delay_of),
+    )
+
+
+def fit(coefficients: np.ndarray, dictionary: Dictionary, chunk: int = 65536) -> ModelFit:
+    """Best model of every voxel ``(v, r)``: a coarse search over exponential residues, then
+    every shape on the fine grid around the coarse optimum."""
+    delays, mtts = fine_axes()
+    d = dictionary
+    n_delay, n_mtt = delays.size, mtts.size
+    lookup = np.full((len(SHAPES), n_delay, n_mtt), -1, np.int64)
+    lookup[d.shape, d.delay_index, d.mtt_index] = np.arange(d.shape.size)
+    d_step = round(_COARSE_DELAY_S / _FINE_DELAY_S)
+    m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
+    coarse_d = np.arange(0, n_delay, d_step)
+    coarse_m = np.arange(0, n_mtt, m_step)
+    first = lookup[:, coarse_d][:, :, coarse_m].ravel()
+    first = first[first >= 0]
+    # Neighbourhood of a coarse optimum on the fine grid (every shape).
+    dd = np.arange(-(d_step - 1), d_step)
+    dm = np.arange(-(m_step + 1), m_step + 2)
+    out = {k: np.empty(coefficients.shape[0], np.float32) for k in ModelFit.__dataclass_fields__}
+    out["atom"] = np.empty(coefficients.shape[0], np.int64)
+    for start in range(0, coefficients.shape[0], chunk):
+        c = coefficients[start : start + chunk]
+        best = first[np.argmax(c @ d.atoms[first].T, axis=1)]
+        # Refine per coarse optimum: the voxels sharing one are scored together.
+        order = np.argsort(best, kind="stable")
+        bounds = np.flatnonzero(np.diff(best[order])) + 1
+        chosen = np.empty(c.shape[0], np.int64)
+        score = np.empty(c.shape[0], np.float32)
+        for group in np.split(order, bounds):
+            k = best[group[0]]
+            jd = np.clip(d.delay_index[k] + dd, 0, n_delay - 1)
+            jm = np.clip(d.mtt_index[k] + dm, 0, n_mtt - 1)
+            near = np.unique(lookup[:, jd][:, :, jm].ravel())
+            near = near[near >= 0]
+            values = c[group] @ d.atoms[near].T
+            pick = np.argmax(values, axis=1)
+            chosen[group] = near[pick]
+            score[group] = values[np.arange(group.size), pick]
+        energy = np.sqrt(np.einsum("vr,vr->v", c, c))
+        sl = slice(start, start + c.shape[0])
+        out["flow"][sl] = np.maximum(score, 0) / d.norms[chosen]
+        out["mtt_s"][sl] = mtts[d.mtt_index[chosen]]
+        out["delay_s"][sl] = delays[d.delay_index[chosen]]
+        out["shape"][sl] = d.shape[chosen]
+        out["correlation"][sl] = np.maximum(score, 0) / np.maximum(energy, 1e-12)
+        out["atom"][sl] = chosen
+    return ModelFit(**out)
+
+
+def amplitude(coefficients: np.ndarray, dictionary: Dictionary, atom: np.ndarray) -> np.ndarray:
+    """Least-squares F of each voxel ``(v, r)`` for a given model ``atom`` ``(v,)`` (≥ 0).
+
+    With the model fixed, F is a linear, unbiased estimate: noise does not raise it, as it
+    raises the best of many models tried on the same noisy curve."""
+    out = np.empty(coefficients.shape[0], np.float32)
+    for start in range(0, coefficients.shape[0], 65536):
+        sl = slice(start, start + 65536)
+        a = atom[sl]
+        dot = np.einsum("vr,vr->v", coefficients[sl], dictionary.atoms[a])
+        out[sl] = np.maximum(dot, 0) / dictionary.norms[a]
+    return out
+
+
+def local_mean(profiles: Profiles, window: int) -> np.ndarray:
+    """Each voxel's coefficients averaged with its in-plane ``window × window`` neighbours in
+    the mask, ``(v, r)``."""
+    out = np.empty_like(profiles.coefficients)
+    mask = profiles.mask
+    for z in range(mask.shape[0]):
+        rows = slice(profiles.slice_rows[z], profiles.slice_rows[z + 1])
+        if rows.start == rows.stop:
+            continue
+        image = np.zeros((profiles.coefficients.shape[1], *mask.shape[1:]), np.float32)
+        image[:, mask[z]] = profiles.coefficients[rows].T
+        total = ndimage.uniform_filter(image, (1, window, window), mode="constant")
+        count = ndimage.uniform_filter(mask[z].astype(np.float32), window, mode="constant")
+        out[rows] = (total[:, mask[z]] / np.maximum(count[mask[z]], 1e-6)).T
+    return out
+
+
+def model_flow(
+    profiles: Profiles,
+    slice_times_s: np.ndarray,
+    arterial: Callable[[np.ndarray], np.ndarray],
+    start_s: float,
+    window: int,
+) -> np.ndarray:
+    """F (1/s) of every voxel of ``profiles``, fitted per group of slices sharing their
+    acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
+    ``arterial`` and ``start_s``. The model (shape, MTT, delay) is chosen on the mean curve of
+    the in-plane ``window × window`` neighbourhood, F is each voxel's own amplitude for it."""
+    flow = np.empty(profiles.coefficients.shape[0], np.float32)
+    if window > 1:
+        local = local_mean(profiles, window)
+    for _, rows in profiles.groups():
+        z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
+        bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
+        own = profiles.coefficients[rows]
+        if window > 1:
+            # The model (shape, MTT, delay) from the neighbourhood's mean curve, the amplitude
+            # from the voxel's own: choosing the best of many models on one noisy curve picks
+            # the sharp ones that fit its noise, and raises low flows.
+            fitted = fit(local[rows], bank)
+            flow[rows] = amplitude(own, bank, fitted.atom)
+        else:
+            flow[rows] = fit(own, bank).flow
+    return flow
