@@ -55,6 +55,7 @@ def test_compose_services_match_the_cli_and_the_configuration() -> None:
         if "command" not in service:
             continue
         args = parser.parse_args(service["command"])  # a command the CLI knows
+        assert service["build"]["dockerfile"] == "docker/Dockerfile", f"{name}: cannot be built"
         mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"] if m.startswith(".")}
         assert str(args.config) in mounts, f"{name}: --config is not mounted"
         assert (ROOT / mounts[str(args.config)]).is_file()
