@@ -53,3 +53,31 @@ def test_tips_averages_within_a_region_and_keeps_the_edge() -> None:
     edge_left = out[:, 4:20, 11].mean(axis=1)
     assert edge_left.max() > 0.85 * left.max()
     assert np.array_equal(tips(noisy, np.zeros((24, 24), bool), 3, 2.0, 5.0), noisy)
+
+
+def test_tips_default_width_does_not_blend_core_into_penumbra() -> None:
+    """A weak, late infarct-core curve next to a normal-volume penumbra curve at σ = 5 HU:
+    with the default profile width (σ/6 of the 3 × 3 guides) the two core columns at the edge
+    keep their low volume instead of borrowing the penumbra's, as a width of σ lets them."""
+    from ctp_node.perfusion import PerfusionParameters
+
+    rng = np.random.default_rng(3)
+    times = np.arange(40) * 1.5
+    core, penumbra = 0.08 * _bolus(times, 18, 8), 0.3 * _bolus(times, 13, 6)
+    clean = np.empty((40, 64, 24), np.float32)
+    clean[:, :, :12] = core[:, None, None]
+    clean[:, :, 12:] = penumbra[:, None, None]
+    noisy = clean + rng.normal(0, 5.0, clean.shape).astype(np.float32)
+    mask = np.ones((64, 24), bool)
+    r = 10  # noise distance of two 3 × 3 guides, as in profiles.build_profiles
+    noise_distance = 2 * 25.0 * (r + 3 * np.sqrt(2 * r)) / (9 * 40)
+
+    def blended(factor: float) -> float:
+        """Fraction of the way from the core's area to the penumbra's at the core's edge."""
+        out = tips(noisy, mask, 3, 1.74, factor * 5.0 / 3, noise_distance, 40)
+        area = float(out[:, 4:60, 10:12].sum(axis=0).mean())
+        return (area - core.sum()) / (penumbra.sum() - core.sum())
+
+    default = blended(PerfusionParameters().denoise_profile_sigma_factor)
+    assert default < 0.2
+    assert default < 0.75 * blended(3.0)

@@ -134,3 +134,15 @@ def test_linear_residue_flow_within_target() -> None:
     res = compute_perfusion(ph.acquisition)
     cbf = _block_means(res, ph.truth, "CBF")
     assert np.median(np.abs(cbf / ph.truth.region_values[:, 0] - 1)) < 0.15
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_core_volume_against_truth(seed: int) -> None:
+    """Core (rCBF < 30 %) at σ = 5 HU against the phantom's planted core. Issue 3 asks for
+    ±15 %; this guards the measured progress towards it (±30 %), not the target itself."""
+    from ctp_node.perfusion import PhantomSpec
+
+    ph = make_phantom(PhantomSpec(noise_hu=5.0, seed=seed))
+    res = compute_perfusion(ph.acquisition)
+    assert res.volumes.core_ml == pytest.approx(ph.truth.core_ml, rel=0.30)
+    assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.10)
