@@ -40,7 +40,7 @@ def record_instance(db: Database, item: ReceivedInstance) -> None:
     """Record a durably written instance; a re-sent instance replaces its earlier record.
 
     A new instance re-arms the series' stability timer. If the series had already been decided
-    (queued or ignored), it goes back to *receiving* and a job that has not started yet is
+    (perfusion or ignored), it goes back to *receiving* and a job that has not started yet is
     superseded, so that the acquisition is processed once, complete.
 
     Runs on every C-STORE, so it is a few Core statements (``INSERT … ON CONFLICT``) in one
@@ -194,7 +194,7 @@ def decide_series(
         if not perfusion:
             series.state = SeriesState.IGNORED
             return None
-        series.state = SeriesState.QUEUED
+        series.state = SeriesState.PERFUSION
         job = Job(series_instance_uid=series_instance_uid, state=JobState.QUEUED, created_at=now)
         s.add(job)
         s.flush()
@@ -215,7 +215,7 @@ def other_perfusion_series(db: Database, series_instance_uid: str) -> list[str]:
                 select(Series.series_instance_uid).where(
                     Series.study_instance_uid == study,
                     Series.series_instance_uid != series_instance_uid,
-                    Series.state == SeriesState.QUEUED,
+                    Series.state == SeriesState.PERFUSION,
                 )
             )
         )

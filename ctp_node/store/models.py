@@ -23,7 +23,7 @@ class Base(DeclarativeBase):
 
 class SeriesState(enum.StrEnum):
     RECEIVING = "receiving"  # instances are arriving; not yet stable
-    QUEUED = "queued"  # complete and a perfusion acquisition: a job exists
+    PERFUSION = "perfusion"  # complete and a perfusion acquisition: a job was created
     IGNORED = "ignored"  # complete but not a perfusion acquisition (reason recorded)
 
 

@@ -81,7 +81,7 @@ def test_decision_is_dropped_when_instances_arrived_meanwhile(db):
     )
     job_id = decide_series(db, "1.2.3.1", perfusion=True, reason="ok", expected_instance_count=3)
     assert job_id is not None
-    assert list_series(db)[0].state == SeriesState.QUEUED
+    assert list_series(db)[0].state == SeriesState.PERFUSION
 
 
 def test_late_instance_rearms_series_and_supersedes_queued_job(db):
