@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,46 +18,11 @@ import time
 from pathlib import Path
 
 import yaml
+from peers import ENV, free_port, timed_storescu, wait_for_echo
 
 from ctp_node.demo import write_phantom_study
 from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
 from ctp_node.phantom_dicom import StudyIdentity
-
-ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_echo(port: int, called: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = subprocess.run(
-            ["/usr/bin/echoscu", "-aec", called, "127.0.0.1", str(port)],
-            capture_output=True,
-            env=ENV,
-        )
-        if done.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{called} does not answer on port {port}")
-
-
-def _storescu(files: list[Path], port: int, called: str) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        ["/usr/bin/storescu", "-v", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=1800,
-    )
-    if (result.stdout + result.stderr).count("(Success)") != len(files):
-        raise RuntimeError(f"not every image was stored by {called}")
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -87,7 +50,7 @@ def main() -> None:
         )
         files = write_phantom_study(make_phantom(spec), root / "study", StudyIdentity.new())
 
-        pacs_port, node_port = _port(), _port()
+        pacs_port, node_port = free_port(), free_port()
         (root / "pacs").mkdir()
         pacs = subprocess.Popen(
             ["/usr/bin/storescp", "-aet", "PACS", "-od", str(root / "pacs"), str(pacs_port)],
@@ -97,8 +60,8 @@ def main() -> None:
         )
         node = None
         try:
-            _wait_echo(pacs_port, "PACS")
-            reference_s = _storescu(files, pacs_port, "PACS")
+            wait_for_echo(pacs_port, "PACS")
+            reference_s = timed_storescu(files, pacs_port, "PACS")
             for received in (root / "pacs").iterdir():
                 received.unlink()
 
@@ -117,9 +80,9 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            _wait_echo(node_port, "CTPNODE")
+            wait_for_echo(node_port, "CTPNODE")
             started = time.perf_counter()
-            send_s = _storescu(files, node_port, "CTPNODE")
+            send_s = timed_storescu(files, node_port, "CTPNODE")
             results = None
             while time.perf_counter() - started < 900:
                 found = list((root / "node" / "results").rglob("results.json"))

@@ -8,57 +8,18 @@ writes. Prints one table. Run: ``python bench/receive.py [--images N] [--matrix 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from peers import ENV, free_port, timed_storescu, wait_for_echo
 
 from ctp_node.perfusion import Acquisition
 from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
 from ctp_node.receive.scp import ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.store import Database
-
-ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_echo(port: int, called: str) -> None:
-    for _ in range(100):
-        done = subprocess.run(
-            ["/usr/bin/echoscu", "-aec", called, "127.0.0.1", str(port)],
-            capture_output=True,
-            env=ENV,
-        )
-        if done.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{called} does not answer on {port}")
-
-
-def _send(files: list[Path], port: int, called: str) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        ["/usr/bin/storescu", "-v", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=1800,
-    )
-    elapsed = time.perf_counter() - started
-    stored = (result.stdout + result.stderr).count("Received Store Response (Success)")
-    if stored != len(files):
-        raise RuntimeError(f"{called}: only {stored} of {len(files)} stored")
-    return elapsed
 
 
 def main() -> None:
@@ -83,7 +44,7 @@ def main() -> None:
         megabytes = sum(f.stat().st_size for f in files) / 1e6
 
         rows = []
-        port = _port()
+        port = free_port()
         (root / "storescp").mkdir()
         storescp = subprocess.Popen(
             ["/usr/bin/storescp", "-aet", "STORESCP", "-od", str(root / "storescp"), str(port)],
@@ -92,21 +53,23 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_echo(port, "STORESCP")
-            rows.append(("DCMTK storescp (reference)", _send(files, port, "STORESCP")))
+            wait_for_echo(port, "STORESCP")
+            rows.append(("DCMTK storescp (reference)", timed_storescu(files, port, "STORESCP")))
         finally:
             storescp.terminate()
             storescp.wait(timeout=10)
 
         db = Database(f"sqlite:///{root / 'node.db'}")
         db.create_schema()
-        port = _port()
+        port = free_port()
         server = start_listener(
             ListenerSettings("CTPNODE", "127.0.0.1", port), Spool(root / "node"), db
         )
         try:
-            _wait_echo(port, "CTPNODE")
-            rows.append(("ctp-node listener (fsync + SQLite)", _send(files, port, "CTPNODE")))
+            wait_for_echo(port, "CTPNODE")
+            rows.append(
+                ("ctp-node listener (fsync + SQLite)", timed_storescu(files, port, "CTPNODE"))
+            )
         finally:
             server.shutdown()
             db.dispose()

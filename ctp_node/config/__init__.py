@@ -15,6 +15,7 @@ from ctp_node.config.loading import (
     load_config,
     resolve_sqlite_url,
 )
+from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
@@ -22,8 +23,6 @@ from ctp_node.config.schema import (
     OUTPUT_KINDS,
     AllowedCaller,
     Config,
-    ConfigError,
-    ConfigProblem,
     DatabaseConfig,
     DestinationConfig,
     IngestConfig,

@@ -13,13 +13,12 @@ from pydantic import (
     ValidationError,
 )
 
+from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
     FILE_KEY_PATH,
     Config,
-    ConfigError,
-    ConfigProblem,
 )
 from ctp_node.config.values import _SQLITE_URL
 

@@ -68,7 +68,8 @@ def test_unreachable_peer_raises_a_clear_error(outputs) -> None:
         send_files(Peer("NOBODY", "127.0.0.1", free_port(), timeout_s=5), outputs)
 
 
-def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
+def _database_with_a_job(tmp_path):  # type: ignore[no-untyped-def]
+    """A node database with one finished series and its job, ready for exports."""
     db = Database(f"sqlite:///{tmp_path / 'node.db'}")
     db.create_schema()
     record_instance(
@@ -88,6 +89,11 @@ def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
         ),
     )
     job_id = decide_series(db, "1.2.3.4", perfusion=True, reason="", expected_instance_count=1)
+    return db, job_id
+
+
+def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
+    db, job_id = _database_with_a_job(tmp_path)
     root = outputs[0].parent
     enqueue_exports(
         db,
@@ -117,25 +123,7 @@ def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
 
 
 def test_gives_up_after_max_attempts(outputs, tmp_path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.create_schema()
-    record_instance(
-        db,
-        ReceivedInstance(
-            "1.2.3.4.1",
-            "1.2.840.10008.5.1.4.1.1.2",
-            "1.2.3.4",
-            "1.2.3",
-            "1.2.840.10008.1.2.1",
-            "CT",
-            "",
-            1,
-            "x",
-            1,
-            "CT",
-        ),
-    )
-    job_id = decide_series(db, "1.2.3.4", perfusion=True, reason="", expected_instance_count=1)
+    db, job_id = _database_with_a_job(tmp_path)
     enqueue_exports(db, job_id, [("pacs", OutputObject("9.9", "parametric_maps", outputs[0].name))])
     peers = {"pacs": Peer("X", "127.0.0.1", free_port(), timeout_s=2)}
     policy = RetryPolicy(max_attempts=2, backoff_s=10.0, backoff_max_s=10.0)
