@@ -233,7 +233,6 @@ def _process(args: argparse.Namespace) -> int:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from ctp_node.demo import write_phantom_study
     from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
@@ -254,18 +253,6 @@ def _phantom(args: argparse.Namespace) -> int:
     )
     phantom = make_phantom(spec)
     paths = write_phantom_study(phantom, args.out_dir, StudyIdentity.new())
-    truth = phantom.truth
-    np.savez_compressed(
-        args.out_dir / "truth.npz",
-        cbf=truth.cbf,
-        cbv=truth.cbv,
-        mtt=truth.mtt,
-        delay=truth.delay,
-        tissue_mask=truth.tissue_mask,
-        core_mask=truth.core_mask,
-        tmax6_mask=truth.tmax6_mask,
-        tmax10_mask=truth.tmax10_mask,
-    )
     print(
         f"{len(paths)} CT images in {args.out_dir / 'dicom'}; truth in "
         f"{args.out_dir / 'truth.json'} and truth.npz"

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ctp_node.config import load_config
@@ -53,13 +54,32 @@ def demo_config(folder: Path, node_port: int, pacs_port: int) -> dict:
     }
 
 
+#: The phantom's truth maps (ml/100g/min, ml/100g, s, s) and masks saved in truth.npz.
+TRUTH_ARRAYS = (
+    "cbf",
+    "cbv",
+    "mtt",
+    "delay",
+    "tissue_mask",
+    "core_mask",
+    "tmax6_mask",
+    "tmax10_mask",
+)
+
+
 def write_phantom_study(phantom: Phantom, out_dir: Path, identity: StudyIdentity) -> list[Path]:
-    """Write a phantom's CT images to ``out_dir/dicom`` and its scalar truth to truth.json."""
+    """Write a phantom's CT images to ``out_dir/dicom``, its scalar truth to truth.json and its
+    truth maps and masks ``(z, y, x)`` to truth.npz."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_ct_series(phantom.acquisition, out_dir / "dicom", identity=identity)
-    truth = phantom.truth.to_dict()
-    truth["facts"] = asdict(phantom.acquisition.facts)
-    (out_dir / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    truth = phantom.truth
+    scalars = truth.to_dict()
+    scalars["facts"] = asdict(phantom.acquisition.facts)
+    (out_dir / "truth.json").write_text(json.dumps(scalars, indent=2) + "\n")
+    np.savez_compressed(
+        out_dir / "truth.npz",
+        **{name: getattr(truth, name) for name in TRUTH_ARRAYS},
+    )
     return paths
 
 
