@@ -23,6 +23,7 @@ def tips(
     profile_sigma_hu: float,
     noise_distance_hu2: float = 0.0,
     frames: int = 1,
+    guide_window: int = 3,
 ) -> np.ndarray:
     """Filter one slice ``(c, y, x)`` of profiles; voxels outside ``mask`` neither change nor
     contribute.
@@ -37,6 +38,8 @@ def tips(
     noise_distance_hu2 : expected mean squared profile distance (HU² per frame) of two voxels
         with the same underlying curve; distances up to it count as equal.
     frames : number of frames the squared distance is averaged over (the curve length).
+    guide_window : likeness is judged on the means of this many voxels square around each
+        voxel (3: raw, noisy curves); 1 judges each voxel's own curve (already denoised ones).
     """
     if radius <= 0 or profile_sigma_hu <= 0 or not mask.any():
         return profiles
@@ -52,6 +55,7 @@ def tips(
         profile_sigma_hu,
         noise_distance_hu2,
         frames,
+        guide_window,
     )
     return out
 
@@ -74,16 +78,20 @@ def _tips_box(
     profile_sigma_hu: float,
     noise_distance_hu2: float,
     frames: int,
+    guide_window: int,
 ) -> np.ndarray:
     _, ny, nx = c.shape
     pad = radius
     c = np.where(mask, c, 0).astype(np.float32)
     c_pad = np.pad(c, ((0, 0), (pad, pad), (pad, pad)))
-    # Similarity is judged on 3 × 3 local means of the profiles (a cross-bilateral guide):
-    # a single voxel's profile is too noisy to tell core from penumbra; nine are not.
-    inside = ndimage.uniform_filter(mask.astype(np.float32), 3, mode="constant")
-    guide = ndimage.uniform_filter(c, (1, 3, 3), mode="constant") / np.maximum(inside, 1e-6)
-    guide = np.where(mask, guide, 0).astype(np.float32)
+    # Similarity is judged on local means of the profiles (a cross-bilateral guide): a single
+    # raw voxel's profile is too noisy to tell core from penumbra; nine are not.
+    guide = c
+    if guide_window > 1:
+        size = (1, guide_window, guide_window)
+        inside = ndimage.uniform_filter(mask.astype(np.float32), guide_window, mode="constant")
+        guide = ndimage.uniform_filter(c, size, mode="constant") / np.maximum(inside, 1e-6)
+        guide = np.where(mask, guide, 0).astype(np.float32)
     g_pad = np.pad(guide, ((0, 0), (pad, pad), (pad, pad)))
     m_pad = np.pad(mask, pad)
     total = c_pad.copy()  # the centre voxel, weight 1

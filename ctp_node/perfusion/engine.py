@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import Profiles, build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.3"
+ALGORITHM = "ctp-node oSVD 0.4"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -170,6 +171,7 @@ def _compute_perfusion(
         spatial_sigma_voxels=p.denoise_spatial_sigma_mm / min(acq.pixel_spacing_mm),
         profile_sigma_hu=p.denoise_profile_sigma_factor * noise / 3.0,
         workers=workers,
+        min_components=p.temporal_components_min,
     )
     ttp = np.zeros((nz, ny, nx), np.float32)
     ttp[parenchyma] = grid.times_s[0] + grid.dt_s * _argmax_rows(profiles)
@@ -248,6 +250,7 @@ def _compute_perfusion(
     # ∫k dt = ∫C / ∫AIF (regularisation-independent).
     area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
     peak = res.peak
+    volume = area
     if p.exponential_peak_correction:
         synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
         z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
@@ -268,20 +271,32 @@ def _compute_perfusion(
             aif_curve.concentration_hu,
             noise / np.sqrt(len(aif_curve.voxels_zyx)),
         )
-        peak = parametric.model_flow(
+        peak, model_mtt_s = parametric.model_flow(
             profiles,
             grid.slice_times_s,
             arterial,
             float(aif_curve.times_s[0]),
-            p.model_window_voxels,
+            partial(
+                parametric.pooled,
+                radius=p.model_pool_radius_voxels,
+                spatial_sigma_voxels=p.model_pool_spatial_sigma_voxels,
+                profile_sigma_hu=p.model_pool_profile_sigma_factor * max(noise, 1e-3),
+                iterations=p.model_pool_iterations,
+                workers=workers,
+            ),
         )
+        if p.model_based_volume:
+            # The fitted residue's area: the measured curve's, matched to its signal.
+            volume = peak * model_mtt_s
     maps = {name: np.zeros((nz, ny, nx), np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
     m = parenchyma
     maps["CBF"][m] = 6000.0 * density_ratio * peak
     maps["CBV"][m] = 100.0 * density_ratio * area
     maps["Tmax"][m] = res.onset_s if p.tmax_from_onset else res.peak_time_s
     maps["delay"][m] = res.onset_s
+    # Vessels by the measured area: a vessel's curve is no tissue model's.
     tissue = masks.remove_vessels(parenchyma, maps["CBV"], p.vessel_cbv_ml_100g)
+    maps["CBV"][m] = 100.0 * density_ratio * volume
     maps["CBF"] = np.maximum(maps["CBF"], 0)
     maps["CBV"] = np.maximum(maps["CBV"], 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -20,12 +20,13 @@ of the model.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import fft, ndimage
+from scipy import fft
 
-from ctp_node.perfusion import compress
+from ctp_node.perfusion import compress, denoise
 from ctp_node.perfusion.profiles import Profiles
 
 SHAPES = ("exponential", "linear", "box")
@@ -185,34 +186,47 @@ def fit(coefficients: np.ndarray, dictionary: Dictionary, chunk: int = 65536) ->
     return ModelFit(**out)
 
 
-def amplitude(coefficients: np.ndarray, dictionary: Dictionary, atom: np.ndarray) -> np.ndarray:
-    """Least-squares F of each voxel ``(v, r)`` for a given model ``atom`` ``(v,)`` (≥ 0).
+def pooled(
+    profiles: Profiles,
+    radius: int,
+    spatial_sigma_voxels: float,
+    profile_sigma_hu: float,
+    iterations: int,
+    workers: int = 1,
+) -> np.ndarray:
+    """Each voxel's coefficients pooled with its like in-plane neighbours, ``(v, r)``.
 
-    With the model fixed, F is a linear, unbiased estimate: noise does not raise it, as it
-    raises the best of many models tried on the same noisy curve."""
-    out = np.empty(coefficients.shape[0], np.float32)
-    for start in range(0, coefficients.shape[0], 65536):
-        sl = slice(start, start + 65536)
-        a = atom[sl]
-        dot = np.einsum("vr,vr->v", coefficients[sl], dictionary.atoms[a])
-        out[sl] = np.maximum(dot, 0) / dictionary.norms[a]
-    return out
-
-
-def local_mean(profiles: Profiles, window: int) -> np.ndarray:
-    """Each voxel's coefficients averaged with its in-plane ``window × window`` neighbours in
-    the mask, ``(v, r)``."""
-    out = np.empty_like(profiles.coefficients)
+    A time-profile bilateral filter (:func:`denoise.tips`) on the already denoised profiles,
+    repeated ``iterations`` times; each pass judges likeness on the previous pass's curves (a
+    mean shift), so that a voxel near a tissue boundary is drawn towards its own side and the
+    pool of each tissue grows with every pass instead of blurring across the boundary.
+    """
+    out = profiles.coefficients.copy()
+    if iterations <= 0 or radius <= 0:
+        return out
     mask = profiles.mask
-    for z in range(mask.shape[0]):
+    frames = profiles.basis.shape[0]
+
+    def one_slice(z: int) -> None:
         rows = slice(profiles.slice_rows[z], profiles.slice_rows[z + 1])
         if rows.start == rows.stop:
-            continue
-        image = np.zeros((profiles.coefficients.shape[1], *mask.shape[1:]), np.float32)
-        image[:, mask[z]] = profiles.coefficients[rows].T
-        total = ndimage.uniform_filter(image, (1, window, window), mode="constant")
-        count = ndimage.uniform_filter(mask[z].astype(np.float32), window, mode="constant")
-        out[rows] = (total[:, mask[z]] / np.maximum(count[mask[z]], 1e-6)).T
+            return
+        image = np.zeros((out.shape[1], *mask.shape[1:]), np.float32)
+        image[:, mask[z]] = out[rows].T
+        for _ in range(iterations):
+            image = denoise.tips(
+                image,
+                mask[z],
+                radius,
+                spatial_sigma_voxels,
+                profile_sigma_hu,
+                frames=frames,
+                guide_window=1,
+            )
+        out[rows] = image[:, mask[z]].T
+
+    with ThreadPoolExecutor(max(1, workers)) as threads:  # numpy releases the GIL
+        list(threads.map(one_slice, range(mask.shape[0])))
     return out
 
 
@@ -221,25 +235,23 @@ def model_flow(
     slice_times_s: np.ndarray,
     arterial: Callable[[np.ndarray], np.ndarray],
     start_s: float,
-    window: int,
-) -> np.ndarray:
-    """F (1/s) of every voxel of ``profiles``, fitted per group of slices sharing their
-    acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
-    ``arterial`` and ``start_s``. The model (shape, MTT, delay) is chosen on the mean curve of
-    the in-plane ``window × window`` neighbourhood, F is each voxel's own amplitude for it."""
-    flow = np.empty(profiles.coefficients.shape[0], np.float32)
-    if window > 1:
-        local = local_mean(profiles, window)
+    pool: Callable[[Profiles], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """F (1/s) and MTT (s) of every voxel of ``profiles``, fitted per group of slices sharing
+    their acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
+    ``arterial`` and ``start_s``.
+
+    ``pool`` (e.g. :func:`pooled` with its settings) gives the curves that are fitted instead
+    of each voxel's own: the best of many models fitted to one noisy low-flow curve is the
+    sharp one that fits its noise, which raises low flows; a pool of like voxels does not.
+    """
+    curves = pool(profiles) if pool is not None else profiles.coefficients
+    flow = np.empty(curves.shape[0], np.float32)
+    mtt = np.empty(curves.shape[0], np.float32)
     for _, rows in profiles.groups():
         z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
-        own = profiles.coefficients[rows]
-        if window > 1:
-            # The model (shape, MTT, delay) from the neighbourhood's mean curve, the amplitude
-            # from the voxel's own: choosing the best of many models on one noisy curve picks
-            # the sharp ones that fit its noise, and raises low flows.
-            fitted = fit(local[rows], bank)
-            flow[rows] = amplitude(own, bank, fitted.atom)
-        else:
-            flow[rows] = fit(own, bank).flow
-    return flow
+        fitted = fit(curves[rows], bank)
+        flow[rows] = fitted.flow
+        mtt[rows] = fitted.mtt_s
+    return flow, mtt

@@ -71,11 +71,13 @@ def build_profiles(
     profile_sigma_hu: float,
     workers: int = 1,
     max_sample: int = 200_000,
+    min_components: int = 8,
 ) -> Profiles:
     """Project, and denoise with :func:`denoise.tips`, the curves of the ``mask`` voxels.
 
     ``hu`` is ``(t, z, y, x)``, ``baseline`` ``(z, y, x)`` the pre-contrast image, both HU;
-    ``slice_times_s`` ``(t, z)``; ``grid_s`` the uniform grid.
+    ``slice_times_s`` ``(t, z)``; ``grid_s`` the uniform grid; ``min_components`` the fewest
+    temporal components kept (:func:`compress.temporal_basis`).
     """
     n_t, nz = hu.shape[:2]
     counts = mask.reshape(nz, -1).sum(axis=1)
@@ -86,7 +88,9 @@ def build_profiles(
     for z in range(nz):
         if counts[z]:
             sample.append(hu[:, z][:, mask[z]][:, ::step] - baseline[z][mask[z]][::step])
-    basis, eigenvalues = compress.temporal_basis(np.concatenate(sample, axis=1))
+    basis, eigenvalues = compress.temporal_basis(
+        np.concatenate(sample, axis=1), min_components, max(16, min_components)
+    )
     r = basis.shape[1]
     ones = basis.sum(axis=0)
 
