@@ -60,6 +60,14 @@ def tips(
     return out
 
 
+def tips_rows(rows: np.ndarray, mask: np.ndarray, radius: int, *args, **kwargs) -> np.ndarray:
+    """:func:`tips` on the coefficients ``(n, r)`` of the ``n`` voxels of one slice's
+    ``mask`` (C order), returned in the same layout; further arguments as :func:`tips`."""
+    image = np.zeros((rows.shape[1], *mask.shape), np.float32)
+    image[:, mask] = rows.T
+    return tips(image, mask, radius, *args, **kwargs)[:, mask].T
+
+
 def _half_offsets(radius: int) -> list[tuple[int, int]]:
     """One offset of every opposite pair inside the disc (the centre excluded)."""
     return [

@@ -211,11 +211,9 @@ def pooled(
         rows = slice(profiles.slice_rows[z], profiles.slice_rows[z + 1])
         if rows.start == rows.stop:
             return
-        image = np.zeros((out.shape[1], *mask.shape[1:]), np.float32)
-        image[:, mask[z]] = out[rows].T
         for _ in range(iterations):
-            image = denoise.tips(
-                image,
+            out[rows] = denoise.tips_rows(
+                out[rows],
                 mask[z],
                 radius,
                 spatial_sigma_voxels,
@@ -223,7 +221,6 @@ def pooled(
                 frames=frames,
                 guide_window=1,
             )
-        out[rows] = image[:, mask[z]].T
 
     with ThreadPoolExecutor(max(1, workers)) as threads:  # numpy releases the GIL
         list(threads.map(one_slice, range(mask.shape[0])))

@@ -105,12 +105,9 @@ def build_profiles(
             return
         a = basis.T @ hu[:, z][:, m] - np.outer(ones, baseline[z][m])
         if radius > 0:
-            image = np.zeros((r, *m.shape), np.float32)
-            image[:, m] = a
-            image = denoise.tips(
-                image, m, radius, spatial_sigma_voxels, profile_sigma_hu, noise_distance, n_t
-            )
-            a = image[:, m]
+            a = denoise.tips_rows(
+                a.T, m, radius, spatial_sigma_voxels, profile_sigma_hu, noise_distance, n_t
+            ).T
         coefficients[slice_rows[z] : slice_rows[z + 1]] = a.T
 
     if workers > 1:
