@@ -38,8 +38,13 @@ def tips(
     noise_distance_hu2 : expected mean squared profile distance (HU² per frame) of two voxels
         with the same underlying curve; distances up to it count as equal.
     frames : number of frames the squared distance is averaged over (the curve length).
-    guide_window : likeness is judged on the means of this many voxels square around each
-        voxel (3: raw, noisy curves); 1 judges each voxel's own curve (already denoised ones).
+    guide_window : likeness is judged on the means of this many voxels square (3: raw, noisy
+        curves); 1 judges each voxel's own curve (already denoised ones). A pair of voxels is
+        compared on windows that do not overlap: each voxel's window is moved away from the
+        other by half its width. Overlapping windows would share most of their voxels (six of
+        nine for neighbours), so that two neighbours on either side of a tissue boundary would
+        look alike — their difference diluted to a third and below the noise allowance, which
+        assumes independent means — and the boundary would be blurred.
     """
     if radius <= 0 or profile_sigma_hu <= 0 or not mask.any():
         return profiles
@@ -66,6 +71,10 @@ def tips_rows(rows: np.ndarray, mask: np.ndarray, radius: int, *args, **kwargs) 
     image = np.zeros((rows.shape[1], *mask.shape), np.float32)
     image[:, mask] = rows.T
     return tips(image, mask, radius, *args, **kwargs)[:, mask].T
+
+
+def _shifted(padded: np.ndarray, y0: int, x0: int, ny: int, nx: int) -> np.ndarray:
+    return padded[:, y0 : y0 + ny, x0 : x0 + nx]
 
 
 def _half_offsets(radius: int) -> list[tuple[int, int]]:
@@ -100,7 +109,8 @@ def _tips_box(
         inside = ndimage.uniform_filter(mask.astype(np.float32), guide_window, mode="constant")
         guide = ndimage.uniform_filter(c, size, mode="constant") / np.maximum(inside, 1e-6)
         guide = np.where(mask, guide, 0).astype(np.float32)
-    g_pad = np.pad(guide, ((0, 0), (pad, pad), (pad, pad)))
+    shift = guide_window // 2
+    g_pad = np.pad(guide, ((0, 0), (pad + shift,) * 2, (pad + shift,) * 2))
     m_pad = np.pad(mask, pad)
     total = c_pad.copy()  # the centre voxel, weight 1
     weights = m_pad.astype(np.float32)
@@ -111,7 +121,13 @@ def _tips_box(
     for dy, dx in _half_offsets(radius):
         spatial = np.float32(np.exp(-(dy * dy + dx * dx) / (2 * spatial_sigma_voxels**2)))
         ys, xs = slice(pad + dy, pad + dy + ny), slice(pad + dx, pad + dx + nx)
-        np.subtract(g_pad[:, ys, xs], guide, out=scratch)
+        # The windows of p and p + d, each moved by `shift` away from the other.
+        uy, ux = shift * int(np.sign(dy)), shift * int(np.sign(dx))
+        np.subtract(
+            _shifted(g_pad, pad + shift + dy + uy, pad + shift + dx + ux, ny, nx),
+            _shifted(g_pad, pad + shift - uy, pad + shift - ux, ny, nx),
+            out=scratch,
+        )
         distance = np.einsum("cyx,cyx->yx", scratch, scratch) * inv_frames
         distance -= np.float32(noise_distance_hu2)
         np.maximum(distance, 0, out=distance)

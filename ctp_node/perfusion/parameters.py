@@ -127,7 +127,7 @@ class PerfusionParameters:
     model_based_flow: bool = True
     model_pool_radius_voxels: int = 6
     model_pool_spatial_sigma_voxels: float = 4.0
-    model_pool_iterations: int = 3
+    model_pool_iterations: int = 5
     model_pool_profile_sigma_factor: float = 0.14
     model_based_volume: bool = True
     temporal_components_min: int = 16

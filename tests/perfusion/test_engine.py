@@ -138,11 +138,12 @@ def test_linear_residue_flow_within_target() -> None:
 
 @pytest.mark.parametrize("seed", [0, 7])
 def test_core_volume_against_truth(seed: int) -> None:
-    """Core (rCBF < 30 %) at σ = 5 HU against the phantom's planted core. Issue 3 asks for
-    ±15 %; this guards the measured progress towards it (±30 %), not the target itself."""
+    """Core (rCBF < 30 %) at σ = 5 HU against the phantom's planted core, within the ±15 % of
+    issue 3, on the two seeds this test has always used. Over ten seeds 9 of 10 are within
+    (``bench/accuracy.py --seeds``), so a change that breaks this is a real loss."""
     from ctp_node.perfusion import PhantomSpec
 
     ph = make_phantom(PhantomSpec(noise_hu=5.0, seed=seed))
     res = compute_perfusion(ph.acquisition)
-    assert res.volumes.core_ml == pytest.approx(ph.truth.core_ml, rel=0.30)
+    assert res.volumes.core_ml == pytest.approx(ph.truth.core_ml, rel=0.15)
     assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.10)
