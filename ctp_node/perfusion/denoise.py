@@ -111,6 +111,7 @@ def _tips_box(
         guide = np.where(mask, guide, 0).astype(np.float32)
     shift = guide_window // 2
     g_pad = np.pad(guide, ((0, 0), (pad + shift,) * 2, (pad + shift,) * 2))
+    g_norm = np.einsum("cyx,cyx->yx", g_pad, g_pad)[None]
     m_pad = np.pad(mask, pad)
     total = c_pad.copy()  # the centre voxel, weight 1
     weights = m_pad.astype(np.float32)
@@ -123,12 +124,14 @@ def _tips_box(
         ys, xs = slice(pad + dy, pad + dy + ny), slice(pad + dx, pad + dx + nx)
         # The windows of p and p + d, each moved by `shift` away from the other.
         uy, ux = shift * int(np.sign(dy)), shift * int(np.sign(dx))
-        np.subtract(
-            _shifted(g_pad, pad + shift + dy + uy, pad + shift + dx + ux, ny, nx),
-            _shifted(g_pad, pad + shift - uy, pad + shift - ux, ny, nx),
-            out=scratch,
-        )
-        distance = np.einsum("cyx,cyx->yx", scratch, scratch) * inv_frames
+        # ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b: one pass over the profiles instead of two.
+        there = (pad + shift + dy + uy, pad + shift + dx + ux, ny, nx)
+        here = (pad + shift - uy, pad + shift - ux, ny, nx)
+        distance = np.einsum("cyx,cyx->yx", _shifted(g_pad, *there), _shifted(g_pad, *here))
+        distance *= -2
+        distance += _shifted(g_norm, *there)[0]
+        distance += _shifted(g_norm, *here)[0]
+        distance *= inv_frames
         distance -= np.float32(noise_distance_hu2)
         np.maximum(distance, 0, out=distance)
         distance *= -scale

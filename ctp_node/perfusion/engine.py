@@ -239,6 +239,7 @@ def _compute_perfusion(
                 grid.dt_s,
                 levels,
                 p.oscillation_index_max,
+                workers=workers,
             )
         )
     res = ResidueFeatures(
@@ -284,6 +285,7 @@ def _compute_perfusion(
                 iterations=p.model_pool_iterations,
                 workers=workers,
             ),
+            workers=workers,
         )
         if p.model_based_volume:
             # The fitted residue's area: the measured curve's, matched to its signal.

@@ -138,28 +138,57 @@ def build_dictionary(
     )
 
 
-def fit(coefficients: np.ndarray, dictionary: Dictionary, chunk: int = 65536) -> ModelFit:
+def fit(
+    coefficients: np.ndarray, dictionary: Dictionary, chunk: int = 65536, workers: int = 1
+) -> ModelFit:
     """Best model of every voxel ``(v, r)``: a coarse search over exponential residues, then
-    every shape on the fine grid around the coarse optimum."""
-    delays, mtts = fine_axes()
-    d = dictionary
-    n_delay, n_mtt = delays.size, mtts.size
-    lookup = np.full((len(SHAPES), n_delay, n_mtt), -1, np.int64)
-    lookup[d.shape, d.delay_index, d.mtt_index] = np.arange(d.shape.size)
-    d_step = round(_COARSE_DELAY_S / _FINE_DELAY_S)
-    m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
-    coarse_d = np.arange(0, n_delay, d_step)
-    coarse_m = np.arange(0, n_mtt, m_step)
-    first = lookup[:, coarse_d][:, :, coarse_m].ravel()
-    first = first[first >= 0]
-    # Neighbourhood of a coarse optimum on the fine grid (every shape).
-    dd = np.arange(-(d_step - 1), d_step)
-    dm = np.arange(-(m_step + 1), m_step + 2)
+    every shape on the fine grid around the coarse optimum. Chunks of ``chunk`` voxels are
+    fitted on ``workers`` threads."""
     out = {k: np.empty(coefficients.shape[0], np.float32) for k in ModelFit.__dataclass_fields__}
     out["atom"] = np.empty(coefficients.shape[0], np.int64)
-    for start in range(0, coefficients.shape[0], chunk):
+    search = _Search(dictionary)
+
+    def run(start: int) -> None:
         c = coefficients[start : start + chunk]
-        best = first[np.argmax(c @ d.atoms[first].T, axis=1)]
+        chosen, score = search.best(c)
+        energy = np.sqrt(np.einsum("vr,vr->v", c, c))
+        sl = slice(start, start + c.shape[0])
+        d = dictionary
+        out["flow"][sl] = np.maximum(score, 0) / d.norms[chosen]
+        out["mtt_s"][sl] = search.mtts[d.mtt_index[chosen]]
+        out["delay_s"][sl] = search.delays[d.delay_index[chosen]]
+        out["shape"][sl] = d.shape[chosen]
+        out["correlation"][sl] = np.maximum(score, 0) / np.maximum(energy, 1e-12)
+        out["atom"][sl] = chosen
+
+    starts = range(0, coefficients.shape[0], chunk)
+    with ThreadPoolExecutor(max(1, min(workers, len(starts)))) as threads:  # BLAS frees the GIL
+        list(threads.map(run, starts))
+    return ModelFit(**out)
+
+
+class _Search:
+    """The coarse-to-fine dictionary search of :func:`fit`."""
+
+    def __init__(self, dictionary: Dictionary) -> None:
+        self.delays, self.mtts = fine_axes()
+        d = self.dictionary = dictionary
+        n_delay, n_mtt = self.delays.size, self.mtts.size
+        self.lookup = np.full((len(SHAPES), n_delay, n_mtt), -1, np.int64)
+        self.lookup[d.shape, d.delay_index, d.mtt_index] = np.arange(d.shape.size)
+        d_step = round(_COARSE_DELAY_S / _FINE_DELAY_S)
+        m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
+        first = self.lookup[:, np.arange(0, n_delay, d_step)][:, :, np.arange(0, n_mtt, m_step)]
+        self.first = first.ravel()[first.ravel() >= 0]
+        # Neighbourhood of a coarse optimum on the fine grid (every shape).
+        self.dd = np.arange(-(d_step - 1), d_step)
+        self.dm = np.arange(-(m_step + 1), m_step + 2)
+
+    def best(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Atom and score (projection on the unit atom) of the best model of each row."""
+        d = self.dictionary
+        n_delay, n_mtt = self.delays.size, self.mtts.size
+        best = self.first[np.argmax(c @ d.atoms[self.first].T, axis=1)]
         # Refine per coarse optimum: the voxels sharing one are scored together.
         order = np.argsort(best, kind="stable")
         bounds = np.flatnonzero(np.diff(best[order])) + 1
@@ -167,23 +196,15 @@ def fit(coefficients: np.ndarray, dictionary: Dictionary, chunk: int = 65536) ->
         score = np.empty(c.shape[0], np.float32)
         for group in np.split(order, bounds):
             k = best[group[0]]
-            jd = np.clip(d.delay_index[k] + dd, 0, n_delay - 1)
-            jm = np.clip(d.mtt_index[k] + dm, 0, n_mtt - 1)
-            near = np.unique(lookup[:, jd][:, :, jm].ravel())
+            jd = np.clip(d.delay_index[k] + self.dd, 0, n_delay - 1)
+            jm = np.clip(d.mtt_index[k] + self.dm, 0, n_mtt - 1)
+            near = np.unique(self.lookup[:, jd][:, :, jm].ravel())
             near = near[near >= 0]
             values = c[group] @ d.atoms[near].T
             pick = np.argmax(values, axis=1)
             chosen[group] = near[pick]
             score[group] = values[np.arange(group.size), pick]
-        energy = np.sqrt(np.einsum("vr,vr->v", c, c))
-        sl = slice(start, start + c.shape[0])
-        out["flow"][sl] = np.maximum(score, 0) / d.norms[chosen]
-        out["mtt_s"][sl] = mtts[d.mtt_index[chosen]]
-        out["delay_s"][sl] = delays[d.delay_index[chosen]]
-        out["shape"][sl] = d.shape[chosen]
-        out["correlation"][sl] = np.maximum(score, 0) / np.maximum(energy, 1e-12)
-        out["atom"][sl] = chosen
-    return ModelFit(**out)
+        return chosen, score
 
 
 def pooled(
@@ -233,6 +254,7 @@ def model_flow(
     arterial: Callable[[np.ndarray], np.ndarray],
     start_s: float,
     pool: Callable[[Profiles], np.ndarray] | None = None,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """F (1/s) and MTT (s) of every voxel of ``profiles``, fitted per group of slices sharing
     their acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
@@ -248,7 +270,7 @@ def model_flow(
     for _, rows in profiles.groups():
         z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
-        fitted = fit(curves[rows], bank)
+        fitted = fit(curves[rows], bank, workers=workers)
         flow[rows] = fitted.flow
         mtt[rows] = fitted.mtt_s
     return flow, mtt
