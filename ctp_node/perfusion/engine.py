@@ -33,7 +33,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import Profiles, build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.5"
+ALGORITHM = "ctp-node oSVD 0.6"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -144,9 +144,24 @@ def _compute_perfusion(
             "50–70 s are recommended."
         )
 
+    sample = brain0.copy()
+    sample[:, ::2] = False  # half the voxels suffice for σ
+    sample[:, :, ::2] = False
+    noise = _noise(grid, sample)
+    # The noise of 3 × 3 means, as the σ of white noise that would give it: CT noise is
+    # spatially correlated (the reconstruction kernel), so averaging neighbours removes less
+    # of it than it would of independent noise, and the filters must allow for that.
+    area_noise = max(noise, 3.0 * _noise(grid, sample, window=3))
+
     baseline = acq.hu[:baseline_frames].mean(axis=0)
     intracranial = masks.intracranial_mask(baseline)
-    parenchyma = masks.parenchyma_mask(baseline, p.tissue_min_hu, p.tissue_max_hu, intracranial)
+    parenchyma = masks.parenchyma_mask(
+        baseline,
+        p.tissue_min_hu,
+        p.tissue_max_hu,
+        intracranial,
+        baseline_noise_hu=noise / np.sqrt(max(baseline_frames, 1)),
+    )
     smooth_base = masks.smoothed_baseline(baseline)
     candidates = (
         intracranial
@@ -154,10 +169,6 @@ def _compute_perfusion(
         & (smooth_base <= _VESSEL_BASELINE_MAX_HU)
     )
     feats = inputs.vessel_features(acq.hu, baseline, candidates, grid.slice_times_s, grid.times_s)
-    sample = parenchyma.copy()
-    sample[:, ::2] = False  # half the voxels suffice for σ
-    sample[:, :, ::2] = False
-    noise = _noise(grid, sample)
 
     # Tissue curves: compressed, denoised, on the uniform grid.
     profiles = build_profiles(
@@ -166,10 +177,10 @@ def _compute_perfusion(
         parenchyma,
         grid.slice_times_s,
         grid.times_s,
-        noise,
+        area_noise,
         radius=p.denoise_radius_voxels,
         spatial_sigma_voxels=p.denoise_spatial_sigma_mm / min(acq.pixel_spacing_mm),
-        profile_sigma_hu=p.denoise_profile_sigma_factor * noise / 3.0,
+        profile_sigma_hu=p.denoise_profile_sigma_factor * area_noise / 3.0,
         workers=workers,
         min_components=p.temporal_components_min,
     )
@@ -281,7 +292,7 @@ def _compute_perfusion(
                 parametric.pooled,
                 radius=p.model_pool_radius_voxels,
                 spatial_sigma_voxels=p.model_pool_spatial_sigma_voxels,
-                profile_sigma_hu=p.model_pool_profile_sigma_factor * max(noise, 1e-3),
+                profile_sigma_hu=p.model_pool_profile_sigma_factor * max(area_noise, 1e-3),
                 iterations=p.model_pool_iterations,
                 workers=workers,
             ),
@@ -311,7 +322,9 @@ def _compute_perfusion(
     if tissue.sum() == 0:
         raise NoBrainTissueError("No perfused brain tissue remained after excluding vessels.")
 
-    normal = stroke.normal_reference_cbf(maps["CBF"], maps["Tmax"], tissue, p.core_reference_tmax_s)
+    normal = stroke.normal_reference_cbf(
+        maps["CBF"], maps["Tmax"], tissue, p.core_reference_tmax_s, p.core_reference_mean
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         maps["rCBF"] = np.where(tissue, maps["CBF"] / max(normal, 1e-6), 0).astype(np.float32)
     voxel_ml = acq.voxel_volume_ml
@@ -381,14 +394,15 @@ def _argmax_rows(profiles: Profiles, chunk: int = 65536) -> np.ndarray:
     return out
 
 
-def _noise(grid: TimeGrid, sample: np.ndarray) -> float:
-    """Image noise σ (HU) from the acquisition's own frames (not resampled)."""
+def _noise(grid: TimeGrid, sample: np.ndarray, window: int = 1) -> float:
+    """Image noise σ (HU) from the acquisition's own frames (not resampled); with ``window``
+    > 1, the noise of the means of ``window`` × ``window`` voxels centred on ``sample``."""
     hu = grid.acquisition.hu
-    sigmas = [
-        inputs.noise_sigma_hu(hu[:, z], sample[z])
-        for z in range(hu.shape[1])
-        if sample[z].sum() > 20
-    ]
+    sigmas = []
+    for z in range(hu.shape[1]):
+        if sample[z].sum() <= 20:
+            continue
+        sigmas.append(inputs.noise_sigma_hu(hu[:, z], sample[z], window))
     return float(np.median(sigmas)) if sigmas else 0.0
 
 

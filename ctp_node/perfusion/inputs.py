@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from ctp_node.perfusion.errors import NoArterialInputError
 
@@ -95,8 +96,13 @@ def vessel_features(
     return CurveFeatures(peak_hu=peak, ttp_s=ttp, area_hu_s=area, roughness=rough)
 
 
-def noise_sigma_hu(concentration: np.ndarray, mask: np.ndarray) -> float:
-    """Image noise σ in HU from second temporal differences of the masked voxels."""
+def noise_sigma_hu(concentration: np.ndarray, mask: np.ndarray, window: int = 1) -> float:
+    """Image noise σ in HU from second temporal differences of the masked voxels of one slice
+    ``(t, y, x)``; with ``window`` > 1, the noise of the means of ``window`` × ``window``
+    voxels centred on them (for independent noise σ / ``window``; more when neighbouring
+    voxels' noise is correlated, as the reconstruction kernel makes it in CT)."""
+    if window > 1:
+        concentration = ndimage.uniform_filter(concentration, (1, window, window))
     curves = concentration[:, mask]
     second = curves[2:] - 2 * curves[1:-1] + curves[:-2]
     return float(np.median(np.sqrt(np.mean(second**2, axis=0) / 6.0)))

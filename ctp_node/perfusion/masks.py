@@ -33,22 +33,35 @@ def smoothed_baseline(baseline_hu: np.ndarray) -> np.ndarray:
     return ndimage.uniform_filter(baseline_hu.astype(np.float32), size=(1, 3, 3), mode="nearest")
 
 
+#: Baseline noise σ (HU) up to which voxels are classified on their own baseline: CSF (≈ 5 HU)
+#: and white matter (≈ 25 HU) then lie ≥ 3 σ from the 15 HU boundary.
+QUIET_BASELINE_HU = 3.5
+
+
 def parenchyma_mask(
     baseline_hu: np.ndarray,
     min_hu: float,
     max_hu: float,
     intracranial: np.ndarray | None = None,
+    baseline_noise_hu: float | None = None,
 ) -> np.ndarray:
     """Intracranial voxels whose pre-contrast attenuation is that of brain tissue.
 
     CSF (≈ 0–15 HU), air, fat and bone fall outside ``[min_hu, max_hu]``; large vessels are
     removed later by :func:`remove_vessels`, once CBV is known. ``intracranial`` may pass
     :func:`intracranial_mask` of the same image when it is already known.
+
+    ``baseline_noise_hu`` is the noise σ of ``baseline_hu``. When it is small enough
+    (:data:`QUIET_BASELINE_HU`) each voxel is judged on its own attenuation, so that a sulcus
+    one or two voxels wide stays CSF (its 3 × 3 mean reads as tissue, and a voxel without
+    flow inside the tissue mask would count as ischaemic core); otherwise (or when unknown) on
+    the 3 × 3 mean, against noise.
     """
-    smooth = smoothed_baseline(baseline_hu)
+    quiet = baseline_noise_hu is not None and baseline_noise_hu <= QUIET_BASELINE_HU
+    values = baseline_hu if quiet else smoothed_baseline(baseline_hu)
     if intracranial is None:
         intracranial = intracranial_mask(baseline_hu)
-    mask = intracranial & (smooth >= min_hu) & (smooth <= max_hu)
+    mask = intracranial & (values >= min_hu) & (values <= max_hu)
     return ndimage.binary_opening(mask, structure=np.ones((1, 2, 2), bool))
 
 

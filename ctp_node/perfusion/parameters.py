@@ -19,8 +19,11 @@ class PerfusionParameters:
     hematocrit_factor : k_H = (1 − Hct_large) / (1 − Hct_small) = (1 − 0.45) / (1 − 0.25), unitless.
     core_rcbf_threshold : ischaemic core is tissue with CBF below this fraction of the normal
         reference CBF (unitless; 0.30 = 30 %).
-    core_reference_tmax_s : the normal reference CBF is the median CBF of tissue whose Tmax is
-        below this value, in s (tissue with a normal bolus delay).
+    core_reference_tmax_s : the normal reference CBF is the CBF of tissue whose Tmax is below
+        this value, in s (tissue with a normal bolus delay).
+    core_reference_mean : the reference is that tissue's mean CBF (grey and white matter
+        together, as the contralateral-hemisphere mean of the studies behind the 30 %
+        threshold, e.g. Campbell 2011); False: its median.
     tmax_threshold_s : hypoperfusion is tissue with Tmax above this, in s.
     tmax_severe_threshold_s : severe hypoperfusion (HIR numerator), in s.
     target_core_max_ml : DEFUSE 3 target mismatch: core volume below this, in mL.
@@ -99,6 +102,7 @@ class PerfusionParameters:
     hematocrit_factor: float = 0.73
     core_rcbf_threshold: float = 0.30
     core_reference_tmax_s: float = 4.0
+    core_reference_mean: bool = True
     tmax_threshold_s: float = 6.0
     tmax_severe_threshold_s: float = 10.0
     target_core_max_ml: float = 70.0

@@ -13,15 +13,24 @@ from ctp_node.perfusion.result import StrokeVolumes
 
 
 def normal_reference_cbf(
-    cbf: np.ndarray, tmax_s: np.ndarray, tissue: np.ndarray, reference_tmax_s: float
+    cbf: np.ndarray,
+    tmax_s: np.ndarray,
+    tissue: np.ndarray,
+    reference_tmax_s: float,
+    mean: bool = True,
 ) -> float:
-    """Reference CBF (ml/100g/min): median CBF of tissue with a normal delay (Tmax below
-    ``reference_tmax_s``), i.e. tissue not affected by the occlusion, whichever side it is on.
-    Falls back to all tissue when too little tissue has a normal delay."""
+    """Reference CBF (ml/100g/min) of tissue with a normal delay (Tmax below
+    ``reference_tmax_s``), i.e. tissue not affected by the occlusion, whichever side it is on:
+    its mean (grey and white matter together, as the "contralateral hemisphere mean" of the
+    studies that set the 30 % core threshold), or its median. Falls back to all tissue when too
+    little tissue has a normal delay."""
     normal = tissue & (tmax_s < reference_tmax_s)
     if normal.sum() < 0.1 * tissue.sum():
         normal = tissue
-    return float(np.median(cbf[normal])) if normal.any() else 0.0
+    if not normal.any():
+        return 0.0
+    values = cbf[normal]
+    return float(values.mean() if mean else np.median(values))
 
 
 def clean_lesion(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -43,7 +52,8 @@ def lesion_masks(
     voxel_ml: float,
     p: PerfusionParameters,
 ):
-    """Core, Tmax > 6 s and Tmax > 10 s masks after clean-up."""
+    """Core, Tmax > 6 s and Tmax > 10 s masks after clean-up; the Tmax > 6 s
+    (hypoperfusion) mask includes the core."""
     min_voxels = int(np.ceil(p.min_component_ml / voxel_ml))
     size = (1, p.lesion_smoothing_voxels, p.lesion_smoothing_voxels)
 
@@ -64,7 +74,10 @@ def lesion_masks(
 
     cbf, tmax_s = smoothed(cbf), smoothed(tmax_s)
     core = tidy(tissue & (cbf < p.core_rcbf_threshold * normal_cbf))
-    tmax6 = tidy(tissue & (tmax_s > p.tmax_threshold_s))
+    # The core is hypoperfused tissue too: its Tmax, measured on the faintest curves, is the
+    # noisiest, and a core voxel outside the Tmax > 6 s region would make the mismatch
+    # (hypoperfusion − core) smaller than it is.
+    tmax6 = tidy(tissue & (tmax_s > p.tmax_threshold_s)) | core
     tmax10 = tidy(tissue & (tmax_s > p.tmax_severe_threshold_s))
     return core, tmax6, tmax10
 

@@ -15,6 +15,7 @@ from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
 from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.report import pages
+from ctp_node.report.summary_pages import normal_reference_statement
 
 AIF_COLOUR = "#ff453a"
 VOF_COLOUR = "#40a0ff"
@@ -130,7 +131,7 @@ def render_quality_page(
         pages.wrap(
             f"{result.algorithm or 'not stated'}; AIF {result.aif.selection}, "
             f"VOF {result.vof.selection if result.vof else 'not used'}; "
-            f"normal CBF {result.normal_cbf:.1f} ml/100 g/min",
+            + normal_reference_statement(result),
             40,
         ),
     ]

@@ -52,7 +52,11 @@ from ctp_node.report.sr_content import (
     sr_document,
     text_evaluation,
 )
-from ctp_node.report.summary_pages import target_mismatch_statement, threshold
+from ctp_node.report.summary_pages import (
+    normal_reference_statement,
+    target_mismatch_statement,
+    threshold,
+)
 from ctp_node.report.uids import derive_uid
 
 #: UCUM millilitre and dimensionless ratio.
@@ -72,6 +76,7 @@ THRESHOLD_PARAMETERS = frozenset(
     {
         "core_rcbf_threshold",
         "core_reference_tmax_s",
+        "core_reference_mean",
         "tmax_threshold_s",
         "tmax_severe_threshold_s",
         "target_core_max_ml",
@@ -246,8 +251,8 @@ def report_statements(
         f"{settings.software_version}, algorithm version {settings.algorithm_version}; "
         f"AIF {result.aif.selection}, VOF "
         f"{result.vof.selection if result.vof is not None else 'not used'}).",
-        f"Thresholds: ischemic core rCBF < {core_percent:g} % of normal CBF "
-        f"({result.normal_cbf:.1f} ml/100g/min); hypoperfusion Tmax > "
+        f"Thresholds: ischemic core rCBF < {core_percent:g} % of the "
+        f"{normal_reference_statement(result)}; hypoperfusion (which includes the core) Tmax > "
         f"{threshold(result, 'tmax_threshold_s'):g} s and Tmax > "
         f"{threshold(result, 'tmax_severe_threshold_s'):g} s.",
         "Constants: brain density "

@@ -51,6 +51,15 @@ def threshold(result: PerfusionResult, name: str) -> float:
     return float(result.parameters.get(name, DEFAULT_THRESHOLDS[name]))
 
 
+def normal_reference_statement(result: PerfusionResult) -> str:
+    """What the core's rCBF is relative to: the statistic, the tissue and the value."""
+    statistic = "mean" if result.parameters.get("core_reference_mean", 1.0) else "median"
+    return (
+        f"normal CBF {result.normal_cbf:.1f} ml/100 g/min ({statistic} of tissue with "
+        f"Tmax < {result.parameters.get('core_reference_tmax_s', 4.0):g} s)"
+    )
+
+
 def target_mismatch_statement(result: PerfusionResult) -> str:
     """The DEFUSE 3 target-mismatch statement with the criteria actually applied."""
     verdict = "PRESENT" if result.volumes.target_mismatch else "ABSENT"
@@ -209,7 +218,7 @@ def render_mismatch_page(
             bbox={"facecolor": pages.ACCENT, "edgecolor": "none", "pad": 6},
         )
     notes = (
-        f"Normal CBF reference: {result.normal_cbf:.1f} ml/100 g/min.\n"
+        f"Reference: {normal_reference_statement(result)}.\n"
         "Background: mean of the pre-contrast images (HU 0-80).\n"
         "Volumes count brain tissue only (CSF and vessels excluded).\n"
         f"Method: {result.algorithm or 'not stated'}."

@@ -114,7 +114,10 @@ def test_states_method_contrast_motion_and_target_mismatch(sr_path: Path) -> Non
     texts = _texts(sr_path)
     assert any(t.startswith("Target mismatch (DEFUSE 3 criteria): PRESENT") for t in texts)
     assert any(t.startswith("Method: bcSVD test") for t in texts)
-    assert any("rCBF < 30 % of normal CBF (52.0 ml/100g/min)" in t for t in texts)
+    assert any(
+        "rCBF < 30 % of the normal CBF 52.0 ml/100 g/min (mean of tissue with Tmax < 4 s)" in t
+        for t in texts
+    )
     assert (
         "Contrast: Contrast agent: Iopamidol 370; Contrast volume: 40 ml; "
         "Injection rate: 5 ml/s." in texts
