@@ -398,11 +398,11 @@ def _noise(grid: TimeGrid, sample: np.ndarray, window: int = 1) -> float:
     """Image noise σ (HU) from the acquisition's own frames (not resampled); with ``window``
     > 1, the noise of the means of ``window`` × ``window`` voxels centred on ``sample``."""
     hu = grid.acquisition.hu
-    sigmas = []
-    for z in range(hu.shape[1]):
-        if sample[z].sum() <= 20:
-            continue
-        sigmas.append(inputs.noise_sigma_hu(hu[:, z], sample[z], window))
+    sigmas = [
+        inputs.noise_sigma_hu(hu[:, z], sample[z], window)
+        for z in range(hu.shape[1])
+        if sample[z].sum() > 20
+    ]
     return float(np.median(sigmas)) if sigmas else 0.0
 
 

@@ -178,8 +178,8 @@ class _Search:
         self.lookup[d.shape, d.delay_index, d.mtt_index] = np.arange(d.shape.size)
         d_step = round(_COARSE_DELAY_S / _FINE_DELAY_S)
         m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
-        first = self.lookup[:, np.arange(0, n_delay, d_step)][:, :, np.arange(0, n_mtt, m_step)]
-        self.first = first.ravel()[first.ravel() >= 0]
+        first = self.lookup[:, ::d_step, ::m_step].ravel()
+        self.first = first[first >= 0]
         # Neighbourhood of a coarse optimum on the fine grid (every shape).
         self.dd = np.arange(-(d_step - 1), d_step)
         self.dm = np.arange(-(m_step + 1), m_step + 2)
