@@ -1,4 +1,3 @@
 """ctp-node: CT perfusion maps and acute-stroke volumes as a DICOM node."""
 
 __version__ = "0.1.0"
-

@@ -68,7 +68,9 @@ class PerfusionParameters:
     model_based_flow : CBF is the amplitude F of the best fit of ``F · (AIF ⊗ R)(t − δ)`` with
         an exponential, linear or box residue R (:mod:`ctp_node.perfusion.parametric`)
         instead of the maximum of the oSVD residue (biased upwards by noise, and by the
-        exponential correction when the residue is not exponential).
+        exponential correction when the residue is not exponential). F and MTT are the
+        posterior means over the models, not the single best fit's, so that a low curve that
+        several models fit equally well is not given the flow of whichever the noise favours.
     model_pool_radius_voxels, model_pool_spatial_sigma_voxels, model_pool_iterations,
     model_pool_profile_sigma_factor : with ``model_based_flow``, each voxel's model is fitted
         to its curve pooled with its in-plane neighbours (disc of this radius, spatial
@@ -83,6 +85,12 @@ class PerfusionParameters:
     model_based_volume : with ``model_based_flow``, CBV is the area F · MTT of the fitted
         residue instead of the area under the measured curve (matched to the signal, so less
         noisy, and not cut short when the acquisition ends before the washout does).
+    model_delay_window_s : with ``model_based_flow``, the fitted delay δ stays within this
+        many seconds of the voxel's deconvolved residue onset (its Tmax); 0 leaves δ free. In
+        a low curve, an earlier δ with a longer, flatter residue fits the noise as well as the
+        true model does, and reads the flow low by a third or more (delayed oligaemia and
+        penumbra towards the core); the oSVD onset is not traded off against the residue
+        shape, so it pins δ down (:func:`parametric.fit`).
     tmax_from_onset : estimate the time of the residue maximum from the half-maximum of the
         rising edge of k(t) (unbiased by truncation blur for any non-increasing residue); when
         False, the time of the blurred peak itself (lags by about half the blur width).
@@ -134,6 +142,7 @@ class PerfusionParameters:
     model_pool_iterations: int = 5
     model_pool_profile_sigma_factor: float = 0.14
     model_based_volume: bool = True
+    model_delay_window_s: float = 2.0
     temporal_components_min: int = 16
     processing_pixel_mm: float = 1.0
     worker_threads: int = 0

@@ -139,23 +139,34 @@ def build_dictionary(
 
 
 def fit(
-    coefficients: np.ndarray, dictionary: Dictionary, chunk: int = 65536, workers: int = 1
+    coefficients: np.ndarray,
+    dictionary: Dictionary,
+    chunk: int = 32768,
+    workers: int = 1,
+    delay_s: np.ndarray | None = None,
+    delay_window_s: float = 0.0,
 ) -> ModelFit:
-    """Best model of every voxel ``(v, r)``: a coarse search over exponential residues, then
-    every shape on the fine grid around the coarse optimum. Chunks of ``chunk`` voxels are
-    fitted on ``workers`` threads."""
+    """Best model of every voxel ``(v, r)``: a coarse search over every shape, then the fine
+    grid around the coarse optimum; flow and MTT are then moved to their posterior means
+    (:meth:`_Search.posterior`). With ``delay_s`` ``(v,)`` and ``delay_window_s`` > 0, only
+    models whose delay lies within that many seconds of the voxel's are considered (a delay
+    measured otherwise, e.g. the deconvolved residue's onset). Chunks of ``chunk`` voxels
+    are fitted on ``workers`` threads."""
     out = {k: np.empty(coefficients.shape[0], np.float32) for k in ModelFit.__dataclass_fields__}
     out["atom"] = np.empty(coefficients.shape[0], np.int64)
     search = _Search(dictionary)
 
     def run(start: int) -> None:
         c = coefficients[start : start + chunk]
-        chosen, score = search.best(c)
+        near = None if delay_s is None or delay_window_s <= 0 else delay_s[start : start + chunk]
+        chosen, score, flow, volume = search.best(c, near, delay_window_s)
         energy = np.sqrt(np.einsum("vr,vr->v", c, c))
         sl = slice(start, start + c.shape[0])
         d = dictionary
-        out["flow"][sl] = np.maximum(score, 0) / d.norms[chosen]
-        out["mtt_s"][sl] = search.mtts[d.mtt_index[chosen]]
+        out["flow"][sl] = flow
+        out["mtt_s"][sl] = np.where(
+            flow > 0, volume / np.maximum(flow, 1e-12), search.mtts[d.mtt_index[chosen]]
+        )
         out["delay_s"][sl] = search.delays[d.delay_index[chosen]]
         out["shape"][sl] = d.shape[chosen]
         out["correlation"][sl] = np.maximum(score, 0) / np.maximum(energy, 1e-12)
@@ -178,17 +189,36 @@ class _Search:
         self.lookup[d.shape, d.delay_index, d.mtt_index] = np.arange(d.shape.size)
         d_step = round(_COARSE_DELAY_S / _FINE_DELAY_S)
         m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
-        first = self.lookup[:, ::d_step, ::m_step].ravel()
-        self.first = first[first >= 0]
+        coarse = self.lookup[:, ::d_step, ::m_step]
+        self.first = coarse[coarse >= 0]
+        self.first_norms = d.norms[self.first].astype(np.float32)
+        self.first_mtts = self.mtts[d.mtt_index[self.first]].astype(np.float32)
+        # Column of each (shape, coarse delay, coarse MTT) among the coarse atoms (-1: none).
+        self.column = np.full(coarse.shape, -1, np.int64)
+        self.column[coarse >= 0] = np.arange(self.first.size)
+        self.coarse_delays = self.delays[::d_step]
         # Neighbourhood of a coarse optimum on the fine grid (every shape).
         self.dd = np.arange(-(d_step - 1), d_step)
         self.dm = np.arange(-(m_step + 1), m_step + 2)
 
-    def best(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Atom and score (projection on the unit atom) of the best model of each row."""
+    def best(
+        self, c: np.ndarray, delay_s: np.ndarray | None = None, window_s: float = 0.0
+    ) -> tuple[np.ndarray, ...]:
+        """Atom and score (projection on the unit atom) of the best model of each row, and
+        the posterior means of its flow and volume (:meth:`posterior`)."""
         d = self.dictionary
         n_delay, n_mtt = self.delays.size, self.mtts.size
-        best = self.first[np.argmax(c @ d.atoms[self.first].T, axis=1)]
+        coarse = c @ d.atoms[self.first].T
+        norms, mtts, columns, valid = self.first_norms, self.first_mtts, None, None
+        if delay_s is not None:
+            columns, valid = self._window(delay_s, window_s)
+            coarse = np.take_along_axis(coarse, columns, axis=1)
+            coarse[~valid] = -np.inf
+            norms, mtts = self.first_norms[columns], self.first_mtts[columns]
+        top = np.argmax(coarse, axis=1)
+        if columns is not None:
+            top = columns[np.arange(c.shape[0]), top]
+        best = self.first[top]
         # Refine per coarse optimum: the voxels sharing one are scored together.
         order = np.argsort(best, kind="stable")
         bounds = np.flatnonzero(np.diff(best[order])) + 1
@@ -204,7 +234,78 @@ class _Search:
             pick = np.argmax(values, axis=1)
             chosen[group] = near[pick]
             score[group] = values[np.arange(group.size), pick]
-        return chosen, score
+        if valid is not None:
+            coarse[~valid] = 0  # and no weight in the posterior
+        flow, volume = self.posterior(c, coarse, norms, mtts, chosen, score, valid)
+        return chosen, score, flow, volume
+
+    def _window(self, delay_s: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Columns ``(v, m)`` of the coarse atoms whose delay lies within ``window_s`` of each
+        row's ``delay_s``, and which of them exist (rows near the ends of the delay range
+        have fewer). At least the nearest coarse delay is always in (coarse step 1 s)."""
+        window = max(window_s, 0.5 * _COARSE_DELAY_S)
+        axis = self.coarse_delays
+        delay = np.clip(delay_s, axis[0], axis[-1]).astype(np.float64)
+        count = int(np.floor(2 * window / _COARSE_DELAY_S + 1e-9)) + 1
+        first = np.ceil((delay - window - axis[0]) / _COARSE_DELAY_S - 1e-9).astype(np.int64)
+        j = first[:, None] + np.arange(count)[None]  # (v, count) coarse delay indices
+        inside = (j >= 0) & (j < axis.size)
+        j = np.clip(j, 0, axis.size - 1)
+        inside &= np.abs(axis[j] - delay[:, None]) <= window + 1e-6
+        n_shape, _, n_mtt = self.column.shape
+        columns = self.column[
+            np.arange(n_shape)[None, :, None, None], j[:, None, :, None], np.arange(n_mtt)
+        ]
+        valid = (columns >= 0) & inside[:, None, :, None]
+        rows = columns.shape[0]
+        return np.maximum(columns, 0).reshape(rows, -1), valid.reshape(rows, -1)
+
+    def posterior(
+        self,
+        c: np.ndarray,
+        coarse: np.ndarray,
+        norms: np.ndarray,
+        mtts: np.ndarray,
+        chosen: np.ndarray,
+        score: np.ndarray,
+        valid: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior means of the flow F and of the volume F · MTT of each row, over the
+        coarse models (projections ``coarse``, ``(v, k)``, of atoms with these ``norms`` and
+        ``mtts``, ``(k,)`` or ``(v, k)``; only the ``valid`` ones) and the best fine one
+        (``chosen``, projection ``score``).
+
+        A low curve in noise fits many models almost equally well — residue shapes and
+        MTTs that trade off against each other, with flows a factor of 2–3 apart — and the
+        best fit is the one the noise happens to favour: the flow of each voxel is spread
+        far more widely than the curve's information allows, and biased with it. With
+        Gaussian noise of variance σ² per coefficient and F at its least-squares value, a
+        unit atom of projection s explains s² of the curve's energy and has a likelihood
+        ∝ exp(s² / 2σ²); σ² is the best model's residual energy over the degrees of freedom
+        left. The prior is uniform over the coarse grid (shapes, delays, log MTT). Where the
+        data single one model out, the means are that model's values.
+        """
+        d = self.dictionary
+        energy = np.einsum("vr,vr->v", c, c)
+        best = np.maximum(score, 0)
+        sigma2 = np.maximum(energy - best**2, 1e-12) / max(c.shape[1] - 4, 1)
+        flow = np.maximum(coarse, 0)
+        weight = np.square(flow)
+        weight -= np.square(best)[:, None]
+        weight *= (0.5 / sigma2)[:, None].astype(np.float32)
+        np.minimum(weight, 0, out=weight)
+        np.exp(weight, out=weight)
+        if valid is not None:
+            weight *= valid  # the prior: models outside the delay window have none
+        flow /= norms  # F of each coarse model
+        best_flow = best / d.norms[chosen]
+        total = weight.sum(axis=1) + 1.0
+        mean_flow = (np.einsum("vk,vk->v", weight, flow) + best_flow) / total
+        weight *= flow
+        best_volume = best_flow * self.mtts[d.mtt_index[chosen]]
+        volume = weight @ mtts if mtts.ndim == 1 else np.einsum("vk,vk->v", weight, mtts)
+        mean_volume = (volume + best_volume) / total
+        return mean_flow.astype(np.float32), mean_volume.astype(np.float32)
 
 
 def pooled(
@@ -255,6 +356,8 @@ def model_flow(
     start_s: float,
     pool: Callable[[Profiles], np.ndarray] | None = None,
     workers: int = 1,
+    delay_s: np.ndarray | None = None,
+    delay_window_s: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """F (1/s) and MTT (s) of every voxel of ``profiles``, fitted per group of slices sharing
     their acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
@@ -270,7 +373,10 @@ def model_flow(
     for _, rows in profiles.groups():
         z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
-        fitted = fit(curves[rows], bank, workers=workers)
+        near = None if delay_s is None else delay_s[rows]
+        fitted = fit(
+            curves[rows], bank, workers=workers, delay_s=near, delay_window_s=delay_window_s
+        )
         flow[rows] = fitted.flow
         mtt[rows] = fitted.mtt_s
     return flow, mtt

@@ -111,3 +111,48 @@ def test_arterial_model_is_continuous_between_frames() -> None:
     fine = np.arange(0.0, 60.0, 0.05)
     assert model(fine).max() == pytest.approx(_aif(fine).max(), rel=0.01)
     assert np.allclose(inputs.denoise_arterial(times, _aif(times), 0.0), model(times))
+
+
+def _noisy_low_curves(rng, times, basis, delay, n, sigma):
+    """``n`` noisy copies (coefficients) of a low, delayed exponential-residue curve (peak
+    ≈ 4 HU, like delayed white matter), their true F, and the dictionary."""
+    flow = 0.0025
+    curve = _tissue(times, flow, 8.0, delay, "exponential")
+    noisy = curve[None] + rng.normal(0, sigma, (n, times.size))
+    bank = parametric.build_dictionary(_aif, 0.0, times, basis)
+    return (noisy @ basis).astype(np.float32), flow, bank
+
+
+def test_posterior_mean_flow_of_low_curves_is_less_spread_and_biased_than_the_best_fit():
+    """Noise lets a longer, flatter residue (another shape, an earlier delay) fit a low curve
+    as well as the true one; the best fit's flow is then as often a third too low as right.
+    The posterior mean over the models (:meth:`parametric._Search.posterior`) is not."""
+    rng = np.random.default_rng(5)
+    times = np.arange(0.0, 60.0, 1.6)
+    basis = np.linalg.qr(rng.normal(size=(times.size, 16)))[0].astype(np.float32)
+    c, flow, bank = _noisy_low_curves(rng, times, basis, 4.0, 400, 1.2)
+    fitted = parametric.fit(c, bank)
+    # The best model's own flow: its projection over its norm.
+    score = fitted.correlation * np.linalg.norm(c, axis=1)
+    best = score / bank.norms[fitted.atom]
+    err_best = best / flow - 1
+    err_post = fitted.flow / flow - 1
+    assert np.median(np.abs(err_post)) < 0.85 * np.median(np.abs(err_best))
+    assert abs(np.median(err_post)) < min(0.1, abs(np.median(err_best)))
+    # The volume F · MTT stays the curve's: CBV = F · MTT is well determined.
+    volume = fitted.flow * fitted.mtt_s
+    assert np.median(volume) == pytest.approx(flow * 8.0, rel=0.15)
+
+
+def test_delay_window_keeps_the_fitted_delay_near_the_given_one_and_the_flow_unbiased():
+    rng = np.random.default_rng(6)
+    times = np.arange(0.0, 60.0, 1.6)
+    basis = np.linalg.qr(rng.normal(size=(times.size, 16)))[0].astype(np.float32)
+    c, flow, bank = _noisy_low_curves(rng, times, basis, 6.0, 400, 0.8)
+    measured = 6.0 + rng.normal(0, 0.7, c.shape[0])  # a delay measured otherwise, noisy
+    free = parametric.fit(c, bank)
+    held = parametric.fit(c, bank, delay_s=measured, delay_window_s=2.0)
+    assert np.all(np.abs(held.delay_s - measured) <= 2.0 + 0.75)  # + the fine search's reach
+    assert np.mean(free.delay_s < 6.0 - 2.0) > 0.05  # without it, early delays do occur
+    assert abs(np.median(held.flow / flow - 1)) < 0.15
+    assert np.median(np.abs(held.flow / flow - 1)) <= np.median(np.abs(free.flow / flow - 1))
