@@ -158,11 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    # Before numpy loads: one BLAS thread unless the administrator says otherwise. The
-    # engine's matrix products are small; on a loaded machine OpenBLAS's own threads made them
-    # 4-10x slower (bench/engine.py), and parallelism comes from worker processes.
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
+    _one_blas_thread()
     from ctp_node.service import perfusion_parameters, run_workers
 
     config = _load(args.config)
@@ -185,7 +181,19 @@ def _wait_for_signal(stop: threading.Event) -> None:
         stop.set()
 
 
+def _one_blas_thread() -> None:
+    """Before numpy loads: one BLAS thread unless the administrator says otherwise. The
+    engine's matrix products are small; on a loaded machine OpenBLAS's own threads made them
+    4-10x slower (bench/engine.py), and parallelism comes from worker processes and the
+    engine's own threads. How OpenBLAS splits a product among its threads changes the last
+    bit of some results, so ``process`` and the workers use the same setting: the same
+    series gives the same maps either way."""
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+
 def _process(args: argparse.Namespace) -> int:
+    _one_blas_thread()
     from ctp_node.pipeline import (
         RESULTS_JSON,
         AcquisitionUnusableError,

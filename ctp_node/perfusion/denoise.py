@@ -6,7 +6,7 @@ boundary (different curves) hardly contribute. The profiles are given by their c
 an orthonormal temporal basis (:mod:`ctp_node.perfusion.compress`): distances and weighted means
 are the same as on the curves themselves, at a fraction of the cost. The weight of a pair of
 voxels is symmetric, so it is computed once per pair of opposite offsets. Loops over neighbour
-offsets only.
+offsets only, each on contiguous memory.
 """
 
 from __future__ import annotations
@@ -73,10 +73,6 @@ def tips_rows(rows: np.ndarray, mask: np.ndarray, radius: int, *args, **kwargs) 
     return tips(image, mask, radius, *args, **kwargs)[:, mask].T
 
 
-def _shifted(padded: np.ndarray, y0: int, x0: int, ny: int, nx: int) -> np.ndarray:
-    return padded[:, y0 : y0 + ny, x0 : x0 + nx]
-
-
 def _half_offsets(radius: int) -> list[tuple[int, int]]:
     """One offset of every opposite pair inside the disc (the centre excluded)."""
     return [
@@ -97,10 +93,11 @@ def _tips_box(
     frames: int,
     guide_window: int,
 ) -> np.ndarray:
-    _, ny, nx = c.shape
-    pad = radius
+    n_c, ny, nx = c.shape
+    shift = guide_window // 2
+    pad = radius + shift
+    width = nx + 2 * pad
     c = np.where(mask, c, 0).astype(np.float32)
-    c_pad = np.pad(c, ((0, 0), (pad, pad), (pad, pad)))
     # Similarity is judged on local means of the profiles (a cross-bilateral guide): a single
     # raw voxel's profile is too noisy to tell core from penumbra; nine are not.
     guide = c
@@ -109,44 +106,58 @@ def _tips_box(
         inside = ndimage.uniform_filter(mask.astype(np.float32), guide_window, mode="constant")
         guide = ndimage.uniform_filter(c, size, mode="constant") / np.maximum(inside, 1e-6)
         guide = np.where(mask, guide, 0).astype(np.float32)
-    shift = guide_window // 2
-    g_pad = np.pad(guide, ((0, 0), (pad + shift,) * 2, (pad + shift,) * 2))
-    g_norm = np.einsum("cyx,cyx->yx", g_pad, g_pad)[None]
-    m_pad = np.pad(mask, pad)
-    total = c_pad.copy()  # the centre voxel, weight 1
-    weights = m_pad.astype(np.float32)
-    scratch = np.empty_like(c)
+
+    # Padded images flattened row by row: the neighbour at (dy, dx) of every voxel is then
+    # the one `dy · width + dx` further on, and each offset works on contiguous memory. The
+    # padding (≥ radius + shift on every side) keeps every neighbour of a box voxel in its
+    # own row, never wrapped into the next.
+    def flat(image: np.ndarray) -> np.ndarray:
+        return np.pad(image, ((0, 0), (pad, pad), (pad, pad))).reshape(image.shape[0], -1)
+
+    c_flat = flat(c)
+    g_flat = c_flat if guide is c else flat(guide)
+    m_flat = flat(mask[None].astype(np.float32))[0]
+    g_norm = np.einsum("cn,cn->n", g_flat, g_flat)
+    start, n = pad * width, ny * width  # the box's rows
+    here = slice(start, start + n)
+    total = c_flat.copy()  # the centre voxel, weight 1
+    weights = m_flat.copy()
+    scratch = np.empty((n_c, n), np.float32)
+    distance = np.empty(n, np.float32)
+    pair = np.empty(n, np.float32)
     inv_frames = np.float32(1.0 / max(frames, 1))
     scale = np.float32(1.0 / profile_sigma_hu**2)
-    centre = (slice(None), slice(pad, pad + ny), slice(pad, pad + nx))
     for dy, dx in _half_offsets(radius):
         spatial = np.float32(np.exp(-(dy * dy + dx * dx) / (2 * spatial_sigma_voxels**2)))
-        ys, xs = slice(pad + dy, pad + dy + ny), slice(pad + dx, pad + dx + nx)
+        step = dy * width + dx
+        there = slice(start + step, start + step + n)
         # The windows of p and p + d, each moved by `shift` away from the other.
-        uy, ux = shift * int(np.sign(dy)), shift * int(np.sign(dx))
+        away = shift * (int(np.sign(dy)) * width + int(np.sign(dx)))
+        g_there = slice(there.start + away, there.stop + away)
+        g_here = slice(start - away, start - away + n)
         # ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b: one pass over the profiles instead of two.
-        there = (pad + shift + dy + uy, pad + shift + dx + ux, ny, nx)
-        here = (pad + shift - uy, pad + shift - ux, ny, nx)
-        distance = np.einsum("cyx,cyx->yx", _shifted(g_pad, *there), _shifted(g_pad, *here))
+        np.einsum("cn,cn->n", g_flat[:, g_there], g_flat[:, g_here], out=distance)
         distance *= -2
-        distance += _shifted(g_norm, *there)[0]
-        distance += _shifted(g_norm, *here)[0]
+        distance += g_norm[g_there]
+        distance += g_norm[g_here]
         distance *= inv_frames
         distance -= np.float32(noise_distance_hu2)
         np.maximum(distance, 0, out=distance)
         distance *= -scale
         w = np.exp(distance, out=distance)
-        w *= spatial
-        w *= mask & m_pad[ys, xs]
+        np.multiply(m_flat[here], m_flat[there], out=pair)
+        pair *= spatial
+        w *= pair
         # voxel p gains its neighbour p+d, and p+d gains p, with the same weight.
-        np.multiply(c_pad[:, ys, xs], w, out=scratch)
-        total[centre] += scratch
-        weights[centre[1:]] += w
-        np.multiply(c, w, out=scratch)
-        total[:, ys, xs] += scratch
-        weights[ys, xs] += w
-    total = total[centre]
-    weights = weights[centre[1:]]
+        np.multiply(c_flat[:, there], w, out=scratch)
+        total[:, here] += scratch
+        weights[here] += w
+        np.multiply(c_flat[:, here], w, out=scratch)
+        total[:, there] += scratch
+        weights[there] += w
+    rows, columns = slice(pad, pad + ny), slice(pad, pad + nx)
+    total = total.reshape(n_c, ny + 2 * pad, width)[:, rows, columns]
+    weights = weights.reshape(ny + 2 * pad, width)[rows, columns]
     out = c.copy()
     inside = mask & (weights > 0)
     out[:, inside] = total[:, inside] / weights[inside]

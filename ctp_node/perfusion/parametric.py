@@ -191,6 +191,7 @@ class _Search:
         m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
         coarse = self.lookup[:, ::d_step, ::m_step]
         self.first = coarse[coarse >= 0]
+        self.first_atoms = d.atoms[self.first]
         self.first_norms = d.norms[self.first].astype(np.float32)
         self.first_mtts = self.mtts[d.mtt_index[self.first]].astype(np.float32)
         # Column of each (shape, coarse delay, coarse MTT) among the coarse atoms (-1: none).
@@ -208,23 +209,18 @@ class _Search:
         the posterior means of its flow and volume (:meth:`posterior`)."""
         d = self.dictionary
         n_delay, n_mtt = self.delays.size, self.mtts.size
-        coarse = c @ d.atoms[self.first].T
-        norms, mtts, columns, valid = self.first_norms, self.first_mtts, None, None
-        if delay_s is not None:
-            columns, valid = self._window(delay_s, window_s)
-            coarse = np.take_along_axis(coarse, columns, axis=1)
-            coarse[~valid] = -np.inf
-            norms, mtts = self.first_norms[columns], self.first_mtts[columns]
-        top = np.argmax(coarse, axis=1)
-        if columns is not None:
-            top = columns[np.arange(c.shape[0]), top]
-        best = self.first[top]
+        # The coarse search, per group of rows sharing their coarse atoms (delay window).
+        groups = self._windows(delay_s, window_s)
+        coarse = []
+        best = np.empty(c.shape[0], np.int64)
+        for rows, columns in groups:
+            values = c[rows] @ self.first_atoms[columns].T
+            best[rows] = self.first[columns[np.argmax(values, axis=1)]]
+            coarse.append(values)
         # Refine per coarse optimum: the voxels sharing one are scored together.
-        order = np.argsort(best, kind="stable")
-        bounds = np.flatnonzero(np.diff(best[order])) + 1
         chosen = np.empty(c.shape[0], np.int64)
         score = np.empty(c.shape[0], np.float32)
-        for group in np.split(order, bounds):
+        for group in _equal(best):
             k = best[group[0]]
             jd = np.clip(d.delay_index[k] + self.dd, 0, n_delay - 1)
             jm = np.clip(d.mtt_index[k] + self.dm, 0, n_mtt - 1)
@@ -234,15 +230,24 @@ class _Search:
             pick = np.argmax(values, axis=1)
             chosen[group] = near[pick]
             score[group] = values[np.arange(group.size), pick]
-        if valid is not None:
-            coarse[~valid] = 0  # and no weight in the posterior
-        flow, volume = self.posterior(c, coarse, norms, mtts, chosen, score, valid)
+        flow = np.empty(c.shape[0], np.float32)
+        volume = np.empty(c.shape[0], np.float32)
+        for (rows, columns), values in zip(groups, coarse, strict=True):
+            flow[rows], volume[rows] = self.posterior(
+                c[rows], values, columns, chosen[rows], score[rows]
+            )
         return chosen, score, flow, volume
 
-    def _window(self, delay_s: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Columns ``(v, m)`` of the coarse atoms whose delay lies within ``window_s`` of each
-        row's ``delay_s``, and which of them exist (rows near the ends of the delay range
-        have fewer). At least the nearest coarse delay is always in (coarse step 1 s)."""
+    def _windows(
+        self, delay_s: np.ndarray | None, window_s: float
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Groups of rows (indices) with the coarse atoms (columns) each may choose from:
+        those whose delay lies within ``window_s`` of the row's ``delay_s`` — at least the
+        nearest coarse delay (coarse step 1 s); rows near the ends of the delay range have
+        fewer. Without ``delay_s``, one group of every row and every coarse atom."""
+        every = np.arange(self.first.size)
+        if delay_s is None:
+            return [(slice(None), every)]
         window = max(window_s, 0.5 * _COARSE_DELAY_S)
         axis = self.coarse_delays
         delay = np.clip(delay_s, axis[0], axis[-1]).astype(np.float64)
@@ -250,30 +255,27 @@ class _Search:
         first = np.ceil((delay - window - axis[0]) / _COARSE_DELAY_S - 1e-9).astype(np.int64)
         j = first[:, None] + np.arange(count)[None]  # (v, count) coarse delay indices
         inside = (j >= 0) & (j < axis.size)
-        j = np.clip(j, 0, axis.size - 1)
-        inside &= np.abs(axis[j] - delay[:, None]) <= window + 1e-6
-        n_shape, _, n_mtt = self.column.shape
-        columns = self.column[
-            np.arange(n_shape)[None, :, None, None], j[:, None, :, None], np.arange(n_mtt)
-        ]
-        valid = (columns >= 0) & inside[:, None, :, None]
-        rows = columns.shape[0]
-        return np.maximum(columns, 0).reshape(rows, -1), valid.reshape(rows, -1)
+        inside &= np.abs(axis[np.clip(j, 0, axis.size - 1)] - delay[:, None]) <= window + 1e-6
+        # Rows with the same first delay and the same delays inside share their columns.
+        key = (first - first.min()) << count | (inside << np.arange(count)).sum(axis=1)
+        out = []
+        for rows in _equal(key):
+            delays = j[rows[0]][inside[rows[0]]]
+            columns = self.column[:, delays, :]
+            out.append((rows, columns[columns >= 0]))
+        return out
 
     def posterior(
         self,
         c: np.ndarray,
         coarse: np.ndarray,
-        norms: np.ndarray,
-        mtts: np.ndarray,
+        columns: np.ndarray,
         chosen: np.ndarray,
         score: np.ndarray,
-        valid: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior means of the flow F and of the volume F · MTT of each row, over the
-        coarse models (projections ``coarse``, ``(v, k)``, of atoms with these ``norms`` and
-        ``mtts``, ``(k,)`` or ``(v, k)``; only the ``valid`` ones) and the best fine one
-        (``chosen``, projection ``score``).
+        coarse models (projections ``coarse``, ``(v, k)``, of the coarse atoms ``columns``
+        ``(k,)``) and the best fine one (``chosen``, projection ``score``).
 
         A low curve in noise fits many models almost equally well — residue shapes and
         MTTs that trade off against each other, with flows a factor of 2–3 apart — and the
@@ -282,8 +284,9 @@ class _Search:
         Gaussian noise of variance σ² per coefficient and F at its least-squares value, a
         unit atom of projection s explains s² of the curve's energy and has a likelihood
         ∝ exp(s² / 2σ²); σ² is the best model's residual energy over the degrees of freedom
-        left. The prior is uniform over the coarse grid (shapes, delays, log MTT). Where the
-        data single one model out, the means are that model's values.
+        left. The prior is uniform over the coarse grid (shapes, delays, log MTT) inside
+        the delay window, none outside. Where the data single one model out, the means are
+        that model's values.
         """
         d = self.dictionary
         energy = np.einsum("vr,vr->v", c, c)
@@ -295,17 +298,20 @@ class _Search:
         weight *= (0.5 / sigma2)[:, None].astype(np.float32)
         np.minimum(weight, 0, out=weight)
         np.exp(weight, out=weight)
-        if valid is not None:
-            weight *= valid  # the prior: models outside the delay window have none
-        flow /= norms  # F of each coarse model
+        flow /= self.first_norms[columns]  # F of each coarse model
         best_flow = best / d.norms[chosen]
         total = weight.sum(axis=1) + 1.0
         mean_flow = (np.einsum("vk,vk->v", weight, flow) + best_flow) / total
         weight *= flow
         best_volume = best_flow * self.mtts[d.mtt_index[chosen]]
-        volume = weight @ mtts if mtts.ndim == 1 else np.einsum("vk,vk->v", weight, mtts)
-        mean_volume = (volume + best_volume) / total
+        mean_volume = (weight @ self.first_mtts[columns] + best_volume) / total
         return mean_flow.astype(np.float32), mean_volume.astype(np.float32)
+
+
+def _equal(key: np.ndarray) -> list[np.ndarray]:
+    """Indices of the elements of ``key`` ``(v,)``, grouped by value."""
+    order = np.argsort(key, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
 
 
 def pooled(

@@ -40,12 +40,18 @@ def bin_acquisition(acquisition: Acquisition, factor: int) -> Acquisition:
     cy, cx = hu.shape[2] // factor, hu.shape[3] // factor
     binned = np.empty((nt, nz, cy, cx), np.float32)
     weight = np.float32(1.0 / factor**2)
+    rows = np.empty((nz, cy, hu.shape[3]), np.float32)
     for t in range(nt):  # frame by frame: no second full-size copy
+        # Rows first (whole contiguous rows added), then columns of the half-size image.
+        block_rows = hu[t].reshape(nz, cy, factor, hu.shape[3])
+        np.copyto(rows, block_rows[:, :, 0])
+        for i in range(1, factor):
+            rows += block_rows[:, :, i]
+        block_columns = rows.reshape(nz, cy, cx, factor)
         frame = binned[t]
-        frame[...] = 0
-        for i in range(factor):
-            for j in range(factor):
-                frame += hu[t, :, i::factor, j::factor]
+        np.copyto(frame, block_columns[..., 0])
+        for j in range(1, factor):
+            frame += block_columns[..., j]
         frame *= weight
     dy, dx = acquisition.pixel_spacing_mm
     return replace(acquisition, hu=binned, pixel_spacing_mm=(dy * factor, dx * factor))
@@ -67,7 +73,10 @@ def expand_result(result: PerfusionResult, factor: int, shape: tuple[int, int, i
         return replace(result, parameters=report)
 
     def up(image: np.ndarray) -> np.ndarray:
-        big = np.repeat(np.repeat(image, factor, axis=1), factor, axis=2)
+        nz, cy, cx = image.shape
+        big = np.empty((nz, cy, factor, cx, factor), image.dtype)
+        big[...] = image[:, :, None, :, None]  # one pass, no intermediate copy
+        big = big.reshape(nz, cy * factor, cx * factor)
         return np.ascontiguousarray(big[:, : shape[1], : shape[2]])
 
     def curve(c: InputCurve | None) -> InputCurve | None:
