@@ -33,13 +33,16 @@ CASES = {
 }
 
 
-def _times(case: str, repeat: int, traced: bool) -> dict[str, float]:
+def _times(case: str, repeat: int, traced: bool) -> dict[str, float | list[float]]:
     """Wall times (s) of ``repeat`` runs of the engine on ``case``; with ``traced``, also
     the peak traced allocation (GB) of one more run and the process's peak RSS (GB)."""
     phantom = make_phantom(PhantomSpec(**CASES[case]))
     acq = phantom.acquisition
     compute_perfusion(acq)  # warm-up: imports, thread pools
-    out: dict[str, float] = {"input_gb": acq.hu.nbytes / 1024**3, "frames": acq.hu.shape[0]}
+    out: dict[str, float | list[float]] = {
+        "input_gb": acq.hu.nbytes / 1024**3,
+        "frames": acq.hu.shape[0],
+    }
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
