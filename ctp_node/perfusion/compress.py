@@ -39,10 +39,26 @@ def temporal_basis(
     moment = c @ c.T / max(c.shape[1], 1)
     values, vectors = np.linalg.eigh(moment)
     values, vectors = values[::-1], vectors[:, ::-1]
-    floor = float(np.median(values[n_t // 2 :])) if n_t >= 4 else 0.0
+    floor = noise_floor(values)
     signal = int(np.sum(values > _SIGNAL_FACTOR * max(floor, 1e-12)))
     count = int(np.clip(signal + _EXTRA, min(min_components, n_t), min(max_components, n_t)))
     return vectors[:, :count].astype(np.float32), values
+
+
+def noise_floor(eigenvalues: np.ndarray) -> float:
+    """The noise's share of each eigenvalue of :func:`temporal_basis` (HU²): the median of the
+    lower half of the spectrum, where only noise lives."""
+    n_t = eigenvalues.size
+    return float(np.median(eigenvalues[n_t // 2 :])) if n_t >= 4 else 0.0
+
+
+def signal_weights(eigenvalues: np.ndarray, count: int) -> np.ndarray:
+    """The signal's share ``(λ − floor) / λ`` of each of the first ``count`` components, in
+    [0, 1]: a distance between two profiles weighted by it counts the components that tell
+    tissues apart and hardly those that carry only noise (a Wiener weighting)."""
+    values = eigenvalues[:count]
+    floor = noise_floor(eigenvalues)
+    return np.clip((values - floor) / np.maximum(values, 1e-12), 0.0, 1.0).astype(np.float32)
 
 
 def interpolation_matrix(times_s: np.ndarray, grid_s: np.ndarray) -> np.ndarray:

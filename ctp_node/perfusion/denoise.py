@@ -24,6 +24,7 @@ def tips(
     noise_distance_hu2: float = 0.0,
     frames: int = 1,
     guide_window: int = 3,
+    guide_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Filter one slice ``(c, y, x)`` of profiles; voxels outside ``mask`` neither change nor
     contribute.
@@ -45,6 +46,8 @@ def tips(
         nine for neighbours), so that two neighbours on either side of a tissue boundary would
         look alike — their difference diluted to a third and below the noise allowance, which
         assumes independent means — and the boundary would be blurred.
+    guide_weights : ``(c,)`` weight of each coefficient in the squared distance (default 1);
+        ``noise_distance_hu2`` must then be the weighted distance's.
     """
     if radius <= 0 or profile_sigma_hu <= 0 or not mask.any():
         return profiles
@@ -61,6 +64,7 @@ def tips(
         noise_distance_hu2,
         frames,
         guide_window,
+        guide_weights,
     )
     return out
 
@@ -92,6 +96,7 @@ def _tips_box(
     noise_distance_hu2: float,
     frames: int,
     guide_window: int,
+    guide_weights: np.ndarray | None,
 ) -> np.ndarray:
     n_c, ny, nx = c.shape
     shift = guide_window // 2
@@ -106,6 +111,8 @@ def _tips_box(
         inside = ndimage.uniform_filter(mask.astype(np.float32), guide_window, mode="constant")
         guide = ndimage.uniform_filter(c, size, mode="constant") / np.maximum(inside, 1e-6)
         guide = np.where(mask, guide, 0).astype(np.float32)
+    if guide_weights is not None:
+        guide = guide * np.sqrt(guide_weights, dtype=np.float32)[:, None, None]
 
     # Padded images flattened row by row: the neighbour at (dy, dx) of every voxel is then
     # the one `dy · width + dx` further on, and each offset works on contiguous memory. The

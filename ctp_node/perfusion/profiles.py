@@ -95,9 +95,17 @@ def build_profiles(
     ones = basis.sum(axis=0)
 
     coefficients = np.empty((int(slice_rows[-1]), r), np.float32)
-    # Squared distance of two guide profiles (3 × 3 means, noise σ²/9 per coefficient) of the
-    # same curve: mean 2σ²r/(9t), standard deviation 2σ²√(2r)/(9t); below mean + 3 sd = equal.
-    noise_distance = 2.0 * noise_hu**2 * (r + 3 * np.sqrt(2 * r)) / (9 * n_t)
+    # Likeness is judged on the components that carry signal, each weighted by its signal
+    # share w: noise spreads evenly over all r components while tissues differ in the first
+    # few, so an unweighted distance — and the noise allowance below, which grows with it — is
+    # mostly noise, and two tissues whose curves differ by less than that allowance blend.
+    weights = compress.signal_weights(eigenvalues, r)
+    # Weighted squared distance of two guide profiles (3 × 3 means, noise σ²/9 per
+    # coefficient) of the same curve: mean 2σ²Σw/(9t), standard deviation 2σ²√(2Σw²)/(9t);
+    # below mean + 3 sd = equal.
+    noise_distance = (
+        2.0 * noise_hu**2 * (weights.sum() + 3 * np.sqrt(2 * np.sum(weights**2))) / (9 * n_t)
+    )
 
     def one_slice(z: int) -> None:
         m = mask[z]
@@ -106,7 +114,14 @@ def build_profiles(
         a = basis.T @ hu[:, z][:, m] - np.outer(ones, baseline[z][m])
         if radius > 0:
             a = denoise.tips_rows(
-                a.T, m, radius, spatial_sigma_voxels, profile_sigma_hu, noise_distance, n_t
+                a.T,
+                m,
+                radius,
+                spatial_sigma_voxels,
+                profile_sigma_hu,
+                noise_distance,
+                n_t,
+                guide_weights=weights,
             ).T
         coefficients[slice_rows[z] : slice_rows[z + 1]] = a.T
 

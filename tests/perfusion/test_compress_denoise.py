@@ -108,3 +108,71 @@ def test_tips_keeps_the_voxels_on_either_side_of_a_boundary_apart() -> None:
 
     assert towards_penumbra(11) < 0.15
     assert towards_penumbra(12) > 0.85
+
+
+def _ribbons(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cortex-like ribbons, 3 voxels wide, of a grey-matter curve in white matter, 38 frames
+    every 1.6 s, CT-like noise (σ 6 HU, correlated in-plane by a 0.7-voxel blur): ``(grey,
+    white, ribbon columns, noisy images (t, y, x))``."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    times = np.arange(38) * 1.6
+    grey, white = 0.42 * _bolus(times, 10, 5), 0.16 * _bolus(times, 10.5, 6)
+    ribbon = (np.arange(96) % 12) < 3
+    clean = np.where(ribbon, grey[:, None, None], white[:, None, None])
+    clean = np.broadcast_to(clean, (38, 128, 96)).astype(np.float32)
+    field = ndimage.gaussian_filter(rng.standard_normal(clean.shape), (0, 0.7, 0.7))
+    return grey, white, ribbon, clean + (6.0 * field / field.std()).astype(np.float32)
+
+
+def test_signal_weights_keep_the_signal_components_and_drop_the_noise_ones() -> None:
+    from ctp_node.perfusion.compress import signal_weights
+
+    _, _, _, noisy = _ribbons(0)
+    basis, values = temporal_basis(noisy.reshape(38, -1), 16, 16)
+    weights = signal_weights(values, basis.shape[1])
+    assert weights.shape == (16,)
+    assert weights[0] > 0.8  # the mean bolus
+    assert np.all(weights[8:] < 0.25)  # noise only: eigenvalue ≈ the noise floor σ²
+    assert np.all(np.diff(weights) <= 1e-6)
+
+
+def _ribbon_blend(seed: int, signal_weighted: bool) -> float:
+    """How far the ribbons' middle column moves from the grey-matter area towards the white
+    matter's (0: not at all, 1: fully) when filtered as the engine does: 16-component basis,
+    3 × 3 guides and their noise allowance, with or without the signal weights."""
+    from scipy import ndimage
+
+    from ctp_node.perfusion.compress import signal_weights
+
+    grey, white, ribbon, noisy = _ribbons(seed)
+    basis, values = temporal_basis(noisy.reshape(38, -1), 16, 16)
+    weights = signal_weights(values, 16) if signal_weighted else np.ones(16, np.float32)
+    coefficients = np.einsum("tr,tyx->ryx", basis, noisy)
+    noise = noisy - np.where(ribbon, grey[:, None, None], white[:, None, None])
+    sigma = 3 * float(ndimage.uniform_filter(noise, (1, 3, 3))[:, 4:-4, 4:-4].std())
+    allowance = 2 * sigma**2 * (weights.sum() + 3 * np.sqrt(2 * np.sum(weights**2)))
+    out = tips(
+        coefficients,
+        np.ones(noisy.shape[1:], bool),
+        3,
+        3.4,
+        0.5 * sigma / 3,
+        allowance / (9 * 38),
+        38,
+        guide_weights=weights,
+    )
+    area = np.einsum("tr,ryx->tyx", basis, out).sum(axis=0)
+    middle = (np.arange(noisy.shape[2]) % 12) == 1
+    return float((area[4:-4, middle].mean() - grey.sum()) / (white.sum() - grey.sum()))
+
+
+def test_weighting_the_guide_by_signal_share_blends_thin_grey_matter_less() -> None:
+    """Thin grey-matter ribbons in white matter under correlated noise: judging likeness on
+    the signal-weighted components pulls the ribbons' area less towards the white matter than
+    counting all 16 components alike (measured 0.31–0.35 against 0.35–0.39), seed by seed."""
+    for seed in range(3):
+        weighted = _ribbon_blend(seed, signal_weighted=True)
+        assert weighted < _ribbon_blend(seed, signal_weighted=False) - 0.01
+        assert weighted < 0.4
