@@ -47,7 +47,9 @@ class PerfusionParameters:
     denoise_spatial_sigma_mm : spatial width of the bilateral filter, in mm.
     denoise_profile_sigma_factor : the profile-similarity width is this factor times the noise
         σ of the 3 × 3 mean profiles that are compared (σ / 3, σ estimated from the baseline
-        images; unitless). The squared distance of two such profiles of one tissue scatters
+        images; unitless). The distance is taken over the temporal components weighted by
+        their signal share w (:func:`compress.signal_weights`). Measured with all r components
+        alike (engine 0.7): the squared distance of two such profiles of one tissue scatters
         by about σ²/9·2√(2r)/t per frame (≈ 0.6 HU² at σ = 5 HU), while infarct core and
         penumbra curves differ by ≈ 10 HU²: a width of σ/6 (0.5) separates them, one of σ
         (3.0) averaged them with weight 0.75, blurring CBF across the core's edge.
