@@ -80,6 +80,20 @@ class PerfusionParameters:
         repeated this many times, each pass judging likeness on the previous pass's curves, with
         a profile width of this factor times the image noise σ. Repetition sharpens tissue
         boundaries (mean shift) while the pool grows (0 iterations = each voxel on its own).
+    model_pool_delay_sigma_s, model_pool_delay_median_voxels : the pool's likeness also
+        counts the difference of the voxels' oSVD onsets, each smoothed by a median over this
+        many voxels along x, then along y (a single voxel's onset is too noisy in faint
+        tissue): a difference of ``model_pool_delay_sigma_s`` seconds weighs as much as a
+        profile distance of one width (0 = ignored). Pooling curves that arrive seconds apart
+        gives a dispersed curve whose fitted flow reads low (:func:`parametric.pooled`):
+        delayed oligaemia and penumbra fell into the core. Independent phantom c5 (σ 6 HU
+        correlated), white-matter oligaemia: CBF 13.8 against a true 18.2 (10.5 without the
+        delay term), core +16 % (+55 %). Our phantom at σ 10 HU: unsmoothed onsets split the
+        core's pool, so that its flow read high (core −43 %); smoothed, −23 % (−18 % without
+        the delay term).
+    model_flow_median : with ``model_based_flow``, F is the posterior median instead of the
+        mean. A faint curve's posterior has a long tail towards the high flows of sharp
+        models that fit its noise; the median is not pulled up by it.
     temporal_components_min : the fewest temporal components the curves are compressed to.
         The basis is learnt from the voxels' curves, and shapes too rare to rise above the
         noise floor (the delayed, low, wide curves of a small infarct core) are distorted by
@@ -143,6 +157,9 @@ class PerfusionParameters:
     model_pool_spatial_sigma_voxels: float = 4.0
     model_pool_iterations: int = 5
     model_pool_profile_sigma_factor: float = 0.14
+    model_pool_delay_sigma_s: float = 1.0
+    model_pool_delay_median_voxels: int = 9
+    model_flow_median: bool = True
     model_based_volume: bool = True
     model_delay_window_s: float = 2.0
     temporal_components_min: int = 16
@@ -167,6 +184,8 @@ class PerfusionParameters:
             raise ValueError("svd_threshold_min must not exceed svd_threshold_max")
         if min(self.model_pool_radius_voxels, self.model_pool_iterations) < 0:
             raise ValueError("model_pool_radius_voxels and model_pool_iterations must be ≥ 0")
+        if not self.model_pool_delay_sigma_s >= 0:
+            raise ValueError("model_pool_delay_sigma_s must be ≥ 0 (0 = delays ignored)")
         if self.model_pool_iterations > 0 and not (
             self.model_pool_spatial_sigma_voxels > 0 and self.model_pool_profile_sigma_factor > 0
         ):
