@@ -34,7 +34,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import Profiles, build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.9"
+ALGORITHM = "ctp-node oSVD 0.10"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -206,10 +206,12 @@ def _compute_perfusion(
     vof_curve = None
     scale = 1.0
     if vof_zyx is not None:
-        vof_vox = manual_voxels(vof_zyx, (nz, ny, nx), "VOF", feats.area_hu_s, p.vof_voxels)
+        # The brightest at the peak, not above the baseline (see inputs.venous_rank).
+        brightest = feats.peak_hu + baseline
+        vof_vox = manual_voxels(vof_zyx, (nz, ny, nx), "VOF", brightest, p.vof_voxels)
         vof_sel = "manual"
     else:
-        vof_vox = inputs.select_venous(feats, candidates, noise, aif_ttp, p.vof_voxels)
+        vof_vox = inputs.select_venous(feats, candidates, noise, aif_ttp, p.vof_voxels, baseline)
         vof_sel = "automatic"
     if vof_vox is None:
         warnings.append(

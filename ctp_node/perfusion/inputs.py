@@ -166,23 +166,41 @@ def select_arterial(
 
 
 def select_venous(
-    features: CurveFeatures, candidates: np.ndarray, noise_hu: float, aif_ttp_s: float, count: int
+    features: CurveFeatures,
+    candidates: np.ndarray,
+    noise_hu: float,
+    aif_ttp_s: float,
+    count: int,
+    baseline_hu: np.ndarray,
 ) -> np.ndarray | None:
-    """Voxels ``(n, 3)`` of the VOF: late peak (after the AIF's) and largest area (the sinus)."""
+    """Voxels ``(n, 3)`` of the VOF: late peak (after the AIF's) and highest attenuation at the
+    peak (the sinus, the largest vein, has no partial volume)."""
     if not candidates.any():
         return None
     floor = _arterial_floor(features, candidates, noise_hu)
     late = candidates & (features.peak_hu >= floor) & (features.ttp_s >= aif_ttp_s + 1.0)
     if not late.any():
         return None
-    # Ranked by the in-plane 3 × 3 mean area: ranking by each voxel's own area would pick the
-    # voxels whose noise raised it, biasing the partial-volume scale (and lowering CBF, CBV).
-    from scipy.ndimage import uniform_filter
-
-    smooth_area = uniform_filter(features.area_hu_s, size=(1, 3, 3), mode="nearest")
-    score = np.where(late, smooth_area, -np.inf)
+    score = np.where(late, venous_rank(features, baseline_hu), -np.inf)
     order = _best(score, min(count, int(late.sum())))
     return np.column_stack(np.unravel_index(order, score.shape))
+
+
+def venous_rank(features: CurveFeatures, baseline_hu: np.ndarray) -> np.ndarray:
+    """How venous-output-like each voxel is: its highest attenuation over the frames (not above
+    its baseline), averaged over the in-plane 3 × 3 neighbourhood.
+
+    The VOF's area sets the partial-volume scale of every flow and volume, and an area is
+    as sensitive to the baseline as it is long: a baseline 2 HU low adds 2 HU × 60 s. Ranked
+    by their area (or by their peak above baseline), the chosen voxels are those whose
+    baseline noise was low, and the scale read 4–9 % high at σ 6 HU (independent phantom,
+    ten studies; exact without noise). The attenuation at the peak does not involve the
+    baseline frames, so the chosen voxels' baselines are unbiased. The 3 × 3 mean keeps a
+    single voxel's noise at the peak from choosing it.
+    """
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(features.peak_hu + baseline_hu, size=(1, 3, 3), mode="nearest")
 
 
 def venous_scale(aif: np.ndarray, vof: np.ndarray, dt_s: float) -> float:

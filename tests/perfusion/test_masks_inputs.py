@@ -81,3 +81,40 @@ def test_noise_of_window_means_reveals_spatially_correlated_noise() -> None:
     # Means of 3 × 3 independent voxels have σ/3; correlated neighbours average out less.
     assert 3 * noise_sigma_hu(white, mask, window=3) == pytest.approx(6.0, rel=0.08)
     assert 3 * noise_sigma_hu(correlated, mask, window=3) > 1.6 * 6.0
+
+
+def test_the_venous_voxels_are_chosen_without_favouring_a_low_baseline() -> None:
+    """A sinus of identical voxels in noise: chosen by their area (or their peak above the
+    baseline), the VOF is made of the voxels whose baseline noise happened to be low, and its
+    area — the partial-volume scale of every flow — reads high. Chosen by the attenuation at
+    the peak, which no baseline frame enters, its area is unbiased."""
+    from ctp_node.perfusion.inputs import select_venous, vessel_features
+
+    times = np.arange(0.0, 60.0, 1.5)
+    lag = np.clip(times - 14.0, 0.0, None)
+    venous = 300.0 * (lag / 6.0) ** 3 * np.exp(3.0 * (1.0 - lag / 6.0))  # peaks at 20 s
+    artery_ttp = 14.0
+    baseline_frames = 5
+    errors: dict[str, list[float]] = {"area": [], "attenuation": []}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        hu = 40.0 + venous[:, None, None, None] + rng.normal(0, 8.0, (times.size, 1, 24, 24))
+        hu = hu.astype(np.float32)
+        baseline = hu[:baseline_frames].mean(axis=0)
+        candidates = np.ones((1, 24, 24), bool)
+        feats = vessel_features(hu, baseline, candidates, times[:, None], times)
+        chosen = {
+            "attenuation": select_venous(feats, candidates, 8.0, artery_ttp, 6, baseline),
+            "area": np.column_stack(
+                np.unravel_index(
+                    np.argsort(ndimage.uniform_filter(feats.area_hu_s, (1, 3, 3)).ravel())[-6:],
+                    feats.area_hu_s.shape,
+                )
+            ),
+        }
+        for name, voxels in chosen.items():
+            z, y, x = voxels.T
+            curve = (hu[:, z, y, x] - baseline[z, y, x]).mean(axis=1)
+            errors[name].append(np.trapezoid(curve, times) / np.trapezoid(venous, times) - 1)
+    assert np.mean(errors["area"]) > 0.02  # the bias this is about
+    assert abs(np.mean(errors["attenuation"])) < 0.3 * np.mean(errors["area"])
