@@ -68,6 +68,21 @@ def test_manual_aif_is_used(phantom_and_result) -> None:
     assert (manual.aif.voxels_zyx == [z, y, x]).all(axis=1).any()
 
 
+def test_manual_vof_at_the_sinus_gives_the_automatic_scale(phantom_and_result) -> None:
+    """A person's VOF placed on the voxel the automatic selection found: it is used, and the
+    partial-volume scale agrees with the automatic one (same vein, same measure); placed
+    beside the vein, it does not (the test can tell a wrong location)."""
+    ph, res = phantom_and_result
+    z, y, x = (int(v) for v in res.vof.voxels_zyx[0])
+    manual = compute_perfusion(ph.acquisition, vof_zyx=(z, y, x))
+    assert manual.vof.selection == "manual"
+    assert (manual.vof.voxels_zyx == [z, y, x]).all(axis=1).any()
+    automatic = res.parameters["aif_partial_volume_scale"]
+    assert manual.parameters["aif_partial_volume_scale"] == pytest.approx(automatic, rel=0.03)
+    beside = compute_perfusion(ph.acquisition, vof_zyx=(z, y, x + 3))
+    assert beside.parameters["aif_partial_volume_scale"] < 0.9 * automatic
+
+
 def test_no_contrast_and_short_scan_are_explained() -> None:
     ph = make_phantom()
     acq = ph.acquisition
