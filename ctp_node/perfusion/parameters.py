@@ -70,9 +70,10 @@ class PerfusionParameters:
     model_based_flow : CBF is the amplitude F of the best fit of ``F · (AIF ⊗ R)(t − δ)`` with
         an exponential, linear or box residue R (:mod:`ctp_node.perfusion.parametric`)
         instead of the maximum of the oSVD residue (biased upwards by noise, and by the
-        exponential correction when the residue is not exponential). F and MTT are the
-        posterior means over the models, not the single best fit's, so that a low curve that
-        several models fit equally well is not given the flow of whichever the noise favours.
+        exponential correction when the residue is not exponential). F and F · MTT come from
+        the posterior over the models (F its median, see ``model_flow_median``; the volume
+        its mean), not from the single best fit, so that a low curve that several models fit
+        equally well is not given the flow of whichever the noise favours.
     model_pool_radius_voxels, model_pool_spatial_sigma_voxels, model_pool_iterations,
     model_pool_profile_sigma_factor : with ``model_based_flow``, each voxel's model is fitted
         to its curve pooled with its in-plane neighbours (disc of this radius, spatial
