@@ -16,9 +16,17 @@ from dataclasses import replace
 from functools import partial
 
 import numpy as np
-from scipy import ndimage
 
-from ctp_node.perfusion import inputs, masks, motion, parametric, resolution, stroke, timing
+from ctp_node.perfusion import (
+    inputs,
+    masks,
+    motion,
+    parametric,
+    pooling,
+    resolution,
+    stroke,
+    timing,
+)
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.deconvolution import (
     ResidueFeatures,
@@ -292,14 +300,15 @@ def _compute_perfusion(
             arterial,
             float(aif_curve.times_s[0]),
             partial(
-                parametric.pooled,
+                pooling.pooled,
                 radius=p.model_pool_radius_voxels,
                 spatial_sigma_voxels=p.model_pool_spatial_sigma_voxels,
                 profile_sigma_hu=p.model_pool_profile_sigma_factor * max(area_noise, 1e-3),
                 iterations=p.model_pool_iterations,
                 workers=workers,
-                delay_s=_smoothed_onset(res.onset_s, parenchyma, p.model_pool_delay_median_voxels),
+                delay_s=res.onset_s,
                 delay_sigma_s=p.model_pool_delay_sigma_s,
+                delay_median_voxels=p.model_pool_delay_median_voxels,
             ),
             workers=workers,
             delay_s=res.onset_s,
@@ -390,23 +399,6 @@ def _grow_input(
     pool = inputs.vessel_pool(feats, pool_mask, seeds)
     curves, gain = grid.voxel_curves(pool)
     return pool[inputs.matching_curves(curves, gain, len(seeds), noise, max_count)]
-
-
-def _smoothed_onset(onset_s: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
-    """Each voxel's onset (rows of ``mask``) replaced by a robust local value: the median over
-    ``size`` voxels along y of the medians over ``size`` voxels along x. Separable: 0.2 s
-    on 512² × 32 against 0.9 s for the square window's median, which was a little more
-    robust (σ 10 HU phantom: core −18 % against −23 %). Outside ``mask``, the median onset
-    of all voxels stands in."""
-    if size <= 1 or onset_s.size == 0:
-        return onset_s
-    _, ys, xs = np.nonzero(mask)
-    box = (slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    image = np.full(mask.shape, float(np.median(onset_s)), np.float32)
-    image[mask] = onset_s
-    part = ndimage.median_filter(image[box], size=(1, 1, size), mode="nearest")
-    image[box] = ndimage.median_filter(part, size=(1, size, 1), mode="nearest")
-    return image[mask]
 
 
 def _argmax_rows(profiles: Profiles, chunk: int = 65536) -> np.ndarray:

@@ -86,7 +86,7 @@ class PerfusionParameters:
         many voxels along x, then along y (a single voxel's onset is too noisy in faint
         tissue): a difference of ``model_pool_delay_sigma_s`` seconds weighs as much as a
         profile distance of one width (0 = ignored). Pooling curves that arrive seconds apart
-        gives a dispersed curve whose fitted flow reads low (:func:`parametric.pooled`):
+        gives a dispersed curve whose fitted flow reads low (:func:`pooling.pooled`):
         delayed oligaemia and penumbra fell into the core. Independent phantom c5 (σ 6 HU
         correlated), white-matter oligaemia: CBF 13.8 against a true 18.2 (10.5 without the
         delay term), core +16 % (+55 %). Our phantom at σ 10 HU: unsmoothed onsets split the

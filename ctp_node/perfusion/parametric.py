@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft
 
-from ctp_node.perfusion import compress, denoise
+from ctp_node.perfusion import compress
 from ctp_node.perfusion.profiles import Profiles
 
 SHAPES = ("exponential", "linear", "box")
@@ -346,60 +346,6 @@ def _equal(key: np.ndarray) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
 
 
-def pooled(
-    profiles: Profiles,
-    radius: int,
-    spatial_sigma_voxels: float,
-    profile_sigma_hu: float,
-    iterations: int,
-    workers: int = 1,
-    delay_s: np.ndarray | None = None,
-    delay_sigma_s: float = 0.0,
-) -> np.ndarray:
-    """Each voxel's coefficients pooled with its like in-plane neighbours, ``(v, r)``.
-
-    A time-profile bilateral filter (:func:`denoise.tips`) on the already denoised profiles,
-    repeated ``iterations`` times; each pass judges likeness on the previous pass's curves (a
-    mean shift), so that a voxel near a tissue boundary is drawn towards its own side and the
-    pool of each tissue grows with every pass instead of blurring across the boundary.
-
-    With ``delay_s`` ``(v,)`` (each voxel's bolus delay, s) and ``delay_sigma_s`` > 0, likeness
-    also counts the difference of delays: a difference of ``delay_sigma_s`` weighs as much as
-    a profile distance of ``profile_sigma_hu``. Curves that arrive seconds apart look alike
-    to the profile distance once noise is added, and their mean is a dispersed curve — longer
-    MTT, lower flow — than either (delayed oligaemia and penumbra read low and fall into the
-    core). The delays are pooled along with the curves, so each pass judges on pooled delays.
-    """
-    out = profiles.coefficients.copy()
-    if iterations <= 0 or radius <= 0:
-        return out
-    mask = profiles.mask
-    frames = profiles.basis.shape[0]
-    if delay_s is not None and delay_sigma_s > 0:
-        # One more coordinate whose squared difference per frame is (Δδ / σ_δ)² · σ_profile².
-        scale = np.float32(np.sqrt(frames) * profile_sigma_hu / delay_sigma_s)
-        out = np.concatenate([out, (scale * delay_s.astype(np.float32))[:, None]], axis=1)
-
-    def one_slice(z: int) -> None:
-        rows = slice(profiles.slice_rows[z], profiles.slice_rows[z + 1])
-        if rows.start == rows.stop:
-            return
-        for _ in range(iterations):
-            out[rows] = denoise.tips_rows(
-                out[rows],
-                mask[z],
-                radius,
-                spatial_sigma_voxels,
-                profile_sigma_hu,
-                frames=frames,
-                guide_window=1,
-            )
-
-    with ThreadPoolExecutor(max(1, workers)) as threads:  # numpy releases the GIL
-        list(threads.map(one_slice, range(mask.shape[0])))
-    return np.ascontiguousarray(out[:, : profiles.coefficients.shape[1]])
-
-
 def model_flow(
     profiles: Profiles,
     slice_times_s: np.ndarray,
@@ -415,9 +361,9 @@ def model_flow(
     their acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
     ``arterial`` and ``start_s``.
 
-    ``pool`` (e.g. :func:`pooled` with its settings) gives the curves that are fitted instead
-    of each voxel's own: the best of many models fitted to one noisy low-flow curve is the
-    sharp one that fits its noise, which raises low flows; a pool of like voxels does not.
+    ``pool`` (e.g. :func:`pooling.pooled` with its settings) gives the curves that are fitted
+    instead of each voxel's own: the best of many models fitted to one noisy low-flow curve is
+    the sharp one that fits its noise, which raises low flows; a pool of like voxels does not.
     """
     curves = pool(profiles) if pool is not None else profiles.coefficients
     flow = np.empty(curves.shape[0], np.float32)

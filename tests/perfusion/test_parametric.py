@@ -5,7 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from ctp_node.perfusion import inputs, parametric
+from ctp_node.perfusion import inputs, parametric, pooling
 from ctp_node.perfusion.profiles import build_profiles
 
 
@@ -43,7 +43,7 @@ def _noisy_profiles(rng: np.random.Generator, times: np.ndarray, curves: np.ndar
 def _pool(sigma: float, iterations: int):
     """The model fit's pool with the engine's settings."""
     return partial(
-        parametric.pooled,
+        pooling.pooled,
         radius=6,
         spatial_sigma_voxels=4.0,
         profile_sigma_hu=0.14 * sigma,
@@ -241,8 +241,6 @@ def test_pool_told_the_delays_keeps_a_thin_delayed_band_apart_from_later_tissue(
 def test_pool_onsets_are_smoothed_without_moving_a_delay_boundary():
     """The onsets the pool is told are median-smoothed: a noisy voxel's onset is replaced by
     its neighbourhood's, and a step between two territories stays where it is."""
-    from ctp_node.perfusion.engine import _smoothed_onset
-
     rng = np.random.default_rng(1)
     mask = np.zeros((2, 40, 40), bool)
     mask[:, 5:35, 5:35] = True
@@ -250,10 +248,10 @@ def test_pool_onsets_are_smoothed_without_moving_a_delay_boundary():
     onset = truth + rng.normal(0, 0.3, truth.shape)
     spikes = rng.random(truth.shape) < 0.05
     onset[spikes] += rng.choice([-6.0, 6.0], spikes.sum())
-    smoothed = _smoothed_onset(onset[mask].astype(np.float32), mask, 9)
+    smoothed = pooling.smoothed_delays(onset[mask].astype(np.float32), mask, 9)
     error = np.abs(smoothed - truth[mask])
     assert np.percentile(error, 99) < 0.6 < np.percentile(np.abs(onset[mask] - truth[mask]), 99)
-    assert np.array_equal(_smoothed_onset(onset[mask], mask, 1), onset[mask])
+    assert np.array_equal(pooling.smoothed_delays(onset[mask], mask, 1), onset[mask])
 
 
 def test_negative_delay_width_is_refused():
