@@ -77,6 +77,7 @@ THRESHOLD_PARAMETERS = frozenset(
         "core_rcbf_threshold",
         "core_reference_tmax_s",
         "core_reference_mean",
+        "core_tmax_min_s",
         "tmax_threshold_s",
         "tmax_severe_threshold_s",
         "target_core_max_ml",

@@ -52,11 +52,14 @@ def threshold(result: PerfusionResult, name: str) -> float:
 
 
 def normal_reference_statement(result: PerfusionResult) -> str:
-    """What the core's rCBF is relative to: the statistic, the tissue and the value."""
+    """What the core's rCBF is relative to (the statistic, the tissue and the value), and in
+    which tissue the core is counted."""
     statistic = "mean" if result.parameters.get("core_reference_mean", 1.0) else "median"
+    gate = result.parameters.get("core_tmax_min_s", 0.0)
     return (
         f"normal CBF {result.normal_cbf:.1f} ml/100 g/min ({statistic} of tissue with "
         f"Tmax < {result.parameters.get('core_reference_tmax_s', 4.0):g} s)"
+        + (f", core counted where the local median Tmax is >= {gate:g} s" if gate > 0 else "")
     )
 
 

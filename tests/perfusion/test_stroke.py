@@ -39,3 +39,30 @@ def test_hypoperfusion_includes_the_core_even_where_its_tmax_reads_short() -> No
     # The core's voxels with a short Tmax are hypoperfused all the same.
     assert (tmax6 >= core).all() and tmax6[short & core].all()
     assert tmax6[:, 9:31, 14:26].all() and not tmax6[:, :6].any()
+
+
+def test_low_flow_with_a_timely_bolus_is_not_core_but_a_delayed_core_with_noisy_tmax_is() -> None:
+    rng = np.random.default_rng(0)
+    cbf, tmax, tissue = _brain()
+    cbf[:, 5:15, 25:35] = 4.0  # low flow, bolus on time (faint white matter's noise, old infarct)
+    cbf[:, 25:37, 15:27] = 3.0  # acute core in a delayed territory
+    tmax[:, 22:40, 12:30] = 9.0
+    # 40 % of the core's own Tmax values scatter short (its faintest curves)
+    noisy = rng.random(tmax.shape) < 0.4
+    tmax[:, 25:37, 15:27] = np.where(noisy, 1.0, 9.0)[:, 25:37, 15:27]
+    # The core touches the edge of the head: outside the tissue, Tmax is 0 and does not count.
+    tissue[:, 37:, :] = False
+    tmax[:, 37:, :] = 0.0
+    p = PerfusionParameters()
+    core, _, _ = lesion_masks(cbf, tmax, tissue, 30.0, 0.001, p)
+    acute = np.zeros_like(core)
+    acute[:, 25:37, 15:27] = True
+    # Without the gate, the timely low flow is counted as core too.
+    ungated, _, _ = lesion_masks(
+        cbf, tmax, tissue, 30.0, 0.001, PerfusionParameters(core_tmax_min_s=0.0)
+    )
+    assert ungated[:, 5:15, 25:35].mean() > 0.95
+    # With it, only that goes: all of the acute core stays (but its corners, which the
+    # majority filter trims either way).
+    assert not core[:, 5:15, 25:35].any() and not (core & ~acute).any()
+    assert np.array_equal(core[acute], ungated[acute]) and core[acute].mean() > 0.97

@@ -109,7 +109,7 @@ def result(acquisition: Acquisition) -> PerfusionResult:
             target_mismatch=True,
         ),
         normal_cbf=52.0,
-        parameters={"core_rcbf_threshold": 0.3, "tmax_threshold_s": 6.0},
+        parameters={"core_rcbf_threshold": 0.3, "tmax_threshold_s": 6.0, "core_tmax_min_s": 4.0},
         algorithm="bcSVD test",
     )
 

@@ -115,7 +115,8 @@ def test_states_method_contrast_motion_and_target_mismatch(sr_path: Path) -> Non
     assert any(t.startswith("Target mismatch (DEFUSE 3 criteria): PRESENT") for t in texts)
     assert any(t.startswith("Method: bcSVD test") for t in texts)
     assert any(
-        "rCBF < 30 % of the normal CBF 52.0 ml/100 g/min (mean of tissue with Tmax < 4 s)" in t
+        "rCBF < 30 % of the normal CBF 52.0 ml/100 g/min (mean of tissue with Tmax < 4 s), "
+        "core counted where the local median Tmax is >= 4 s" in t
         for t in texts
     )
     assert (
