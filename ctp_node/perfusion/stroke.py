@@ -52,10 +52,18 @@ def delayed_tissue(
     least half of the values are, so two box filters (counts) give it: far cheaper than a
     median filter, and blind to the air, bone and CSF in the window (which a plain median
     filter would count as values)."""
-    size = (1, window_voxels, window_voxels)
-    late = ndimage.uniform_filter((tissue & (tmax_s >= min_s)).astype(np.float32), size=size)
-    present = ndimage.uniform_filter(tissue.astype(np.float32), size=size)
-    return tissue & (late >= 0.5 * present)
+    gated = np.zeros_like(tissue)
+    if not tissue.any():
+        return gated
+    _, ys, xs = np.nonzero(tissue)
+    box = (slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    inside, size = tissue[box], (1, window_voxels, window_voxels)
+    late = ndimage.uniform_filter(
+        (inside & (tmax_s[box] >= min_s)).astype(np.float32), size, mode="constant"
+    )
+    present = ndimage.uniform_filter(inside.astype(np.float32), size, mode="constant")
+    gated[box] = inside & (late >= 0.5 * present)
+    return gated
 
 
 def lesion_masks(
