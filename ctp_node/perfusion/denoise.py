@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ctp_node.perfusion.masks import in_plane_box
+
 
 def tips(
     profiles: np.ndarray,
@@ -52,8 +54,7 @@ def tips(
     if radius <= 0 or profile_sigma_hu <= 0 or not mask.any():
         return profiles
     # Work on the bounding box of the mask only (the brain is a fraction of the field of view).
-    ys_, xs_ = np.nonzero(mask)
-    box = (slice(ys_.min(), ys_.max() + 1), slice(xs_.min(), xs_.max() + 1))
+    box = in_plane_box(mask)
     out = profiles.astype(np.float32, copy=True)
     out[:, box[0], box[1]] = _tips_box(
         out[:, box[0], box[1]],

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctp_node.perfusion.errors import NoArterialInputError
+from ctp_node.perfusion.masks import in_plane_box
 
 #: An arterial peak must exceed this many noise σ and at least this many HU.
 _MIN_PEAK_SIGMA = 10.0
@@ -104,12 +105,7 @@ def noise_sigma_hu(concentration: np.ndarray, mask: np.ndarray, window: int = 1)
     if window > 1:
         # Only the masked voxels' means are needed: filter their bounding box and the
         # window's half-width around it (the same means as filtering the whole slice).
-        ys, xs = np.nonzero(mask)
-        half = window // 2
-        box = (
-            slice(max(ys.min() - half, 0), ys.max() + half + 1),
-            slice(max(xs.min() - half, 0), xs.max() + half + 1),
-        )
+        box = in_plane_box(mask, window // 2)
         concentration = ndimage.uniform_filter(
             concentration[:, box[0], box[1]], (1, window, window)
         )
@@ -198,9 +194,7 @@ def venous_rank(features: CurveFeatures, baseline_hu: np.ndarray) -> np.ndarray:
     baseline frames, so the chosen voxels' baselines are unbiased. The 3 × 3 mean keeps a
     single voxel's noise at the peak from choosing it.
     """
-    from scipy.ndimage import uniform_filter
-
-    return uniform_filter(features.peak_hu + baseline_hu, size=(1, 3, 3), mode="nearest")
+    return ndimage.uniform_filter(features.peak_hu + baseline_hu, size=(1, 3, 3), mode="nearest")
 
 
 def venous_scale(aif: np.ndarray, vof: np.ndarray, dt_s: float) -> float:

@@ -12,6 +12,18 @@ from scipy import ndimage
 BONE_HU = 300.0
 
 
+def in_plane_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Rows and columns of the smallest in-plane rectangle holding every voxel of ``mask``
+    ``(..., y, x)`` (not empty), widened by ``margin`` on each side within the image: the
+    part of the field of view that the brain's work needs."""
+    plane = mask.reshape(-1, *mask.shape[-2:]).any(axis=0)
+    ys, xs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    return (
+        slice(max(ys[0] - margin, 0), ys[-1] + margin + 1),
+        slice(max(xs[0] - margin, 0), xs[-1] + margin + 1),
+    )
+
+
 def intracranial_mask(baseline_hu: np.ndarray) -> np.ndarray:
     """Voxels enclosed by the skull, per slice; everything non-bone if no skull is found."""
     bone = baseline_hu > BONE_HU

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctp_node.perfusion import denoise
+from ctp_node.perfusion.masks import in_plane_box
 from ctp_node.perfusion.profiles import Profiles
 
 
@@ -82,8 +83,7 @@ def smoothed_delays(onset_s: np.ndarray, mask: np.ndarray, size: int) -> np.ndar
     of all voxels stands in."""
     if size <= 1 or onset_s.size == 0:
         return onset_s
-    _, ys, xs = np.nonzero(mask)
-    box = (slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    box = (slice(None), *in_plane_box(mask))
     image = np.full(mask.shape, float(np.median(onset_s)), np.float32)
     image[mask] = onset_s
     part = ndimage.median_filter(image[box], size=(1, 1, size), mode="nearest")

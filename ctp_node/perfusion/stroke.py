@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ctp_node.perfusion.masks import in_plane_box
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.result import StrokeVolumes
 
@@ -55,8 +56,7 @@ def delayed_tissue(
     gated = np.zeros_like(tissue)
     if not tissue.any():
         return gated
-    _, ys, xs = np.nonzero(tissue)
-    box = (slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    box = (slice(None), *in_plane_box(tissue))
     inside, size = tissue[box], (1, window_voxels, window_voxels)
     late = ndimage.uniform_filter(
         (inside & (tmax_s[box] >= min_s)).astype(np.float32), size, mode="constant"
