@@ -42,7 +42,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import Profiles, build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.11"
+ALGORITHM = "ctp-node oSVD 0.12"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -294,7 +294,7 @@ def _compute_perfusion(
             aif_curve.concentration_hu,
             noise / np.sqrt(len(aif_curve.voxels_zyx)),
         )
-        peak, model_mtt_s = parametric.model_flow(
+        peak, model_mtt_s, model_delay_s = parametric.model_flow(
             profiles,
             grid.slice_times_s,
             arterial,
@@ -323,6 +323,8 @@ def _compute_perfusion(
     maps["CBF"][m] = 6000.0 * density_ratio * peak
     maps["CBV"][m] = 100.0 * density_ratio * area
     maps["Tmax"][m] = res.onset_s if p.tmax_from_onset else res.peak_time_s
+    if p.model_based_flow and p.tmax_from_model:
+        maps["Tmax"][m] = model_delay_s
     maps["delay"][m] = res.onset_s
     # Vessels by the measured area: a vessel's curve is no tissue model's.
     tissue = masks.remove_vessels(parenchyma, maps["CBV"], p.vessel_cbv_ml_100g)

@@ -122,6 +122,12 @@ class PerfusionParameters:
     tmax_from_onset : estimate the time of the residue maximum from the half-maximum of the
         rising edge of k(t) (unbiased by truncation blur for any non-increasing residue); when
         False, the time of the blurred peak itself (lags by about half the blur width).
+    tmax_from_model : with ``model_based_flow``, Tmax is the fitted model's delay δ (the time
+        of its residue maximum), fitted to the voxel's pool of like curves within
+        ``model_delay_window_s`` of the onset, instead of the deconvolved residue's own.
+        The pool's curve is less noisy than the voxel's. Our phantom at σ 5 HU: Tmax's
+        region error 0.47 → 0.09 s, 90th centile of the voxels' error 1.3 → 0.25 s;
+        independent phantom (σ 6 HU correlated), Tmax > 6 s mean error −5.0 → −4.2 %.
     processing_pixel_mm : in-plane pixels finer than this, in mm, are averaged in blocks (2 × 2
         for 0.43–0.5 mm pixels) before the curves are analysed; maps and masks are returned on
         the acquisition's grid (0 = never).
@@ -166,6 +172,7 @@ class PerfusionParameters:
     venous_correction: bool = True
     exponential_peak_correction: bool = True
     tmax_from_onset: bool = True
+    tmax_from_model: bool = True
     model_based_flow: bool = True
     model_pool_radius_voxels: int = 6
     model_pool_spatial_sigma_voxels: float = 4.0

@@ -356,10 +356,10 @@ def model_flow(
     delay_s: np.ndarray | None = None,
     delay_window_s: float = 0.0,
     flow_median: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """F (1/s) and MTT (s) of every voxel of ``profiles``, fitted per group of slices sharing
-    their acquisition times (``slice_times_s`` ``(t, z)``); see :func:`build_dictionary` for
-    ``arterial`` and ``start_s``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F (1/s), MTT (s) and delay δ (s) of every voxel of ``profiles``, fitted per group of
+    slices sharing their acquisition times (``slice_times_s`` ``(t, z)``); see
+    :func:`build_dictionary` for ``arterial`` and ``start_s``.
 
     ``pool`` (e.g. :func:`pooling.pooled` with its settings) gives the curves that are fitted
     instead of each voxel's own: the best of many models fitted to one noisy low-flow curve is
@@ -368,6 +368,7 @@ def model_flow(
     curves = pool(profiles) if pool is not None else profiles.coefficients
     flow = np.empty(curves.shape[0], np.float32)
     mtt = np.empty(curves.shape[0], np.float32)
+    delay = np.empty(curves.shape[0], np.float32)
     for _, rows in profiles.groups():
         z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
@@ -382,4 +383,5 @@ def model_flow(
         )
         flow[rows] = fitted.flow
         mtt[rows] = fitted.mtt_s
-    return flow, mtt
+        delay[rows] = fitted.delay_s
+    return flow, mtt, delay

@@ -45,25 +45,31 @@ def clean_lesion(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     return keep[labels]
 
 
+def local_majority(flags: np.ndarray, tissue: np.ndarray, window_voxels: int) -> np.ndarray:
+    """Tissue voxels at least half of whose tissue neighbours — the tissue voxels of the
+    ``window_voxels`` square in-plane window around them — are ``flags``. Only tissue counts:
+    air, bone and CSF in the window are neither for nor against, so a lesion that reaches the
+    brain's surface or a ventricle keeps its border. Two box filters (counts)."""
+    out = np.zeros_like(tissue)
+    if not tissue.any():
+        return out
+    box = (slice(None), *in_plane_box(tissue))
+    inside, size = tissue[box], (1, window_voxels, window_voxels)
+    votes = ndimage.uniform_filter((inside & flags[box]).astype(np.float32), size, mode="constant")
+    present = ndimage.uniform_filter(inside.astype(np.float32), size, mode="constant")
+    out[box] = inside & (votes >= 0.5 * present)
+    return out
+
+
 def delayed_tissue(
     tmax_s: np.ndarray, tissue: np.ndarray, min_s: float, window_voxels: int
 ) -> np.ndarray:
     """Tissue whose local median Tmax — over the tissue voxels of a ``window_voxels`` square
     in-plane window — is at least ``min_s``. A median is at least ``min_s`` exactly when at
-    least half of the values are, so two box filters (counts) give it: far cheaper than a
-    median filter, and blind to the air, bone and CSF in the window (which a plain median
-    filter would count as values)."""
-    gated = np.zeros_like(tissue)
-    if not tissue.any():
-        return gated
-    box = (slice(None), *in_plane_box(tissue))
-    inside, size = tissue[box], (1, window_voxels, window_voxels)
-    late = ndimage.uniform_filter(
-        (inside & (tmax_s[box] >= min_s)).astype(np.float32), size, mode="constant"
-    )
-    present = ndimage.uniform_filter(inside.astype(np.float32), size, mode="constant")
-    gated[box] = inside & (late >= 0.5 * present)
-    return gated
+    least half of the values are (:func:`local_majority`): far cheaper than a median filter,
+    and blind to the air, bone and CSF in the window (which a plain median filter would count
+    as values)."""
+    return local_majority(tmax_s >= min_s, tissue, window_voxels)
 
 
 def lesion_masks(
@@ -90,10 +96,10 @@ def lesion_masks(
         )
         return total / np.maximum(weight, 1e-6)
 
-    # An in-plane majority filter removes speckle without eroding lesion borders.
+    # An in-plane majority filter (of the tissue in 3 × 3) removes speckle without eroding
+    # lesion borders — those at the brain's surface and the ventricles included.
     def tidy(raw: np.ndarray) -> np.ndarray:
-        votes = ndimage.uniform_filter(raw.astype(np.float32), size=(1, 3, 3), mode="constant")
-        return clean_lesion(tissue & (votes > 0.5), min_voxels)
+        return clean_lesion(local_majority(raw, tissue, 3), min_voxels)
 
     # Acute core is hypoperfused tissue: low flow where the bolus arrives on time is noise in
     # faint white matter (or an old infarct), not an acute lesion. The gate takes the local

@@ -60,6 +60,24 @@ def test_accuracy_against_truth(phantom_and_result) -> None:
     assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.25)
 
 
+def test_tmax_from_the_pooled_model_fit_is_nearer_the_truth_than_the_residue_onset(
+    phantom_and_result,
+) -> None:
+    """Tmax is the delay of the model fitted to the voxel's pool of like curves; the
+    deconvolved residue's own onset, from one noisy curve, scatters twice as far or more."""
+    from ctp_node.perfusion import PerfusionParameters
+
+    ph, res = phantom_and_result
+    onset = compute_perfusion(ph.acquisition, PerfusionParameters(tmax_from_model=False))
+    inside = (ph.truth.region_labels > 0) & res.tissue_mask
+    error = {
+        name: np.abs(r.maps["Tmax"] - ph.truth.delay)[inside]
+        for name, r in (("model", res), ("onset", onset))
+    }
+    assert np.percentile(error["model"], 90) < 0.5 * np.percentile(error["onset"], 90)
+    assert np.median(error["model"]) < np.median(error["onset"])
+
+
 def test_manual_aif_is_used(phantom_and_result) -> None:
     ph, _res = phantom_and_result
     z, y, x = (int(v) for v in np.argwhere(ph.truth.artery_mask)[0])
@@ -132,13 +150,13 @@ def test_shuttle_slices_use_their_own_times() -> None:
     tmax = _block_means(res, ph.truth, "Tmax")
     assert np.median(np.abs(cbf / tv[:, 0] - 1)) < 0.10
     assert np.median(np.abs(tmax - tv[:, 3])) < 0.5
-    # Ignoring the slice times puts the odd slices' delays 1 s off.
+    # Ignoring the slice times puts half the slices' delays 1 s off (the even or the odd ones,
+    # as the AIF's slice falls): 0.5 s on average.
     blind = compute_perfusion(replace(ph.acquisition, slice_times_s=None))
-    odd = ph.truth.region_labels > 0
-    odd[::2] = False
-    err_own = np.abs(res.maps["Tmax"][odd] - ph.truth.delay[odd]).mean()
-    err_blind = np.abs(blind.maps["Tmax"][odd] - ph.truth.delay[odd]).mean()
-    assert err_own < err_blind
+    inside = ph.truth.region_labels > 0
+    err_own = np.abs(res.maps["Tmax"][inside] - ph.truth.delay[inside]).mean()
+    err_blind = np.abs(blind.maps["Tmax"][inside] - ph.truth.delay[inside]).mean()
+    assert err_blind > err_own + 0.3
 
 
 def test_linear_residue_flow_within_target() -> None:

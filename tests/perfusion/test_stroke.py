@@ -66,3 +66,23 @@ def test_low_flow_with_a_timely_bolus_is_not_core_but_a_delayed_core_with_noisy_
     # majority filter trims either way).
     assert not core[:, 5:15, 25:35].any() and not (core & ~acute).any()
     assert np.array_equal(core[acute], ungated[acute]) and core[acute].mean() > 0.97
+
+
+def test_a_lesion_in_gyri_between_sulci_keeps_its_border_voxels() -> None:
+    """The majority filter counts tissue only: CSF in the sulci is no vote against the lesion.
+    A filter that counted every voxel of the window would drop gyri one voxel wide altogether
+    (3 votes of 9) and the corners of any lesion at the brain's surface."""
+    cbf, tmax, tissue = _brain()
+    territory = (slice(None), slice(20, 40), slice(12, 40))
+    cbf[territory], tmax[territory] = 3.0, 9.0  # core in a delayed territory
+    tissue[:, 24:37, 17:40:2] = False  # sulci (CSF): the gyri between them are one voxel wide
+    tissue[:, 37:, :] = False  # ... and the territory reaches the brain's surface
+    core, tmax6, tmax10 = lesion_masks(cbf, tmax, tissue, 30.0, 0.01, PerfusionParameters())
+    lesion = np.zeros_like(tissue)
+    lesion[territory] = True
+    lesion &= tissue
+    gyri = lesion.copy()
+    gyri[:, :24] = False
+    for mask in (core, tmax6):
+        assert not (mask & ~lesion).any() and mask[gyri].all()
+    assert not tmax10.any()
