@@ -163,13 +163,14 @@ def _compute_perfusion(
     area_noise = max(noise, 3.0 * _noise(grid, sample, window=3))
 
     baseline = acq.hu[:baseline_frames].mean(axis=0)
+    baseline_noise = noise / np.sqrt(max(baseline_frames, 1))
     intracranial = masks.intracranial_mask(baseline)
     parenchyma = masks.parenchyma_mask(
         baseline,
         p.tissue_min_hu,
         p.tissue_max_hu,
         intracranial,
-        baseline_noise_hu=noise / np.sqrt(max(baseline_frames, 1)),
+        baseline_noise_hu=baseline_noise,
     )
     smooth_base = masks.smoothed_baseline(baseline)
     candidates = (
@@ -309,6 +310,10 @@ def _compute_perfusion(
                 delay_s=res.onset_s,
                 delay_sigma_s=p.model_pool_delay_sigma_s,
                 delay_median_voxels=p.model_pool_delay_median_voxels,
+                baseline_hu=baseline[parenchyma],
+                # Not below the difference two voxels' baselines show from noise alone.
+                baseline_sigma_hu=p.model_pool_baseline_sigma_hu
+                and max(p.model_pool_baseline_sigma_hu, 2 * np.sqrt(2) * baseline_noise),
             ),
             workers=workers,
             delay_s=res.onset_s,

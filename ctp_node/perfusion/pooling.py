@@ -27,6 +27,8 @@ def pooled(
     delay_s: np.ndarray | None = None,
     delay_sigma_s: float = 0.0,
     delay_median_voxels: int = 1,
+    baseline_hu: np.ndarray | None = None,
+    baseline_sigma_hu: float = 0.0,
 ) -> np.ndarray:
     """Each voxel's coefficients pooled with its like in-plane neighbours, ``(v, r)``.
 
@@ -43,17 +45,34 @@ def pooled(
     core). The delays are first median-smoothed over ``delay_median_voxels``
     (:func:`smoothed_delays`; 1 = as given), then pooled along with the curves, so each pass
     judges on pooled delays.
+
+    With ``baseline_hu`` ``(v,)`` (each voxel's attenuation before contrast) and
+    ``baseline_sigma_hu`` > 0, likeness also counts the difference of baselines in the same
+    way: grey and white matter differ by about 10 HU before contrast, and a pool that mixes
+    them reads grey matter's flow low and white matter's high.
     """
     out = profiles.coefficients.copy()
     if iterations <= 0 or radius <= 0:
         return out
     mask = profiles.mask
     frames = profiles.basis.shape[0]
+    # Further coordinates whose squared difference per frame is (Δ / σ)² · σ_profile².
+    extra = []
     if delay_s is not None and delay_sigma_s > 0:
-        # One more coordinate whose squared difference per frame is (Δδ / σ_δ)² · σ_profile².
-        delays = smoothed_delays(delay_s, mask, delay_median_voxels).astype(np.float32)
-        scale = np.float32(np.sqrt(frames) * profile_sigma_hu / delay_sigma_s)
-        out = np.concatenate([out, (scale * delays)[:, None]], axis=1)
+        extra.append((smoothed_delays(delay_s, mask, delay_median_voxels), delay_sigma_s))
+    if baseline_hu is not None and baseline_sigma_hu > 0:
+        extra.append((baseline_hu, baseline_sigma_hu))
+    if extra:
+        out = np.concatenate(
+            [out]
+            + [
+                (np.float32(np.sqrt(frames) * profile_sigma_hu / sigma) * values).astype(
+                    np.float32
+                )[:, None]
+                for values, sigma in extra
+            ],
+            axis=1,
+        )
 
     def one_slice(z: int) -> None:
         rows = slice(profiles.slice_rows[z], profiles.slice_rows[z + 1])
