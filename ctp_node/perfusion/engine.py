@@ -39,7 +39,7 @@ from ctp_node.perfusion.deconvolution import (
 from ctp_node.perfusion.errors import NoBrainTissueError
 from ctp_node.perfusion.grid import TimeGrid, input_curve, manual_voxels
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.profiles import Profiles, build_profiles
+from ctp_node.perfusion.profiles import build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
 ALGORITHM = "ctp-node oSVD 0.12"
@@ -195,7 +195,7 @@ def _compute_perfusion(
         min_components=p.temporal_components_min,
     )
     ttp = np.zeros((nz, ny, nx), np.float32)
-    ttp[parenchyma] = grid.times_s[0] + grid.dt_s * _argmax_rows(profiles)
+    ttp[parenchyma] = grid.times_s[0] + grid.dt_s * profiles.peak_index()
 
     # Side with delayed tissue: arteries there are distal to an occlusion.
     avoid = _delayed_hemisphere(ttp, parenchyma, intracranial)
@@ -311,7 +311,7 @@ def _compute_perfusion(
                 delay_sigma_s=p.model_pool_delay_sigma_s,
                 delay_median_voxels=p.model_pool_delay_median_voxels,
                 baseline_hu=baseline[parenchyma],
-                # Not below the difference two voxels' baselines show from noise alone.
+                # 0 = off; else not below the difference noise alone makes between two baselines.
                 baseline_sigma_hu=p.model_pool_baseline_sigma_hu
                 and max(p.model_pool_baseline_sigma_hu, 2 * np.sqrt(2) * baseline_noise),
             ),
@@ -406,16 +406,6 @@ def _grow_input(
     pool = inputs.vessel_pool(feats, pool_mask, seeds)
     curves, gain = grid.voxel_curves(pool)
     return pool[inputs.matching_curves(curves, gain, len(seeds), noise, max_count)]
-
-
-def _argmax_rows(profiles: Profiles, chunk: int = 65536) -> np.ndarray:
-    """Grid index of each voxel's curve maximum (the time to peak), chunked over voxels."""
-    out = np.empty(profiles.coefficients.shape[0], np.float32)
-    for synthesis, rows in profiles.groups():
-        for start in range(rows.start, rows.stop, chunk):
-            stop = min(start + chunk, rows.stop)
-            out[start:stop] = np.argmax(profiles.coefficients[start:stop] @ synthesis, axis=1)
-    return out
 
 
 def _noise(grid: TimeGrid, sample: np.ndarray, window: int = 1) -> float:

@@ -50,6 +50,15 @@ class Profiles:
                 z0 = z
         return out
 
+    def peak_index(self, chunk: int = 65536) -> np.ndarray:
+        """Grid index of each voxel's curve maximum (the time to peak), chunked over voxels."""
+        out = np.empty(self.coefficients.shape[0], np.float32)
+        for synthesis, rows in self.groups():
+            for start in range(rows.start, rows.stop, chunk):
+                stop = min(start + chunk, rows.stop)
+                out[start:stop] = np.argmax(self.coefficients[start:stop] @ synthesis, axis=1)
+        return out
+
     def apply(self, matrix_of_slice, out_columns: int) -> np.ndarray:
         """``coefficients @ matrix_of_slice(synthesis)`` for every voxel, ``(v, out)``."""
         result = np.empty((self.coefficients.shape[0], out_columns), np.float32)
