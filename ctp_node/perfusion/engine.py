@@ -275,6 +275,7 @@ def _compute_perfusion(
     area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
     peak = res.peak
     volume = area
+    tmax = res.onset_s if p.tmax_from_onset else res.peak_time_s
     if p.exponential_peak_correction:
         synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
         z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
@@ -295,7 +296,7 @@ def _compute_perfusion(
             aif_curve.concentration_hu,
             noise / np.sqrt(len(aif_curve.voxels_zyx)),
         )
-        peak, model_mtt_s, model_delay_s = parametric.model_flow(
+        model = parametric.model_flow(
             profiles,
             grid.slice_times_s,
             arterial,
@@ -320,16 +321,17 @@ def _compute_perfusion(
             delay_window_s=p.model_delay_window_s,
             flow_median=p.model_flow_median,
         )
+        peak = model.flow
         if p.model_based_volume:
             # The fitted residue's area: the measured curve's, matched to its signal.
-            volume = peak * model_mtt_s
+            volume = peak * model.mtt_s
+        if p.tmax_from_model:
+            tmax = model.delay_s
     maps = {name: np.zeros((nz, ny, nx), np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
     m = parenchyma
     maps["CBF"][m] = 6000.0 * density_ratio * peak
     maps["CBV"][m] = 100.0 * density_ratio * area
-    maps["Tmax"][m] = res.onset_s if p.tmax_from_onset else res.peak_time_s
-    if p.model_based_flow and p.tmax_from_model:
-        maps["Tmax"][m] = model_delay_s
+    maps["Tmax"][m] = tmax
     maps["delay"][m] = res.onset_s
     # Vessels by the measured area: a vessel's curve is no tissue model's.
     tissue = masks.remove_vessels(parenchyma, maps["CBV"], p.vessel_cbv_ml_100g)

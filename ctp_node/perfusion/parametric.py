@@ -356,19 +356,17 @@ def model_flow(
     delay_s: np.ndarray | None = None,
     delay_window_s: float = 0.0,
     flow_median: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """F (1/s), MTT (s) and delay δ (s) of every voxel of ``profiles``, fitted per group of
-    slices sharing their acquisition times (``slice_times_s`` ``(t, z)``); see
-    :func:`build_dictionary` for ``arterial`` and ``start_s``.
+) -> ModelFit:
+    """The model of every voxel of ``profiles`` (:class:`ModelFit`: F in 1/s, MTT and delay δ
+    in s, ...), fitted per group of slices sharing their acquisition times (``slice_times_s``
+    ``(t, z)``); see :func:`build_dictionary` for ``arterial`` and ``start_s``.
 
     ``pool`` (e.g. :func:`pooling.pooled` with its settings) gives the curves that are fitted
     instead of each voxel's own: the best of many models fitted to one noisy low-flow curve is
     the sharp one that fits its noise, which raises low flows; a pool of like voxels does not.
     """
     curves = pool(profiles) if pool is not None else profiles.coefficients
-    flow = np.empty(curves.shape[0], np.float32)
-    mtt = np.empty(curves.shape[0], np.float32)
-    delay = np.empty(curves.shape[0], np.float32)
+    out: dict[str, np.ndarray] = {}
     for _, rows in profiles.groups():
         z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
@@ -381,7 +379,6 @@ def model_flow(
             delay_window_s=delay_window_s,
             flow_median=flow_median,
         )
-        flow[rows] = fitted.flow
-        mtt[rows] = fitted.mtt_s
-        delay[rows] = fitted.delay_s
-    return flow, mtt, delay
+        for name, values in fitted.__dict__.items():
+            out.setdefault(name, np.empty(curves.shape[0], values.dtype))[rows] = values
+    return ModelFit(**out)

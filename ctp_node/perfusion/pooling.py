@@ -63,15 +63,12 @@ def pooled(
     if baseline_hu is not None and baseline_sigma_hu > 0:
         extra.append((baseline_hu, baseline_sigma_hu))
     if extra:
-        out = np.concatenate(
+        out = np.column_stack(
             [out]
             + [
-                (np.float32(np.sqrt(frames) * profile_sigma_hu / sigma) * values).astype(
-                    np.float32
-                )[:, None]
+                np.float32(np.sqrt(frames) * profile_sigma_hu / sigma) * values.astype(np.float32)
                 for values, sigma in extra
-            ],
-            axis=1,
+            ]
         )
 
     def one_slice(z: int) -> None:

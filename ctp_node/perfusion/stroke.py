@@ -54,11 +54,22 @@ def local_majority(flags: np.ndarray, tissue: np.ndarray, window_voxels: int) ->
     if not tissue.any():
         return out
     box = (slice(None), *in_plane_box(tissue))
-    inside, size = tissue[box], (1, window_voxels, window_voxels)
-    votes = ndimage.uniform_filter((inside & flags[box]).astype(np.float32), size, mode="constant")
-    present = ndimage.uniform_filter(inside.astype(np.float32), size, mode="constant")
-    out[box] = inside & (votes >= 0.5 * present)
+    votes, present = _tissue_sums(flags[box], tissue[box], window_voxels)
+    out[box] = tissue[box] & (votes >= 0.5 * present)
     return out
+
+
+def _tissue_sums(
+    values: np.ndarray, tissue: np.ndarray, window_voxels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Over the ``window_voxels`` square in-plane window around each voxel, the mean of the
+    tissue voxels' ``values`` (others count as 0) and the share of tissue voxels: their
+    ratio is the mean over tissue only (normalised convolution)."""
+    size = (1, window_voxels, window_voxels)
+    total = ndimage.uniform_filter(
+        np.where(tissue, values, 0).astype(np.float32), size, mode="constant"
+    )
+    return total, ndimage.uniform_filter(tissue.astype(np.float32), size, mode="constant")
 
 
 def delayed_tissue(
@@ -84,16 +95,12 @@ def lesion_masks(
     (hypoperfusion) mask includes the core, and the core lies in tissue whose local Tmax is
     at least ``p.core_tmax_min_s`` (:func:`delayed_tissue`)."""
     min_voxels = int(np.ceil(p.min_component_ml / voxel_ml))
-    size = (1, p.lesion_smoothing_voxels, p.lesion_smoothing_voxels)
 
     def smoothed(values: np.ndarray) -> np.ndarray:
         """In-plane mean over tissue only (normalised convolution), against voxel noise."""
         if p.lesion_smoothing_voxels <= 1:
             return values
-        weight = ndimage.uniform_filter(tissue.astype(np.float32), size=size, mode="constant")
-        total = ndimage.uniform_filter(
-            np.where(tissue, values, 0).astype(np.float32), size=size, mode="constant"
-        )
+        total, weight = _tissue_sums(values, tissue, p.lesion_smoothing_voxels)
         return total / np.maximum(weight, 1e-6)
 
     # An in-plane majority filter (of the tissue in 3 × 3) removes speckle without eroding
