@@ -42,7 +42,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.12"
+ALGORITHM = "ctp-node oSVD 0.13"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -355,7 +355,7 @@ def _compute_perfusion(
         maps["rCBF"] = np.where(tissue, maps["CBF"] / max(normal, 1e-6), 0).astype(np.float32)
     voxel_ml = acq.voxel_volume_ml
     core, tmax6, tmax10 = stroke.lesion_masks(
-        maps["CBF"], maps["Tmax"], tissue, normal, voxel_ml, p
+        maps["CBF"], maps["Tmax"], tissue, normal, voxel_ml, p, min(acq.pixel_spacing_mm)
     )
     volumes = stroke.stroke_volumes(core, tmax6, tmax10, voxel_ml, p)
     report = p.as_report()

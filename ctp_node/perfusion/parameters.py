@@ -25,7 +25,7 @@ class PerfusionParameters:
         together, as the contralateral-hemisphere mean of the studies behind the 30 %
         threshold, e.g. Campbell 2011); False: its median.
     core_tmax_min_s : the core is counted only in tissue whose local median Tmax (over the
-        tissue of a ``core_tmax_window_voxels`` square in-plane window) is at least this, in s;
+        tissue of an in-plane square ``core_tmax_window_mm`` wide) is at least this, in s;
         0 = everywhere. Acute core is hypoperfused tissue: low flow with a timely bolus is
         noise in faint white matter (or an old infarct), not acute core — as the
         "rCBF < 30 % within the delayed region" core of Lin et al. (Radiology 2016). 4 s, the
@@ -34,7 +34,10 @@ class PerfusionParameters:
         The window's median, not each voxel's Tmax: a core's own Tmax, from its faintest
         curves, scatters widely (each voxel's Tmax ≥ 4 s would leave out 9–17 % of the true
         core; the window median 0–1.6 %).
-    core_tmax_window_voxels : side of that window, in voxels (odd).
+    core_tmax_window_mm : width of that window, in mm: an odd number of pixels, as
+        ``lesion_majority_mm`` (9 at 1.7 mm pixels, 17 at 0.9 mm). Engine 0.11–0.12 fixed it
+        at 9 pixels, 7.9 mm at 0.875 mm pixels; at 15 mm there, independent phantom (10
+        studies): core within ±15 % 7 → 8 of 10, mean |error| 9.0 → 8.8 %.
     tmax_threshold_s : hypoperfusion is tissue with Tmax above this, in s.
     tmax_severe_threshold_s : severe hypoperfusion (HIR numerator), in s.
     target_core_max_ml : DEFUSE 3 target mismatch: core volume below this, in mL.
@@ -46,6 +49,13 @@ class PerfusionParameters:
     lesion_smoothing_voxels : CBF and Tmax are averaged over this many voxels square in-plane
         (tissue only) before the core and Tmax thresholds, as commercial software does, so
         that voxel noise does not fragment lesions (1 = no smoothing).
+    lesion_majority_mm : the lesion masks' majority filter (:func:`stroke.local_majority`)
+        votes over the tissue of an in-plane square about this wide, in mm: an odd number of
+        pixels, the largest not above ``lesion_majority_mm / pixel + 1`` (3 at 1.7 mm pixels,
+        5 at 0.9 mm). A window fixed at 3 pixels spans 2.6 mm at 0.9 mm pixels, where a
+        faint white-matter curve's noise makes flecks of that size. Independent phantom
+        (0.875 mm pixels, σ 6 HU correlated, 10 studies): tissue mislabelled as core or
+        missed 50 → 45 % of the true core's volume, core volumes within 2 points.
     resample_interval_s : the acquisition is interpolated onto a uniform time grid with this
         spacing, in s, before deconvolution (0 = the median spacing of the acquisition).
     oscillation_index_max : oSVD (Wu 2003): per voxel, the smallest truncation threshold whose
@@ -153,7 +163,7 @@ class PerfusionParameters:
     core_reference_tmax_s: float = 4.0
     core_reference_mean: bool = True
     core_tmax_min_s: float = 4.0
-    core_tmax_window_voxels: int = 9
+    core_tmax_window_mm: float = 15.0
     tmax_threshold_s: float = 6.0
     tmax_severe_threshold_s: float = 10.0
     target_core_max_ml: float = 70.0
@@ -161,6 +171,7 @@ class PerfusionParameters:
     target_mismatch_ratio_min: float = 1.8
     min_component_ml: float = 0.1
     lesion_smoothing_voxels: int = 1
+    lesion_majority_mm: float = 5.0
     resample_interval_s: float = 1.0
     oscillation_index_max: float = 0.05
     svd_threshold_min: float = 0.02
@@ -215,6 +226,8 @@ class PerfusionParameters:
             raise ValueError("model_pool_radius_voxels and model_pool_iterations must be ≥ 0")
         if not self.model_pool_delay_sigma_s >= 0:
             raise ValueError("model_pool_delay_sigma_s must be ≥ 0 (0 = delays ignored)")
+        if not self.lesion_majority_mm >= 0:
+            raise ValueError("lesion_majority_mm must be ≥ 0 (0 = one pixel: no filter)")
         if not self.model_pool_baseline_sigma_hu >= 0:
             raise ValueError("model_pool_baseline_sigma_hu must be ≥ 0 (0 = baselines ignored)")
         if self.model_pool_iterations > 0 and not (
@@ -224,8 +237,8 @@ class PerfusionParameters:
                 "model_pool_spatial_sigma_voxels and model_pool_profile_sigma_factor must be "
                 "positive when model_pool_iterations > 0"
             )
-        if self.core_tmax_window_voxels < 1 or self.core_tmax_min_s < 0:
-            raise ValueError("core_tmax_window_voxels must be ≥ 1 and core_tmax_min_s ≥ 0")
+        if self.core_tmax_window_mm < 0 or self.core_tmax_min_s < 0:
+            raise ValueError("core_tmax_window_mm and core_tmax_min_s must be ≥ 0")
         if self.svd_threshold_steps < 1 or self.aif_voxels < 1 or self.vof_voxels < 1:
             raise ValueError("svd_threshold_steps, aif_voxels and vof_voxels must be at least 1")
 

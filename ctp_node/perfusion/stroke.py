@@ -83,6 +83,11 @@ def delayed_tissue(
     return local_majority(tmax_s >= min_s, tissue, window_voxels)
 
 
+def window_pixels(width_mm: float, pixel_mm: float) -> int:
+    """The odd number of pixels nearest below ``width_mm / pixel_mm + 1`` (at least 1)."""
+    return 2 * int(width_mm / pixel_mm / 2) + 1
+
+
 def lesion_masks(
     cbf: np.ndarray,
     tmax_s: np.ndarray,
@@ -90,11 +95,14 @@ def lesion_masks(
     normal_cbf: float,
     voxel_ml: float,
     p: PerfusionParameters,
+    pixel_mm: float,
 ):
     """Core, Tmax > 6 s and Tmax > 10 s masks after clean-up; the Tmax > 6 s
     (hypoperfusion) mask includes the core, and the core lies in tissue whose local Tmax is
-    at least ``p.core_tmax_min_s`` (:func:`delayed_tissue`)."""
+    at least ``p.core_tmax_min_s`` (:func:`delayed_tissue`). ``pixel_mm``: the in-plane pixel
+    size, for the majority filter's window (``p.lesion_majority_mm``)."""
     min_voxels = int(np.ceil(p.min_component_ml / voxel_ml))
+    majority = window_pixels(p.lesion_majority_mm, pixel_mm)
 
     def smoothed(values: np.ndarray) -> np.ndarray:
         """In-plane mean over tissue only (normalised convolution), against voxel noise."""
@@ -103,16 +111,18 @@ def lesion_masks(
         total, weight = _tissue_sums(values, tissue, p.lesion_smoothing_voxels)
         return total / np.maximum(weight, 1e-6)
 
-    # An in-plane majority filter (of the tissue in 3 × 3) removes speckle without eroding
-    # lesion borders — those at the brain's surface and the ventricles included.
+    # An in-plane majority filter (of the tissue in a square ~5 mm wide) removes speckle
+    # without eroding lesion borders — those at the brain's surface and the ventricles included.
     def tidy(raw: np.ndarray) -> np.ndarray:
-        return clean_lesion(local_majority(raw, tissue, 3), min_voxels)
+        return clean_lesion(local_majority(raw, tissue, majority), min_voxels)
 
     # Acute core is hypoperfused tissue: low flow where the bolus arrives on time is noise in
     # faint white matter (or an old infarct), not an acute lesion. The gate takes the local
     # median Tmax, because the core's own Tmax, from its faintest curves, scatters widely.
     hypoperfused = (
-        delayed_tissue(tmax_s, tissue, p.core_tmax_min_s, p.core_tmax_window_voxels)
+        delayed_tissue(
+            tmax_s, tissue, p.core_tmax_min_s, window_pixels(p.core_tmax_window_mm, pixel_mm)
+        )
         if p.core_tmax_min_s > 0
         else tissue
     )
