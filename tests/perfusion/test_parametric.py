@@ -199,6 +199,24 @@ def test_posterior_median_flow_of_faint_curves_is_not_pulled_up_by_sharp_models(
     assert abs(np.median(median)) < 0.5 * np.median(mean)
 
 
+def _band_flow_errors(profiles, times, band, true_flow, **pooled) -> dict[str, float]:
+    """Relative error of the median fitted flow in the columns ``band`` of a square image
+    (4 rows kept off the top and bottom), per named pool of curves ``pooled``."""
+    n = band.size
+    return {
+        name: float(
+            np.median(
+                parametric.model_flow(
+                    profiles, times[:, None], _aif, 0.0, lambda p, c=c: c
+                ).flow.reshape(n, n)[4:-4, band]
+            )
+            / true_flow
+            - 1
+        )
+        for name, c in pooled.items()
+    }
+
+
 def test_pool_told_the_delays_keeps_a_thin_delayed_band_apart_from_later_tissue():
     """A thin band of delayed oligaemia (white-matter-like, bolus 3.5 s late) between normal
     tissue (1 s) and penumbra (8.5 s, longer MTT, lower flow): faint curves that noise makes
@@ -224,17 +242,14 @@ def test_pool_told_the_delays_keeps_a_thin_delayed_band_apart_from_later_tissue(
     profiles = _noisy_profiles(rng, times, curves, sigma)
     measured = (delay + rng.normal(0, 0.5, (n, n))).ravel().astype(np.float32)
     pool = _pool(sigma, iterations=5)
-    fits = {
-        name: parametric.model_flow(profiles, times[:, None], _aif, 0.0, lambda p, c=c: c).flow
-        for name, c in (
-            ("blind", pool(profiles)),
-            ("told", pool(profiles, delay_s=measured, delay_sigma_s=1.0)),
-        )
-    }
-    error = {
-        name: float(np.median(flow.reshape(n, n)[4:-4, band]) / 0.0043 - 1)
-        for name, flow in fits.items()
-    }
+    error = _band_flow_errors(
+        profiles,
+        times,
+        band,
+        0.0043,
+        blind=pool(profiles),
+        told=pool(profiles, delay_s=measured, delay_sigma_s=1.0),
+    )
     assert error["blind"] < -0.2  # the mixing this is about (else the test shows nothing)
     assert abs(error["told"]) < 0.5 * abs(error["blind"])
 
@@ -258,17 +273,14 @@ def test_pool_told_the_baselines_keeps_grey_matter_apart_from_white():
     profiles = _noisy_profiles(rng, times, curves, sigma)
     measured = (baseline + rng.normal(0, sigma / np.sqrt(5), (n, n))).ravel().astype(np.float32)
     pool = _pool(sigma, iterations=5)
-    fits = {
-        name: parametric.model_flow(profiles, times[:, None], _aif, 0.0, lambda p, c=c: c).flow
-        for name, c in (
-            ("blind", pool(profiles)),
-            ("told", pool(profiles, baseline_hu=measured, baseline_sigma_hu=8.0)),
-        )
-    }
-    error = {
-        name: float(np.median(flow.reshape(n, n)[4:-4, band]) / 0.0090 - 1)
-        for name, flow in fits.items()
-    }
+    error = _band_flow_errors(
+        profiles,
+        times,
+        band,
+        0.0090,
+        blind=pool(profiles),
+        told=pool(profiles, baseline_hu=measured, baseline_sigma_hu=8.0),
+    )
     assert error["blind"] < -0.2  # the mixing this is about (else the test shows nothing)
     assert abs(error["told"]) < 0.5 * abs(error["blind"])
 
