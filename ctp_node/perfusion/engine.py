@@ -42,7 +42,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.13"
+ALGORITHM = "ctp-node oSVD 0.14"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -84,7 +84,7 @@ def compute_perfusion(
     )
     if moved is not None:
         result = _with_motion(result, moved, parameters.motion_limit_mm)
-    return resolution.expand_result(result, factor, acquisition.hu.shape[1:])
+    return resolution.expand_result(result, factor, acquisition, parameters)
 
 
 def _with_motion(
@@ -153,14 +153,11 @@ def _compute_perfusion(
             "50–70 s are recommended."
         )
 
-    sample = brain0.copy()
-    sample[:, ::2] = False  # half the voxels suffice for σ
-    sample[:, :, ::2] = False
-    noise = _noise(grid, sample)
+    noise = inputs.image_noise_hu(acq.hu, brain0)
     # The noise of 3 × 3 means, as the σ of white noise that would give it: CT noise is
     # spatially correlated (the reconstruction kernel), so averaging neighbours removes less
     # of it than it would of independent noise, and the filters must allow for that.
-    area_noise = max(noise, 3.0 * _noise(grid, sample, window=3))
+    area_noise = max(noise, 3.0 * inputs.image_noise_hu(acq.hu, brain0, window=3))
 
     baseline = acq.hu[:baseline_frames].mean(axis=0)
     baseline_noise = noise / np.sqrt(max(baseline_frames, 1))
@@ -408,18 +405,6 @@ def _grow_input(
     pool = inputs.vessel_pool(feats, pool_mask, seeds)
     curves, gain = grid.voxel_curves(pool)
     return pool[inputs.matching_curves(curves, gain, len(seeds), noise, max_count)]
-
-
-def _noise(grid: TimeGrid, sample: np.ndarray, window: int = 1) -> float:
-    """Image noise σ (HU) from the acquisition's own frames (not resampled); with ``window``
-    > 1, the noise of the means of ``window`` × ``window`` voxels centred on ``sample``."""
-    hu = grid.acquisition.hu
-    sigmas = [
-        inputs.noise_sigma_hu(hu[:, z], sample[z], window)
-        for z in range(hu.shape[1])
-        if sample[z].sum() > 20
-    ]
-    return float(np.median(sigmas)) if sigmas else 0.0
 
 
 def _delayed_hemisphere(

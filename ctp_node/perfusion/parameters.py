@@ -148,7 +148,9 @@ class PerfusionParameters:
         independent phantom (σ 6 HU correlated), Tmax > 6 s mean error −5.0 → −4.2 %.
     processing_pixel_mm : in-plane pixels finer than this, in mm, are averaged in blocks (2 × 2
         for 0.43–0.5 mm pixels) before the curves are analysed; maps and masks are returned on
-        the acquisition's grid (0 = never).
+        the acquisition's grid, where each pixel's own pre-contrast attenuation decides again
+        whether it is tissue (a block astride a sulcus is tissue, its CSF pixels are not) and
+        the volumes are counted (0 = never).
     worker_threads : threads for the voxel-wise work (0 = one per CPU core).
     motion_correction : register every frame rigidly (in-plane) to the head's usual position
         before analysis; frames that cannot be registered are interpolated in time.

@@ -1,5 +1,7 @@
 """Fine pixels are binned for processing and the outputs come back on the acquisition grid."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -33,3 +35,29 @@ def test_fine_acquisition_gives_full_size_maps_and_true_volumes() -> None:
     z, y, x = res.aif.voxels_zyx.T
     assert fine.truth.artery_mask[z, y, x].mean() > 0.5
     assert np.all(res.maps["CBF"][~res.tissue_mask] == 0)
+
+
+def test_csf_pixels_inside_processing_blocks_are_not_counted_as_tissue() -> None:
+    """A sulcus one acquisition pixel wide (CSF, no enhancement) on odd columns: every 2 × 2
+    processing block it crosses is half tissue and reads as tissue; at the acquisition's own
+    pixels the CSF is excluded again, and the volumes are counted at that voxel size."""
+    fine = make_phantom(PhantomSpec(matrix=512, slices=4, pixel_spacing_mm=0.43, noise_hu=2.0))
+    acq = fine.acquisition
+    rng = np.random.default_rng(3)
+    sulci = np.zeros(acq.hu.shape[1:], bool)
+    sulci[:, 200:320, 241:290:8] = True  # one pixel wide, through both hemispheres' tissue
+    sulci &= fine.truth.tissue_mask
+    hu = acq.hu.copy()
+    hu[:, sulci] = 5.0 + rng.normal(0, 2.0, (hu.shape[0], int(sulci.sum())))
+    res = compute_perfusion(replace(acq, hu=hu))
+    assert res.parameters["processing_block_voxels"] == 2.0
+    # The blocks' tissue reaches the sulci (their neighbours in the block are tissue) ...
+    beside = np.roll(sulci, 1, axis=2) & ~sulci
+    assert res.tissue_mask[beside].mean() > 0.9
+    # ... but the CSF pixels themselves are not tissue, nor have map values or lesion.
+    assert res.tissue_mask[sulci].mean() < 0.02
+    assert np.all(res.maps["CBF"][sulci & ~res.tissue_mask] == 0)
+    assert not np.any(res.core_mask & ~res.tissue_mask)
+    voxel_ml = acq.voxel_volume_ml
+    assert res.volumes.core_ml == pytest.approx(res.core_mask.sum() * voxel_ml)
+    assert res.volumes.tmax6_ml == pytest.approx(res.tmax6_mask.sum() * voxel_ml)
