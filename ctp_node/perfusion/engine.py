@@ -42,7 +42,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.14"
+ALGORITHM = "ctp-node oSVD 0.15"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -317,6 +317,7 @@ def _compute_perfusion(
             delay_s=res.onset_s,
             delay_window_s=p.model_delay_window_s,
             flow_median=p.model_flow_median,
+            own_amplitude=p.model_own_amplitude,
         )
         peak = model.flow
         if p.model_based_volume:

@@ -124,6 +124,14 @@ class PerfusionParameters:
     model_flow_median : with ``model_based_flow``, F is the posterior median instead of the
         mean. A faint curve's posterior has a long tail towards the high flows of sharp
         models that fit its noise; the median is not pulled up by it.
+    model_own_amplitude : with ``model_based_flow``, the pool chooses each voxel's model
+        (shape, MTT, delay) and the voxel's own denoised curve its amplitude F, by projection
+        on that model (:func:`parametric.own_amplitude_fit`). The pooled curve's height is
+        its like neighbours' mean, and at a faint curve's noise the pool reaches across
+        boundaries: the faint core beside brighter penumbra read high (independent phantom
+        c0, white-matter core CBV +45 %), the thin grey-matter ribbon beside white matter
+        low. Independent phantom, ten studies: core within ±15 % in 9 (8 without), mean
+        |error| 8.8 → 7.8 %; our phantom at σ 10 HU: core −21 → −7 %.
     temporal_components_min : the fewest temporal components the curves are compressed to.
         The basis is learnt from the voxels' curves, and shapes too rare to rise above the
         noise floor (the delayed, low, wide curves of a small infarct core) are distorted by
@@ -203,6 +211,7 @@ class PerfusionParameters:
     model_pool_delay_median_voxels: int = 9
     model_pool_baseline_sigma_hu: float = 8.0
     model_flow_median: bool = True
+    model_own_amplitude: bool = True
     model_based_volume: bool = True
     model_delay_window_s: float = 2.0
     temporal_components_min: int = 16
