@@ -42,7 +42,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.15"
+ALGORITHM = "ctp-node oSVD 0.16"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.
@@ -318,6 +318,8 @@ def _compute_perfusion(
             delay_window_s=p.model_delay_window_s,
             flow_median=p.model_flow_median,
             own_amplitude=p.model_own_amplitude,
+            study_prior=p.model_shape_prior_from_study,
+            mtt_smoothing_voxels=p.model_mtt_smoothing_voxels,
         )
         peak = model.flow
         if p.model_based_volume:
@@ -366,6 +368,13 @@ def _compute_perfusion(
             "temporal_components": float(profiles.basis.shape[1]),
         }
     )
+    if p.model_based_flow:  # the residue shapes' prior the fit used
+        report.update(
+            {
+                f"residue_prior_{name}": w
+                for name, w in zip(parametric.SHAPES, model.shape_prior, strict=True)
+            }
+        )
     return PerfusionResult(
         maps=maps,
         tissue_mask=tissue,
