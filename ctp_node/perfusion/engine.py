@@ -23,6 +23,7 @@ from ctp_node.perfusion import (
     motion,
     parametric,
     pooling,
+    regularise,
     resolution,
     stroke,
     timing,
@@ -319,8 +320,9 @@ def _compute_perfusion(
             flow_median=p.model_flow_median,
             own_amplitude=p.model_own_amplitude,
             study_prior=p.model_shape_prior_from_study,
-            mtt_smoothing_voxels=p.model_mtt_smoothing_voxels,
         )
+        if p.model_mtt_smoothing_voxels > 0:
+            model = regularise.smooth_mtt(model, profiles.mask, p.model_mtt_smoothing_voxels)
         peak = model.flow
         if p.model_based_volume:
             # The fitted residue's area: the measured curve's, matched to its signal.

@@ -143,7 +143,7 @@ class PerfusionParameters:
         motion, 512²): core within ±15 % in 18 (15 without either), mean |error| 9.4 → 6.6 %.
     model_mtt_smoothing_voxels : with ``model_based_flow``, the fitted MTT is averaged
         in-plane (Gaussian σ in voxels, log MTT weighed by the square of each voxel's volume;
-        :func:`parametric.smooth_mtt`) and the flow is the volume over it (0 = off). A faint
+        :func:`regularise.smooth_mtt`) and the flow is the volume over it (0 = off). A faint
         curve's MTT is its least determined parameter; the voxels with more signal around it
         pin it down. Alone (equal shape priors) it reads the independent phantom's cores
         high (+13 % on average): shape confusion lengthens every MTT, smoothing keeps that

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import fft, ndimage
+from scipy import fft
 
 from ctp_node.perfusion import compress
 from ctp_node.perfusion.profiles import Profiles
@@ -251,7 +251,7 @@ class _Search:
         for rows, columns in groups:
             values = c[rows] @ self.first_atoms[columns].T
             top = values.max(axis=1)
-            two_sigma2[rows] = 2 * np.maximum(energy[rows] - top**2, 1e-12) / max(c.shape[1] - 4, 1)
+            two_sigma2[rows] = 2 * _noise_variance(energy[rows], top, c.shape[1])
             best[rows] = self.first[
                 columns[self._map(values, self.first[columns], two_sigma2[rows])]
             ]
@@ -298,7 +298,7 @@ class _Search:
         for rows, columns in self._windows(delay_s, window_s):
             values = np.maximum(c[rows] @ self.first_atoms[columns].T, 0).astype(np.float64)
             top = values.max(axis=1)
-            sigma2 = np.maximum(energy[rows] - top**2, 1e-12) / max(c.shape[1] - 4, 1)
+            sigma2 = _noise_variance(energy[rows], top, c.shape[1])
             weight = np.exp((values**2 - top[:, None] ** 2) * (0.5 / sigma2)[:, None])
             shapes = self.first_shapes[columns]
             for s in np.unique(shapes):
@@ -365,7 +365,7 @@ class _Search:
         d = self.dictionary
         energy = np.einsum("vr,vr->v", c, c)
         best = np.maximum(score, 0)
-        sigma2 = np.maximum(energy - best**2, 1e-12) / max(c.shape[1] - 4, 1)
+        sigma2 = _noise_variance(energy, best, c.shape[1])
         flow = np.maximum(coarse, 0)
         weight = np.square(flow)
         weight -= np.square(best)[:, None]
@@ -391,6 +391,12 @@ class _Search:
         best_volume = best_flow * self.mtts[d.mtt_index[chosen]]
         mean_volume = (weight @ self.first_mtts[columns] + best_volume) / total
         return point_flow.astype(np.float32), mean_volume.astype(np.float32)
+
+
+def _noise_variance(energy: np.ndarray, score: np.ndarray, components: int) -> np.ndarray:
+    """Noise variance per coefficient of curves of ``energy`` whose best model explains
+    ``score``² of it: the residual energy over the degrees of freedom left."""
+    return np.maximum(energy - np.square(score), 1e-12) / max(components - 4, 1)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray, extra: np.ndarray) -> np.ndarray:
@@ -423,7 +429,6 @@ def model_flow(
     flow_median: bool = False,
     own_amplitude: bool = False,
     study_prior: bool = False,
-    mtt_smoothing_voxels: float = 0.0,
 ) -> ModelFit:
     """The model of every voxel of ``profiles`` (:class:`ModelFit`: F in 1/s, MTT and delay δ
     in s, ...), fitted per group of slices sharing their acquisition times (``slice_times_s``
@@ -437,8 +442,7 @@ def model_flow(
     own curve gives its amplitude (:func:`own_amplitude_fit`).
 
     With ``study_prior``, the shapes are weighed by the study's own prior
-    (:func:`study_shape_prior`) instead of equally. With ``mtt_smoothing_voxels`` > 0, the
-    MTT is regularised in-plane (:func:`smooth_mtt`), the volume F · MTT kept.
+    (:func:`study_shape_prior`) instead of equally.
     """
     curves = pool(profiles) if pool is not None else profiles.coefficients
     groups = []
@@ -472,10 +476,7 @@ def model_flow(
         for name in _VOXEL_FIELDS:
             values = getattr(fitted, name)
             out.setdefault(name, np.empty(curves.shape[0], values.dtype))[rows] = values
-    result = ModelFit(**out, shape_prior=fitted.shape_prior)
-    if mtt_smoothing_voxels > 0:
-        result = smooth_mtt(result, profiles.mask, mtt_smoothing_voxels)
-    return result
+    return ModelFit(**out, shape_prior=fitted.shape_prior)
 
 
 def study_shape_prior(likelihoods: np.ndarray, steps: int = _PRIOR_EM_STEPS) -> np.ndarray:
@@ -499,33 +500,6 @@ def study_shape_prior(likelihoods: np.ndarray, steps: int = _PRIOR_EM_STEPS) -> 
         responsibility /= responsibility.sum(axis=1, keepdims=True)
         prior = responsibility.mean(axis=0)
     return prior
-
-
-def smooth_mtt(fitted: ModelFit, mask: np.ndarray, sigma_voxels: float) -> ModelFit:
-    """``fitted`` (voxels of ``mask`` ``(z, y, x)``) with its MTT replaced by an in-plane
-    Gaussian average (σ ``sigma_voxels``) of log MTT, each voxel weighed by the square of its
-    volume F · MTT; the volume is kept, the flow becomes volume / MTT.
-
-    MTT is the ratio of two noisy quantities and the least determined of the model's
-    parameters: a faint curve's MTT trades off against its flow (a shorter MTT with a higher
-    flow fits nearly as well), so flow errors are mostly MTT errors, in both directions. The
-    volume (the curve's area) is well determined. MTT varies slowly across tissue; averaged
-    over neighbours, weighed by how much signal each has (a curve's precision grows with the
-    square of its height), the faint voxel's MTT borrows strength from those that pin it
-    down. Voxels without volume do not count; outside tissue nothing changes."""
-    volume = fitted.flow * fitted.mtt_s
-    log_mtt = np.zeros(mask.shape, np.float32)
-    weight = np.zeros(mask.shape, np.float32)
-    log_mtt[mask] = np.log(np.maximum(fitted.mtt_s, _MTT_RANGE_S[0] / 2))
-    weight[mask] = np.square(np.maximum(volume, 0))
-    sigma = (0, sigma_voxels, sigma_voxels)
-    numerator = ndimage.gaussian_filter(log_mtt * weight, sigma)[mask]
-    denominator = ndimage.gaussian_filter(weight, sigma)[mask]
-    mtt = np.where(
-        denominator > 0, np.exp(numerator / np.maximum(denominator, 1e-30)), fitted.mtt_s
-    )
-    flow = np.where(fitted.flow > 0, volume / mtt, fitted.flow)
-    return replace(fitted, flow=flow.astype(np.float32), mtt_s=mtt.astype(np.float32))
 
 
 def own_amplitude_fit(

@@ -5,7 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from ctp_node.perfusion import inputs, parametric, pooling
+from ctp_node.perfusion import inputs, parametric, pooling, regularise
 from ctp_node.perfusion.profiles import build_profiles
 
 
@@ -411,7 +411,7 @@ def test_smooth_mtt_borrows_strength_from_bright_neighbours_and_keeps_the_volume
         correlation=np.ones(m.sum(), np.float32),
         atom=np.zeros(m.sum(), np.int64),
     )
-    smooth = parametric.smooth_mtt(fitted, mask, 1.5)
+    smooth = regularise.smooth_mtt(fitted, mask, 1.5)
     assert np.allclose(smooth.flow * smooth.mtt_s, fitted.flow * fitted.mtt_s, rtol=1e-5)
     image = np.zeros((n, n))
     image[m] = smooth.mtt_s
