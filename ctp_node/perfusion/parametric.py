@@ -193,8 +193,14 @@ def fit(
     starts = range(0, coefficients.shape[0], chunk)
     with ThreadPoolExecutor(max(1, min(workers, len(starts)))) as threads:  # BLAS frees the GIL
         list(threads.map(run, starts))
-    prior = np.full(len(SHAPES), 1 / len(SHAPES)) if shape_prior is None else shape_prior
-    return ModelFit(**out, shape_prior=tuple(float(x) for x in prior))
+    return ModelFit(**out, shape_prior=_prior_tuple(shape_prior))
+
+
+def _prior_tuple(shape_prior: np.ndarray | None) -> tuple[float, ...]:
+    """The shape prior as :attr:`ModelFit.shape_prior` records it (None: uniform)."""
+    if shape_prior is None:
+        return tuple(1 / len(SHAPES) for _ in SHAPES)
+    return tuple(float(x) for x in shape_prior)
 
 
 class _Search:
@@ -476,7 +482,7 @@ def model_flow(
         for name in _VOXEL_FIELDS:
             values = getattr(fitted, name)
             out.setdefault(name, np.empty(curves.shape[0], values.dtype))[rows] = values
-    return ModelFit(**out, shape_prior=fitted.shape_prior)
+    return ModelFit(**out, shape_prior=_prior_tuple(prior))
 
 
 def study_shape_prior(likelihoods: np.ndarray, steps: int = _PRIOR_EM_STEPS) -> np.ndarray:
