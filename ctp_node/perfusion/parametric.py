@@ -14,7 +14,7 @@ and the search is a matrix product.
 Model curves are built from the study's own arterial input (a continuous model of it: the
 fitted gamma-variate first pass, not an interpolation between frames) and sampled at the
 tissue slices' own acquisition times, so sub-sample delays and the sampling itself are part
-of the model.
+of the model (:mod:`ctp_node.perfusion.model_curves`).
 """
 
 from __future__ import annotations
@@ -24,19 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import fft
 
-from ctp_node.perfusion import compress
+from ctp_node.perfusion.model_curves import (
+    FINE_DELAY_S,
+    SHAPES,
+    Dictionary,
+    build_dictionary,
+    fine_axes,
+)
 from ctp_node.perfusion.profiles import Profiles
 
-SHAPES = ("exponential", "linear", "box")
-#: Delay and MTT ranges of the dictionary (s): delays up to the longest clinically seen.
-_DELAY_RANGE_S = (-3.0, 18.0)
-_MTT_RANGE_S = (1.0, 24.0)
 _COARSE_DELAY_S = 1.0
 _COARSE_MTT_STEPS = 12
-_FINE_DELAY_S = 0.25
-_FINE_MTT_STEPS = 34
 #: The posterior median of the flow is computed where the posterior's σ exceeds this share of
 #: its mean; elsewhere the mean (within that share of the median) stands.
 _MEDIAN_SPREAD = 0.02
@@ -70,85 +69,6 @@ class ModelFit:
     correlation: np.ndarray
     atom: np.ndarray
     shape_prior: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
-
-
-def residue(lag_s: np.ndarray, mtt_s: float, shape: str) -> np.ndarray:
-    """``R(t)`` of mean transit time ``mtt_s`` (``R(0) = 1``), 0 before the onset."""
-    lag = np.asarray(lag_s, np.float64)
-    if shape == "exponential":
-        r = np.exp(-np.maximum(lag, 0.0) / mtt_s)
-    elif shape == "linear":
-        r = np.clip(1.0 - lag / (2.0 * mtt_s), 0.0, None)
-    elif shape == "box":
-        r = (lag < mtt_s).astype(np.float64)
-    else:
-        raise ValueError(f"unknown residue shape {shape!r}")
-    return np.where(lag >= 0, r, 0.0)
-
-
-@dataclass(frozen=True)
-class Dictionary:
-    """Model curves for F = 1 on one set of sampling times, projected onto a basis.
-
-    atoms : float32 ``(k, r)``, unit-norm projections; norms : ``(k,)`` their norms.
-    shape, mtt_index, delay_index : ``(k,)`` the model of each atom on the fine grid.
-    """
-
-    atoms: np.ndarray
-    norms: np.ndarray
-    shape: np.ndarray
-    mtt_index: np.ndarray
-    delay_index: np.ndarray
-
-
-def fine_axes() -> tuple[np.ndarray, np.ndarray]:
-    """The fine grid: delays (s) and MTTs (s) every atom lies on."""
-    delays = np.arange(_DELAY_RANGE_S[0], _DELAY_RANGE_S[1] + 1e-9, _FINE_DELAY_S)
-    mtts = np.geomspace(*_MTT_RANGE_S, _FINE_MTT_STEPS)
-    return delays, mtts
-
-
-def build_dictionary(
-    arterial: Callable[[np.ndarray], np.ndarray],
-    start_s: float,
-    tissue_times_s: np.ndarray,
-    basis: np.ndarray,
-    shapes: tuple[str, ...] = SHAPES,
-) -> Dictionary:
-    """All fine-grid models sampled at ``tissue_times_s`` ``(t,)`` and projected on ``basis``
-    ``(t, r)``. ``arterial`` maps times (s) to the arterial concentration (HU above baseline,
-    partial-volume corrected; e.g. :func:`inputs.arterial_model`), 0 before ``start_s``."""
-    delays, mtts = fine_axes()
-    interval = float(np.median(np.diff(tissue_times_s)))
-    fine_dt = min(_FINE_DELAY_S, interval) / 4
-    t0 = float(min(start_s, tissue_times_s[0]))
-    fine_t = t0 + np.arange(int((tissue_times_s[-1] - t0) / fine_dt) + 2) * fine_dt
-    aif_fine = np.nan_to_num(np.asarray(arterial(fine_t), np.float64))
-    n = fine_t.size
-    length = fft.next_fast_len(2 * n, real=True)
-    spectrum = fft.rfft(aif_fine, length)
-    lag = fine_t - t0
-    atoms, shape_of, mtt_of, delay_of = [], [], [], []
-    for name in shapes:
-        residues = np.stack([residue(lag, m, name) for m in mtts])
-        conv = fft.irfft(spectrum * fft.rfft(residues, length, axis=1), length, axis=1)[:, :n]
-        conv *= fine_dt
-        for j, delay in enumerate(delays):
-            # C(t) = (AIF ⊗ R)(t − δ), sampled at the tissue times.
-            to_tissue = compress.interpolation_matrix(fine_t, tissue_times_s - delay)
-            atoms.append(conv @ (to_tissue.T @ basis))
-            shape_of.append(np.full(mtts.size, SHAPES.index(name)))
-            mtt_of.append(np.arange(mtts.size))
-            delay_of.append(np.full(mtts.size, j))
-    projected = np.concatenate(atoms).astype(np.float64)
-    norms = np.linalg.norm(projected, axis=1)
-    return Dictionary(
-        atoms=(projected / np.maximum(norms, 1e-12)[:, None]).astype(np.float32),
-        norms=norms,
-        shape=np.concatenate(shape_of),
-        mtt_index=np.concatenate(mtt_of),
-        delay_index=np.concatenate(delay_of),
-    )
 
 
 def fit(
@@ -223,7 +143,7 @@ class _Search:
         n_delay, n_mtt = self.delays.size, self.mtts.size
         self.lookup = np.full((len(SHAPES), n_delay, n_mtt), -1, np.int64)
         self.lookup[d.shape, d.delay_index, d.mtt_index] = np.arange(d.shape.size)
-        d_step = round(_COARSE_DELAY_S / _FINE_DELAY_S)
+        d_step = round(_COARSE_DELAY_S / FINE_DELAY_S)
         m_step = max(1, (n_mtt - 1) // (_COARSE_MTT_STEPS - 1))
         coarse = self.lookup[:, ::d_step, ::m_step]
         self.first = coarse[coarse >= 0]

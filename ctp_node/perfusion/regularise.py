@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from ctp_node.perfusion import parametric
+from ctp_node.perfusion.model_curves import fine_axes
 from ctp_node.perfusion.parametric import ModelFit
 
 
@@ -25,7 +25,7 @@ def smooth_mtt(fitted: ModelFit, mask: np.ndarray, sigma_voxels: float) -> Model
     square of its height), the faint voxel's MTT borrows strength from those that pin it
     down. Voxels without volume do not count; outside tissue nothing changes."""
     volume = fitted.flow * fitted.mtt_s
-    shortest = parametric.fine_axes()[1][0]  # the shortest MTT a fit gives
+    shortest = fine_axes()[1][0]  # the shortest MTT a fit gives
     log_mtt = np.zeros(mask.shape, np.float32)
     weight = np.zeros(mask.shape, np.float32)
     log_mtt[mask] = np.log(np.maximum(fitted.mtt_s, shortest / 2))

@@ -5,7 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from ctp_node.perfusion import inputs, parametric, pooling, regularise
+from ctp_node.perfusion import inputs, model_curves, parametric, pooling, regularise
 from ctp_node.perfusion.profiles import build_profiles
 
 
@@ -16,7 +16,7 @@ def _aif(t: np.ndarray) -> np.ndarray:
 
 def _tissue(times: np.ndarray, flow: float, mtt: float, delay: float, shape: str) -> np.ndarray:
     fine = np.arange(0.0, times[-1] + 1e-9, 0.01)
-    residue = parametric.residue(fine, mtt, shape)
+    residue = model_curves.residue(fine, mtt, shape)
     conv = np.convolve(_aif(fine), residue)[: fine.size] * 0.01
     return flow * np.interp(times - delay, fine, conv, left=0.0)
 
@@ -58,12 +58,12 @@ def _pool(sigma: float, iterations: int):
 def test_noiseless_fit_recovers_flow_for_each_residue(shape: str, mtt: float, delay: float):
     times = np.arange(0.0, 60.0, 1.5)
     basis = np.linalg.qr(np.random.default_rng(0).normal(size=(times.size, times.size)))[0]
-    bank = parametric.build_dictionary(_aif, 0.0, times, basis.astype(np.float32))
+    bank = model_curves.build_dictionary(_aif, 0.0, times, basis.astype(np.float32))
     curve = _tissue(times, 0.01, mtt, delay, shape)
     fit = parametric.fit((curve @ basis)[None].astype(np.float32), bank)
     assert fit.flow[0] == pytest.approx(0.01, rel=0.08)
     assert fit.delay_s[0] == pytest.approx(delay, abs=0.6)
-    assert parametric.SHAPES[int(fit.shape[0])] == shape or mtt < 4
+    assert model_curves.SHAPES[int(fit.shape[0])] == shape or mtt < 4
 
 
 def test_pooled_fit_recovers_low_flow_without_crossing_the_boundary() -> None:
@@ -131,7 +131,7 @@ def _noisy_low_curves(rng, times, basis, delay, n, sigma):
     flow = 0.0025
     curve = _tissue(times, flow, 8.0, delay, "exponential")
     noisy = curve[None] + rng.normal(0, sigma, (n, times.size))
-    bank = parametric.build_dictionary(_aif, 0.0, times, basis)
+    bank = model_curves.build_dictionary(_aif, 0.0, times, basis)
     return (noisy @ basis).astype(np.float32), flow, bank
 
 
@@ -356,12 +356,12 @@ def test_study_shape_prior_finds_the_residue_family_of_the_study(shape: str):
     rng = np.random.default_rng(11)
     times = np.arange(0.0, 60.0, 1.5)
     basis = np.linalg.qr(rng.normal(size=(times.size, 16)))[0].astype(np.float32)
-    bank = parametric.build_dictionary(_aif, 0.0, times, basis)
+    bank = model_curves.build_dictionary(_aif, 0.0, times, basis)
     c, _, _ = _mixed_curves(rng, times, basis, shape, 600, 2.0)
     prior = parametric.study_shape_prior(parametric._Search(bank).shape_likelihoods(c))
     assert prior.sum() == pytest.approx(1.0)
-    assert prior[parametric.SHAPES.index(shape)] > 0.6
-    assert np.argmax(prior) == parametric.SHAPES.index(shape)
+    assert prior[model_curves.SHAPES.index(shape)] > 0.6
+    assert np.argmax(prior) == model_curves.SHAPES.index(shape)
     # Without information (every shape equally likely in every voxel) the prior stays uniform.
     flat = parametric.study_shape_prior(np.ones((50, 3)))
     assert np.allclose(flat, 1 / 3)
@@ -374,7 +374,7 @@ def test_study_prior_lets_faint_curves_take_the_family_their_brighter_neighbours
     rng = np.random.default_rng(12)
     times = np.arange(0.0, 60.0, 1.5)
     basis = np.linalg.qr(rng.normal(size=(times.size, 16)))[0].astype(np.float32)
-    bank = parametric.build_dictionary(_aif, 0.0, times, basis)
+    bank = model_curves.build_dictionary(_aif, 0.0, times, basis)
     bright, _, _ = _mixed_curves(rng, times, basis, "exponential", 600, 1.0)
     faint, _, _ = _mixed_curves(rng, times, basis, "exponential", 600, 1.0, 0.25)
     c = np.concatenate([bright, faint])
