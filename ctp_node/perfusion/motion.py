@@ -121,8 +121,8 @@ def _poorly_aligned(
     The misfit is ``1 − correlation`` of the aligned and reference images (both slightly
     smoothed); a frame is poorly aligned when its misfit exceeds ``_MAX_MISFIT_RATIO`` times
     that of its neighbouring frames (and of the median frame) and ``_MIN_EXCLUDED_MISFIT``,
-    or when its rotation lies at the
-    edge of the search range (the true motion is larger than can be measured).
+    or when its rotation lies at the edge of the search range (the true motion is larger than
+    can be measured).
     """
     smooth_ref = ndimage.gaussian_filter(reference, 1.0)
     ref = smooth_ref - smooth_ref.mean()
@@ -242,22 +242,20 @@ def estimate_motion(
     )
 
 
-def _aligned(
-    frame: np.ndarray, rotation_deg: float, shift_px: np.ndarray, order: int = 1
-) -> np.ndarray:
+def _aligned(frame: np.ndarray, rotation_deg: float, shift_px: np.ndarray) -> np.ndarray:
     """``frame`` ``(..., y, x)`` registered back to the reference position, as estimated:
-    output(p) = frame(R(−θ)·(p − c) + c − shift), the rotation about the image centre c."""
+    output(p) = frame(R(−θ)·(p − c) + c − shift), the rotation about the image centre c
+    (linear interpolation)."""
     ny, nx = frame.shape[-2:]
     centre = np.array([(ny - 1) / 2, (nx - 1) / 2])
     theta = np.deg2rad(rotation_deg)
     rot = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
-    lead = frame.ndim - 2
-    matrix = np.eye(frame.ndim + 1)
-    matrix[lead:-1, lead:-1] = rot
+    matrix = np.eye(frame.ndim)
+    matrix[-2:, -2:] = rot
     offset = np.zeros(frame.ndim)
-    offset[lead:] = centre - rot @ (centre + shift_px)
+    offset[-2:] = centre - rot @ (centre + shift_px)
     return ndimage.affine_transform(
-        frame, matrix[:-1, :-1], offset=offset, order=order, mode="nearest", output=np.float32
+        frame, matrix, offset=offset, order=1, mode="nearest", output=np.float32
     )
 
 
