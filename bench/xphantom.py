@@ -32,7 +32,9 @@ Acquisition: 80 kVp cine, every 1.6 s for 60 s (or 1 s to 30 s then 3 s), Gaussi
 as real CT noise is; optional rigid in-plane motion in three frames; 12-bit unsigned pixels,
 rescale intercept -1024, one series, AcquisitionNumber = time point.
 
-Run: ``python bench/xphantom.py OUT_DIR [--seed 0 --noise 6 --side left --sampling uniform]``.
+Run: ``python bench/xphantom.py OUT_DIR [--seed 0 --noise 6 --side left --sampling uniform]``;
+``--noise-seed N`` keeps the seed's head, lesion and inputs and draws other noise (to tell what
+a change of acquisition does from what one noise realisation does).
 Writes OUT_DIR/*.dcm (CT Image Storage, one file per slice and time point), OUT_DIR/truth.json
 and OUT_DIR/truth.npz (label, lesion, CBF, MTT, delay maps, axes (z, y, x)).
 """
@@ -92,6 +94,9 @@ class XSpec:
     thickness_mm: float = 5.0
     motion_mm: float = 0.0  # in-plane displacement of a few frames; 0 = still
     yaw_deg: float = 3.0
+    # None: the noise continues the seed's random sequence (so it changes with the sampling
+    # and the motion); a number: its own sequence, the same head and lesion with other noise
+    noise_seed: int | None = None
 
 
 def sample_times(spec: XSpec) -> np.ndarray:
@@ -448,6 +453,9 @@ def write_study(spec: XSpec, out_dir: Path) -> dict:
             shift = (spec.motion_mm * math.cos(direction), spec.motion_mm * math.sin(direction))
             motion_frames[min(k, times.size - 1)] = (shift, float(rng.uniform(-1.5, 1.5)))
 
+    noise_rng = rng
+    if spec.noise_seed is not None:
+        noise_rng = np.random.default_rng([spec.seed, spec.side == "right", 1000 + spec.noise_seed])
     identity = study_identity(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     instance = 0
@@ -461,7 +469,9 @@ def write_study(spec: XSpec, out_dir: Path) -> dict:
         if k in motion_frames:
             shift, angle = motion_frames[k]
             frame = np.stack([rigid_in_plane(s, shift, angle, head.pixel_mm) for s in frame])
-        frame = frame + correlated_noise(rng, frame.shape, spec.noise_hu, spec.noise_correlation_px)
+        frame = frame + correlated_noise(
+            noise_rng, frame.shape, spec.noise_hu, spec.noise_correlation_px
+        )
         stored = np.clip(np.round(frame + 1024.0), 0, 4095).astype(np.uint16)
         for z in range(spec.slices):
             instance += 1
@@ -680,6 +690,11 @@ def main() -> None:
     parser.add_argument("--thickness", type=float, default=5.0)
     parser.add_argument("--motion", type=float, default=0.0, help="mm, in three frames")
     parser.add_argument("--yaw", type=float, default=3.0, help="head rotation, degrees")
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        help="noise of its own random sequence: the same head and lesion with other noise",
+    )
     args = parser.parse_args()
     spec = XSpec(
         seed=args.seed,
@@ -694,6 +709,7 @@ def main() -> None:
         thickness_mm=args.thickness,
         motion_mm=args.motion,
         yaw_deg=args.yaw,
+        noise_seed=args.noise_seed,
     )
     truth = write_study(spec, args.out_dir)
     print(
