@@ -151,7 +151,7 @@ def _refine(
     """The rigid motion (rotation in degrees, shift in pixels of ``hu``) of ``frames``, refined
     from the estimate by least squares: each frame aligned as :func:`correct_motion` aligns it
     is compared with the temporal median over the head, and (rotation, dy, dx) minimise the
-    squared difference (Powell's method).
+    squared difference (scipy's least squares).
 
     Phase correlation on the clipped, binned images leaves errors of a few tenths of a pixel
     and of a degree; at the skull and at the vessels (the AIF, the sinus of the VOF) such an
@@ -165,12 +165,12 @@ def _refine(
     head = reference > _REFINE_HEAD_HU
     for t in frames:
 
-        def misfit(p: np.ndarray, t: int = t) -> float:
-            return float(np.mean(np.square(_aligned(images[t], p[0], p[1:]) - reference)[head]))
+        def residual(p: np.ndarray, t: int = t) -> np.ndarray:
+            return (_aligned(images[t], p[0], p[1:]) - reference)[head]
 
         start = np.r_[rotation_deg[t], shift_px[t] / factor]
-        best = optimize.minimize(misfit, start, method="Powell", options={"xtol": 1e-2})
-        if best.fun < misfit(start):
+        best = optimize.least_squares(residual, start, diff_step=1e-3, xtol=1e-4)
+        if 2 * best.cost < np.sum(np.square(residual(start))):
             rotation_deg[t], shift_px[t] = best.x[0], best.x[1:] * factor
     return rotation_deg, shift_px
 
