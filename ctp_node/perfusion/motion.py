@@ -128,10 +128,7 @@ def _poorly_aligned(
     ref = smooth_ref - smooth_ref.mean()
     misfit = np.empty(images.shape[0])
     for t, image in enumerate(images):
-        aligned = ndimage.shift(
-            _rotate(image, rotation_deg[t]), shift_px[t], order=1, mode="nearest"
-        )
-        a = ndimage.gaussian_filter(aligned, 1.0)
+        a = ndimage.gaussian_filter(_aligned(image, rotation_deg[t], shift_px[t]), 1.0)
         a = a - a.mean()
         misfit[t] = 1.0 - float((a * ref).sum() / np.sqrt((a * a).sum() * (ref * ref).sum()))
     # The bolus changes the images slowly over frames; a frame that cannot be aligned stands
