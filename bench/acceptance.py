@@ -7,6 +7,8 @@ tracking identifier and compared with the study's truth (core within ±15 %, Tma
 ±10 %), and dicom3tools' dciodvfy checks every object received. Prints markdown tables.
 
 Run: ``python bench/acceptance.py [--seeds 0 1 2 --noise 6 --side alternate --sampling uniform]``.
+``--noise-seeds 1 2 3`` sends each head once per noise realisation (the same head, lesion and
+inputs, other noise): the spread of the errors over them is the noise's share of one study's.
 """
 
 from __future__ import annotations
@@ -277,6 +279,15 @@ def print_report(outcomes: list[Outcome]) -> None:
             + f" | {'PASS' if verdict else 'FAIL'} | {o.seconds:.0f} |"
         )
     print(f"\n{passed} of {len(outcomes)} studies within core ±15 % and Tmax>6s ±10 %.")
+    for key in TARGETS:
+        errors = [relative(o.sr_ml.get(key), o.truth[f"{key}_ml"]) for o in outcomes]
+        errors = [100 * e for e in errors if e is not None]
+        if len(errors) > 1:
+            print(
+                f"{key}: mean error {np.mean(errors):+.1f} %, mean |error| "
+                f"{np.mean(np.abs(errors)):.1f} %, "
+                f"range {min(errors):+.0f} to {max(errors):+.0f} %."
+            )
 
     print("\n| object kind | objects | dciodvfy errors | warnings |\n|---|---|---|---|")
     kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -382,6 +393,13 @@ def main() -> None:
     parser.add_argument("--motion", type=float, default=0.0, help="mm, in three frames")
     parser.add_argument("--matrix", type=int, choices=(256, 512), default=256)
     parser.add_argument(
+        "--noise-seeds",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="noise realisations of each head (xphantom --noise-seed); default: the head's own",
+    )
+    parser.add_argument(
         "--study",
         type=Path,
         nargs="*",
@@ -413,14 +431,18 @@ def main() -> None:
             )
             for seed in args.seeds:
                 side = args.side if args.side != "alternate" else ("left", "right")[seed % 2]
-                spec = replace(base, seed=seed, side=side)
-                name = f"s{seed} {side[0].upper()} σ{args.noise:g} {args.sampling}"
-                if args.noise_correlation != XSpec.noise_correlation_px:
-                    name += f" corr {args.noise_correlation:g}px"
-                if args.motion:
-                    name += f" motion {args.motion:g}mm"
-                folder = work / f"study-{seed}-{side}"
-                studies.append((name, folder, write_study(spec, folder)))
+                for noise_seed in args.noise_seeds:
+                    spec = replace(base, seed=seed, side=side, noise_seed=noise_seed)
+                    name = f"s{seed} {side[0].upper()} σ{args.noise:g} {args.sampling}"
+                    if args.noise_correlation != XSpec.noise_correlation_px:
+                        name += f" corr {args.noise_correlation:g}px"
+                    if args.motion:
+                        name += f" motion {args.motion:g}mm"
+                    folder = work / f"study-{seed}-{side}"
+                    if noise_seed is not None:
+                        name += f" noise {noise_seed}"
+                        folder = folder.with_name(f"{folder.name}-noise{noise_seed}")
+                    studies.append((name, folder, write_study(spec, folder)))
         outcomes = run_studies(studies, work, args)
     print_report(outcomes)
     print(f"\nRuntime {time.perf_counter() - started:.0f} s for {len(outcomes)} studies.")
