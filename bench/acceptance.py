@@ -8,7 +8,7 @@ tracking identifier and compared with the study's truth (core within ±15 %, Tma
 
 Run: ``python bench/acceptance.py [--seeds 0 1 2 --noise 6 --side alternate --sampling uniform]``.
 ``--noise-seeds 1 2 3`` sends each head once per noise realisation (the same head, lesion and
-inputs, other noise): the spread of the errors over them is the noise's share of one study's.
+inputs, other noise): the spread of their errors is what the noise alone does to one study.
 """
 
 from __future__ import annotations
