@@ -43,7 +43,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.profiles import build_profiles
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
-ALGORITHM = "ctp-node oSVD 0.17"
+ALGORITHM = "ctp-node oSVD 0.18"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
 _MIN_BRAIN_RISE_HU = 1.5
 #: Baseline attenuation accepted for arterial/venous candidates (blood, partial volume), HU.

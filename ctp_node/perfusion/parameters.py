@@ -49,6 +49,21 @@ class PerfusionParameters:
     lesion_smoothing_voxels : CBF and Tmax are averaged over this many voxels square in-plane
         (tissue only) before the core and Tmax thresholds, as commercial software does, so
         that voxel noise does not fragment lesions (1 = no smoothing).
+    core_bilateral_sigma_mm : before the core threshold, the relative CBF is averaged
+        in-plane by an edge-preserving (bilateral) filter, :func:`stroke.edge_preserving_mean`:
+        spatial Gaussian of this σ, in mm (0 = off). The filters upstream (of the curves, of
+        the model fit) average a core's rim voxel with its brighter neighbours; its estimate
+        then lies above the threshold though still nearer the core's level, and this filter
+        draws it back. On a smooth gradient it changes nothing.
+    core_bilateral_rcbf : that filter's range width: neighbours whose relative CBF differs
+        by much more than this (weight ``exp(−(Δ/w)²)``; 0.14 = 14 % of the normal
+        reference) hardly count.
+    core_bilateral_iterations : passes of that filter (0 = off). With 2.5 mm, 0.14 and 3
+        passes, engine 0.18 against 0.17: our phantom (σ 5 HU, seeds 0–9) core −12.0 →
+        −6.4 % on average, within ±15 % 8 → 10 of 10; independent phantom (10 studies)
+        mean |error| 17.6 → 16.2 %, mean −5.8 → −3.5 %, within ±15 % 5 → 5 of 10. The
+        grid around it (σ 2–3 mm, width 0.11–0.17, 2–4 passes) gives 9–10 of 10 and
+        15.6–17.2 %; a width of 0.25 or more merges a faint small core into its surround.
     lesion_majority_mm : the lesion masks' majority filter (:func:`stroke.local_majority`)
         votes over the tissue of an in-plane square about this wide, in mm: an odd number of
         pixels, the largest not above ``lesion_majority_mm / pixel + 1`` (3 at 1.7 mm pixels,
@@ -198,6 +213,9 @@ class PerfusionParameters:
     target_mismatch_ratio_min: float = 1.8
     min_component_ml: float = 0.1
     lesion_smoothing_voxels: int = 1
+    core_bilateral_sigma_mm: float = 2.5
+    core_bilateral_rcbf: float = 0.14
+    core_bilateral_iterations: int = 3
     lesion_majority_mm: float = 5.0
     resample_interval_s: float = 1.0
     oscillation_index_max: float = 0.05
@@ -258,6 +276,18 @@ class PerfusionParameters:
             raise ValueError("model_pool_delay_sigma_s must be ≥ 0 (0 = delays ignored)")
         if not self.model_mtt_smoothing_voxels >= 0:
             raise ValueError("model_mtt_smoothing_voxels must be ≥ 0 (0 = no smoothing)")
+        if (
+            min(
+                self.core_bilateral_sigma_mm,
+                self.core_bilateral_rcbf,
+                self.core_bilateral_iterations,
+            )
+            < 0
+        ):
+            raise ValueError(
+                "core_bilateral_sigma_mm, core_bilateral_rcbf and core_bilateral_iterations "
+                "must be ≥ 0 (0 = no edge-preserving mean before the core threshold)"
+            )
         if not self.lesion_majority_mm >= 0:
             raise ValueError("lesion_majority_mm must be ≥ 0 (0 = one pixel: no filter)")
         if not self.model_pool_baseline_sigma_hu >= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ctp_node.perfusion.denoise import tips
 from ctp_node.perfusion.masks import in_plane_box
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.result import StrokeVolumes
@@ -83,6 +84,38 @@ def delayed_tissue(
     return local_majority(tmax_s >= min_s, tissue, window_voxels)
 
 
+def edge_preserving_mean(
+    values: np.ndarray,
+    tissue: np.ndarray,
+    sigma_voxels: float,
+    range_width: float,
+    iterations: int,
+    needed: np.ndarray | None = None,
+) -> np.ndarray:
+    """``values`` ``(z, y, x)`` averaged in-plane over tissue with a bilateral filter —
+    weights ``exp(−d²/2σ²)`` of the in-plane distance d (voxels) times ``exp(−(Δ/w)²)`` of
+    the difference Δ of the values, w = ``range_width`` (:func:`denoise.tips` on one
+    channel) — ``iterations`` times. Neighbours whose values differ by much more than w
+    hardly count, so a boundary between two levels keeps its place while the noise on
+    either side is averaged away; each pass pulls a voxel towards the level of the
+    neighbours most like it. Voxels outside ``tissue`` neither change nor count. Only the
+    voxels of ``needed`` (default: all) are sure to be filtered: the work is confined to
+    the part of each slice that they depend on."""
+    if sigma_voxels <= 0 or range_width <= 0 or iterations < 1:
+        return values
+    radius = max(1, int(np.ceil(2.0 * sigma_voxels)))
+    needed = tissue if needed is None else needed
+    out = values.astype(np.float32, copy=True)
+    for z in np.flatnonzero(needed.any(axis=(1, 2))):
+        # A voxel's value after k passes depends on voxels up to k · radius away.
+        box = in_plane_box(needed[z], margin=iterations * radius)
+        part, inside = out[z][box], tissue[z][box]
+        for _ in range(iterations):
+            part = tips(part[None], inside, radius, sigma_voxels, range_width, guide_window=1)[0]
+        out[z][box] = part
+    return out
+
+
 def window_pixels(width_mm: float, pixel_mm: float) -> int:
     """The odd number of pixels nearest below ``width_mm / pixel_mm + 1`` (at least 1)."""
     return 2 * int(width_mm / pixel_mm / 2) + 1
@@ -127,7 +160,18 @@ def lesion_masks(
         else tissue
     )
     cbf, tmax_s = smoothed(cbf), smoothed(tmax_s)
-    core = tidy(hypoperfused & (cbf < p.core_rcbf_threshold * normal_cbf))
+    # The core's decision is on the relative flow after an edge-preserving mean: a voxel at
+    # the core's edge, its estimate pulled up by the filters upstream (the denoising of
+    # curves, the pooling of the model fit), is drawn back to the core level it is nearer.
+    rcbf = edge_preserving_mean(
+        cbf / max(normal_cbf, 1e-6),
+        tissue,
+        p.core_bilateral_sigma_mm / pixel_mm,
+        p.core_bilateral_rcbf,
+        p.core_bilateral_iterations,
+        needed=hypoperfused,
+    )
+    core = tidy(hypoperfused & (rcbf < p.core_rcbf_threshold))
     # The core is hypoperfused tissue too: its Tmax, measured on the faintest curves, is the
     # noisiest, and a core voxel outside the Tmax > 6 s region would make the mismatch
     # (hypoperfusion − core) smaller than it is.
