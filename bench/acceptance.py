@@ -431,14 +431,14 @@ def main() -> None:
             )
             for seed in args.seeds:
                 side = args.side if args.side != "alternate" else ("left", "right")[seed % 2]
+                head = f"s{seed} {side[0].upper()} σ{args.noise:g} {args.sampling}"
+                if args.noise_correlation != XSpec.noise_correlation_px:
+                    head += f" corr {args.noise_correlation:g}px"
+                if args.motion:
+                    head += f" motion {args.motion:g}mm"
                 for noise_seed in args.noise_seeds:
                     spec = replace(base, seed=seed, side=side, noise_seed=noise_seed)
-                    name = f"s{seed} {side[0].upper()} σ{args.noise:g} {args.sampling}"
-                    if args.noise_correlation != XSpec.noise_correlation_px:
-                        name += f" corr {args.noise_correlation:g}px"
-                    if args.motion:
-                        name += f" motion {args.motion:g}mm"
-                    folder = work / f"study-{seed}-{side}"
+                    name, folder = head, work / f"study-{seed}-{side}"
                     if noise_seed is not None:
                         name += f" noise {noise_seed}"
                         folder = folder.with_name(f"{folder.name}-noise{noise_seed}")
