@@ -566,7 +566,7 @@ def ct_image(
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid(
-        entropy_srcs=[identity["series"], str(k), str(z)]
+        entropy_srcs=[identity["series"], f"k={k} z={z}"]
     )
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = generate_uid(entropy_srcs=["Northwind NW-CT 7"])

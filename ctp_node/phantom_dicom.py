@@ -157,7 +157,7 @@ def write_ct_series(
                 series_datetime=start_datetime,
                 image_datetime=image_datetime,
                 sop_instance_uid=generate_uid(
-                    entropy_srcs=[identity.series_instance_uid, "CT", str(t), str(z)]
+                    entropy_srcs=[identity.series_instance_uid, f"CT t={t} z={z}"]
                 ),
                 instance_number=t * n_z + z + 1,
                 temporal_position_index=t + 1,

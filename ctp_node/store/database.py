@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ctp_node.store.models import Base
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -46,8 +49,16 @@ class Database:
         return sqlite_insert if self.is_sqlite else postgresql_insert
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables and add missing columns (idempotent).
+
+        A database written by an earlier release of the node lacks the columns added since;
+        they are added with their default value, so that upgrading keeps every record. Only
+        additions are made: nothing is renamed or dropped.
+        """
         Base.metadata.create_all(self.engine)
+        added = _add_missing_columns(self.engine)
+        if added:
+            log.info("database upgraded: added %s", ", ".join(added))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -59,13 +70,43 @@ class Database:
         self.engine.dispose()
 
 
+def _add_missing_columns(engine: Engine) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` for every model column the database lacks; returns
+    ``table.column`` of each one added."""
+    added = []
+    existing_tables = set(inspect(engine).get_table_names())
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if table.name not in existing_tables:
+                continue
+            present = {c["name"] for c in inspect(connection).get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = column.default.arg if column.default is not None else None
+                clause = ""
+                if isinstance(default, bool | int | float):
+                    clause = f" DEFAULT {int(default) if isinstance(default, bool) else default}"
+                elif isinstance(default, str):
+                    clause = " DEFAULT '" + default.replace("'", "''") + "'"
+                connection.exec_driver_sql(
+                    f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{clause}'
+                )
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     # WAL lets the receiver write while workers read; a busy timeout instead of "locked" errors.
+    # synchronous=FULL: in WAL mode, NORMAL may roll back the last commits on power loss, and
+    # the receiver answers Success only once the instance is recorded, so a commit must be on
+    # disk when it returns.
     # Let SQLAlchemy, not the driver, emit BEGIN (SQLAlchemy's documented pysqlite recipe).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -25,6 +25,7 @@ class SeriesState(enum.StrEnum):
     RECEIVING = "receiving"  # instances are arriving; not yet stable
     PERFUSION = "perfusion"  # complete and a perfusion acquisition: a job was created
     IGNORED = "ignored"  # complete but not a perfusion acquisition (reason recorded)
+    ERROR = "error"  # could not be examined (reason recorded); looked at again when more arrive
 
 
 class JobState(enum.StrEnum):
@@ -32,13 +33,14 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"  # the acquisition cannot give maps (reason recorded); final
-    SUPERSEDED = "superseded"  # more instances arrived before the job ran; a new job follows
+    SUPERSEDED = "superseded"  # a newer job of the series replaced it before it finished
 
 
 class ExportState(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
-    FAILED = "failed"  # gave up after the configured attempts; final
+    FAILED = "failed"  # gave up after the configured attempts (resend or a restart retries it)
+    CANCELLED = "cancelled"  # a newer version of the result replaced it before it was sent
 
 
 class Instance(Base):
@@ -57,6 +59,15 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     calling_ae_title: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # SHA-256 of the received bytes (hex): tells a harmless resend from a UID collision.
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    # What the header announces of the acquisition's size (None when absent), and where the
+    # image lies: read at receive time so that completion needs no second look at the files.
+    temporal_positions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    images_in_acquisition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frames: Mapped[int] = mapped_column(Integer, default=1)
+    # ImagePositionPatient projected on the slice normal, mm; None for multi-frame instances.
+    slice_position_mm: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Series(Base):
@@ -75,6 +86,8 @@ class Series(Base):
     state: Mapped[str] = mapped_column(String(16), default=SeriesState.RECEIVING)
     reason: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # When retention deleted the received files (their records stay), None while they exist.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (Index("ix_series_state_last", "state", "last_received_at"),)
 
@@ -96,6 +109,18 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    # Transient failures (disk full, database locked) wait until then before the next attempt.
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # The result's version: its inputs (SHA-256 of the sorted input SOP Instance UIDs, the
+    # chosen AIF/VOF, the engine's parameters and version), its number within the series, the
+    # key its output UIDs derive from, what it supersedes and why.
+    content_digest: Mapped[str] = mapped_column(String(64), default="")
+    input_instances: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    version_key: Mapped[str] = mapped_column(String(64), default="")
+    predecessor_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version_reason: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(32), default="scheduler")
     # "Z,Y,X" voxel indices chosen by a person (semi-automatic AIF/VOF), empty = automatic
     aif_zyx: Mapped[str] = mapped_column(String(32), default="")
     vof_zyx: Mapped[str] = mapped_column(String(32), default="")
@@ -122,15 +147,40 @@ class Export(Base):
 
 
 class Rejection(Base):
-    """A C-STORE the node refused, with why; the received bytes are kept in quarantine."""
+    """Something the node refused, with why: a C-STORE (the received bytes are kept in
+    quarantine), an association or a presentation context."""
 
     __tablename__ = "rejections"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # "c-store", "association" or "context"; for the last two ``status`` is 0 and the
+    # reason gives the A-ASSOCIATE-RJ result/source/reason or the refused context.
+    kind: Mapped[str] = mapped_column(String(16), default="c-store")
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16))
     sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
     quarantine_path: Mapped[str] = mapped_column(Text, default="")
     size_bytes: Mapped[float] = mapped_column(Float, default=0)
+
+
+class OtherObject(Base):
+    """An object of the study that is not CT (a dose report, a localiser SC, an MR image…):
+    acknowledged so that a whole-study send completes, recorded here, and kept only when
+    ``ingest.keep_other_objects`` is true."""
+
+    __tablename__ = "other_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    calling_ae_title: Mapped[str] = mapped_column(String(16))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    path: Mapped[str] = mapped_column(Text, default="")  # relative to storage.root; "" = not kept
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)

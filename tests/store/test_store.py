@@ -195,3 +195,25 @@ def test_concurrent_receivers_of_one_series(db):
     (series,) = list_series(db)
     assert series.instance_count == 12
     assert len(instance_paths(db, series.series_instance_uid)) == 12
+
+
+def test_database_of_an_earlier_release_gains_the_new_columns(db):
+    """Upgrading keeps every record: columns added since are added with their defaults."""
+    from sqlalchemy import inspect, text
+
+    from ctp_node.store.models import Job
+
+    record_instance(db, _instance(1))
+    decide_series(db, "1.2.3.1", perfusion=True, reason="r", expected_instance_count=1)
+    with db.engine.begin() as connection:  # as the tables were before these columns existed
+        connection.execute(text("ALTER TABLE jobs DROP COLUMN version_reason"))
+        connection.execute(text("ALTER TABLE jobs DROP COLUMN version"))
+        connection.execute(text("ALTER TABLE instances DROP COLUMN sha256"))
+    assert "version" not in {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+
+    db.create_schema()
+
+    (job,) = list_jobs(db)
+    assert isinstance(job, Job) and job.version == 0 and job.version_reason == ""
+    assert job.state == JobState.QUEUED
+    assert len(instance_paths(db, "1.2.3.1")) == 1
