@@ -225,7 +225,7 @@ def _process(args: argparse.Namespace) -> int:
         try:
             processed = process_series(paths, out, settings, aif_zyx=args.aif, vof_zyx=args.vof)
         except AcquisitionUnusableError as exc:
-            notice = write_failure_notice(paths, out, str(exc), settings)
+            notice = write_failure_notice(paths, out, str(exc), settings.report)
             print(
                 f"series {series_uid}: no maps: {exc} (failure notice: {len(notice)} objects "
                 f"in {out})"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,7 @@ from ctp_node.report import (
     build_structured_report,
 )
 from ctp_node.report.summary_png import write_summary_png
-from ctp_node.store import Database
-from ctp_node.store.ingest import instance_paths, other_perfusion_series
-from ctp_node.store.models import Job
-from ctp_node.store.outbox import OutputObject, enqueue_exports
-from ctp_node.store.queue import (
-    claim_notice,
-    fail_job,
-    failed_jobs_without_notice,
-    finish_job,
-    heartbeat,
-)
+from ctp_node.report.versions import ResultVersion, content_digest, version_key
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +53,10 @@ class PipelineSettings:
     report: ReportSettings = field(default_factory=ReportSettings)
     min_time_points: int = 10
     quality_limits: QualityLimits = field(default_factory=QualityLimits)
+
+    def digest_text(self) -> str:
+        """The settings that change a result, as stable text for its version's digest."""
+        return repr((self.parameters, self.quality_limits, self.min_time_points))
 
 
 @dataclass(frozen=True)
@@ -83,19 +76,42 @@ class ProcessedSeries:
     summary: dict[str, Any]
 
 
-def process_series(
+@dataclass(frozen=True)
+class ComputedSeries:
+    """A series' maps and volumes, before any output is written.
+
+    Attributes
+    ----------
+    loaded : the acquisition and its DICOM context.
+    result : the engine's result.
+    quality : the acquisition quality findings.
+    load_s, compute_s : seconds spent reading the images and computing.
+    """
+
+    loaded: LoadedSeries
+    result: PerfusionResult
+    quality: list[QualityFinding]
+    load_s: float
+    compute_s: float
+
+    @property
+    def series_instance_uid(self) -> str:
+        return str(self.loaded.header.SeriesInstanceUID)
+
+
+def compute_series(
     paths: Sequence[Path],
-    out_dir: Path,
     settings: PipelineSettings,
     *,
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
     other_slabs: int = 0,
-) -> ProcessedSeries:
-    """Compute one series' maps and write its outputs, ``results.json`` and ``summary.png``.
+) -> ComputedSeries:
+    """Load a series and compute its maps, volumes and quality findings.
 
-    ``other_slabs`` is the number of further perfusion series (slabs with their own bolus) of
-    the same study, for the acquisition quality checks.
+    ``aif_zyx``/``vof_zyx`` are a person's choice of the arterial input and venous output,
+    voxel indices ``(slice, row, column)``, 0-based; ``other_slabs`` is the number of further
+    perfusion series (slabs with their own bolus) of the same study, for the quality checks.
 
     Raises
     ------
@@ -115,10 +131,18 @@ def process_series(
     quality = assess_acquisition(
         loaded.acquisition, result, settings.quality_limits, other_slabs=other_slabs
     )
+    return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s)
 
+
+def write_outputs(
+    computed: ComputedSeries, out_dir: Path, report: ReportSettings
+) -> ProcessedSeries:
+    """Build the DICOM outputs of a computed series (the version in ``report.version``) and
+    write them, ``results.json`` and ``summary.png`` into ``out_dir``."""
+    started = time.perf_counter()
+    loaded, result, quality = computed.loaded, computed.result, computed.quality
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = list(loaded.layout.notes)
-    report = settings.report
+    notes = loaded.notes
     outputs = [
         _save(dataset, out_dir, "parametric_maps")
         for dataset in build_parametric_maps(result, loaded.source_images, report)
@@ -144,27 +168,71 @@ def process_series(
     )
     outputs.append(_save(structured_report, out_dir, "structured_report"))
     summary = summarise(loaded, result, outputs, quality)
+    summary["version"] = {
+        "number": report.version.number,
+        "key": report.version.key,
+        "statement": report.version.statement(),
+    }
     summary["timing_s"] = {
-        "load": round(loaded_s, 2),
-        "compute": round(computed_s, 2),
-        "total": round(time.perf_counter() - started, 2),
+        "load": round(computed.load_s, 2),
+        "compute": round(computed.compute_s, 2),
+        "total": round(computed.load_s + computed.compute_s + time.perf_counter() - started, 2),
     }
     (out_dir / RESULTS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
     write_summary_png(result, loaded.acquisition, summary, out_dir / SUMMARY_PNG)
-    series_uid = str(loaded.header.SeriesInstanceUID)
     log.info(
-        "series %s: %d outputs in %.1f s (core %.1f ml, Tmax>6s %.1f ml)",
-        series_uid,
+        "series %s: %d outputs (version %d) in %.1f s (core %.1f ml, Tmax>6s %.1f ml)",
+        computed.series_instance_uid,
         len(outputs),
+        report.version.number,
         summary["timing_s"]["total"],
         result.volumes.core_ml,
         result.volumes.tmax6_ml,
     )
-    return ProcessedSeries(series_uid, outputs, summary)
+    return ProcessedSeries(computed.series_instance_uid, outputs, summary)
+
+
+def first_version(
+    computed: ComputedSeries, settings: PipelineSettings, *, aif_zyx=None, vof_zyx=None
+) -> ResultVersion:  # type: ignore[no-untyped-def]
+    """Version 1 of a series' result computed outside the node's queue (``ctp-node process``):
+    its UIDs are those the node gives the same inputs' first version."""
+    digest = content_digest(
+        computed.series_instance_uid,
+        computed.loaded.sop_instance_uids,
+        algorithm_version=settings.report.algorithm_version,
+        settings=settings.digest_text(),
+        aif_zyx=aif_zyx,
+        vof_zyx=vof_zyx,
+    )
+    return ResultVersion(number=1, key=version_key(digest, None))
+
+
+def process_series(
+    paths: Sequence[Path],
+    out_dir: Path,
+    settings: PipelineSettings,
+    *,
+    aif_zyx: tuple[int, int, int] | None = None,
+    vof_zyx: tuple[int, int, int] | None = None,
+    other_slabs: int = 0,
+) -> ProcessedSeries:
+    """Compute one series' maps and write its outputs (version 1), ``results.json`` and
+    ``summary.png``: :func:`compute_series` then :func:`write_outputs`.
+
+    Raises
+    ------
+    AcquisitionUnusableError : as :func:`compute_series`.
+    """
+    computed = compute_series(
+        paths, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx, other_slabs=other_slabs
+    )
+    version = first_version(computed, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx)
+    return write_outputs(computed, out_dir, replace(settings.report, version=version))
 
 
 def write_failure_notice(
-    paths: Sequence[Path], out_dir: Path, reason: str, settings: PipelineSettings
+    paths: Sequence[Path], out_dir: Path, reason: str, report: ReportSettings
 ) -> list[WrittenOutput]:
     """Write the Secondary Capture and SR that tell PACS users why no maps will come.
 
@@ -184,7 +252,7 @@ def write_failure_notice(
     kinds = {"1.2.840.10008.5.1.4.1.1.7": "secondary_captures"}
     return [
         _save(dataset, out_dir, kinds.get(str(dataset.SOPClassUID), "structured_report"))
-        for dataset in build_failure_notice(reason, [header], settings.report)
+        for dataset in build_failure_notice(reason, [header], report)
     ]
 
 
@@ -219,7 +287,7 @@ def summarise(
             "duration_s": _round(float(acq.times_s[-1] - acq.times_s[0])),
             "pixel_spacing_mm": [_round(v) for v in acq.pixel_spacing_mm],
             "slice_spacing_mm": _round(acq.slice_spacing_mm),
-            "notes": list(loaded.layout.notes),
+            "notes": loaded.notes,
             "facts": {k: v for k, v in vars(acq.facts).items()},
         },
         "volumes": {
@@ -299,143 +367,3 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     if value is None or not np.isfinite(value):
         return None
     return round(float(value), digits)
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a worker needs to run jobs."""
-
-    storage_root: Path
-    settings: PipelineSettings
-    destinations: dict[str, tuple[str, ...]]  # destination name → output kinds it receives
-    lease_s: float
-    max_attempts: int
-
-
-def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None:
-    """Process a claimed job and enqueue its outputs to every destination; record the outcome.
-
-    A series that cannot give maps fails for good with its reason; an unexpected error is
-    retried (up to ``max_attempts``); the lease is renewed while the job runs.
-    """
-    root = context.storage_root
-    paths = [root / p for p in instance_paths(db, job.series_instance_uid)]
-    relative_out = Path("results") / job.series_instance_uid / f"job-{job.id}"
-    keeper = _LeaseKeeper(
-        lambda: heartbeat(db, job.id, worker_id, context.lease_s),
-        interval_s=max(1.0, context.lease_s / 3),
-    )
-    try:
-        with keeper:
-            processed = process_series(
-                paths,
-                root / relative_out,
-                context.settings,
-                other_slabs=len(other_perfusion_series(db, job.series_instance_uid)),
-                aif_zyx=_zyx(job.aif_zyx),
-                vof_zyx=_zyx(job.vof_zyx),
-            )
-    except AcquisitionUnusableError as exc:
-        log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
-        notice = write_failure_notice(paths, root / relative_out, str(exc), context.settings)
-        _enqueue(db, job.id, relative_out, notice, context.destinations)
-        fail_job(
-            db,
-            job.id,
-            str(exc),
-            retry=False,
-            max_attempts=context.max_attempts,
-            result_dir=relative_out.as_posix(),
-        )
-        return
-    except Exception as exc:
-        log.exception("job %d failed unexpectedly; it will be retried", job.id)
-        fail_job(
-            db,
-            job.id,
-            f"{exc.__class__.__name__}: {exc}",
-            retry=True,
-            max_attempts=context.max_attempts,
-        )
-        return
-    _enqueue(db, job.id, relative_out, processed.outputs, context.destinations)
-    finish_job(db, job.id, result_dir=relative_out.as_posix(), summary=processed.summary)
-
-
-def notify_failed_jobs(db: Database, context: JobContext) -> int:
-    """Send a failure notice for every job that failed for good without one (unexpected errors
-    on every attempt, or workers that died on it), so that no study fails silently.
-
-    Returns how many notices were written.
-    """
-    written = 0
-    for job in failed_jobs_without_notice(db):
-        relative_out = Path("results") / job.series_instance_uid / f"job-{job.id}"
-        if not claim_notice(db, job.id, relative_out.as_posix()):
-            continue  # another worker took it
-        reason = (
-            f"The node could not process this series after {job.attempts} attempt(s) "
-            f"({job.error or 'no error recorded'}). The node's administrator has the details; "
-            "use the source images and the scanner's own tools meanwhile."
-        )
-        root = context.storage_root
-        paths = [root / p for p in instance_paths(db, job.series_instance_uid)]
-        notice = write_failure_notice(paths, root / relative_out, reason, context.settings)
-        _enqueue(db, job.id, relative_out, notice, context.destinations)
-        log.error("job %d failed for good; failure notice sent: %s", job.id, job.error)
-        written += 1
-    return written
-
-
-def _enqueue(
-    db: Database,
-    job_id: int,
-    relative_out: Path,
-    outputs: Sequence[WrittenOutput],
-    destinations: dict[str, tuple[str, ...]],
-) -> None:
-    """One export per output for every destination that receives its kind."""
-    enqueue_exports(
-        db,
-        job_id,
-        [
-            (name, OutputObject(o.sop_instance_uid, o.output_kind, f"{relative_out}/{o.path.name}"))
-            for name, kinds in destinations.items()
-            for o in outputs
-            if o.output_kind in kinds
-        ],
-    )
-
-
-def _zyx(text: str) -> tuple[int, int, int] | None:
-    if not text:
-        return None
-    z, y, x = (int(v) for v in text.split(","))
-    return z, y, x
-
-
-class _LeaseKeeper:
-    """Renews a job's lease from a background thread while the job runs."""
-
-    def __init__(self, renew, interval_s: float) -> None:  # type: ignore[no-untyped-def]
-        self._renew = renew
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="lease")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                if not self._renew():
-                    log.warning("the job's lease was lost to another worker")
-                    return
-            except Exception:
-                log.exception("renewing the job's lease failed")
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

@@ -11,27 +11,35 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ctp_node.assemble.completion import decide_stable_series
+from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
 from ctp_node.config import Config, ConfigError, ConfigProblem
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
-from ctp_node.pipeline import JobContext, PipelineSettings, notify_failed_jobs, run_job
+from ctp_node.pipeline import PipelineSettings
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.report.settings import ReportSettings
 from ctp_node.send.scu import Peer
 from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.store import Database
-from ctp_node.store.queue import claim_job
+from ctp_node.store.outbox import retry_failed_exports
+from ctp_node.store.queue import claim_job, release_worker_jobs, running_worker_ids
+from ctp_node.worker import JobContext, notify_failed_jobs, run_job
 
 log = logging.getLogger(__name__)
 
 SENDER_INTERVAL_S = 1.0
-WORKER_RESTART_DELAY_S = 5.0
+#: How often the supervisor looks at its worker processes, seconds: a dead worker's job is
+#: given back and the worker replaced within about this time.
+WORKER_CHECK_INTERVAL_S = 1.0
+#: A worker that dies sooner than this after its start is restarted only after this delay, so
+#: that a worker that cannot start (a broken installation) does not spin, seconds.
+WORKER_MIN_LIFETIME_S = 10.0
 
 
 def perfusion_parameters(config: Config) -> PerfusionParameters:
@@ -82,6 +90,9 @@ def job_context(config: Config) -> JobContext:
         destinations={d.name: tuple(d.output_kinds()) for d in config.destinations},
         lease_s=config.worker.lease_s,
         max_attempts=config.worker.max_attempts,
+        retry_backoff_s=config.worker.retry_backoff_s,
+        retry_backoff_max_s=config.worker.retry_backoff_max_s,
+        retry_for_s=config.worker.retry_for_s,
     )
 
 
@@ -153,7 +164,7 @@ def run_workers(config: Config, stop: threading.Event, *, parent_pid: int | None
             job = None
         if job is None:
             try:
-                notify_failed_jobs(db, context)
+                notify_failed_jobs(db, context, worker_id)
             except Exception:
                 log.exception("sending the failure notices of failed jobs failed")
             stop.wait(config.worker.poll_interval_s)
@@ -161,14 +172,30 @@ def run_workers(config: Config, stop: threading.Event, *, parent_pid: int | None
         log.info(
             "job %d (series %s) started, attempt %d", job.id, job.series_instance_uid, job.attempts
         )
-        run_job(db, job, context, worker_id)
+        try:
+            run_job(db, job, context, worker_id)
+        except Exception:  # e.g. the database went away while recording the outcome
+            log.exception("job %d: recording its outcome failed; its lease will expire", job.id)
+            stop.wait(config.worker.poll_interval_s)
     db.dispose()
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
 class _WorkerProcess:
     command: list[str]
     process: subprocess.Popen | None = None
+    started_at: float = 0.0  # time.monotonic() of the last start
+    restart_at: float = 0.0  # not restarted before this time.monotonic()
 
 
 class Node:
@@ -191,19 +218,18 @@ class Node:
 
     def start(self) -> None:
         config = self.config
+        self._recover()
         self._server = start_listener(listener_settings(config), self.spool, self.db)
         root = Path(config.storage.root)
+        completion = CompletionSettings(
+            config.ingest.series_stable_after_s, config.ingest.min_time_points
+        )
         self._threads.append(
             _loop(
                 "scheduler",
                 self.stop_event,
                 config.ingest.scan_interval_s,
-                lambda: decide_stable_series(
-                    self.db,
-                    root,
-                    config.ingest.series_stable_after_s,
-                    config.ingest.min_time_points,
-                ),
+                lambda: decide_complete_series(self.db, root, completion),
             )
         )
         policy = RetryPolicy(
@@ -233,7 +259,7 @@ class Node:
             ]
             self._workers = [_WorkerProcess(command) for _ in range(config.worker.count)]
             self._threads.append(
-                _loop("workers", self.stop_event, WORKER_RESTART_DELAY_S, self._supervise_workers)
+                _loop("workers", self.stop_event, WORKER_CHECK_INTERVAL_S, self._supervise_workers)
             )
         log.info(
             "node %s serving on %s:%d with %d worker(s)",
@@ -243,17 +269,48 @@ class Node:
             config.worker.count,
         )
 
-    def _supervise_workers(self) -> None:
-        for worker in self._workers:
-            if worker.process is not None and worker.process.poll() is None:
-                continue
-            if worker.process is not None:
-                log.error(
-                    "worker process %d exited with %s; starting another",
-                    worker.process.pid,
-                    worker.process.returncode,
+    def _recover(self) -> None:
+        """What a restart owes to the work of the previous run: the jobs its dead workers held
+        are given back, and exports that ran out of attempts get new ones."""
+        host = socket.gethostname()
+        for worker_id in running_worker_ids(self.db):
+            name, _, pid = worker_id.rpartition(":")
+            if name == host and pid.isdigit() and not _process_exists(int(pid)):
+                released = release_worker_jobs(
+                    self.db, worker_id, "the node stopped", self.config.worker.max_attempts
                 )
+                log.warning("job(s) %s of a worker of the previous run given back", released)
+        retried = retry_failed_exports(self.db)
+        if retried:
+            log.warning("%d export(s) that had run out of attempts are tried again", retried)
+
+    def _supervise_workers(self) -> None:
+        """Replace dead workers, giving their jobs back at once (not after the lease)."""
+        for worker in self._workers:
+            process = worker.process
+            if process is not None:
+                if process.poll() is None:
+                    continue
+                released = release_worker_jobs(
+                    self.db,
+                    f"{socket.gethostname()}:{process.pid}",
+                    f"the worker process ended (exit status {process.returncode})",
+                    self.config.worker.max_attempts,
+                )
+                log.error(
+                    "worker process %d exited with %s; job(s) %s given back; starting another",
+                    process.pid,
+                    process.returncode,
+                    released or "none",
+                )
+                worker.process = None
+                lived_s = time.monotonic() - worker.started_at
+                if lived_s < WORKER_MIN_LIFETIME_S:
+                    worker.restart_at = time.monotonic() + WORKER_MIN_LIFETIME_S
+            if time.monotonic() < worker.restart_at:
+                continue
             worker.process = subprocess.Popen(worker.command)
+            worker.started_at = time.monotonic()
 
     def stop(self) -> None:
         self.stop_event.set()

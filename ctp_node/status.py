@@ -31,6 +31,10 @@ def collect_status(db: Database) -> dict:
                 "id": job.id,
                 "series_instance_uid": job.series_instance_uid,
                 "state": job.state,
+                "version": job.version or None,
+                "supersedes_job": job.predecessor_job_id,
+                "version_reason": job.version_reason,
+                "requested_by": job.requested_by,
                 "attempts": job.attempts,
                 "worker_id": job.worker_id,
                 "error": job.error,
@@ -96,10 +100,13 @@ def print_status(config: Config, *, as_json: bool = False) -> int:
             else j["error"]
         )
         exports = ", ".join(f"{k} {v}" for k, v in sorted(j["exports"].items())) or "no exports"
+        version = f"  version {j['version']}" if j["version"] else ""
         print(
-            f"  job {j['id']}  {j['series_instance_uid']}  {j['state']} "
+            f"  job {j['id']}  {j['series_instance_uid']}  {j['state']}{version} "
             f"(attempt {j['attempts']})  {result}  [{exports}]"
         )
+        if j["supersedes_job"]:
+            print(f"      supersedes job {j['supersedes_job']}: {j['version_reason']}")
         if j["quality_checks"]:
             warned = j["quality_warnings"]
             listed = f" ({', '.join(warned)})" if warned else ""

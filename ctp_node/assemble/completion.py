@@ -1,43 +1,152 @@
-"""The completion scheduler's step: decide every series that has been quiet long enough."""
+"""The completion scheduler's step: decide every series that is complete.
+
+A series is complete when it has been quiet for ``ingest.series_stable_after_s`` **or**, sooner,
+when what has arrived is what its headers announce (:func:`announced_complete`). Each complete
+series is examined from its headers alone: a dynamic perfusion acquisition gets a job, any other
+series is recorded as ignored with the reason, and a series that cannot be examined is recorded
+as an error with the reason — one series' trouble never stops the others.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from ctp_node.assemble.headers import UnreadableImageError, read_series
-from ctp_node.assemble.layout import NotPerfusionError, layout_acquisition
+from ctp_node.assemble.headers import UnreadableImageError, read_usable_images
+from ctp_node.assemble.layout import (
+    POSITION_TOLERANCE_MM,
+    NotPerfusionError,
+    cluster_positions,
+    layout_acquisition,
+)
 from ctp_node.assemble.loader import check_modality
 from ctp_node.store import Database
-from ctp_node.store.ingest import decide_series, instance_paths, stable_series
+from ctp_node.store.ingest import (
+    AnnouncedSize,
+    announced_sizes,
+    decide_series,
+    instance_paths,
+    record_series_error,
+    stable_series,
+)
 
 log = logging.getLogger(__name__)
 
 
-def decide_stable_series(
-    db: Database, storage_root: Path, stable_after_s: float, min_time_points: int
+@dataclass(frozen=True)
+class CompletionSettings:
+    """When a series counts as complete.
+
+    Attributes
+    ----------
+    stable_after_s : quiet time in seconds after the last instance (``ingest.series_stable_
+        after_s``): the rule for series that do not announce their size.
+    min_time_points : fewest time points of a dynamic perfusion acquisition.
+    """
+
+    stable_after_s: float
+    min_time_points: int
+
+
+def announced_complete(size: AnnouncedSize) -> bool:
+    """Whether a series holds every image its headers announce.
+
+    - ImagesInAcquisition (0020,1002), the same in every instance: the images received (frames
+      counted) equal it;
+    - NumberOfTemporalPositions (0020,0105), the same in every instance: every slice position
+      has exactly that many single-frame images, or (multi-frame instances of equal size, one
+      per time point) that many instances have arrived.
+
+    A scanner that announces neither waits for the quiet time.
+    """
+    if size.images_in_acquisition and size.images_in_acquisition > 1:
+        if size.images == size.images_in_acquisition:
+            return True
+    temporal = size.temporal_positions
+    if not temporal or temporal < 2:
+        return False
+    if size.frames_per_instance and size.frames_per_instance > 1:
+        return size.instances == temporal
+    if size.frames_per_instance != 1 or len(size.slice_positions_mm) != size.instances:
+        return False
+    cluster_of = cluster_positions(list(size.slice_positions_mm), POSITION_TOLERANCE_MM)
+    per_position: dict[int, int] = {}
+    for position in size.slice_positions_mm:
+        per_position[cluster_of[position]] = per_position.get(cluster_of[position], 0) + 1
+    return set(per_position.values()) == {temporal}
+
+
+def decide_complete_series(
+    db: Database, storage_root: Path, settings: CompletionSettings
 ) -> list[int]:
-    """Examine each stable series from its headers: queue a job for a dynamic perfusion
-    acquisition, record anything else as ignored with its reason. Returns new job ids."""
+    """Examine each complete series: queue a job for a dynamic perfusion acquisition, record
+    anything else as ignored (or as an error) with its reason. Returns the new job ids."""
+    quiet = stable_series(db, settings.stable_after_s)
+    early = [
+        uid
+        for uid, size in announced_sizes(db, settings.stable_after_s).items()
+        if announced_complete(size)
+    ]
     jobs = []
-    for series_uid in stable_series(db, stable_after_s):
-        paths = instance_paths(db, series_uid)
+    for series_uid in [*quiet, *early]:
         try:
-            refs, header = read_series([storage_root / p for p in paths])
-            check_modality(header)
-            layout = layout_acquisition(refs, min_time_points)
-        except (NotPerfusionError, UnreadableImageError) as exc:
-            decide_series(
-                db, series_uid, perfusion=False, reason=str(exc), expected_instance_count=len(paths)
+            job_id = _decide(db, storage_root, series_uid, settings, quiet=series_uid in quiet)
+        except Exception as exc:  # confined to this series: the others go on
+            log.error("series %s could not be examined: %s", series_uid, exc)
+            count = len(instance_paths(db, series_uid))
+            record_series_error(
+                db,
+                series_uid,
+                f"could not be examined: {exc.__class__.__name__}: {exc}",
+                expected_instance_count=count,
             )
-            log.info("series %s ignored: %s", series_uid, exc)
             continue
-        t, z, rows, columns = layout.shape
-        reason = f"dynamic perfusion acquisition: {t} time points x {z} slices of {rows}x{columns}"
-        job_id = decide_series(
-            db, series_uid, perfusion=True, reason=reason, expected_instance_count=len(paths)
-        )
         if job_id is not None:
-            log.info("series %s queued as job %d (%s)", series_uid, job_id, reason)
             jobs.append(job_id)
     return jobs
+
+
+def _decide(
+    db: Database, storage_root: Path, series_uid: str, settings: CompletionSettings, *, quiet: bool
+) -> int | None:
+    paths = instance_paths(db, series_uid)
+    count = len(paths)
+    how = "quiet" if quiet else "all announced images arrived"
+    images = None
+    try:
+        images = read_usable_images([storage_root / p for p in paths])
+        check_modality(images.header)
+        layout = layout_acquisition(images.refs, settings.min_time_points)
+    except NotPerfusionError as exc:
+        if not quiet:
+            return None  # what the headers announced may be wrong: wait for the quiet time
+        if images is not None and images.excluded:
+            # Bad members may be what keeps it from being laid out: let the job try, so that
+            # PACS gets maps or a failure notice that says why, never silence.
+            reason = f"{exc}; {len(images.excluded)} image(s) cannot be read"
+            return decide_series(
+                db, series_uid, perfusion=True, reason=reason, expected_instance_count=count
+            )
+        decide_series(
+            db, series_uid, perfusion=False, reason=str(exc), expected_instance_count=count
+        )
+        log.info("series %s ignored: %s", series_uid, exc)
+        return None
+    except UnreadableImageError as exc:
+        if not quiet:
+            return None
+        if record_series_error(db, series_uid, str(exc), expected_instance_count=count):
+            log.warning("series %s cannot be examined: %s", series_uid, exc)
+        return None
+    t, z, rows, columns = layout.shape
+    reason = f"dynamic perfusion acquisition: {t} time points x {z} slices of {rows}x{columns}"
+    excluded = len(images.excluded) + layout.excluded_images
+    if excluded:
+        reason += f"; {excluded} image(s) cannot be used and are left out"
+    job_id = decide_series(
+        db, series_uid, perfusion=True, reason=f"{reason} ({how})", expected_instance_count=count
+    )
+    if job_id is not None:
+        log.info("series %s queued as job %d (%s; %s)", series_uid, job_id, reason, how)
+    return job_id

@@ -5,6 +5,7 @@ read from the headers only.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def read_header(path: Path) -> Dataset:
     """Read a file's header (no pixel data); raises UnreadableImageError with the file's name."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+    except (InvalidDicomError, OSError, ValueError, EOFError, struct.error) as exc:
         raise UnreadableImageError(f"{Path(path).name}: cannot be read as DICOM ({exc})") from exc
 
 
@@ -68,14 +69,61 @@ def image_refs(path: Path, ds: Dataset) -> list[ImageRef]:
         if "PerFrameFunctionalGroupsSequence" in ds:
             return _enhanced_refs(path, ds)
         return [_single_frame_ref(path, ds)]
-    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+    except Exception as exc:  # any malformed element (pydicom raises many kinds)
         raise UnreadableImageError(
             f"{Path(path).name}: missing or invalid image geometry/timing ({exc})"
         ) from exc
 
 
+@dataclass(frozen=True)
+class SeriesImages:
+    """The usable images of a series, and what could not be used.
+
+    Attributes
+    ----------
+    refs : every image of every readable instance.
+    header : the first readable instance's header (series-level facts).
+    excluded : one line per instance left out, ``"<file name>: <reason>"``.
+    """
+
+    refs: list[ImageRef]
+    header: Dataset
+    excluded: tuple[str, ...] = ()
+
+
+def read_usable_images(paths: Iterable[Path]) -> SeriesImages:
+    """Every image of the instances that can be read and placed; an instance that cannot (not
+    DICOM, no geometry or timing, no SOP Instance UID) is left out and named in ``excluded``.
+
+    Raises
+    ------
+    UnreadableImageError : not one instance is usable (the message gives the first reasons).
+    """
+    refs: list[ImageRef] = []
+    first: Dataset | None = None
+    excluded: list[str] = []
+    for path in paths:
+        try:
+            ds = read_header(path)
+            if not str(ds.get("SOPInstanceUID", "") or ""):
+                raise UnreadableImageError(
+                    f"{Path(path).name}: no SOP Instance UID in the data set"
+                )
+            refs.extend(image_refs(path, ds))
+        except UnreadableImageError as exc:
+            excluded.append(str(exc))
+            continue
+        if first is None:
+            first = ds
+    if first is None:
+        shown = "; ".join(excluded[:3]) or "the series has no instances"
+        raise UnreadableImageError(f"no usable image in the series ({shown})")
+    return SeriesImages(refs, first, tuple(excluded))
+
+
 def read_series(paths: Iterable[Path]) -> tuple[list[ImageRef], Dataset]:
-    """Every image of a series and the first instance's header (for series-level facts)."""
+    """Every image of a series and the first instance's header (for series-level facts);
+    strict: the first unusable instance raises UnreadableImageError."""
     refs: list[ImageRef] = []
     first: Dataset | None = None
     for path in paths:

@@ -40,6 +40,7 @@ class AcquisitionLayout:
     pixel_spacing_mm : (row spacing, column spacing).
     slice_spacing_mm : distance between slice centres.
     notes : what was dropped or assumed, for the report.
+    excluded_images : images left out because their geometry differs from the series'.
     """
 
     grid: list[list[ImageRef]]
@@ -50,6 +51,7 @@ class AcquisitionLayout:
     pixel_spacing_mm: tuple[float, float]
     slice_spacing_mm: float
     notes: tuple[str, ...] = ()
+    excluded_images: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -61,14 +63,10 @@ def layout_acquisition(refs: list[ImageRef], min_time_points: int) -> Acquisitio
     """Arrange a series' images in ``(t, z)``; raises NotPerfusionError with the reason."""
     if not refs:
         raise NotPerfusionError("the series holds no images")
+    total = len(refs)
+    refs, notes = _common_geometry(refs)
+    excluded = total - len(refs)
     first = refs[0]
-    for ref in refs:
-        if not np.allclose(ref.orientation, first.orientation, atol=1e-3):
-            raise NotPerfusionError("the images do not all have the same orientation")
-        if (ref.rows, ref.columns) != (first.rows, first.columns):
-            raise NotPerfusionError("the images do not all have the same matrix size")
-        if not np.allclose(ref.pixel_spacing_mm, first.pixel_spacing_mm, atol=1e-4):
-            raise NotPerfusionError("the images do not all have the same pixel spacing")
 
     row, col = np.array(first.orientation[:3]), np.array(first.orientation[3:])
     normal = np.cross(row, col)
@@ -76,7 +74,7 @@ def layout_acquisition(refs: list[ImageRef], min_time_points: int) -> Acquisitio
     start = min(times)
 
     distances = [float(np.dot(ref.position_mm, normal)) for ref in refs]
-    cluster_of = _cluster_positions(distances)
+    cluster_of = cluster_positions(distances)
     by_position: dict[int, list[tuple[float, ImageRef]]] = defaultdict(list)
     along_normal: dict[int, float] = {}
     for ref, t, distance in zip(refs, times, distances, strict=True):
@@ -84,7 +82,6 @@ def layout_acquisition(refs: list[ImageRef], min_time_points: int) -> Acquisitio
         by_position[key].append((t - start, ref))
         along_normal.setdefault(key, distance)
 
-    notes: list[str] = []
     positions = sorted(by_position, key=lambda k: along_normal[k])
     columns: list[list[tuple[float, ImageRef]]] = []
     for key in positions:
@@ -139,15 +136,63 @@ def layout_acquisition(refs: list[ImageRef], min_time_points: int) -> Acquisitio
         pixel_spacing_mm=first.pixel_spacing_mm,
         slice_spacing_mm=slice_spacing,
         notes=tuple(dict.fromkeys(notes)),
+        excluded_images=excluded,
     )
 
 
-def _cluster_positions(distances: list[float]) -> dict[float, int]:
+#: Most SOP Instance UIDs a note names; the rest are counted.
+NAMED_IMAGES_MAX = 5
+
+
+def _common_geometry(refs: list[ImageRef]) -> tuple[list[ImageRef], list[str]]:
+    """The images that share the series' geometry (the orientation, matrix size and pixel
+    spacing most images have), and a note naming those left out: one stray image (a localiser,
+    a reformat sent in the same series) must not cost the whole acquisition."""
+
+    def geometry(ref: ImageRef) -> tuple:
+        return (
+            tuple(np.round(ref.orientation, 3)),
+            (ref.rows, ref.columns),
+            tuple(np.round(ref.pixel_spacing_mm, 4)),
+        )
+
+    groups: dict[tuple, list[ImageRef]] = defaultdict(list)
+    for ref in refs:
+        groups[geometry(ref)].append(ref)
+    common = max(groups, key=lambda key: len(groups[key]))
+    kept = groups[common]
+    if len(kept) == len(refs):
+        return refs, []
+    notes = []
+    for key, others in groups.items():
+        if key == common:
+            continue
+        differs = [
+            name
+            for name, mine, theirs in zip(
+                ("orientation", "matrix size", "pixel spacing"), key, common, strict=True
+            )
+            if mine != theirs
+        ]
+        uids = sorted({ref.sop_instance_uid for ref in others})
+        named = ", ".join(uids[:NAMED_IMAGES_MAX])
+        if len(uids) > NAMED_IMAGES_MAX:
+            named += f" and {len(uids) - NAMED_IMAGES_MAX} more"
+        notes.append(
+            f"{len(others)} image(s) left out: another {' and '.join(differs)} than the "
+            f"series' {kept[0].rows}x{kept[0].columns} images ({named})"
+        )
+    return kept, notes
+
+
+def cluster_positions(
+    distances: list[float], tolerance_mm: float = POSITION_TOLERANCE_MM
+) -> dict[float, int]:
     """Slice index for each distance along the normal: a gap > tolerance starts a new slice."""
     cluster_of: dict[float, int] = {}
     cluster, previous = -1, None
     for distance in sorted(set(distances)):
-        if previous is None or distance - previous > POSITION_TOLERANCE_MM:
+        if previous is None or distance - previous > tolerance_mm:
             cluster += 1
         cluster_of[distance] = cluster
         previous = distance

@@ -12,8 +12,18 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from ctp_node.assemble.headers import ImageRef, UnreadableImageError, read_header, read_series
-from ctp_node.assemble.layout import AcquisitionLayout, NotPerfusionError, layout_acquisition
+from ctp_node.assemble.headers import (
+    ImageRef,
+    UnreadableImageError,
+    read_header,
+    read_usable_images,
+)
+from ctp_node.assemble.layout import (
+    NAMED_IMAGES_MAX,
+    AcquisitionLayout,
+    NotPerfusionError,
+    layout_acquisition,
+)
 from ctp_node.perfusion import Acquisition, AcquisitionFacts
 
 _UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
@@ -29,23 +39,43 @@ class LoadedSeries:
     layout : where each image came from.
     header : the first instance's header (patient, study, series modules).
     source_images : headers (no pixel data) of the first time point, one per z.
+    excluded : one line per instance that could not be read and was left out.
+    sop_instance_uids : the instances that could be read (what the result depends on).
     """
 
     acquisition: Acquisition
     layout: AcquisitionLayout
     header: Dataset
     source_images: list[Dataset]
+    excluded: tuple[str, ...] = ()
+    sop_instance_uids: tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> list[str]:
+        """What was left out or assumed, for the reports: the layout's notes, then the
+        instances that could not be read (the first few named)."""
+        notes = list(self.layout.notes)
+        if self.excluded:
+            named = "; ".join(self.excluded[:NAMED_IMAGES_MAX])
+            more = len(self.excluded) - NAMED_IMAGES_MAX
+            notes.append(
+                f"{len(self.excluded)} instance(s) could not be read and were left out: {named}"
+                + (f"; and {more} more" if more > 0 else "")
+            )
+        return notes
 
 
 def load_series(paths: Sequence[Path], min_time_points: int = 10) -> LoadedSeries:
-    """Read, lay out and load a series.
+    """Read, lay out and load a series; instances that cannot be read or placed are left out
+    and named in the notes.
 
     Raises
     ------
-    UnreadableImageError : a file is not a usable CT image.
+    UnreadableImageError : no file is a usable CT image.
     NotPerfusionError : the series is not a dynamic perfusion acquisition (reason in message).
     """
-    refs, header = read_series(paths)
+    images = read_usable_images(paths)
+    refs, header = images.refs, images.header
     check_modality(header)
     layout = layout_acquisition(refs, min_time_points)
     hu = read_hu(layout)
@@ -59,7 +89,14 @@ def load_series(paths: Sequence[Path], min_time_points: int = 10) -> LoadedSerie
         orientation=layout.orientation,
         facts=header_facts(header, refs),
     )
-    return LoadedSeries(acquisition, layout, header, slice_headers(layout.grid[0]))
+    return LoadedSeries(
+        acquisition,
+        layout,
+        header,
+        slice_headers(layout.grid[0]),
+        images.excluded,
+        tuple(sorted({ref.sop_instance_uid for ref in refs})),
+    )
 
 
 def check_modality(header: Dataset) -> None:

@@ -153,14 +153,30 @@ class WorkerConfig(_Section):
         separate ``ctp-node worker`` processes.
     lease_s : seconds a claimed job stays reserved without a heartbeat before another worker
         may take it over.
-    max_attempts : attempts at a job before it is marked failed.
+    max_attempts : attempts at a job that crash its worker or raise an unexpected error before
+        it is marked failed (and PACS gets a failure notice).
     poll_interval_s : seconds an idle worker waits before looking for a job again.
+    retry_backoff_s : seconds before a job is tried again after a transient failure (disk
+        full, database locked or unreachable); the delay doubles at each further one. Such
+        failures do not use up ``max_attempts``: time, not a retry, cures them.
+    retry_backoff_max_s : longest delay in seconds between two tries after transient failures.
+    retry_for_s : seconds after its creation during which a job is still tried again after
+        transient failures; then it fails and PACS gets a failure notice (itself retried until
+        it can be written). The default, 6 h, outlasts an administrator's night-time fix.
     """
 
     count: int = Field(1, ge=0)
     lease_s: PositiveSeconds = 120.0
     max_attempts: int = Field(3, ge=1)
     poll_interval_s: PositiveSeconds = 1.0
+    retry_backoff_s: PositiveSeconds = 15.0
+    retry_backoff_max_s: PositiveSeconds = 600.0
+    retry_for_s: PositiveSeconds = 21600.0
+
+    @model_validator(mode="after")
+    def _backoff_cap_above_first_delay(self) -> WorkerConfig:
+        _check_backoff(self.retry_backoff_s, self.retry_backoff_max_s)
+        return self
 
 
 class DestinationConfig(_Section):
@@ -219,25 +235,32 @@ class SendConfig(_Section):
 
     Attributes
     ----------
-    max_attempts : attempts at sending one object to one destination before giving up.
+    max_attempts : attempts at sending one object to one destination before giving up; the
+        default, 150, keeps trying for about 24 h with the default delays (a PACS outage
+        overnight loses nothing). An export that gave up is tried again when the node restarts
+        and by ``ctp-node resend``, and ``ctp-node status`` exits non-zero while one exists.
     retry_backoff_s : seconds before the first retry; the delay doubles at each retry.
     retry_backoff_max_s : longest delay in seconds between two retries.
     """
 
-    max_attempts: int = Field(10, ge=1)
+    max_attempts: int = Field(150, ge=1)
     retry_backoff_s: PositiveSeconds = 30.0
     retry_backoff_max_s: PositiveSeconds = 600.0
 
     @model_validator(mode="after")
     def _backoff_cap_above_first_delay(self) -> SendConfig:
-        if self.retry_backoff_max_s < self.retry_backoff_s:
-            _raise_at(
-                ("retry_backoff_max_s",),
-                "must be at least retry_backoff_s ({first} s); got {cap} s",
-                {"first": self.retry_backoff_s, "cap": self.retry_backoff_max_s},
-                self.retry_backoff_max_s,
-            )
+        _check_backoff(self.retry_backoff_s, self.retry_backoff_max_s)
         return self
+
+
+def _check_backoff(first_s: float, cap_s: float) -> None:
+    if cap_s < first_s:
+        _raise_at(
+            ("retry_backoff_max_s",),
+            "must be at least retry_backoff_s ({first} s); got {cap} s",
+            {"first": first_s, "cap": cap_s},
+            cap_s,
+        )
 
 
 class ReportConfig(_Section):

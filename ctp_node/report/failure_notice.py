@@ -63,7 +63,7 @@ def build_failure_notice(
         kind="FAIL-SC",
         number=1,
         series_number=settings.series_number_start + SC_SERIES_NUMBER_OFFSET,
-        series_description=f"CTP failed {settings.series_description_suffix}",
+        series_description=settings.series_description("CTP failed"),
         page_description=f"{HEADLINE}: {reason}",
         orientation=source.get("ImageOrientationPatient", (1, 0, 0, 0, 1, 0)),
     )
@@ -81,6 +81,7 @@ def render_notice_page(
         "CT perfusion: FAILED",
         f"{settings.manufacturer} {settings.software_version}",
         settings.content_qualification != "PRODUCT",
+        settings.version.statement(),
     )
     figure.text(0.5, 0.74, HEADLINE, color="#ff7070", fontsize=30, ha="center", weight="bold")
     figure.text(0.08, 0.62, "Reason", color=pages.ACCENT, fontsize=20, weight="bold")
@@ -118,6 +119,7 @@ def _failure_report(
     )
     group[0].ContentSequence.extend(
         [text_evaluation(HEADLINE + "."), text_evaluation(f"Reason: {reason}")]
+        + ([text_evaluation(settings.version.statement())] if settings.version.statement() else [])
     )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(

@@ -75,9 +75,15 @@ def identification_lines(source: pydicom.Dataset) -> tuple[str, str]:
 
 
 def draw_banner(
-    figure: Figure, source: pydicom.Dataset, title: str, footer: str, research: bool
+    figure: Figure,
+    source: pydicom.Dataset,
+    title: str,
+    footer: str,
+    research: bool,
+    version: str = "",
 ) -> None:
-    """Identification at the top, page title in the middle, device and version at the bottom."""
+    """Identification at the top, page title in the middle, device and version at the bottom;
+    ``version`` (from the second version of a result on) says what the page supersedes."""
     patient, study = identification_lines(source)
     top = 1.0 - 0.012
     figure.text(0.012, top, patient, color=FOREGROUND, fontsize=14, va="top", weight="bold")
@@ -92,6 +98,17 @@ def draw_banner(
             fontsize=11,
             va="top",
             ha="right",
+        )
+    if version:
+        figure.text(
+            0.988,
+            top - 0.049,
+            version,
+            color=ACCENT,
+            fontsize=10,
+            va="top",
+            ha="right",
+            weight="bold",
         )
     figure.text(0.012, 0.008, footer, color="#b0b0b0", fontsize=10, va="bottom")
     figure.add_artist(

@@ -18,7 +18,6 @@ from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult
 from ctp_node.report.settings import ReportSettings
-from ctp_node.report.uids import derive_uid
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,8 @@ def build_parametric_maps(
     -------
     Five ``highdicom.pm.ParametricMap`` datasets (CBF, CBV, MTT, TTP, Tmax), ready to be saved
     or sent. Their Series and SOP Instance UIDs are derived from the source series UID, the map
-    and ``settings.algorithm_version``, so building twice gives the same UIDs.
+    and ``settings.version`` (see :meth:`ReportSettings.uid`), so building twice gives the same
+    UIDs.
 
     Frames sit exactly at the source slice positions, but highdicom orders them along its own
     slice normal (for axial head-first images: the reverse of ascending z). Readers must place
@@ -146,11 +146,9 @@ def build_parametric_maps(
         parametric_map = hd.pm.ParametricMap(
             source_images=sources,
             pixel_array=values,
-            series_instance_uid=derive_uid(source_series_uid, kind, settings.algorithm_version),
+            series_instance_uid=settings.uid(source_series_uid, kind),
             series_number=settings.series_number_start + index,
-            sop_instance_uid=derive_uid(
-                source_series_uid, kind, settings.algorithm_version, "instance", "1"
-            ),
+            sop_instance_uid=settings.uid(source_series_uid, kind, "instance", "1"),
             instance_number=1,
             manufacturer=settings.manufacturer,
             manufacturer_model_name=settings.manufacturer_model_name,
@@ -175,9 +173,7 @@ def build_parametric_maps(
             content_qualification=settings.content_qualification,
             **geometry,
         )
-        parametric_map.SeriesDescription = (
-            f"{definition.name} {settings.series_description_suffix}".strip()
-        )
+        parametric_map.SeriesDescription = settings.series_description(definition.name)
         _describe_anatomy(parametric_map, source_images[0])
         if settings.institution_name is not None:
             parametric_map.InstitutionName = settings.institution_name

@@ -85,12 +85,15 @@ def render_quality_page(
     research: bool,
     notes: Sequence[str] = (),
     quality: Sequence[QualityFinding] = (),
+    version: str = "",
 ) -> np.ndarray:
     """AIF and VOF curves against time (baseline shaded, arrival marked), the slices they were
     taken from with a crosshair, acquisition facts (or, when ``quality`` is given, the practice
     parameter checks with warnings highlighted), warnings and notes."""
     figure = pages.new_page()
-    pages.draw_banner(figure, source, "Quality: input curves and acquisition", footer, research)
+    pages.draw_banner(
+        figure, source, "Quality: input curves and acquisition", footer, research, version
+    )
     curves = [c for c in (result.aif, result.vof) if c is not None]
 
     plot = figure.add_axes((0.075, 0.5, 0.54, 0.36))

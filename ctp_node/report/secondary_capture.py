@@ -22,7 +22,6 @@ from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.report.quality_page import quality_banner, render_quality_page
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.summary_pages import render_map_page, render_mismatch_page
-from ctp_node.report.uids import derive_uid
 
 #: SeriesNumber of the summary relative to ``settings.series_number_start``.
 SERIES_NUMBER_OFFSET = 20
@@ -71,7 +70,7 @@ def build_secondary_captures(
     source = source_images[0]
     footer = _footer(result, settings)
     research = settings.content_qualification != "PRODUCT"
-    style = {"footer": footer, "research": research}
+    style = {"footer": footer, "research": research, "version": settings.version.statement()}
     banner = quality_banner(quality)
     rendered = [
         (
@@ -102,7 +101,7 @@ def build_secondary_captures(
             kind=KIND,
             number=index + 1,
             series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
-            series_description=f"CTP summary {settings.series_description_suffix}",
+            series_description=settings.series_description("CTP summary"),
             page_description=descriptions.get(name, f"{name} colour map"),
             orientation=acquisition.orientation,
         )
@@ -128,16 +127,15 @@ def sc_page(
     from ``kind`` and ``number``.
     """
     source_series_uid = str(source.SeriesInstanceUID)
-    version = settings.algorithm_version
     page = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=derive_uid(source_series_uid, kind, version),
+        series_instance_uid=settings.uid(source_series_uid, kind),
         series_number=series_number,
-        sop_instance_uid=derive_uid(source_series_uid, kind, version, "instance", str(number)),
+        sop_instance_uid=settings.uid(source_series_uid, kind, "instance", str(number)),
         instance_number=number,
         manufacturer=settings.manufacturer,
         patient_orientation=_patient_orientation(orientation),

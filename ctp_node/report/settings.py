@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ctp_node
+from ctp_node.report.uids import derive_uid
+from ctp_node.report.versions import ResultVersion
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class ReportSettings:
         whether the outputs come from approved software.
     series_description_suffix : appended to the map name in SeriesDescription, e.g.
         ``"CBF (ctp-node)"``.
+    version : which version of the series' result is being built: the output UIDs derive from
+        its key, and a later version says what it supersedes.
     """
 
     series_number_start: int = 900
@@ -37,6 +41,19 @@ class ReportSettings:
     institution_name: str | None = None
     content_qualification: str = "RESEARCH"
     series_description_suffix: str = "(ctp-node)"
+    version: ResultVersion = field(default_factory=ResultVersion)
+
+    def uid(self, source_series_uid: str, kind: str, *parts: str, key: str | None = None) -> str:
+        """The UID of an output ``kind`` (and ``parts``) of this version of the result, or of
+        the version whose key is ``key``."""
+        key = self.version.key if key is None else key
+        return derive_uid(source_series_uid, kind, key or self.algorithm_version, *parts)
+
+    def series_description(self, name: str) -> str:
+        """SeriesDescription of an output: its name, the suffix and, from version 2 on, what it
+        supersedes; at most 64 characters."""
+        text = f"{name} {self.series_description_suffix}".strip() + self.version.series_suffix()
+        return text[:64]
 
     def __post_init__(self) -> None:
         if self.series_number_start < 1:

@@ -136,24 +136,44 @@ def sr_document(
     description: str,
 ) -> hd.sr.Comprehensive3DSR:
     """The Comprehensive 3D SR object around a TID 1500 report, with deterministic UIDs
-    derived from the source series, ``kind`` and the algorithm version."""
+    derived from the source series, ``kind`` and the result's version; a later version lists
+    the SR it supersedes in the Predecessor Documents Sequence."""
     source_series_uid = str(source_images[0].SeriesInstanceUID)
-    version = settings.algorithm_version
     document = hd.sr.Comprehensive3DSR(
         evidence=source_images,
         content=report,
-        series_instance_uid=derive_uid(source_series_uid, kind, version),
+        series_instance_uid=settings.uid(source_series_uid, kind),
         series_number=series_number,
-        sop_instance_uid=derive_uid(source_series_uid, kind, version, "instance", "1"),
+        sop_instance_uid=settings.uid(source_series_uid, kind, "instance", "1"),
         instance_number=1,
         manufacturer=settings.manufacturer,
         institution_name=settings.institution_name,
         is_complete=True,
+        previous_versions=predecessor_documents(source_images[0], settings),
     )
-    document.SeriesDescription = f"{description} {settings.series_description_suffix}".strip()
+    document.SeriesDescription = settings.series_description(description)
     document.SoftwareVersions = settings.software_version
     document.ManufacturerModelName = settings.manufacturer_model_name
     return document
+
+
+def predecessor_documents(
+    source: pydicom.Dataset, settings: ReportSettings
+) -> list[pydicom.Dataset] | None:
+    """The SR of the version this one supersedes (a result's or a failure notice's), as
+    highdicom's ``previous_versions`` wants it; None for a first version."""
+    predecessor = settings.version.predecessor
+    if predecessor is None:
+        return None
+    source_series_uid = str(source.SeriesInstanceUID)
+    kind = predecessor.sr_kind
+    return [
+        settings.version.predecessor_reference(
+            source,
+            settings.uid(source_series_uid, kind, key=predecessor.key),
+            settings.uid(source_series_uid, kind, "instance", "1", key=predecessor.key),
+        )
+    ]
 
 
 #: Coding scheme of the node's own concepts (a private scheme: "99" + the node's name).

@@ -278,6 +278,8 @@ def report_statements(
     statements.append(_motion_statement(result, motion_mm))
     statements += [f"Warning: {warning}" for warning in result.warnings]
     statements += [f"Note: {note}" for note in notes]
+    if settings.version.statement():
+        statements.insert(0, settings.version.statement())
     return statements
 
 

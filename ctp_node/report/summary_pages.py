@@ -104,6 +104,7 @@ def render_map_page(
     *,
     footer: str,
     research: bool,
+    version: str = "",
 ) -> np.ndarray:
     """One colour map (``"CBF"``, ``"CBV"``, ``"MTT"``, ``"TTP"`` or ``"Tmax"``) on all slices.
 
@@ -118,7 +119,7 @@ def render_map_page(
     colours = colormaps["jet"].with_extremes(bad="black")
 
     figure = pages.new_page()
-    pages.draw_banner(figure, source, TITLES[name], footer, research)
+    pages.draw_banner(figure, source, TITLES[name], footer, research, version)
     shown = _montage(
         figure,
         acquisition,
@@ -156,6 +157,7 @@ def render_mismatch_page(
     footer: str,
     research: bool,
     quality_banner: str | None = None,
+    version: str = "",
 ) -> np.ndarray:
     """Core and Tmax>6 s regions over the pre-contrast images, with the volumes and the DEFUSE 3
     target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
@@ -171,7 +173,7 @@ def render_mismatch_page(
         return axis.imshow(_mask(result.core_mask[z]), cmap=core, alpha=0.75, vmin=0, vmax=1)
 
     figure = pages.new_page()
-    pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research)
+    pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research, version)
     _montage(figure, acquisition, draw, box=(0.01, 0.03, 0.6, 0.88))
 
     tmax = threshold(result, "tmax_threshold_s")

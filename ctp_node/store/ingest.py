@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import (
@@ -17,6 +18,7 @@ from ctp_node.store.models import (
     SeriesState,
     utcnow,
 )
+from ctp_node.store.queue import add_job
 
 
 @dataclass(frozen=True)
@@ -174,31 +176,137 @@ def decide_series(
     reason: str,
     expected_instance_count: int,
 ) -> int | None:
-    """Record the decision for a stable series; enqueue a job when it is a perfusion acquisition.
+    """Record the decision for a complete series; enqueue a job when it is a perfusion
+    acquisition (superseding the series' unfinished jobs, see :func:`store.queue.add_job`).
 
     The decision applies only if no instance arrived since the series was examined
     (``expected_instance_count`` still matches); otherwise nothing changes and the series waits
-    for stability again. Returns the new job's id, or None.
+    for completion again. Returns the new job's id, or None.
     """
-    now = utcnow()
     with db.session() as s:
-        series = s.get(Series, series_instance_uid, with_for_update=not db.is_sqlite)
-        if (
-            series is None
-            or series.state != SeriesState.RECEIVING
-            or series.instance_count != expected_instance_count
-        ):
+        series = _undecided(s, db, series_instance_uid, expected_instance_count)
+        if series is None:
             return None
-        series.decided_at = now
+        series.decided_at = utcnow()
         series.reason = reason
         if not perfusion:
             series.state = SeriesState.IGNORED
             return None
         series.state = SeriesState.PERFUSION
-        job = Job(series_instance_uid=series_instance_uid, state=JobState.QUEUED, created_at=now)
-        s.add(job)
-        s.flush()
-        return job.id
+        return add_job(s, series_instance_uid, by="scheduler")
+
+
+def record_series_error(
+    db: Database, series_instance_uid: str, reason: str, *, expected_instance_count: int
+) -> bool:
+    """Record that a series could not be examined (``reason`` says why); it is looked at again
+    when more instances arrive, and the scheduler goes on with the others."""
+    with db.session() as s:
+        series = _undecided(s, db, series_instance_uid, expected_instance_count)
+        if series is None:
+            return False
+        series.state = SeriesState.ERROR
+        series.reason = reason
+        series.decided_at = utcnow()
+        return True
+
+
+def _undecided(
+    s: Session, db: Database, series_instance_uid: str, expected_instance_count: int
+) -> Series | None:
+    series = s.get(Series, series_instance_uid, with_for_update=not db.is_sqlite)
+    if (
+        series is None
+        or series.state != SeriesState.RECEIVING
+        or series.instance_count != expected_instance_count
+    ):
+        return None
+    return series
+
+
+@dataclass(frozen=True)
+class AnnouncedSize:
+    """What a series' instances say of the acquisition's size, and what has arrived.
+
+    Attributes
+    ----------
+    instances : instances received.
+    images : images received (frames of multi-frame instances counted).
+    images_in_acquisition : ImagesInAcquisition when every instance gives the same, else None.
+    temporal_positions : NumberOfTemporalPositions when every instance gives the same, else None.
+    frames_per_instance : NumberOfFrames when every instance has the same, else None.
+    slice_positions_mm : position along the slice normal of each single-frame instance.
+    """
+
+    instances: int
+    images: int
+    images_in_acquisition: int | None
+    temporal_positions: int | None
+    frames_per_instance: int | None
+    slice_positions_mm: tuple[float, ...] = ()
+
+
+def announced_sizes(
+    db: Database, stable_after_s: float, now: dt.datetime | None = None
+) -> dict[str, AnnouncedSize]:
+    """For every series still *receiving* and not yet quiet for ``stable_after_s``: what its
+    headers announce (one aggregate query; slice positions only for series that announce their
+    number of time points)."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=stable_after_s)
+    i = Instance
+    with db.session() as s:
+        rows = s.execute(
+            select(
+                i.series_instance_uid,
+                func.count(),
+                func.sum(i.frames),
+                func.min(i.images_in_acquisition),
+                func.max(i.images_in_acquisition),
+                func.count(i.images_in_acquisition),
+                func.min(i.temporal_positions),
+                func.max(i.temporal_positions),
+                func.count(i.temporal_positions),
+                func.min(i.frames),
+                func.max(i.frames),
+            )
+            .join(Series, Series.series_instance_uid == i.series_instance_uid)
+            .where(Series.state == SeriesState.RECEIVING, Series.last_received_at > cutoff)
+            .group_by(i.series_instance_uid)
+        ).all()
+        sizes = {}
+        for uid, count, images, ia_lo, ia_hi, ia_n, tp_lo, tp_hi, tp_n, f_lo, f_hi in rows:
+            temporal = tp_lo if tp_n == count and tp_lo == tp_hi else None
+            positions: tuple[float, ...] = ()
+            if temporal and f_hi == 1:
+                positions = tuple(
+                    s.scalars(
+                        select(i.slice_position_mm).where(
+                            i.series_instance_uid == uid, i.slice_position_mm.is_not(None)
+                        )
+                    )
+                )
+            sizes[uid] = AnnouncedSize(
+                instances=int(count),
+                images=int(images or count),
+                images_in_acquisition=ia_lo if ia_n == count and ia_lo == ia_hi else None,
+                temporal_positions=temporal,
+                frames_per_instance=f_lo if f_lo == f_hi else None,
+                slice_positions_mm=positions,
+            )
+        return sizes
+
+
+def instance_records(db: Database, series_instance_uid: str) -> list[tuple[str, str]]:
+    """(SOP Instance UID, spool path relative to storage.root) of a series' instances."""
+    with db.session() as s:
+        return [
+            (uid, path)
+            for uid, path in s.execute(
+                select(Instance.sop_instance_uid, Instance.path)
+                .where(Instance.series_instance_uid == series_instance_uid)
+                .order_by(Instance.id)
+            )
+        ]
 
 
 def other_perfusion_series(db: Database, series_instance_uid: str) -> list[str]:

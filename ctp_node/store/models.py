@@ -109,8 +109,10 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
-    # Transient failures (disk full, database locked) wait until then before the next attempt.
+    # Transient failures (disk full, database locked) wait until then before the next attempt;
+    # ``retries`` counts them (``attempts`` counts tries that crashed or raised a bug).
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
     # The result's version: its inputs (SHA-256 of the sorted input SOP Instance UIDs, the
     # chosen AIF/VOF, the engine's parameters and version), its number within the series, the
     # key its output UIDs derive from, what it supersedes and why.

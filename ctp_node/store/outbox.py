@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import Export, ExportState, utcnow
@@ -25,22 +26,31 @@ def enqueue_exports(
     db: Database, job_id: int, destination_outputs: Iterable[tuple[str, OutputObject]]
 ) -> int:
     """Add one pending export per (destination name, output); returns how many."""
-    now = utcnow()
-    count = 0
     with db.session() as s:
-        for destination, output in destination_outputs:
-            s.add(
-                Export(
-                    job_id=job_id,
-                    destination=destination,
-                    sop_instance_uid=output.sop_instance_uid,
-                    output_kind=output.output_kind,
-                    path=output.path,
-                    state=ExportState.PENDING,
-                    next_attempt_at=now,
-                )
+        return add_exports(s, job_id, destination_outputs, utcnow())
+
+
+def add_exports(
+    s: Session,
+    job_id: int,
+    destination_outputs: Iterable[tuple[str, OutputObject]],
+    now: dt.datetime,
+) -> int:
+    """:func:`enqueue_exports` in the caller's transaction."""
+    count = 0
+    for destination, output in destination_outputs:
+        s.add(
+            Export(
+                job_id=job_id,
+                destination=destination,
+                sop_instance_uid=output.sop_instance_uid,
+                output_kind=output.output_kind,
+                path=output.path,
+                state=ExportState.PENDING,
+                next_attempt_at=now,
             )
-            count += 1
+        )
+        count += 1
     return count
 
 
@@ -96,6 +106,26 @@ def mark_attempt_failed(
             else:
                 delay = min(backoff_max_s, backoff_s * 2 ** (export.attempts - 1))
                 export.next_attempt_at = now + dt.timedelta(seconds=delay)
+
+
+def retry_failed_exports(
+    db: Database, *, job_ids: Iterable[int] | None = None, destination: str | None = None
+) -> int:
+    """Give exports that ran out of attempts a new set of attempts, due now (at start-up, and
+    by ``ctp-node resend``); cancelled exports (superseded versions) stay cancelled. Returns
+    how many."""
+    query = update(Export).where(Export.state == ExportState.FAILED)
+    if job_ids is not None:
+        query = query.where(Export.job_id.in_(list(job_ids)))
+    if destination is not None:
+        query = query.where(Export.destination == destination)
+    with db.session() as s:
+        result = s.execute(
+            query.values(
+                state=ExportState.PENDING, attempts=0, next_attempt_at=utcnow()
+            ).execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)
 
 
 def list_exports(db: Database, job_id: int | None = None) -> list[Export]:

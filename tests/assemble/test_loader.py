@@ -120,11 +120,52 @@ def test_not_ct_is_refused(tmp_path: Path) -> None:
         load_series(paths, min_time_points=10)
 
 
-def test_a_file_that_is_not_dicom_is_named(tmp_path: Path) -> None:
+def test_a_file_that_is_not_dicom_is_left_out_and_named(tmp_path: Path) -> None:
     paths = _write(tmp_path, _acquisition())
     paths[3].write_bytes(b"not dicom at all")
-    with pytest.raises(UnreadableImageError, match=paths[3].name):
+    loaded = load_series(paths, min_time_points=10)
+    assert loaded.acquisition.hu.shape[0] == T - 1
+    assert any(paths[3].name in note and "could not be read" in note for note in loaded.notes)
+    for path in paths:
+        path.write_bytes(b"not dicom either")
+    with pytest.raises(UnreadableImageError, match="no usable image"):
         load_series(paths, min_time_points=10)
+
+
+def _no_position(ds: pydicom.Dataset) -> None:
+    del ds.ImagePositionPatient
+
+
+def _no_sop_instance_uid(ds: pydicom.Dataset) -> None:
+    del ds.SOPInstanceUID
+
+
+def _other_matrix(ds: pydicom.Dataset) -> None:
+    pixels = ds.pixel_array[: N // 2, : N // 2].copy()
+    ds.Rows = ds.Columns = N // 2
+    ds.PixelData = pixels.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "said"),
+    [
+        (_no_position, "missing or invalid image geometry"),
+        (_no_sop_instance_uid, "no SOP Instance UID"),
+        (_other_matrix, "another matrix size"),
+    ],
+)
+def test_one_bad_extra_member_is_left_out_and_the_rest_loads(tmp_path: Path, spoil, said) -> None:  # type: ignore[no-untyped-def]
+    """One extra image of the series cannot be placed: the acquisition loads without it, and
+    the notes name it (a scanner's stray localiser must not cost the whole study)."""
+    acquisition = _acquisition()
+    paths = _write(tmp_path, acquisition)
+    extra = pydicom.dcmread(paths[5])
+    extra.SOPInstanceUID = extra.file_meta.MediaStorageSOPInstanceUID = "1.2.3.999"
+    spoil(extra)
+    extra.save_as(tmp_path / "extra.dcm")
+    loaded = load_series([*paths, tmp_path / "extra.dcm"], min_time_points=10)
+    np.testing.assert_array_equal(loaded.acquisition.hu, acquisition.hu)
+    assert any(said in note for note in loaded.notes), loaded.notes
 
 
 def _rewrite(paths: list[Path], change) -> None:  # type: ignore[no-untyped-def]

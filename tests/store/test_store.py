@@ -16,7 +16,7 @@ from ctp_node.store.ingest import (
     record_instance,
     stable_series,
 )
-from ctp_node.store.models import Base, ExportState, JobState, SeriesState, utcnow
+from ctp_node.store.models import Base, ExportState, Job, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import (
     OutputObject,
     due_exports,
@@ -24,8 +24,22 @@ from ctp_node.store.outbox import (
     list_exports,
     mark_attempt_failed,
     mark_sent,
+    retry_failed_exports,
 )
-from ctp_node.store.queue import claim_job, fail_job, finish_job, heartbeat, list_jobs
+from ctp_node.store.queue import (
+    VersionRecord,
+    claim_job,
+    claim_notice,
+    fail_job,
+    failed_jobs_without_notice,
+    finish_job,
+    heartbeat,
+    list_jobs,
+    notice_failed,
+    record_notice,
+    release_worker_jobs,
+    retry_later,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -135,16 +149,115 @@ def test_expired_lease_is_reclaimed_and_attempts_are_bounded(db):
     assert job.state == JobState.FAILED and "gave up after 2 attempts" in job.error
 
 
+def _version(number: int, key: str, predecessor: int | None = None) -> VersionRecord:
+    return VersionRecord(f"digest-{key}", 1, number, key, predecessor, "")
+
+
+def _finish(db, job_id: int, number: int, key: str, *uids: str, worker="w") -> bool:
+    return finish_job(
+        db,
+        job_id,
+        worker_id=worker,
+        result_dir=f"results/{job_id}",
+        summary={"core_ml": 1.5},
+        version=_version(number, key),
+        exports=[("pacs", OutputObject(uid, "parametric_maps", f"r/{uid}.dcm")) for uid in uids],
+    )
+
+
 def test_finish_and_fail(db):
     a = _queue_job(db, "1.2.3.1")
     b = _queue_job(db, "1.2.3.2")
     claim_job(db, "w", 60, 3)
     claim_job(db, "w", 60, 3)
-    finish_job(db, a, result_dir="results/a", summary={"core_ml": 1.5})
+    assert _finish(db, a, 1, "k1", "9.1")
     fail_job(db, b, "contrast never arrives", retry=False, max_attempts=3)
-    states = {j.id: (j.state, j.error) for j in list_jobs(db)}
-    assert states[a][0] == JobState.DONE
-    assert states[b] == (JobState.FAILED, "contrast never arrives")
+    states = {j.id: (j.state, j.error, j.version) for j in list_jobs(db)}
+    assert states[a] == (JobState.DONE, "", 1)
+    assert states[b] == (JobState.FAILED, "contrast never arrives", 0)
+    assert [(e.job_id, e.state) for e in list_exports(db)] == [(a, ExportState.PENDING)]
+
+
+def test_a_new_version_cancels_what_the_old_one_has_not_sent(db):
+    first = _queue_job(db)
+    claim_job(db, "w", 60, 3)
+    assert _finish(db, first, 1, "k1", "9.1", "9.2", "9.3")
+    sent, pending, failed = (e.id for e in list_exports(db))
+    mark_sent(db, [sent])
+    mark_attempt_failed(db, [failed], "refused", max_attempts=1, backoff_s=1, backoff_max_s=1)
+
+    record_instance(db, _instance(1))  # a late image: the series is complete again
+    second = decide_series(db, "1.2.3.1", perfusion=True, reason="", expected_instance_count=2)
+    claim_job(db, "w", 60, 3)
+    assert _finish(db, second, 2, "k2", "9.4")
+
+    states = {e.id: e.state for e in list_exports(db)}
+    assert states[sent] == ExportState.SENT
+    assert states[pending] == states[failed] == ExportState.CANCELLED
+    assert [e.sop_instance_uid for e in due_exports(db)] == ["9.4"]
+    assert retry_failed_exports(db) == 0  # a cancelled export is never tried again
+
+
+def test_a_new_job_supersedes_the_running_one_whose_result_is_then_dropped(db):
+    first = _queue_job(db)
+    claim_job(db, "w1", 60, 3)
+    record_instance(db, _instance(1))
+    second = decide_series(db, "1.2.3.1", perfusion=True, reason="", expected_instance_count=2)
+    assert not heartbeat(db, first, "w1", 60)
+    assert not _finish(db, first, 1, "k1", "9.1", worker="w1")  # nothing recorded, nothing sent
+    assert list_exports(db) == []
+    states = {j.id: j.state for j in list_jobs(db)}
+    assert states == {first: JobState.SUPERSEDED, second: JobState.QUEUED}
+
+
+def test_a_dead_workers_job_is_given_back_at_once_and_bounded(db):
+    job_id = _queue_job(db)
+    claim_job(db, "host:1", 600, 2)
+    assert release_worker_jobs(db, "host:1", "the worker process ended", 2) == [job_id]
+    again = claim_job(db, "host:2", 600, 2)  # no wait for the 600 s lease
+    assert again.id == job_id and again.attempts == 2
+    assert release_worker_jobs(db, "host:2", "the worker process ended", 2) == [job_id]
+    (job,) = list_jobs(db)
+    assert job.state == JobState.FAILED and "gave up after 2 attempts" in job.error
+
+
+def test_a_transient_failure_waits_and_does_not_use_up_attempts(db):
+    job_id = _queue_job(db)
+    claim_job(db, "w", 60, 1)
+    assert retry_later(db, job_id, "w", "OSError: No space left on device", delay_s=30)
+    assert claim_job(db, "w", 60, 1) is None  # not due yet
+    with db.session() as s:
+        s.get(Job, job_id).next_attempt_at = utcnow() - dt.timedelta(seconds=1)
+    job = claim_job(db, "w", 60, 1)  # max_attempts 1: the failed try did not count
+    assert job.id == job_id and job.attempts == 1 and job.retries == 1
+
+
+def test_failure_notice_is_claimed_under_a_lease_and_retried(db):
+    job_id = _queue_job(db)
+    claim_job(db, "w", 60, 3)
+    fail_job(db, job_id, "no contrast", retry=False, max_attempts=3, notice_reason="No contrast.")
+    assert [j.id for j in failed_jobs_without_notice(db)] == [job_id]
+    assert claim_notice(db, job_id, "w1", lease_s=60)
+    assert not claim_notice(db, job_id, "w2", lease_s=60)
+    assert failed_jobs_without_notice(db) == []
+    notice_failed(db, job_id, "OSError: No space left on device", delay_s=30)
+    assert failed_jobs_without_notice(db) == []  # not due yet
+    later = utcnow() + dt.timedelta(seconds=31)
+    assert [j.id for j in failed_jobs_without_notice(db, now=later)] == [job_id]
+    with db.session() as s:
+        s.get(Job, job_id).next_attempt_at = None
+    assert claim_notice(db, job_id, "w2", lease_s=60)
+    assert record_notice(
+        db,
+        job_id,
+        worker_id="w2",
+        result_dir="results/n",
+        version=_version(1, "kn"),
+        exports=[("pacs", OutputObject("9.8", "secondary_captures", "r/n.dcm"))],
+    )
+    assert failed_jobs_without_notice(db, now=later) == []
+    (job,) = list_jobs(db)
+    assert job.version == 1 and job.result_dir == "results/n" and job.retries == 1
 
 
 def test_export_backoff_then_give_up(db):
