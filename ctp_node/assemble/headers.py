@@ -13,6 +13,8 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -71,8 +73,39 @@ def image_refs(path: Path, ds: Dataset) -> list[ImageRef]:
         return [_single_frame_ref(path, ds)]
     except Exception as exc:  # any malformed element (pydicom raises many kinds)
         raise UnreadableImageError(
-            f"{Path(path).name}: missing or invalid image geometry/timing ({exc})"
+            f"{Path(path).name}: {_faulty_element(ds) or 'missing or invalid image geometry'}"
+            f" ({exc})"
         ) from exc
+
+
+#: The elements that place a classic CT image, in the order a reader would check them.
+_PLACING_ELEMENTS = (
+    ("ImagePositionPatient", 3),
+    ("ImageOrientationPatient", 6),
+    ("PixelSpacing", 2),
+    ("Rows", 1),
+    ("Columns", 1),
+)
+
+
+def _faulty_element(ds: Dataset) -> str:
+    """Which element keeps an image from being placed, e.g. "Rows (0028,0010) cannot be
+    decoded"; "" when none of the usual suspects is at fault."""
+    for keyword, multiplicity in _PLACING_ELEMENTS:
+        tag = Tag(keyword)
+        name = f"{keyword} ({tag.group:04X},{tag.element:04X})"
+        if "PerFrameFunctionalGroupsSequence" in ds and multiplicity > 1:
+            continue  # per-frame geometry: in the functional groups
+        try:
+            value = ds[tag].value if tag in ds else None
+        except Exception:
+            return f"{name} cannot be decoded"
+        if value in (None, ""):
+            return f"{name} is missing"
+        values = value if isinstance(value, MultiValue | list | tuple) else [value]
+        if len(values) != multiplicity:
+            return f"{name} has {len(values)} value(s), not {multiplicity}"
+    return ""
 
 
 @dataclass(frozen=True)
