@@ -73,14 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_zyx,
         default=None,
         metavar="Z,Y,X",
-        help="arterial input location (voxel indices) instead of automatic",
+        help="arterial input location instead of automatic: slice, row, column (0-based)",
     )
     process.add_argument(
         "--vof",
         type=_zyx,
         default=None,
         metavar="Z,Y,X",
-        help="venous output location (voxel indices) instead of automatic",
+        help="venous output location instead of automatic: slice, row, column (0-based)",
     )
     process.add_argument(
         "--config",
@@ -122,10 +122,51 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
     demo.set_defaults(run=_demo)
 
-    status = commands.add_parser("status", help="studies, jobs and exports with their state")
+    status = commands.add_parser(
+        "status",
+        help="series, jobs and exports with their state; exit 1 when something needs attention",
+    )
     with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--series", metavar="UID", help="only this series, its jobs and exports")
+    status.add_argument(
+        "--since",
+        type=_duration,
+        metavar="AGE",
+        help="only what happened in the last AGE (e.g. 90s, 30m, 2h, 1d)",
+    )
+    status.add_argument(
+        "--failed", action="store_true", help="only what needs attention (failed, in error)"
+    )
     status.set_defaults(run=_status)
+
+    resend = commands.add_parser(
+        "resend", help="send a result again (the latest version of a series, or one job's)"
+    )
+    with_config(resend)
+    chosen = resend.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--job", type=int, metavar="N", help="the job whose outputs to send")
+    chosen.add_argument("--series", metavar="UID", help="the series whose latest result to send")
+    resend.add_argument(
+        "--destination", metavar="NAME", help="only this destination (default: every one)"
+    )
+    resend.set_defaults(run=_resend)
+
+    reprocess = commands.add_parser(
+        "reprocess",
+        help="compute a series again (a new version), e.g. with a person's AIF/VOF",
+    )
+    with_config(reprocess)
+    reprocess.add_argument("--series", metavar="UID", required=True)
+    for flag, what in (("--aif", "arterial input"), ("--vof", "venous output")):
+        reprocess.add_argument(
+            flag,
+            type=_zyx,
+            default=None,
+            metavar="Z,Y,X",
+            help=f"{what} location: slice, row, column (0-based voxel indices)",
+        )
+    reprocess.set_defaults(run=_reprocess)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -268,10 +309,66 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from ctp_node.status import print_status
+def _duration(text: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``1d`` (or a plain number of seconds) → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an age such as 90s, 30m, 2h or 1d, got {text!r}"
+        ) from None
 
-    return print_status(_load(args.config), as_json=args.json)
+
+def _status(args: argparse.Namespace) -> int:
+    from ctp_node.status import StatusFilter, print_status
+
+    chosen = StatusFilter(series=args.series, since_s=args.since, failed=args.failed)
+    return print_status(_load(args.config), as_json=args.json, only=chosen)
+
+
+def _resend(args: argparse.Namespace) -> int:
+    from ctp_node.operations import OperatorError, resend
+    from ctp_node.service import open_database
+
+    config = _load(args.config)
+    db = open_database(config)
+    try:
+        done = resend(
+            db, config, job_id=args.job, series_uid=args.series, destination=args.destination
+        )
+    except OperatorError as exc:
+        print(f"ctp-node resend: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    print(
+        f"job {done.job_id} (version {done.version}): {done.queued} export(s) queued to "
+        f"{', '.join(done.destinations)}; `ctp-node status --series` follows them"
+    )
+    return 0
+
+
+def _reprocess(args: argparse.Namespace) -> int:
+    from ctp_node.operations import OperatorError, reprocess
+    from ctp_node.service import open_database
+
+    config = _load(args.config)
+    db = open_database(config)
+    try:
+        job_id = reprocess(db, config, series_uid=args.series, aif_zyx=args.aif, vof_zyx=args.vof)
+    except OperatorError as exc:
+        print(f"ctp-node reprocess: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    print(
+        f"series {args.series} queued as job {job_id}; the node's workers compute it, and its "
+        "result supersedes the earlier one if anything differs"
+    )
+    return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:

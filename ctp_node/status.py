@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctp_node.config import Config
 from ctp_node.store import Database
 from ctp_node.store.ingest import list_rejections, list_series
+from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import list_exports
 from ctp_node.store.queue import list_jobs
 
 
-def collect_status(db: Database) -> dict:
-    """Everything the node knows of its work, as plain values (UIDs and accession numbers only)."""
+@dataclass(frozen=True)
+class StatusFilter:
+    """What ``ctp-node status`` shows.
+
+    Attributes
+    ----------
+    series : only this series (its jobs and exports).
+    since_s : only what happened in the last ``since_s`` seconds.
+    failed : only what needs attention.
+    """
+
+    series: str | None = None
+    since_s: float | None = None
+    failed: bool = False
+
+
+def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
+    """Everything the node knows of its work, as plain values (UIDs and accession numbers only),
+    and what needs a person's attention (``attention``: one sentence each)."""
+    only = only or StatusFilter()
+    cutoff = utcnow() - dt.timedelta(seconds=only.since_s) if only.since_s is not None else None
     exports_by_job: dict[int, Counter] = {}
     export_errors: dict[int, str] = {}
     for export in list_exports(db):
         exports_by_job.setdefault(export.job_id, Counter())[
             f"{export.destination}:{export.state}"
         ] += 1
-        if export.last_error:
+        if export.last_error and export.state != ExportState.CANCELLED:
             export_errors[export.job_id] = export.last_error
+    all_jobs = list_jobs(db)
+    latest = {job.series_instance_uid: job.id for job in all_jobs}  # ids increase with time
+    attention: list[str] = []
     jobs = []
-    for job in list_jobs(db):
+    for job in all_jobs:
         summary = json.loads(job.summary_json) if job.summary_json else {}
+        exports = dict(exports_by_job.get(job.id, {}))
+        needs = _job_attention(job, exports, export_errors.get(job.id, ""), latest)
+        if not _wanted(only, job.series_instance_uid, [job.created_at, job.finished_at], needs):
+            continue
+        attention += needs
         jobs.append(
             {
                 "id": job.id,
@@ -46,23 +76,32 @@ def collect_status(db: Database) -> dict:
                     if finding.get("result") == "warn"
                 ],
                 "result_dir": job.result_dir,
-                "exports": dict(exports_by_job.get(job.id, {})),
+                "exports": exports,
                 "last_export_error": export_errors.get(job.id, ""),
             }
         )
-    series = [
-        {
-            "series_instance_uid": s.series_instance_uid,
-            "study_instance_uid": s.study_instance_uid,
-            "accession_number": s.accession_number,
-            "modality": s.modality,
-            "instances": s.instance_count,
-            "state": s.state,
-            "reason": s.reason,
-            "last_received_at": s.last_received_at.isoformat(timespec="seconds") + "Z",
-        }
-        for s in list_series(db)
-    ]
+    series = []
+    for s in list_series(db):
+        needs = (
+            [f"series {s.series_instance_uid}: could not be examined: {s.reason}"]
+            if s.state == SeriesState.ERROR
+            else []
+        )
+        if not _wanted(only, s.series_instance_uid, [s.last_received_at, s.decided_at], needs):
+            continue
+        attention += needs
+        series.append(
+            {
+                "series_instance_uid": s.series_instance_uid,
+                "study_instance_uid": s.study_instance_uid,
+                "accession_number": s.accession_number,
+                "modality": s.modality,
+                "instances": s.instance_count,
+                "state": s.state,
+                "reason": s.reason,
+                "last_received_at": s.last_received_at.isoformat(timespec="seconds") + "Z",
+            }
+        )
     rejections = [
         {
             "received_at": r.received_at.isoformat(timespec="seconds") + "Z",
@@ -73,18 +112,56 @@ def collect_status(db: Database) -> dict:
             "quarantine_path": r.quarantine_path,
         }
         for r in list_rejections(db)
+        if only.series is None and not only.failed and (cutoff is None or r.received_at >= cutoff)
     ]
-    return {"series": series, "jobs": jobs, "rejections": rejections}
+    return {"series": series, "jobs": jobs, "rejections": rejections, "attention": attention}
 
 
-def print_status(config: Config, *, as_json: bool = False) -> int:
+def _job_attention(
+    job: Job, exports: dict[str, int], export_error: str, latest: dict[str, int]
+) -> list[str]:
+    """Why a job needs a person: it failed (and no later job of its series replaced it), or
+    some of its outputs could not be delivered."""
+    needs = []
+    if job.state == JobState.FAILED and latest.get(job.series_instance_uid) == job.id:
+        notice = "failure notice sent to PACS" if job.result_dir else "failure notice pending"
+        needs.append(
+            f"job {job.id} (series {job.series_instance_uid}) failed ({notice}): {job.error}"
+        )
+    gave_up = {key: n for key, n in exports.items() if key.endswith(f":{ExportState.FAILED}")}
+    for key, count in gave_up.items():
+        destination = key.rsplit(":", 1)[0]
+        needs.append(
+            f"job {job.id}: {count} output(s) not delivered to {destination} ({export_error}); "
+            f"`ctp-node resend --job {job.id}` tries again"
+        )
+    return needs
+
+
+def _wanted(
+    only: StatusFilter, series_uid: str, moments: list[dt.datetime | None], needs: list[str]
+) -> bool:
+    if only.series is not None and series_uid != only.series:
+        return False
+    if only.failed and not needs:
+        return False
+    if only.since_s is not None:
+        cutoff = utcnow() - dt.timedelta(seconds=only.since_s)
+        return any(moment is not None and moment >= cutoff for moment in moments)
+    return True
+
+
+def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
+    """Print the node's state; returns 1 when something needs attention (a failed job, an
+    output not delivered, a series in error), else 0."""
     db = Database(config.database.url)
     db.create_schema()
-    status = collect_status(db)
+    status = collect_status(db, only)
     db.dispose()
+    code = 1 if status["attention"] else 0
     if as_json:
         print(json.dumps(status, indent=2))
-        return 0
+        return code
     print(f"series ({len(status['series'])})")
     for s in status["series"]:
         print(
@@ -123,7 +200,11 @@ def print_status(config: Config, *, as_json: bool = False) -> int:
                 f"  {r['received_at']}  {r['calling_ae_title']}  {r['sop_instance_uid'] or '-'}"
                 f"  0x{r['status'] & 0xFFFF:04X}  {r['reason']}"
             )
-    return 0
+    if status["attention"]:
+        print(f"needs attention ({len(status['attention'])})")
+        for line in status["attention"]:
+            print(f"  {line}")
+    return code
 
 
 def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:

@@ -63,3 +63,16 @@ def test_compose_services_match_the_cli_and_the_configuration() -> None:
         assert any(m.split(":")[1] == str(config.storage.root) for m in data_volumes), name
     published = compose["services"]["ctp-node"]["ports"][0]
     assert int(published.split(":")[-1]) == config.node.port
+
+
+def test_health_check_echoes_the_configured_listener() -> None:
+    """The image's HEALTHCHECK is a C-ECHO to the AE title and port the container listens on;
+    workers, which have no listener, have it disabled."""
+    healthcheck = dict(_dockerfile())["HEALTHCHECK"]
+    command = yaml.safe_load(healthcheck.split("CMD", 1)[1])
+    config = load_config(ROOT / "docker" / "ctp-node.yaml")
+    assert command[:4] == ["python", "-m", "pynetdicom", "echoscu"]
+    assert command[command.index("-aec") + 1] == config.node.ae_title
+    assert command[-1] == str(config.node.port)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["worker"]["healthcheck"] == {"disable": True}

@@ -329,6 +329,11 @@ def other_perfusion_series(db: Database, series_instance_uid: str) -> list[str]:
         )
 
 
+def get_series(db: Database, series_instance_uid: str) -> Series | None:
+    with db.session() as s:
+        return s.get(Series, series_instance_uid)
+
+
 def list_series(db: Database) -> list[Series]:
     with db.session() as s:
         return list(s.scalars(select(Series).order_by(Series.first_received_at)))

@@ -128,6 +128,34 @@ def retry_failed_exports(
         return int(result.rowcount or 0)
 
 
+def send_again(db: Database, job_id: int, destinations: Iterable[str]) -> int:
+    """Queue every output of a job again to the given destinations: an export that gave up
+    gets new attempts, one already sent (or cancelled) gets a new pending copy; one still
+    pending is left alone. Returns how many exports are now pending because of this call."""
+    wanted = set(destinations)
+    now = utcnow()
+    queued = 0
+    with db.session() as s:
+        exports = s.scalars(select(Export).where(Export.job_id == job_id).order_by(Export.id)).all()
+        pending = {
+            (e.destination, e.sop_instance_uid) for e in exports if e.state == ExportState.PENDING
+        }
+        for export in exports:
+            key = (export.destination, export.sop_instance_uid)
+            if export.destination not in wanted or key in pending:
+                continue
+            pending.add(key)
+            queued += 1
+            if export.state == ExportState.FAILED:
+                export.state = ExportState.PENDING
+                export.attempts = 0
+                export.next_attempt_at = now
+                continue
+            output = OutputObject(export.sop_instance_uid, export.output_kind, export.path)
+            add_exports(s, job_id, [(export.destination, output)], now)
+    return queued
+
+
 def list_exports(db: Database, job_id: int | None = None) -> list[Export]:
     with db.session() as s:
         query = select(Export).order_by(Export.id)
