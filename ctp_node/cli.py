@@ -127,6 +127,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(run=_status)
 
+    purge = commands.add_parser(
+        "purge", help="delete what retention allows now (storage.retention), print what it freed"
+    )
+    with_config(purge)
+    purge.add_argument(
+        "--dry-run", action="store_true", help="print what would be freed; delete nothing"
+    )
+    purge.set_defaults(run=_purge)
+
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a configuration file")
@@ -272,6 +281,12 @@ def _status(args: argparse.Namespace) -> int:
     from ctp_node.status import print_status
 
     return print_status(_load(args.config), as_json=args.json)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from ctp_node.retention.purge import purge
+
+    return purge(_load(args.config), dry_run=args.dry_run)
 
 
 def _config_check(args: argparse.Namespace) -> int:

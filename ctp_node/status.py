@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from ctp_node.config import Config
+from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database
 from ctp_node.store.ingest import list_rejections, list_series
 from ctp_node.store.outbox import list_exports
@@ -56,6 +58,7 @@ def collect_status(db: Database) -> dict:
             "state": s.state,
             "reason": s.reason,
             "last_received_at": s.last_received_at.isoformat(timespec="seconds") + "Z",
+            "purged_at": s.purged_at.isoformat(timespec="seconds") + "Z" if s.purged_at else None,
         }
         for s in list_series(db)
     ]
@@ -78,14 +81,23 @@ def print_status(config: Config, *, as_json: bool = False) -> int:
     db.create_schema()
     status = collect_status(db)
     db.dispose()
+    status["disk"] = asdict(measure_disk(Path(config.storage.root)))
     if as_json:
         print(json.dumps(status, indent=2))
         return 0
+    disk = status["disk"]
+    print(
+        f"disk below {config.storage.root}: spool {disk['spool_bytes'] / 1e6:.1f} MB, "
+        f"results {disk['results_bytes'] / 1e6:.1f} MB, quarantine "
+        f"{disk['quarantine_bytes'] / 1e6:.1f} MB, other {disk['other_bytes'] / 1e6:.1f} MB; "
+        f"{disk['free_bytes'] / 1e6:.1f} MB free"
+    )
     print(f"series ({len(status['series'])})")
     for s in status["series"]:
         print(
             f"  {s['series_instance_uid']}  acc {s['accession_number'] or '-'}  {s['modality']}"
             f"  {s['instances']} inst.  {s['state']}  {s['reason']}"
+            + (f"  (received files purged {s['purged_at']})" if s["purged_at"] else "")
         )
     print(f"jobs ({len(status['jobs'])})")
     for j in status["jobs"]:

@@ -390,6 +390,30 @@ def test_series_sent_again_while_being_purged_keeps_every_file(db, root, node) -
     assert not any((root / TRASH_FOLDER).glob("*/**/*.dcm"))
 
 
+def test_series_sent_again_after_its_files_were_moved_aside_gets_them_back(
+    db, root, node, monkeypatch
+) -> None:
+    """The receiver records an instance after the purge moved the files aside and before it
+    changes the records: the records' re-check fails and every file returns."""
+    from ctp_node.retention import apply
+
+    files, _, _ = node.delivered_series(A)
+    plan = plan_retention(db, root, POLICY, later(7.1))
+    forget = apply.forget_series_instances
+
+    def receive_meanwhile(*args, **kwargs):
+        assert not any(f.exists() for f in files)  # moved aside
+        node.receive(A, count=1)
+        return forget(*args, **kwargs)
+
+    monkeypatch.setattr(apply, "forget_series_instances", receive_meanwhile)
+    freed = apply.apply_retention(db, root, plan)
+
+    assert freed["spool"].items == 0
+    assert all(f.exists() for f in files) and len(instance_paths(db, A)) == 3
+    assert not (root / TRASH_FOLDER).exists()
+
+
 def test_file_written_again_but_not_yet_recorded_is_not_deleted(db, root, node) -> None:
     """The receiver renames a file into the spool, then records it: a purge in between takes
     the records, never the new bytes."""
