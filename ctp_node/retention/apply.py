@@ -20,7 +20,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ctp_node.retention.disk import (
     OTHER,
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 TRASH_FOLDER = ".purging"
 LOCK_FILE = ".retention.lock"
+#: Most a file's modification time may lie after its record's time and still count as old.
+CLOCK_SLACK = dt.timedelta(seconds=60)
 _MB = 1_000_000
 
 
@@ -230,8 +232,15 @@ class _Trash:
         """Take every file of ``paths`` (relative to the root) that exists and was written
         before ``written_before``; a newer one is a copy that arrived meanwhile and stays.
         Returns the paths taken, or None (and nothing taken) when a file could not be moved."""
+        # Half the time since, at most a minute: room for the file server's clock to differ
+        # from the receiver's, while a file written now still counts as new.
+        slack = min(CLOCK_SLACK, (utcnow() - written_before) / 2)
         taken: list[str] = []
         for relative in paths:
+            if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
+                log.error("retention: %s is recorded outside storage.root; kept", relative)
+                self.put_back(taken)
+                return None
             source, target = self.root / relative, self.folder / relative
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +251,7 @@ class _Trash:
                 log.error("retention: cannot move %s aside (%s); its series is kept", relative, exc)
                 self.put_back(taken)
                 return None
-            if modified_at(target.stat()) > written_before:
+            if modified_at(target.stat()) > written_before + slack:
                 log.warning(
                     "retention: %s was written again while being purged; it stays", relative
                 )
@@ -257,12 +266,16 @@ class _Trash:
 
     def discard(self, paths: list[str]) -> tuple[int, int]:
         """Delete taken files; returns how many and their bytes."""
-        size = 0
+        files = size = 0
         for relative in paths:
             target = self.folder / relative
-            size += target.stat().st_size
-            target.unlink()
-        return len(paths), size
+            try:
+                size += target.stat().st_size
+                target.unlink()
+            except FileNotFoundError:
+                continue
+            files += 1
+        return files, size
 
 
 def _put_back(root: Path, taken: Path, relative: str) -> None:
@@ -273,6 +286,10 @@ def _put_back(root: Path, taken: Path, relative: str) -> None:
         os.link(taken, place)  # unlike rename, never replaces a file that arrived meanwhile
     except FileExistsError:
         pass
+    except FileNotFoundError:
+        if taken.exists():
+            raise  # its folder went meanwhile; the file stays aside for the next run
+        return  # settled by another run
     taken.unlink()
 
 
