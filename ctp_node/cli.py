@@ -168,6 +168,15 @@ def _parser() -> argparse.ArgumentParser:
         )
     reprocess.set_defaults(run=_reprocess)
 
+    purge = commands.add_parser(
+        "purge", help="delete what retention allows now (storage.retention), print what it freed"
+    )
+    with_config(purge)
+    purge.add_argument(
+        "--dry-run", action="store_true", help="print what would be freed; delete nothing"
+    )
+    purge.set_defaults(run=_purge)
+
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a configuration file")
@@ -369,6 +378,12 @@ def _reprocess(args: argparse.Namespace) -> int:
         "result supersedes the earlier one if anything differs"
     )
     return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from ctp_node.retention.purge import purge
+
+    return purge(_load(args.config), dry_run=args.dry_run)
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from ctp_node.pipeline import PipelineSettings
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.report.settings import ReportSettings
+from ctp_node.retention import apply_due_retention, retention_policy
 from ctp_node.send.scu import Peer
 from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.store import Database
@@ -242,6 +243,15 @@ class Node:
                 self.stop_event,
                 SENDER_INTERVAL_S,
                 lambda: send_due_exports(self.db, root, destinations, policy),
+            )
+        )
+        retention = retention_policy(config)
+        self._threads.append(
+            _loop(
+                "retention",
+                self.stop_event,
+                config.storage.retention.interval_s,
+                lambda: apply_due_retention(self.db, root, retention),
             )
         )
         if config.worker.count:

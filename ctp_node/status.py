@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ctp_node.config import Config
+from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database
 from ctp_node.store.ingest import list_rejections, list_series
 from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
@@ -100,6 +101,9 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
                 "state": s.state,
                 "reason": s.reason,
                 "last_received_at": s.last_received_at.isoformat(timespec="seconds") + "Z",
+                "purged_at": (
+                    s.purged_at.isoformat(timespec="seconds") + "Z" if s.purged_at else None
+                ),
             }
         )
     rejections = [
@@ -159,14 +163,23 @@ def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | 
     status = collect_status(db, only)
     db.dispose()
     code = 1 if status["attention"] else 0
+    status["disk"] = asdict(measure_disk(Path(config.storage.root)))
     if as_json:
         print(json.dumps(status, indent=2))
         return code
+    disk = status["disk"]
+    print(
+        f"disk below {config.storage.root}: spool {disk['spool_bytes'] / 1e6:.1f} MB, "
+        f"results {disk['results_bytes'] / 1e6:.1f} MB, quarantine "
+        f"{disk['quarantine_bytes'] / 1e6:.1f} MB, other {disk['other_bytes'] / 1e6:.1f} MB; "
+        f"{disk['free_bytes'] / 1e6:.1f} MB free"
+    )
     print(f"series ({len(status['series'])})")
     for s in status["series"]:
         print(
             f"  {s['series_instance_uid']}  acc {s['accession_number'] or '-'}  {s['modality']}"
             f"  {s['instances']} inst.  {s['state']}  {s['reason']}"
+            + (f"  (received files purged {s['purged_at']})" if s["purged_at"] else "")
         )
     print(f"jobs ({len(status['jobs'])})")
     for j in status["jobs"]:

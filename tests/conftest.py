@@ -364,3 +364,19 @@ def postgres_url() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path):
+    """The same tests on both databases the node supports, each a real server or file."""
+    from ctp_node.store import Database
+    from ctp_node.store.models import Base
+
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    else:
+        database = Database(request.getfixturevalue("postgres_url"))
+        Base.metadata.drop_all(database.engine)
+    database.create_schema()
+    yield database
+    database.dispose()

@@ -391,3 +391,41 @@ def test_quality_limits_are_checked(tmp_path: Path) -> None:
     assert problems_of(write(tmp_path, "quality: {kvp_min: 90, kvp_max: 70}\n")) == {
         "quality.kvp_max": "must be at least kvp_min (90.0); got 70.0"
     }
+
+
+def test_retention_periods_refuse_zero_and_take_null_for_ever(tmp_path: Path) -> None:
+    problems = problems_of(
+        write(
+            tmp_path,
+            "storage:\n  retention:\n    spool_days: 0\n    results_days: -1\n"
+            "    quarantine_max_bytes: 0\n    interval_s: 86401\n",
+        )
+    )
+
+    assert set(problems) == {
+        "storage.retention.spool_days",
+        "storage.retention.results_days",
+        "storage.retention.quarantine_max_bytes",
+        "storage.retention.interval_s",
+    }
+    assert "use null to keep for ever" in problems["storage.retention.spool_days"]
+    assert "0 is refused" in problems["storage.retention.spool_days"]
+    assert "got 0" in problems["storage.retention.spool_days"]
+    assert "use null for no size limit" in problems["storage.retention.quarantine_max_bytes"]
+    assert "86400" in problems["storage.retention.interval_s"]
+
+    config = load_config(
+        write(
+            tmp_path,
+            "storage:\n  retention:\n    spool_days: 0.5\n    results_days: null\n"
+            "    quarantine_max_bytes: null\n",
+        )
+    )
+    retention = config.storage.retention
+    assert (retention.spool_days, retention.results_days) == (0.5, None)
+    assert retention.quarantine_max_bytes is None
+    assert retention.quarantine_days == 30.0  # the default
+    # A section with every key commented out means the defaults, as at the top level.
+    assert load_config(write(tmp_path, "storage:\n  retention:\n")).storage.retention == (
+        Config().storage.retention
+    )

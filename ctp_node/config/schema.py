@@ -34,6 +34,8 @@ from ctp_node.config.values import (
     _check_long_string,
     _check_parameter_name,
     _check_perfusion_value,
+    _check_retention_bytes,
+    _check_retention_days,
 )
 
 CONFIG_ENV_VAR = "CTP_NODE_CONFIG"
@@ -91,6 +93,44 @@ class NodeConfig(_Section):
     network_timeout_s: PositiveSeconds = 60.0
 
 
+RetentionDays = Annotated[float, AfterValidator(_check_retention_days)] | None
+RetentionBytes = Annotated[int, AfterValidator(_check_retention_bytes)] | None
+
+
+class RetentionConfig(_Section):
+    """How long files are kept below ``storage.root`` before the node deletes them.
+
+    Nothing that is undelivered or unprocessed is ever deleted, whatever these say: a series'
+    received instances only once its results reached every destination, a job's results only
+    once none of its exports is pending or failed. A period is counted from the last
+    delivery (or the decision, for a series that is not perfusion); days may be fractional.
+    ``null`` keeps for ever; 0 is refused, since it could read as "delete at once" as well as
+    "never".
+
+    Attributes
+    ----------
+    spool_days : days the received instances of a series (and the study's kept non-CT
+        objects) stay after its results were delivered: long enough to reprocess a study
+        without asking the scanner to send it again.
+    results_days : days a job's results folder (``results/<series>/job-<n>/``: the DICOM
+        outputs, ``results.json``, ``summary.png``) stays after all its exports were sent or
+        cancelled; PACS holds the delivered copy.
+    quarantine_days : days a refused object's bytes stay in ``quarantine/`` for a person to
+        look at.
+    quarantine_max_bytes : bytes the quarantine may hold; beyond it the oldest files go
+        first, however young. It holds evidence of refused objects, not results, and a
+        misconfigured sender can fill it fast (200 refused objects put 200 MB there in 6 s).
+    interval_s : seconds between two applications of retention by ``ctp-node serve`` (it
+        also applies it at start); at most one day.
+    """
+
+    spool_days: RetentionDays = 7.0
+    results_days: RetentionDays = 30.0
+    quarantine_days: RetentionDays = 30.0
+    quarantine_max_bytes: RetentionBytes = 1_000_000_000
+    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
+
+
 class StorageConfig(_Section):
     """Where files live.
 
@@ -100,10 +140,20 @@ class StorageConfig(_Section):
         file's folder once loaded by :func:`load_config`.
     min_free_bytes : free space in bytes below which C-STORE is refused with an
         out-of-resources status.
+    retention : when files below ``root`` are deleted (see :class:`RetentionConfig`).
     """
 
     root: Path = Field(Path("var/ctp-node"), strict=False)
     min_free_bytes: int = Field(1_000_000_000, ge=0)
+    retention: RetentionConfig = RetentionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_retention_means_defaults(cls, data: Any) -> Any:
+        # `retention:` with every key commented out reads as null; it means "all defaults".
+        if isinstance(data, dict) and data.get("retention", {}) is None:
+            return {key: value for key, value in data.items() if key != "retention"}
+        return data
 
 
 class DatabaseConfig(_Section):

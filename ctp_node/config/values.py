@@ -107,6 +107,33 @@ def _check_perfusion_value(value: Any) -> PerfusionValue:
     )
 
 
+#: The longest retention period accepted, days (100 years): longer is "for ever", i.e. null.
+_RETENTION_DAYS_MAX = 36_500
+
+
+def _check_retention_days(value: float) -> float:
+    # 0 is ambiguous ("delete at once" or "never"); null says "never" without doubt.
+    if not 0 < value <= _RETENTION_DAYS_MAX:
+        raise PydanticCustomError(
+            "retention_days",
+            "must be more than 0 and at most {most} days (fractions allowed); use null to keep "
+            "for ever (0 is refused: it could mean 'at once' as well as 'never'); got {value}",
+            {"most": _RETENTION_DAYS_MAX, "value": value},
+        )
+    return value
+
+
+def _check_retention_bytes(value: int) -> int:
+    if value <= 0:
+        raise PydanticCustomError(
+            "retention_bytes",
+            "must be more than 0 bytes; use null for no size limit (0 is refused: it could "
+            "mean 'keep nothing' as well as 'no limit'); got {value}",
+            {"value": value},
+        )
+    return value
+
+
 AETitle = Annotated[str, AfterValidator(_check_ae_title)]
 Host = Annotated[str, AfterValidator(_check_host)]
 PositiveSeconds = Annotated[float, Field(gt=0)]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-import pytest
-
-from ctp_node.store import Database
 from ctp_node.store.ingest import (
     ReceivedInstance,
     decide_series,
@@ -16,7 +13,7 @@ from ctp_node.store.ingest import (
     record_instance,
     stable_series,
 )
-from ctp_node.store.models import Base, ExportState, Job, JobState, SeriesState, utcnow
+from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import (
     OutputObject,
     due_exports,
@@ -40,19 +37,6 @@ from ctp_node.store.queue import (
     release_worker_jobs,
     retry_later,
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    """The same tests on both databases the node supports, each a real server or file."""
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    else:
-        database = Database(request.getfixturevalue("postgres_url"))
-        Base.metadata.drop_all(database.engine)
-    database.create_schema()
-    yield database
-    database.dispose()
 
 
 def _instance(n: int, series: str = "1.2.3.1") -> ReceivedInstance:
