@@ -10,9 +10,17 @@ from sqlalchemy import update
 from ctp_node.store import Database
 from ctp_node.store.ingest import ReceivedInstance, decide_series, record_instance
 from ctp_node.store.models import Export, ExportState, utcnow
-from ctp_node.store.outbox import OutputObject, enqueue_exports, list_exports, mark_sent
+from ctp_node.store.outbox import OutputObject, list_exports, mark_sent
 from ctp_node.store.outbox import mark_attempt_failed as mark_failed
-from ctp_node.store.queue import claim_job, enqueue_reprocessing, fail_job, finish_job
+from ctp_node.store.queue import (
+    VersionRecord,
+    claim_job,
+    claim_notice,
+    enqueue_reprocessing,
+    fail_job,
+    finish_job,
+    record_notice,
+)
 from ctp_node.store.retention import series_record
 
 STUDY = "1.2.3"
@@ -106,11 +114,29 @@ class NodeHistory:
         ]
         for output in objects:
             self.write(output.path)
-        enqueue_exports(self.db, job_id, [(d, o) for d in destinations for o in objects])
+        exports = [(d, o) for d in destinations for o in objects]
+        version = VersionRecord(f"digest-{job_id}", 3, job_id, f"key-{job_id}")
         if outcome == "done":
-            finish_job(self.db, job_id, result_dir=folder, summary={})
+            finish_job(
+                self.db,
+                job_id,
+                worker_id="worker",
+                result_dir=folder,
+                summary={},
+                version=version,
+                exports=exports,
+            )
         else:
-            fail_job(self.db, job_id, "no contrast", retry=False, max_attempts=3, result_dir=folder)
+            fail_job(self.db, job_id, "no contrast", retry=False, max_attempts=3)
+            assert claim_notice(self.db, job_id, "worker", lease_s=600)
+            record_notice(
+                self.db,
+                job_id,
+                worker_id="worker",
+                result_dir=folder,
+                version=version,
+                exports=exports,
+            )
         return self.root / folder
 
     def deliver(self, job_id: int, state: str = "sent", destination: str | None = None) -> None:
