@@ -109,6 +109,7 @@ def listener_settings(config: Config) -> ListenerSettings:
         acse_timeout_s=node.acse_timeout_s,
         dimse_timeout_s=node.dimse_timeout_s,
         network_timeout_s=node.network_timeout_s,
+        keep_other_objects=config.ingest.keep_other_objects,
     )
 
 
