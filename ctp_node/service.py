@@ -20,6 +20,7 @@ from ctp_node.config import Config, ConfigError, ConfigProblem
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import JobContext, PipelineSettings, notify_failed_jobs, run_job
+from ctp_node.receive.reconcile import reconcile_spool
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.report.settings import ReportSettings
@@ -192,6 +193,7 @@ class Node:
 
     def start(self) -> None:
         config = self.config
+        reconcile_spool(self.spool, self.db)
         self._server = start_listener(listener_settings(config), self.spool, self.db)
         root = Path(config.storage.root)
         self._threads.append(
