@@ -196,9 +196,7 @@ def killed_worker(root: Path, files: list[Path], lease_s: float) -> list[tuple]:
     node = Node(root, worker={"lease_s": lease_s})
     try:
         timed_storescu(files, node.port, "CTPNODE")
-        wait_for(
-            lambda: any(j["state"] == "running" for j in node.status()["jobs"]), 300, "a job"
-        )
+        wait_for(lambda: any(j["state"] == "running" for j in node.status()["jobs"]), 300, "a job")
         (job,) = node.status()["jobs"]
         pid = int(job["worker_id"].rsplit(":", 1)[1])
         os.kill(pid, signal.SIGKILL)

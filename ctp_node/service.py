@@ -21,6 +21,7 @@ from ctp_node.config import Config, ConfigError, ConfigProblem
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import PipelineSettings
+from ctp_node.receive.reconcile import reconcile_spool
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.report.settings import ReportSettings
@@ -121,6 +122,7 @@ def listener_settings(config: Config) -> ListenerSettings:
         acse_timeout_s=node.acse_timeout_s,
         dimse_timeout_s=node.dimse_timeout_s,
         network_timeout_s=node.network_timeout_s,
+        keep_other_objects=config.ingest.keep_other_objects,
     )
 
 
@@ -219,6 +221,7 @@ class Node:
 
     def start(self) -> None:
         config = self.config
+        reconcile_spool(self.spool, self.db)
         self._recover()
         self._server = start_listener(listener_settings(config), self.spool, self.db)
         root = Path(config.storage.root)

@@ -1,4 +1,5 @@
-"""``ctp-node status``: series, jobs and exports with their state."""
+"""``ctp-node status``: series, jobs and exports with their state, the objects that are not CT,
+and everything the listener refused."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydicom.uid import UID
+
 from ctp_node.config import Config
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database
-from ctp_node.store.ingest import list_rejections, list_series
+from ctp_node.store.ingest import list_other_series, list_rejections, list_series
 from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import list_exports
 from ctp_node.store.queue import list_jobs
@@ -109,7 +112,10 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
     rejections = [
         {
             "received_at": r.received_at.isoformat(timespec="seconds") + "Z",
+            # Before refusals had a kind, a refused association was recorded with status -1.
+            "kind": "association" if r.status == -1 else r.kind,
             "calling_ae_title": r.calling_ae_title,
+            "peer_address": r.peer_address,
             "sop_instance_uid": r.sop_instance_uid,
             "status": r.status,
             "reason": r.reason,
@@ -118,7 +124,28 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
         for r in list_rejections(db)
         if only.series is None and not only.failed and (cutoff is None or r.received_at >= cutoff)
     ]
-    return {"series": series, "jobs": jobs, "rejections": rejections, "attention": attention}
+    other_objects = [
+        {
+            "series_instance_uid": o.series_instance_uid,
+            "study_instance_uid": o.study_instance_uid,
+            "modality": o.modality,
+            "sop_class_uid": o.sop_class_uid,
+            "sop_class": UID(o.sop_class_uid).name,
+            "objects": o.objects,
+            "kept": o.kept,
+            "reason": o.reason,
+            "last_received_at": o.last_received_at.isoformat(timespec="seconds") + "Z",
+        }
+        for o in list_other_series(db)
+        if _wanted(only, o.series_instance_uid, [o.last_received_at], [])
+    ]
+    return {
+        "series": series,
+        "jobs": jobs,
+        "other_objects": other_objects,
+        "rejections": rejections,
+        "attention": attention,
+    }
 
 
 def _job_attention(
@@ -206,18 +233,34 @@ def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | 
             )
         if j["last_export_error"]:
             print(f"      last export error: {j['last_export_error']}")
+    if status["other_objects"]:
+        print(f"other objects, acknowledged but not CT ({len(status['other_objects'])} series)")
+        for o in status["other_objects"]:
+            kept = f", {o['kept']} kept" if o["kept"] else ", not kept"
+            print(
+                f"  {o['series_instance_uid'] or '-'}  {o['modality'] or '-'}  {o['sop_class']}"
+                f"  {o['objects']} obj.{kept}  {o['reason']}"
+            )
     if status["rejections"]:
-        print(f"refused objects ({len(status['rejections'])})")
+        count = len(status["rejections"])
+        print(f"refused ({count}{', the last 20 shown' if count > 20 else ''})")
         for r in status["rejections"][-20:]:
             print(
-                f"  {r['received_at']}  {r['calling_ae_title']}  {r['sop_instance_uid'] or '-'}"
-                f"  0x{r['status'] & 0xFFFF:04X}  {r['reason']}"
+                f"  {r['received_at']}  {r['calling_ae_title'] or '-'}"
+                f" at {r['peer_address'] or '?'}  {_refusal(r)}  {r['reason']}"
             )
     if status["attention"]:
         print(f"needs attention ({len(status['attention'])})")
         for line in status["attention"]:
             print(f"  {line}")
     return code
+
+
+def _refusal(rejection: dict) -> str:
+    """What was refused, readably: ``C-STORE <UID> 0xA700`` or ``association``/``context``."""
+    if rejection["kind"] != "c-store":
+        return rejection["kind"]
+    return f"C-STORE {rejection['sop_instance_uid'] or '-'} 0x{rejection['status'] & 0xFFFF:04X}"
 
 
 def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:

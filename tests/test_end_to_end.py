@@ -36,6 +36,7 @@ from tests.dicom_checks import (
     map_volume,
     parametric_maps_in,
 )
+from tests.study_objects import write_other_objects
 
 pytestmark = pytest.mark.slow
 
@@ -292,3 +293,48 @@ def test_invalid_configuration_is_refused_with_key_path(tmp_path: Path) -> None:
         assert "node.port" in output and "node.ae_titel" in output
         assert "destinations.0.ae_title" in output
         assert "Traceback" not in output
+
+
+def test_whole_study_send_gives_maps_and_lists_the_other_objects(
+    phantom_study, orthanc, serve_node, tmp_path
+) -> None:
+    """A scanner sends the whole study: dose screen, dose SR, an MR image and a plain head CT
+    beside the perfusion series. Nothing aborts, every object is acknowledged, the maps reach
+    PACS, and the others are listed (and kept, as configured)."""
+    phantom, paths = phantom_study
+    others = write_other_objects(paths[0], tmp_path / "others")
+    files = [*paths, *(p for kind in others.values() for p in kind)]
+    node = serve_node([orthanc_destination(orthanc)], ingest={"keep_other_objects": True})
+    sent = storescu(files, node.port, node.ae_title, calling="CT1")
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    assert stored_count(sent) == len(files), sent.stderr[-2000:]
+
+    maps = wait_until(
+        lambda: (m := parametric_maps_in(orthanc)) and len(m) == len(MAP_NAMES) and m,
+        180,
+        "five Parametric Maps in Orthanc",
+    )
+    check_maps_against_truth(maps, phantom, str(pydicom.dcmread(paths[0]).StudyInstanceUID))
+    status = node.status()
+    other_objects = status["other_objects"]
+    listed = {(o["sop_class"], o["modality"], o["objects"], o["kept"]) for o in other_objects}
+    assert listed == {
+        ("Secondary Capture Image Storage", "OT", 1, 1),
+        ("X-Ray Radiation Dose SR Storage", "SR", 1, 1),
+        ("MR Image Storage", "MR", 1, 1),
+    }
+    assert all("is not CT" in o["reason"] for o in other_objects)
+    head = str(pydicom.dcmread(others["single_volume_ct"][0]).SeriesInstanceUID)
+    states = {s["series_instance_uid"]: s for s in status["series"]}
+    assert states[head]["instances"] == len(others["single_volume_ct"])
+    wait_until(
+        lambda: (
+            {s["series_instance_uid"]: s["state"] for s in node.status()["series"]}[head]
+            == "ignored"
+        ),
+        60,
+        "the single-volume CT to be ignored",
+    )
+    kept = list((node.root / "storage" / "other").rglob("*.dcm"))
+    assert len(kept) == 3
+    assert status["rejections"] == []

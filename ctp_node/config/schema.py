@@ -187,11 +187,17 @@ class IngestConfig(_Section):
     series_stable_after_s : quiet time in seconds after the last instance of a series.
     min_time_points : fewest time points for a series to count as dynamic perfusion.
     scan_interval_s : seconds between two looks for series that became complete.
+    keep_other_objects : keep the objects that are not CT (dose reports, localiser captures,
+        MR…) below ``storage.root/other/<study>/<series>/``. They are acknowledged so that a
+        whole-study send completes, and always recorded (``ctp-node status`` lists them), but
+        the node computes nothing from them, so by default their bytes are not kept: they would
+        only fill the disk with copies of what PACS already holds.
     """
 
     series_stable_after_s: PositiveSeconds = 10.0
     min_time_points: int = Field(10, ge=3)
     scan_interval_s: PositiveSeconds = 1.0
+    keep_other_objects: bool = False
 
 
 class WorkerConfig(_Section):

@@ -13,7 +13,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from ctp_node.receive.scp import STATUS_CANNOT_UNDERSTAND, STATUS_SUCCESS
+from ctp_node.receive.intake import STATUS_CANNOT_UNDERSTAND, STATUS_SUCCESS
 from ctp_node.receive.spool import Spool, is_valid_uid
 
 

@@ -5,24 +5,40 @@ Layout below ``storage.root``::
 
     spool/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     spool/.incoming/          partial writes; never read
+    other/<Study…>/<Series…>/<SOP…>.dcm   objects that are not CT, when they are kept
     quarantine/<date>/        refused objects, kept for a person to look at
+
+A file is never overwritten: when ``<SOPInstanceUID>.dcm`` is taken (by an earlier object with
+the same UID, or by one arriving at the same moment on another association), the new one is
+written beside it as ``<SOPInstanceUID>-<random>.dcm``. Each writer thus owns the file it
+wrote, and the database record (the insert decides which object an UID names) says which file
+is the instance; a writer whose object was not recorded removes its own file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from ctp_node.store.models import utcnow
+
+SPOOL = "spool"
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 class SpoolFullError(OSError):
     """Free space below the configured minimum."""
+
+
+def content_digest(data: bytes) -> str:
+    """SHA-256 of ``data`` as 64 hexadecimal digits: tells a harmless resend from a collision."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def is_valid_uid(value: str) -> bool:
@@ -42,7 +58,7 @@ class Spool:
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
-        self.incoming = self.root / "spool" / ".incoming"
+        self.incoming = self.root / SPOOL / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         (self.root / "quarantine").mkdir(parents=True, exist_ok=True)
 
@@ -50,7 +66,8 @@ class Spool:
         return shutil.disk_usage(self.root).free
 
     def store(self, data: bytes, study_uid: str, series_uid: str, sop_uid: str) -> str:
-        """Write ``data`` durably into the spool; returns its path relative to the root.
+        """Write ``data`` durably into the spool as a new file; returns its path relative to
+        the root. Never overwrites a file (see the module's docstring).
 
         Raises
         ------
@@ -58,27 +75,77 @@ class Spool:
         ValueError : when a UID is not a valid DICOM UID.
         OSError : when the write itself fails (the partial file is removed).
         """
-        for uid in (study_uid, series_uid, sop_uid):
-            if not is_valid_uid(uid):
-                raise ValueError(f"not a valid DICOM UID: {uid[:80]!r}")
-        self._check_space(len(data))
-        relative = Path("spool") / study_uid / series_uid / f"{sop_uid}.dcm"
-        self._write_then_rename(data, self.root / relative)
-        return relative.as_posix()
+        return self._write_new(data, self._below(SPOOL, study_uid, series_uid, sop_uid))
+
+    def keep_other(self, data: bytes, study_uid: str, series_uid: str, sop_uid: str) -> str:
+        """Write an object that is not CT durably below ``other/`` as a new file; returns its
+        path relative to the root. Raises the same errors as :meth:`store`."""
+        return self._write_new(data, self._below("other", study_uid, series_uid, sop_uid))
+
+    def kept_other(self, data: bytes, study_uid: str, series_uid: str, sop_uid: str) -> str | None:
+        """The path of the file :meth:`keep_other` wrote for these very bytes before (a resend),
+        or None."""
+        relative = self._below("other", study_uid, series_uid, sop_uid)
+        first = self.root / relative
+        if first.is_file() and first.stat().st_size == len(data) and first.read_bytes() == data:
+            return relative.as_posix()
+        return None
+
+    def spooled_files(self) -> Iterator[tuple[str, str]]:
+        """``(series folder name, path relative to the root)`` of every file in the spool
+        (``spool/<study>/<series>/*.dcm``; partial writes are not among them)."""
+        for path in sorted((self.root / SPOOL).glob("*/*/*.dcm")):
+            yield path.parent.name, path.relative_to(self.root).as_posix()
+
+    def remove_partial_writes(self) -> int:
+        """Remove what writes interrupted by a crash left in ``spool/.incoming``; returns how
+        many files. Only at start-up: a partial write is never a received object."""
+        partial = list(self.incoming.glob("*.part"))
+        for path in partial:
+            path.unlink(missing_ok=True)
+        return len(partial)
+
+    def read(self, relative: str) -> bytes:
+        return (self.root / relative).read_bytes()
+
+    def exists(self, relative: str) -> bool:
+        return (self.root / relative).is_file()
+
+    def remove(self, relative: str) -> bool:
+        """Remove a file this node wrote and did not record (its object was not accepted);
+        False when it cannot be removed."""
+        try:
+            (self.root / relative).unlink(missing_ok=True)
+        except OSError:
+            return False
+        return True
 
     def quarantine(self, data: bytes, label: str) -> str:
         """Keep refused bytes for inspection; returns the path relative to the root, or "" when
         even that is impossible (e.g. the disk is full)."""
-        safe = re.sub(r"[^0-9A-Za-z.]", "_", label)[:64] or "object"
-        relative = (
-            Path("quarantine") / utcnow().strftime("%Y%m%d") / f"{safe}-{uuid.uuid4().hex}.dcm"
-        )
         try:
-            self._check_space(len(data))
-            self._write_then_rename(data, self.root / relative)
+            return self._write_new(data, self._quarantine_path(label))
         except OSError:
             return ""
-        return relative.as_posix()
+
+    def quarantine_file(self, relative: str, label: str) -> str:
+        """Move a file of the spool into quarantine; returns its new path relative to the root."""
+        target = self._quarantine_path(label)
+        (self.root / target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.root / relative, self.root / target)
+        _fsync_dir((self.root / target).parent)
+        return target.as_posix()
+
+    def _quarantine_path(self, label: str) -> Path:
+        safe = re.sub(r"[^0-9A-Za-z.]", "_", label)[:64] or "object"
+        return Path("quarantine") / utcnow().strftime("%Y%m%d") / f"{safe}-{uuid.uuid4().hex}.dcm"
+
+    @staticmethod
+    def _below(folder: str, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        for uid in (study_uid, series_uid, sop_uid):
+            if not is_valid_uid(uid):
+                raise ValueError(f"not a valid DICOM UID: {uid[:80]!r}")
+        return Path(folder) / study_uid / series_uid / f"{sop_uid}.dcm"
 
     def _check_space(self, size: int) -> None:
         free = self.free_bytes()
@@ -88,19 +155,46 @@ class Spool:
                 f"storage.min_free_bytes is {self.min_free_bytes // 1_000_000} MB"
             )
 
-    def _write_then_rename(self, data: bytes, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
+    def _write_new(self, data: bytes, relative: Path) -> str:
+        """Write ``data`` to ``relative``, or beside it when that name is taken; never replaces
+        another writer's file. Returns the path written, relative to the root."""
+        self._check_space(len(data))
+        partial = self._write_partial(data)
+        final = None
+        try:
+            final = _reserve(self.root / relative)
+            os.replace(partial, final)  # replaces only our own empty placeholder
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            if final is not None:
+                final.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return final.relative_to(self.root).as_posix()
+
+    def _write_partial(self, data: bytes) -> Path:
         partial = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
             with open(partial, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        _fsync_dir(final.parent)
+        return partial
+
+
+def _reserve(final: Path) -> Path:
+    """Create ``final`` empty and exclusively, or a new name beside it when it exists."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    candidate = final
+    while True:
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return candidate
+        except FileExistsError:
+            candidate = final.with_name(f"{final.stem}-{uuid.uuid4().hex[:12]}{final.suffix}")
 
 
 def _fsync_dir(folder: Path) -> None:

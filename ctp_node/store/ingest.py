@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
@@ -13,6 +13,7 @@ from ctp_node.store.models import (
     Instance,
     Job,
     JobState,
+    OtherObject,
     Rejection,
     Series,
     SeriesState,
@@ -36,22 +37,57 @@ class ReceivedInstance:
     path: str
     size_bytes: int
     calling_ae_title: str
+    sha256: str = ""
+    temporal_positions: int | None = None
+    images_in_acquisition: int | None = None
+    frames: int = 1
+    slice_position_mm: float | None = None
 
 
-def record_instance(db: Database, item: ReceivedInstance) -> None:
-    """Record a durably written instance; a re-sent instance replaces its earlier record.
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the index holds for a SOP Instance UID already received."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    path: str
+    size_bytes: int
+    sha256: str  # "" for instances recorded before the node kept digests
+
+
+def find_instance(db: Database, sop_instance_uid: str) -> InstanceRecord | None:
+    """The record of ``sop_instance_uid``, or None when it has not been received."""
+    with db.engine.connect() as connection:
+        row = connection.execute(_instance_record(sop_instance_uid)).first()
+    return InstanceRecord(*row) if row else None
+
+
+def _instance_record(sop_instance_uid: str):  # type: ignore[no-untyped-def]
+    return select(
+        Instance.sop_instance_uid,
+        Instance.series_instance_uid,
+        Instance.path,
+        Instance.size_bytes,
+        Instance.sha256,
+    ).where(Instance.sop_instance_uid == sop_instance_uid)
+
+
+def record_instance(db: Database, item: ReceivedInstance) -> InstanceRecord | None:
+    """Record a durably written instance; returns None when it is recorded now, or the earlier
+    record when its SOP Instance UID was recorded before (then nothing changes at all: the
+    caller tells a resend from a collision by the digests).
 
     A new instance re-arms the series' stability timer. If the series had already been decided
     (perfusion or ignored), it goes back to *receiving* and a job that has not started yet is
     superseded, so that the acquisition is processed once, complete.
 
     Runs on every C-STORE, so it is a few Core statements (``INSERT … ON CONFLICT``) in one
-    transaction rather than ORM loads; concurrent associations of one series are safe on
-    SQLite and PostgreSQL alike.
+    transaction rather than ORM loads. The insert decides: of concurrent associations sending
+    the same UID, exactly one records it, on SQLite and PostgreSQL alike.
     """
     now = utcnow()
     insert = db.insert
-    with db.engine.begin() as connection:
+    with db.engine.connect() as connection, connection.begin() as transaction:
         connection.execute(
             insert(Series)
             .values(
@@ -76,26 +112,28 @@ def record_instance(db: Database, item: ReceivedInstance) -> None:
             "size_bytes": item.size_bytes,
             "calling_ae_title": item.calling_ae_title,
             "received_at": now,
+            "sha256": item.sha256,
+            "temporal_positions": item.temporal_positions,
+            "images_in_acquisition": item.images_in_acquisition,
+            "frames": item.frames,
+            "slice_position_mm": item.slice_position_mm,
         }
         # RETURNING, not rowcount: drivers report -1 for INSERT … ON CONFLICT DO NOTHING.
-        added = len(
-            connection.execute(
-                insert(Instance)
-                .values(sop_instance_uid=item.sop_instance_uid, **instance)
-                .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-                .returning(Instance.id)
-            ).all()
-        )
+        added = connection.execute(
+            insert(Instance)
+            .values(sop_instance_uid=item.sop_instance_uid, **instance)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(Instance.id)
+        ).all()
         if not added:
-            connection.execute(
-                update(Instance)
-                .where(Instance.sop_instance_uid == item.sop_instance_uid)
-                .values(**instance)
-            )
+            row = connection.execute(_instance_record(item.sop_instance_uid)).one()
+            transaction.rollback()  # not even a new, empty series row
+            return InstanceRecord(*row)
         state = connection.execute(
             update(Series)
             .where(Series.series_instance_uid == item.series_instance_uid)
-            .values(instance_count=Series.instance_count + added, last_received_at=now)
+            # a series sent again after retention purged it has files again
+            .values(instance_count=Series.instance_count + 1, last_received_at=now, purged_at=None)
             .returning(Series.state)
         ).scalar_one()
         if state != SeriesState.RECEIVING:
@@ -116,6 +154,7 @@ def record_instance(db: Database, item: ReceivedInstance) -> None:
                 )
                 .values(state=JobState.SUPERSEDED, finished_at=now)
             )
+    return None
 
 
 def record_rejection(
@@ -124,15 +163,20 @@ def record_rejection(
     calling_ae_title: str,
     status: int,
     reason: str,
+    kind: str = "c-store",
+    peer_address: str = "",
     sop_instance_uid: str = "",
     quarantine_path: str = "",
     size_bytes: int = 0,
 ) -> None:
-    """Record a refused C-STORE (status sent to the caller, reason, quarantined copy)."""
+    """Record something refused: a C-STORE (the status sent to the caller, the reason, the
+    quarantined copy), an association or a presentation context (``kind``; status 0)."""
     with db.session() as s:
         s.add(
             Rejection(
                 received_at=utcnow(),
+                kind=kind,
+                peer_address=peer_address[:64],
                 calling_ae_title=calling_ae_title[:16],
                 sop_instance_uid=sop_instance_uid[:64],
                 status=status,
@@ -342,3 +386,120 @@ def list_series(db: Database) -> list[Series]:
 def list_rejections(db: Database) -> list[Rejection]:
     with db.session() as s:
         return list(s.scalars(select(Rejection).order_by(Rejection.id)))
+
+
+def record_other_object(
+    db: Database,
+    *,
+    calling_ae_title: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    series_instance_uid: str,
+    study_instance_uid: str,
+    modality: str,
+    reason: str,
+    size_bytes: int,
+    path: str = "",
+) -> None:
+    """Record an acknowledged object that is not CT; ``path`` "" when it was not kept."""
+    with db.session() as s:
+        s.add(
+            OtherObject(
+                received_at=utcnow(),
+                calling_ae_title=calling_ae_title[:16],
+                sop_class_uid=sop_class_uid[:64],
+                sop_instance_uid=sop_instance_uid[:64],
+                series_instance_uid=series_instance_uid[:64],
+                study_instance_uid=study_instance_uid[:64],
+                modality=modality[:16],
+                reason=reason,
+                path=path,
+                size_bytes=size_bytes,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class OtherSeries:
+    """The objects of one series (and SOP class) that were acknowledged but are not CT.
+
+    ``objects`` counts arrivals (a resend counts again); ``kept`` how many were written below
+    ``other/``.
+    """
+
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: str
+    sop_class_uid: str
+    reason: str
+    objects: int
+    kept: int
+    last_received_at: dt.datetime
+
+
+def list_other_series(db: Database) -> list[OtherSeries]:
+    """Other objects grouped by series, SOP class and reason, oldest first."""
+    kept = func.sum(case((OtherObject.path != "", 1), else_=0))
+    query = (
+        select(
+            OtherObject.series_instance_uid,
+            func.max(OtherObject.study_instance_uid),
+            func.max(OtherObject.modality),
+            OtherObject.sop_class_uid,
+            OtherObject.reason,
+            func.count(),
+            kept,
+            func.max(OtherObject.received_at),
+        )
+        .group_by(OtherObject.series_instance_uid, OtherObject.sop_class_uid, OtherObject.reason)
+        .order_by(func.min(OtherObject.id))
+    )
+    with db.engine.connect() as connection:
+        return [
+            OtherSeries(
+                *row[:5], objects=int(row[5]), kept=int(row[6] or 0), last_received_at=row[7]
+            )
+            for row in connection.execute(query)
+        ]
+
+
+def series_purge_states(db: Database) -> dict[str, bool]:
+    """Every series' UID → whether retention purged its files on purpose."""
+    with db.engine.connect() as connection:
+        rows = connection.execute(
+            select(Series.series_instance_uid, Series.purged_at.is_not(None))
+        ).all()
+    return {uid: bool(purged) for uid, purged in rows}
+
+
+def instance_files(db: Database, series_instance_uid: str) -> dict[str, str]:
+    """A series' recorded instances: spool path (relative to storage.root) → SOP Instance UID."""
+    with db.engine.connect() as connection:
+        rows = connection.execute(
+            select(Instance.path, Instance.sop_instance_uid).where(
+                Instance.series_instance_uid == series_instance_uid
+            )
+        ).all()
+    return dict(rows)
+
+
+def forget_instances(db: Database, sop_instance_uids: list[str]) -> int:
+    """Remove the records of instances whose files are gone, so that their series is examined
+    with what exists; each series' instance count follows. Returns how many were removed."""
+    removed = 0
+    with db.engine.begin() as connection:
+        for uid in sop_instance_uids:
+            series_uid = connection.execute(
+                delete(Instance)
+                .where(Instance.sop_instance_uid == uid)
+                .returning(Instance.series_instance_uid)
+            ).scalar()
+            if series_uid is None:
+                continue
+            removed += 1
+            connection.execute(
+                update(Series)
+                .where(Series.series_instance_uid == series_uid)
+                .values(instance_count=Series.instance_count - 1)
+            )
+    return removed

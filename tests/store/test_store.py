@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+
+from sqlalchemy import select
 
 from ctp_node.store.ingest import (
     ReceivedInstance,
     decide_series,
+    find_instance,
+    forget_instances,
     instance_paths,
+    list_other_series,
     list_series,
     record_instance,
+    record_other_object,
+    series_purge_states,
     stable_series,
 )
-from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
+from ctp_node.store.models import ExportState, Instance, Job, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import (
     OutputObject,
     due_exports,
@@ -52,6 +60,7 @@ def _instance(n: int, series: str = "1.2.3.1") -> ReceivedInstance:
         path=f"spool/{series}/{n}.dcm",
         size_bytes=100,
         calling_ae_title="CT1",
+        sha256="a" * 64,
     )
 
 
@@ -65,10 +74,85 @@ def test_series_becomes_stable_only_after_quiet_time(db):
 
 
 def test_resent_instance_is_not_counted_twice(db):
-    record_instance(db, _instance(1))
-    record_instance(db, _instance(1))
+    assert record_instance(db, _instance(1)) is None
+    (first,) = list_series(db)
+    earlier = record_instance(db, dataclasses.replace(_instance(1), sha256="b" * 64, path="x"))
+    assert (earlier.path, earlier.sha256) == ("spool/1.2.3.1/1.dcm", "a" * 64)
     (series,) = list_series(db)
     assert series.instance_count == 1
+    assert series.last_received_at == first.last_received_at  # nothing changed
+    assert find_instance(db, "1.2.3.1.1") == earlier
+    assert find_instance(db, "1.2.3.1.2") is None
+
+
+def test_concurrent_arrivals_of_one_uid_in_several_series_record_one(db):
+    """The insert decides; the others change nothing, not even by adding an empty series."""
+    arrivals = [
+        dataclasses.replace(
+            _instance(1, series=f"1.2.3.{n}"), sop_instance_uid="1.2.3.9.9", sha256=f"{n:064d}"
+        )
+        for n in range(1, 9)
+    ]
+    outcomes = {}
+    threads = [
+        threading.Thread(target=lambda a=a: outcomes.update({a.sha256: record_instance(db, a)}))
+        for a in arrivals
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    (winner,) = [sha for sha, earlier in outcomes.items() if earlier is None]
+    assert len(outcomes) == 8
+    assert {earlier.sha256 for earlier in outcomes.values() if earlier} == {winner}
+    (series,) = list_series(db)
+    assert series.instance_count == 1 and find_instance(db, "1.2.3.9.9").sha256 == winner
+
+
+def test_announced_size_is_recorded(db):
+    record_instance(
+        db,
+        dataclasses.replace(
+            _instance(1), temporal_positions=30, images_in_acquisition=480, slice_position_mm=-12.5
+        ),
+    )
+    with db.session() as s:
+        instance = s.scalars(select(Instance)).one()
+        assert (instance.temporal_positions, instance.images_in_acquisition) == (30, 480)
+        assert (instance.frames, instance.slice_position_mm) == (1, -12.5)
+
+
+def test_records_of_missing_files_are_forgotten(db):
+    for n in range(3):
+        record_instance(db, _instance(n))
+    assert series_purge_states(db) == {"1.2.3.1": False}
+    assert forget_instances(db, ["1.2.3.1.0", "1.2.3.1.2", "9.9.9"]) == 2
+    (series,) = list_series(db)
+    assert series.instance_count == 1 and instance_paths(db, "1.2.3.1") == ["spool/1.2.3.1/1.dcm"]
+
+
+def test_other_objects_are_listed_by_series_and_class(db):
+    for n, (series, sop_class, path) in enumerate(
+        [
+            ("1.2.3.7", "1.2.840.10008.5.1.4.1.1.7", ""),
+            ("1.2.3.7", "1.2.840.10008.5.1.4.1.1.7", "other/a.dcm"),
+            ("1.2.3.8", "1.2.840.10008.5.1.4.1.1.4", ""),
+        ]
+    ):
+        record_other_object(
+            db,
+            calling_ae_title="CT1",
+            sop_class_uid=sop_class,
+            sop_instance_uid=f"{series}.{n}",
+            series_instance_uid=series,
+            study_instance_uid="1.2.3",
+            modality="OT" if series.endswith("7") else "MR",
+            reason="not CT",
+            size_bytes=1000,
+            path=path,
+        )
+    listed = [(o.series_instance_uid, o.modality, o.objects, o.kept) for o in list_other_series(db)]
+    assert listed == [("1.2.3.7", "OT", 2, 1), ("1.2.3.8", "MR", 1, 0)]
 
 
 def test_decision_is_dropped_when_instances_arrived_meanwhile(db):

@@ -1,0 +1,239 @@
+"""Admission: which associations and presentation contexts the node accepts, and the trace
+every refusal leaves (one log line with the peer's address, and a record that
+``ctp-node status`` lists).
+
+An association is refused when it calls another AE title than ``node.ae_title``, when its
+caller is not on ``node.allowed_callers`` (if that list is not empty), and by pynetdicom when
+``node.max_associations`` are already open or when it cannot decode the A-ASSOCIATE-RQ (an AE
+title with control characters or a backslash: it aborts without an event of its own, so the
+request's raw AE titles are noted when its bytes arrive). Within an accepted association, a
+presentation context is refused when its SOP class is not a storage class (or Verification),
+or when CT is proposed only in transfer syntaxes the node does not accept (lossy ones).
+
+Logs carry UIDs, AE titles and addresses only; AE titles lose their control characters first,
+in pynetdicom's own log lines too (:func:`printable_pynetdicom_logs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass
+
+from pydicom.uid import UID
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+
+from ctp_node.store import Database
+from ctp_node.store.ingest import record_rejection
+
+log = logging.getLogger(__name__)
+
+#: A-ASSOCIATE-RJ (result, source, reason) codes, PS3.8 9.3.4.
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # rejected-permanent, service user, called AE unknown
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # rejected-permanent, service user, calling AE unknown
+
+#: Why a presentation context was refused, by its A-ASSOCIATE-AC result (PS3.8 9.3.3.2).
+_CONTEXT_RESULTS = {
+    0x01: "refused by the node (SCP/SCU role)",
+    0x02: "refused by the node (no reason given)",
+    0x03: "the node does not accept this SOP class (it accepts storage and Verification)",
+    0x04: "the node does not accept it in these transfer syntaxes (CT is accepted only in "
+    "uncompressed and lossless ones)",
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An allowed calling AE; ``host`` None matches any address."""
+
+    ae_title: str
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class Requestor:
+    """Who asks: the calling and called AE titles (printable) and the peer's IP address."""
+
+    ae_title: str
+    called_ae_title: str
+    address: str
+
+    @classmethod
+    def of(cls, assoc: Association) -> Requestor:
+        requestor = assoc.requestor
+        # Until negotiation, only the A-ASSOCIATE-RQ primitive holds the AE titles.
+        primitive = requestor.primitive
+        calling = primitive.calling_ae_title if primitive else requestor.ae_title
+        called = primitive.called_ae_title if primitive else assoc.acceptor.ae_title
+        return cls(printable(str(calling)), printable(str(called)), str(requestor.address))
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` without control (and other non-printing) characters except those in ``keep``,
+    stripped of spaces: safe to put on a log line."""
+    return "".join(
+        c for c in text if c in keep or not unicodedata.category(c).startswith("C")
+    ).strip()
+
+
+class _PrintableRecords(logging.Filter):
+    """Removes control characters from a record's message and traceback: pynetdicom quotes
+    the AE titles it refuses as they were received."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if printable(message) != message.strip():
+            record.msg, record.args = printable(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = printable(logging.Formatter().formatException(record.exc_info), "\n")
+        return True
+
+
+def printable_pynetdicom_logs() -> None:
+    """Have every pynetdicom logger remove control characters from its records (once)."""
+    names = [name for name in logging.root.manager.loggerDict if name.startswith("pynetdicom")]
+    for logger in map(logging.getLogger, ["pynetdicom", *names]):
+        if not any(isinstance(f, _PrintableRecords) for f in logger.filters):
+            logger.addFilter(_PrintableRecords())
+
+
+def association_refusal(
+    requestor: Requestor, node_ae_title: str, allowed: tuple[Caller, ...]
+) -> tuple[tuple[int, int, int], str] | None:
+    """The A-ASSOCIATE-RJ codes and the reason to refuse ``requestor``, or None to accept."""
+    if requestor.called_ae_title != node_ae_title.strip():
+        return REJECT_CALLED_AE, (
+            f"called AE title {requestor.called_ae_title!r} is not this node's "
+            f"({node_ae_title}, node.ae_title)"
+        )
+    if allowed and not any(
+        caller.ae_title == requestor.ae_title
+        and (caller.host is None or caller.host == requestor.address)
+        for caller in allowed
+    ):
+        return REJECT_CALLING_AE, (
+            f"caller {requestor.ae_title!r} at {requestor.address} is not in node.allowed_callers"
+        )
+    return None
+
+
+def handle_requested(
+    event: evt.Event, node_ae_title: str, allowed: tuple[Caller, ...], db: Database
+) -> None:
+    """EVT_REQUESTED: refuse a wrong called AE title or a caller that is not allowed."""
+    requestor = Requestor.of(event.assoc)
+    refusal = association_refusal(requestor, node_ae_title, allowed)
+    if refusal is None:
+        return
+    codes, why = refusal
+    _refused_association(requestor, f"{why}; {_rejection(*codes)}", db)  # before the answer
+    event.assoc.acse.send_reject(*codes)
+    # Wait until the A-ASSOCIATE-RJ is out, as pynetdicom does for its own rejections; else
+    # the connection is closed under it and the peer sees an abort instead of the reason.
+    event.assoc.kill()
+
+
+def handle_rejected(event: evt.Event, db: Database) -> None:
+    """EVT_REJECTED: pynetdicom refused by itself (``node.max_associations`` reached)."""
+    requestor = Requestor.of(event.assoc)
+    primitive = event.assoc.acceptor.primitive
+    codes = (primitive.result, primitive.result_source, primitive.diagnostic)
+    why = {
+        (0x02, 0x03, 0x02): "node.max_associations associations are already open",
+        REJECT_CALLED_AE: f"called AE title {requestor.called_ae_title!r} is not this node's",
+    }.get(codes, "refused by pynetdicom")
+    _refused_association(requestor, f"{why}; {_rejection(*codes)}", db)
+
+
+#: A-ASSOCIATE-RQ PDU (PS3.8 9.3.2): its type, and where its called and calling AE titles lie.
+_ASSOCIATE_RQ = b"\x01"
+_CALLED_AE, _CALLING_AE = slice(10, 26), slice(26, 42)
+
+
+def handle_data_received(event: evt.Event, requests: dict[Association, bytes]) -> None:
+    """EVT_DATA_RECV: note an A-ASSOCIATE-RQ's raw bytes before pynetdicom decodes them."""
+    if event.data[:1] == _ASSOCIATE_RQ and event.assoc.requestor.primitive is None:
+        requests[event.assoc] = bytes(event.data[:42])
+
+
+def handle_closed(event: evt.Event, requests: dict[Association, bytes], db: Database) -> None:
+    """EVT_CONN_CLOSE: an A-ASSOCIATE-RQ that never became a request was one pynetdicom could
+    not decode, and aborted."""
+    raw = requests.pop(event.assoc, None)
+    if raw is None or event.assoc.requestor.primitive is not None:
+        return
+    requestor = Requestor(
+        ae_title=printable(raw[_CALLING_AE].decode("latin-1")),
+        called_ae_title=printable(raw[_CALLED_AE].decode("latin-1")),
+        address=str(event.assoc.requestor.address),
+    )
+    reason = (
+        "the A-ASSOCIATE-RQ could not be decoded (an AE title with control characters or a "
+        "backslash, or a malformed request); pynetdicom answered with an A-ABORT"
+    )
+    _refused_association(requestor, reason, db)
+
+
+def handle_accepted(event: evt.Event, db: Database) -> None:
+    """EVT_ACCEPTED: record each presentation context the node refused in the association."""
+    refused = event.assoc.rejected_contexts
+    if not refused:
+        return
+    requestor = Requestor.of(event.assoc)
+    primitive = event.assoc.requestor.primitive
+    proposed = {
+        cx.context_id: cx.transfer_syntax
+        for cx in (primitive.presentation_context_definition_list if primitive else [])
+    }
+    for context in refused:
+        syntaxes = ", ".join(_named(ts) for ts in proposed.get(context.context_id, [])) or "?"
+        reason = (
+            f"presentation context {context.context_id} refused: {_named(context.abstract_syntax)}"
+            f" proposed in {syntaxes}; "
+            f"{_CONTEXT_RESULTS.get(context.result, f'result {context.result}')}"
+        )
+        log.warning("association from %s at %s: %s", requestor.ae_title, requestor.address, reason)
+        _record(db, requestor, "context", reason)
+
+
+def _rejection(result: int, source: int, diagnostic: int) -> str:
+    """An A-ASSOCIATE-RJ's codes with pynetdicom's names for them."""
+    primitive = A_ASSOCIATE()
+    primitive.result, primitive.result_source, primitive.diagnostic = result, source, diagnostic
+    return (
+        f"A-ASSOCIATE-RJ result {result} ({primitive.result_str}), "
+        f"source {source} ({primitive.source_str}), reason {diagnostic} ({primitive.reason_str})"
+    )
+
+
+def _refused_association(requestor: Requestor, reason: str, db: Database) -> None:
+    log.warning(
+        "association from %s at %s to %s refused: %s",
+        requestor.ae_title,
+        requestor.address,
+        requestor.called_ae_title,
+        reason,
+    )
+    _record(db, requestor, "association", reason)
+
+
+def _record(db: Database, requestor: Requestor, kind: str, reason: str) -> None:
+    try:
+        record_rejection(
+            db,
+            kind=kind,
+            calling_ae_title=requestor.ae_title,
+            peer_address=requestor.address,
+            status=0,
+            reason=reason,
+        )
+    except Exception as exc:
+        log.error("could not record the refused %s: %s", kind, exc)
+
+
+def _named(uid: str) -> str:
+    """``name (UID)`` for a UID pydicom knows, the UID alone otherwise."""
+    name = UID(str(uid)).name
+    return f"{name} ({uid})" if name != str(uid) else str(uid)

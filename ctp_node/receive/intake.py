@@ -1,0 +1,276 @@
+"""What becomes of a received object once its header has been read: a CT image is written
+durably and recorded, another object is acknowledged and recorded (and kept if configured),
+anything refused is quarantined and recorded. Each path returns the C-STORE status (the
+table is in :mod:`ctp_node.receive.scp`).
+
+Every refusal carries an ErrorComment, is logged on one line, recorded with its reason, and its
+bytes are quarantined (when there is room).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from ctp_node.receive.admission import Requestor
+from ctp_node.receive.header import ReceivedHeader
+from ctp_node.receive.spool import Spool, SpoolFullError, content_digest
+from ctp_node.store import Database
+from ctp_node.store.ingest import (
+    InstanceRecord,
+    ReceivedInstance,
+    find_instance,
+    record_instance,
+    record_other_object,
+    record_rejection,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_DUPLICATE_SOP_INSTANCE = 0x0111
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_PROCESSING_FAILURE = 0x0110
+
+#: The ErrorComment (at most 64 characters, its VR's length) sent with each refusal.
+ERROR_COMMENTS = {
+    STATUS_DUPLICATE_SOP_INSTANCE: "SOP Instance UID already received with other content",
+    STATUS_OUT_OF_RESOURCES: "disk nearly full (storage.min_free_bytes); send again later",
+    STATUS_DOES_NOT_MATCH_SOP_CLASS: "SOP class does not match, or a UID is missing or invalid",
+    STATUS_CANNOT_UNDERSTAND: "the data set cannot be decoded",
+    STATUS_PROCESSING_FAILURE: "could not write or record the object; send again",
+}
+
+Status = int | Dataset
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The receiver's side of the spool and the database.
+
+    Parameters
+    ----------
+    spool : where objects are written.
+    db : where they are recorded.
+    keep_other_objects : keep objects that are not CT below ``other/`` (else only recorded).
+    """
+
+    spool: Spool
+    db: Database
+    keep_other_objects: bool = False
+
+    def store_ct(
+        self, data: bytes, header: ReceivedHeader, sender: Requestor, transfer_syntax: str
+    ) -> Status:
+        """Write a CT object durably, record it, and return Success; or refuse it.
+
+        The record's insert decides which object a SOP Instance UID names: an object whose UID
+        was recorded first by another arrival removes the file it wrote, and is a harmless
+        resend (identical bytes) or a collision (refused, its bytes quarantined).
+        """
+        uid = header.sop_instance_uid
+        digest = content_digest(data)
+        try:
+            earlier = find_instance(self.db, uid)
+        except Exception as exc:
+            return self._fail(sender, uid, f"reading the database failed: {exc}", len(data))
+        if earlier is not None:
+            return self._received_before(earlier, data, digest, header, sender)
+        path, refusal = self._write(self.spool.store, data, header, sender)
+        if refusal is not None:
+            return refusal
+        try:
+            earlier = record_instance(
+                self.db,
+                received_instance(
+                    header,
+                    calling_ae_title=sender.ae_title,
+                    transfer_syntax=transfer_syntax,
+                    path=path,
+                    size_bytes=len(data),
+                    sha256=digest,
+                ),
+            )
+        except Exception as exc:
+            self._discard(path)  # no file is left that the index does not know
+            return self._fail(sender, uid, f"recording in the database failed: {exc}", len(data))
+        if earlier is None or earlier.path == path:
+            # (the same path: another front end's start-up reconciliation indexed our file)
+            return STATUS_SUCCESS
+        self._discard(path)
+        return self._received_before(earlier, data, digest, header, sender)
+
+    def acknowledge_other(self, data: bytes, header: ReceivedHeader, sender: Requestor) -> Status:
+        """Record an object that is not CT (keep it if configured) and return Success."""
+        reason = (
+            f"{UID(header.sop_class_uid).name} is not CT: the node computes perfusion from CT only"
+        )
+        uid = header.sop_instance_uid
+        path, written = "", False
+        if self.keep_other_objects:
+            ids = (header.study_instance_uid, header.series_instance_uid, uid)
+            path = self.spool.kept_other(data, *ids) or ""  # a resend keeps no second copy
+            if not path:
+                path, refusal = self._write(self.spool.keep_other, data, header, sender)
+                if refusal is not None:
+                    return refusal
+                written = True
+        try:
+            record_other_object(
+                self.db,
+                calling_ae_title=sender.ae_title,
+                sop_class_uid=header.sop_class_uid,
+                sop_instance_uid=uid,
+                series_instance_uid=header.series_instance_uid,
+                study_instance_uid=header.study_instance_uid,
+                modality=header.modality,
+                reason=reason,
+                size_bytes=len(data),
+                path=path,
+            )
+        except Exception as exc:
+            if written:
+                self._discard(path)
+            return self._fail(sender, uid, f"recording in the database failed: {exc}", len(data))
+        log.info(
+            "C-STORE %s (series %s, %s) from %s at %s acknowledged, %s: %s",
+            uid,
+            header.series_instance_uid,
+            header.modality or "no modality",
+            sender.ae_title,
+            sender.address,
+            f"kept as {path}" if path else "not kept",
+            reason,
+        )
+        return STATUS_SUCCESS
+
+    def refuse(self, data: bytes, sender: Requestor, uid: str, status: int, reason: str) -> Status:
+        """Refuse with ``status``: log one line, quarantine the bytes, record the reason."""
+        log.warning(
+            "C-STORE %s from %s at %s refused (0x%04X): %s",
+            uid or "?",
+            sender.ae_title,
+            sender.address,
+            status,
+            reason,
+        )
+        path = self.spool.quarantine(data, uid or "unknown") if data else ""
+        self._record(sender, uid, status, reason, len(data), path)
+        return _status(status)
+
+    def _write(
+        self,
+        write: Callable[[bytes, str, str, str], str],
+        data: bytes,
+        header: ReceivedHeader,
+        sender: Requestor,
+    ) -> tuple[str, Status | None]:
+        """``(path, None)`` once ``write`` (a :class:`Spool` method) has written ``data``
+        durably, or ``("", refusal)``."""
+        uid = header.sop_instance_uid
+        try:
+            return write(data, header.study_instance_uid, header.series_instance_uid, uid), None
+        except SpoolFullError as exc:
+            log.error("C-STORE %s from %s refused: %s", uid, sender.ae_title, exc)
+            self._record(sender, uid, STATUS_OUT_OF_RESOURCES, f"disk full: {exc}", len(data))
+            return "", _status(STATUS_OUT_OF_RESOURCES)
+        except OSError as exc:
+            return "", self._fail(sender, uid, f"writing the file failed: {exc}", len(data))
+
+    def _received_before(
+        self,
+        earlier: InstanceRecord,
+        data: bytes,
+        digest: str,
+        header: ReceivedHeader,
+        sender: Requestor,
+    ) -> Status:
+        if self._same_content(earlier, digest):
+            log.debug("C-STORE %s: the same bytes as received before", header.sop_instance_uid)
+            return STATUS_SUCCESS
+        reason = (
+            f"SOP Instance UID received before with other content: {earlier.size_bytes} bytes "
+            f"in series {earlier.series_instance_uid} first, now {len(data)} bytes in series "
+            f"{header.series_instance_uid}; the first is kept"
+        )
+        return self.refuse(
+            data, sender, header.sop_instance_uid, STATUS_DUPLICATE_SOP_INSTANCE, reason
+        )
+
+    def _same_content(self, earlier: InstanceRecord, digest: str) -> bool:
+        if earlier.sha256:
+            return earlier.sha256 == digest
+        # Recorded before the node kept digests: compare with its file, if it can be read.
+        try:
+            return content_digest(self.spool.read(earlier.path)) == digest
+        except OSError:
+            return False
+
+    def _discard(self, path: str) -> None:
+        if not self.spool.remove(path):
+            log.error("could not remove %s, which is not recorded; remove it by hand", path)
+
+    def _fail(self, sender: Requestor, uid: str, reason: str, size: int) -> Status:
+        log.error("C-STORE %s from %s: %s", uid, sender.ae_title, reason)
+        self._record(sender, uid, STATUS_PROCESSING_FAILURE, reason, size)
+        return _status(STATUS_PROCESSING_FAILURE)
+
+    def _record(
+        self, sender: Requestor, uid: str, status: int, reason: str, size: int, path: str = ""
+    ) -> None:
+        try:
+            record_rejection(
+                self.db,
+                calling_ae_title=sender.ae_title,
+                peer_address=sender.address,
+                status=status,
+                reason=reason,
+                sop_instance_uid=uid,
+                quarantine_path=path,
+                size_bytes=size,
+            )
+        except Exception as exc:
+            log.error("could not record the refusal of %s: %s", uid or "?", exc)
+
+
+def received_instance(
+    header: ReceivedHeader,
+    *,
+    calling_ae_title: str,
+    transfer_syntax: str,
+    path: str,
+    size_bytes: int,
+    sha256: str,
+) -> ReceivedInstance:
+    """The record of a CT object written to ``path`` (also used for files found at start-up)."""
+    return ReceivedInstance(
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        series_instance_uid=header.series_instance_uid,
+        study_instance_uid=header.study_instance_uid,
+        transfer_syntax_uid=transfer_syntax,
+        modality=header.modality,
+        accession_number=header.accession_number,
+        series_number=header.series_number,
+        path=path,
+        size_bytes=size_bytes,
+        calling_ae_title=calling_ae_title,
+        sha256=sha256,
+        temporal_positions=header.temporal_positions,
+        images_in_acquisition=header.images_in_acquisition,
+        frames=header.frames,
+        slice_position_mm=header.slice_position_mm,
+    )
+
+
+def _status(status: int) -> Dataset:
+    reply = Dataset()
+    reply.Status = status
+    reply.ErrorComment = ERROR_COMMENTS[status]
+    return reply

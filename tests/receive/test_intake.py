@@ -1,0 +1,255 @@
+"""What becomes of each received object, with real DCMTK and pynetdicom peers: a whole study's
+other objects, UID collisions, odd header values, and a database that fails."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import select, text
+
+from ctp_node.receive.intake import (
+    STATUS_DUPLICATE_SOP_INSTANCE,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+)
+from ctp_node.store.ingest import (
+    instance_paths,
+    list_other_series,
+    list_rejections,
+    list_series,
+)
+from ctp_node.store.models import Instance
+from tests.conftest import stored_count, storescu
+from tests.receive.conftest import AE_TITLE, send_with_pynetdicom
+from tests.study_objects import write_other_objects
+
+
+@pytest.fixture(scope="module")
+def whole_study(small_series, tmp_path_factory) -> dict[str, list[Path]]:
+    """The small perfusion series and the other objects of its study."""
+    others = write_other_objects(small_series[0], tmp_path_factory.mktemp("others"))
+    return {"perfusion": small_series, **others}
+
+
+def _files(study: dict[str, list[Path]]) -> list[Path]:
+    return [path for paths in study.values() for path in paths]
+
+
+def _instance(db, sop_uid: str) -> Instance:
+    with db.session() as s:
+        return s.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).one()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_whole_study_send_succeeds_and_other_objects_are_recorded(
+    listener, whole_study, keep
+) -> None:
+    port, spool, db = listener(keep_other_objects=keep)
+    files = _files(whole_study)
+    sent = storescu(files, port, AE_TITLE, calling="CT1")
+    assert sent.returncode == 0
+    assert stored_count(sent) == len(files), sent.stderr
+
+    series = {s.series_instance_uid: s.instance_count for s in list_series(db)}
+    perfusion, head = (
+        pydicom.dcmread(whole_study[k][0]) for k in ("perfusion", "single_volume_ct")
+    )
+    assert series == {
+        perfusion.SeriesInstanceUID: len(whole_study["perfusion"]),
+        head.SeriesInstanceUID: len(whole_study["single_volume_ct"]),
+    }
+    others = {o.sop_class_uid: o for o in list_other_series(db)}
+    assert set(others) == {
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+        "1.2.840.10008.5.1.4.1.1.4",  # MR
+    }
+    mr = others["1.2.840.10008.5.1.4.1.1.4"]
+    assert (mr.modality, mr.objects, mr.kept) == ("MR", 1, int(keep))
+    assert mr.reason == "MR Image Storage is not CT: the node computes perfusion from CT only"
+    assert list_rejections(db) == []
+
+    kept = sorted((spool.root / "other").rglob("*.dcm")) if keep else []
+    assert len(kept) == (3 if keep else 0)
+    # kept as received: the same data set (its file meta is the node's)
+    sent_others = [
+        pydicom.dcmread(p) for k in ("secondary_capture", "dose_sr", "mr") for p in whole_study[k]
+    ]
+    by_uid = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, kept)}
+    if keep:
+        assert by_uid == {ds.SOPInstanceUID: ds for ds in sent_others}
+    if keep:  # a resend keeps no second copy
+        storescu(whole_study["mr"], port, AE_TITLE)
+        assert len(list((spool.root / "other").rglob("*.dcm"))) == 3
+
+
+def test_announced_size_and_slice_position_are_recorded(listener, small_series) -> None:
+    port, spool, db = listener()
+    assert stored_count(storescu(small_series, port, AE_TITLE)) == len(small_series)
+    for path in small_series:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        instance = _instance(db, ds.SOPInstanceUID)
+        assert instance.temporal_positions == 3 == int(ds.NumberOfTemporalPositions)
+        assert instance.images_in_acquisition is None  # not written by the phantom
+        assert instance.frames == 1
+        assert instance.slice_position_mm == pytest.approx(float(ds.ImagePositionPatient[2]))
+        kept = (spool.root / instance.path).read_bytes()
+        assert instance.sha256 == hashlib.sha256(kept).hexdigest()
+        assert instance.size_bytes == len(kept)
+
+
+@pytest.mark.parametrize("value", [b"1.5", b"abc", b"1\\2"])
+def test_odd_series_number_is_stored_as_none(listener, small_series, tmp_path, value) -> None:
+    port, _, db = listener()
+    ds = pydicom.dcmread(small_series[0])
+    ds.SeriesNumber = 77777777
+    path = tmp_path / "odd.dcm"
+    ds.save_as(path)
+    # pydicom will not write such a value: put it into the file's bytes, same length.
+    path.write_bytes(path.read_bytes().replace(b"77777777", value.ljust(8)))
+    assert stored_count(storescu([path], port, AE_TITLE)) == 1
+    (series,) = list_series(db)
+    assert series.series_number is None and series.instance_count == 1
+
+
+def _with_other_pixels(path: Path, out: Path) -> Path:
+    ds = pydicom.dcmread(path)
+    pixels = bytearray(ds.PixelData)
+    pixels[0] ^= 0xFF
+    ds.PixelData = bytes(pixels)
+    ds.save_as(out)
+    return out
+
+
+def test_same_uid_with_other_bytes_is_refused_and_the_first_kept(
+    listener, small_series, tmp_path
+) -> None:
+    port, spool, db = listener()
+    assert stored_count(storescu(small_series, port, AE_TITLE)) == len(small_series)
+    (series,) = list_series(db)
+    paths = instance_paths(db, series.series_instance_uid)
+    before = {p: (spool.root / p).read_bytes() for p in paths}
+
+    # The same bytes again: Success, nothing written or changed.
+    again = storescu(small_series[:1], port, AE_TITLE)
+    assert stored_count(again) == 1
+    # The same UID with other bytes: refused, and storescu says so.
+    other = _with_other_pixels(small_series[0], tmp_path / "other.dcm")
+    refused = storescu([other], port, AE_TITLE, calling="CT2")
+    assert stored_count(refused) == 0
+    assert "Unknown Status: 0x111" in refused.stderr
+
+    (rejection,) = list_rejections(db)
+    assert rejection.status == STATUS_DUPLICATE_SOP_INSTANCE
+    assert rejection.calling_ae_title == "CT2" and rejection.peer_address == "127.0.0.1"
+    size = _instance(db, rejection.sop_instance_uid).size_bytes
+    assert f"{size} bytes in series" in rejection.reason
+    assert f"now {rejection.size_bytes:.0f} bytes" in rejection.reason
+    assert (spool.root / rejection.quarantine_path).is_file()
+    (after,) = list_series(db)
+    assert after.instance_count == len(small_series)
+    assert after.last_received_at == series.last_received_at  # no re-armed timer either
+    assert instance_paths(db, series.series_instance_uid) == paths
+    assert {p: (spool.root / p).read_bytes() for p in paths} == before
+    assert sorted(
+        p.relative_to(spool.root).as_posix() for p in spool.root.glob("spool/*/*/*")
+    ) == sorted(paths)
+
+
+def test_duplicate_uid_in_a_second_series_disturbs_neither(listener, small_series) -> None:
+    port, _, db = listener()
+    first = pydicom.dcmread(small_series[0])
+    assert int(send_with_pynetdicom(port, first).Status) == STATUS_SUCCESS
+    second_series = generate_uid()
+    borrowed = pydicom.dcmread(small_series[1])
+    borrowed.SeriesInstanceUID = second_series
+    borrowed.SOPInstanceUID = first.SOPInstanceUID  # the collision
+    own = pydicom.dcmread(small_series[2])
+    own.SeriesInstanceUID = second_series
+    reply = send_with_pynetdicom(port, borrowed)
+    assert int(reply.Status) == STATUS_DUPLICATE_SOP_INSTANCE
+    assert "already received" in reply.ErrorComment
+    assert int(send_with_pynetdicom(port, own).Status) == STATUS_SUCCESS
+
+    counts = {s.series_instance_uid: s.instance_count for s in list_series(db)}
+    assert counts == {first.SeriesInstanceUID: 1, second_series: 1}
+    assert _instance(db, first.SOPInstanceUID).series_instance_uid == first.SeriesInstanceUID
+    (rejection,) = list_rejections(db)
+    assert f"series {first.SeriesInstanceUID} first" in rejection.reason
+    assert f"in series {second_series};" in rejection.reason
+
+
+def test_concurrent_associations_with_one_uid_record_exactly_one(listener, small_series) -> None:
+    """The database insert decides; every loser removes its file and is told why."""
+    port, spool, db = listener()
+    variants = []
+    for n in range(6):
+        ds = pydicom.dcmread(small_series[0])
+        pixels = bytearray(ds.PixelData)
+        pixels[0] = n
+        ds.PixelData = bytes(pixels)
+        variants.append(ds)
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda ds=ds: statuses.append(int(send_with_pynetdicom(port, ds).Status))
+        )
+        for ds in variants
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [STATUS_SUCCESS] + [STATUS_DUPLICATE_SOP_INSTANCE] * 5
+    (series,) = list_series(db)
+    assert series.instance_count == 1
+    files = list(spool.root.glob("spool/*/*/*.dcm"))
+    assert [f.relative_to(spool.root).as_posix() for f in files] == instance_paths(
+        db, series.series_instance_uid
+    )
+    recorded = _instance(db, variants[0].SOPInstanceUID)
+    assert recorded.sha256 == hashlib.sha256(files[0].read_bytes()).hexdigest()
+    assert len(list_rejections(db)) == 5
+
+
+def test_failed_record_leaves_no_new_file_and_keeps_an_old_one(listener, small_series) -> None:
+    port, spool, db = listener()
+    ds = pydicom.dcmread(small_series[0])
+    # An unrecorded file already under the instance's name (say, left by a crash).
+    folder = spool.root / "spool" / ds.StudyInstanceUID / ds.SeriesInstanceUID
+    folder.mkdir(parents=True)
+    (folder / f"{ds.SOPInstanceUID}.dcm").write_bytes(b"left before")
+    with db.engine.begin() as connection:  # the database refuses every new instance
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON instances "
+                "BEGIN SELECT RAISE(ABORT, 'database unavailable'); END"
+            )
+        )
+    reply = send_with_pynetdicom(port, ds)
+    assert int(reply.Status) == STATUS_PROCESSING_FAILURE
+    assert [p.name for p in folder.iterdir()] == [f"{ds.SOPInstanceUID}.dcm"]
+    assert (folder / f"{ds.SOPInstanceUID}.dcm").read_bytes() == b"left before"
+    assert not list((spool.root / "spool" / ".incoming").iterdir())
+    (rejection,) = list_rejections(db)
+    assert rejection.status == STATUS_PROCESSING_FAILURE
+    assert "database unavailable" in rejection.reason
+
+
+def test_instance_recorded_before_digests_is_compared_by_its_file(
+    listener, small_series, tmp_path
+) -> None:
+    """A database upgraded from a release without digests: a resend is still recognised."""
+    port, _, db = listener()
+    ds = pydicom.dcmread(small_series[0])
+    assert int(send_with_pynetdicom(port, ds).Status) == STATUS_SUCCESS
+    with db.engine.begin() as connection:
+        connection.execute(text("UPDATE instances SET sha256 = ''"))
+    assert int(send_with_pynetdicom(port, ds).Status) == STATUS_SUCCESS
+    other = pydicom.dcmread(_with_other_pixels(small_series[0], tmp_path / "other.dcm"))
+    assert int(send_with_pynetdicom(port, other).Status) == STATUS_DUPLICATE_SOP_INSTANCE
