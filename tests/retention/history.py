@@ -45,10 +45,13 @@ class NodeHistory:
         self.root = root
         self.size = size
 
-    def receive(self, series: str, count: int = 3, study: str = STUDY) -> list[Path]:
-        """``count`` instances of ``series``, written to the spool then recorded."""
+    def receive(
+        self, series: str, count: int = 3, study: str = STUDY, first: int = 0
+    ) -> list[Path]:
+        """``count`` instances of ``series`` (numbered from ``first``), written to the spool then
+        recorded."""
         paths = []
-        for n in range(count):
+        for n in range(first, first + count):
             relative = f"spool/{study}/{series}/{series}.{n}.dcm"
             self.write(relative)
             record_instance(

@@ -381,13 +381,13 @@ def test_other_objects_of_a_study_without_ct_go_after_spool_days(db, root, node)
 def test_series_sent_again_while_being_purged_keeps_every_file(db, root, node) -> None:
     files, _, _ = node.delivered_series(A)
     plan = plan_retention(db, root, POLICY, later(7.1))
-    node.receive(A, count=1)  # the scanner sends one image again; the series is receiving
+    node.receive(A, count=1, first=3)  # one more image arrives; the series is receiving
 
     freed = apply_retention(db, root, plan)
 
     assert freed["spool"].items == 0
     assert all(f.exists() for f in files)
-    assert len(instance_paths(db, A)) == 3 and series_row(db, A).purged_at is None
+    assert len(instance_paths(db, A)) == 4 and series_row(db, A).purged_at is None
     assert not any((root / TRASH_FOLDER).glob("*/**/*.dcm"))
 
 
@@ -404,14 +404,14 @@ def test_series_sent_again_after_its_files_were_moved_aside_gets_them_back(
 
     def receive_meanwhile(*args, **kwargs):
         assert not any(f.exists() for f in files)  # moved aside
-        node.receive(A, count=1)
+        node.receive(A, count=1, first=3)
         return forget(*args, **kwargs)
 
     monkeypatch.setattr(apply, "forget_series_instances", receive_meanwhile)
     freed = apply.apply_retention(db, root, plan)
 
     assert freed["spool"].items == 0
-    assert all(f.exists() for f in files) and len(instance_paths(db, A)) == 3
+    assert all(f.exists() for f in files) and len(instance_paths(db, A)) == 4
     assert not (root / TRASH_FOLDER).exists()
 
 
