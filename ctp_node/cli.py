@@ -23,12 +23,7 @@ FIELD_OF_VIEW_MM = 220.0
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("pynetdicom", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(verbose=getattr(args, "verbose", False))
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
@@ -36,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def configure_logging(*, verbose: bool = False) -> None:
+    """One line per event on standard error: time, level, module, message."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("pynetdicom", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +67,6 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run workers only (scale out on PostgreSQL)")
     with_config(worker)
-    worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
 
     process = commands.add_parser("process", help="offline: DICOM files/folders in, outputs out")
@@ -198,6 +202,7 @@ def _load(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _one_blas_thread()  # inherited by the worker processes serve starts
     from ctp_node.service import Node
 
     node = Node(_load(args.config))
@@ -216,7 +221,7 @@ def _worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        run_workers(config, stop, parent_pid=args.parent_pid)
+        run_workers(config, stop)
     except KeyboardInterrupt:
         stop.set()
     return 0

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from ctp_node.assemble.headers import UnreadableImageError, read_header
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.assemble.loader import LoadedSeries, load_series
 from ctp_node.perfusion import PerfusionResult
-from ctp_node.perfusion.engine import compute_perfusion
+from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityFinding, QualityLimits, assess_acquisition
@@ -43,6 +43,10 @@ RESULTS_JSON = "results.json"
 SUMMARY_PNG = "summary.png"
 
 
+#: Engine parameters that change how fast a result is computed, not the result.
+RESULT_NEUTRAL_PARAMETERS = frozenset({"worker_threads"})
+
+
 class AcquisitionUnusableError(Exception):
     """The series cannot give maps; final (retrying will not help). The message says why."""
 
@@ -55,8 +59,16 @@ class PipelineSettings:
     quality_limits: QualityLimits = field(default_factory=QualityLimits)
 
     def digest_text(self) -> str:
-        """The settings that change a result, as stable text for its version's digest."""
-        return repr((self.parameters, self.quality_limits, self.min_time_points))
+        """Everything of the settings that changes a result, as stable text for its version's
+        digest: the engine (its method and version), its parameters, the quality limits and
+        the report's numbering and wording; not how many threads compute it."""
+        parameters = {
+            k: v for k, v in asdict(self.parameters).items() if k not in RESULT_NEUTRAL_PARAMETERS
+        }
+        report = {k: v for k, v in asdict(self.report).items() if k != "version"}
+        return repr(
+            (ALGORITHM, parameters, asdict(self.quality_limits), self.min_time_points, report)
+        )
 
 
 @dataclass(frozen=True)

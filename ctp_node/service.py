@@ -6,10 +6,10 @@ take the receiver down with it).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,9 +39,11 @@ SENDER_INTERVAL_S = 1.0
 #: How often the supervisor looks at its worker processes, seconds: a dead worker's job is
 #: given back and the worker replaced within about this time.
 WORKER_CHECK_INTERVAL_S = 1.0
-#: A worker that dies sooner than this after its start is restarted only after this delay, so
-#: that a worker that cannot start (a broken installation) does not spin, seconds.
-WORKER_MIN_LIFETIME_S = 10.0
+#: A worker that dies sooner than this after its start (seconds) is one that cannot start (a
+#: broken installation, a configuration it refuses): the next is started only after
+#: WORKER_RESTART_DELAY_S, so that the supervisor does not spin.
+WORKER_MIN_LIFETIME_S = 2.0
+WORKER_RESTART_DELAY_S = 5.0
 
 
 def perfusion_parameters(config: Config) -> PerfusionParameters:
@@ -73,7 +75,13 @@ def perfusion_parameters(config: Config) -> PerfusionParameters:
             )
     if problems:
         raise ConfigError(problems, config.source_path)
-    return PerfusionParameters(**config.perfusion)  # type: ignore[arg-type]
+    try:
+        return PerfusionParameters(**config.perfusion)  # type: ignore[arg-type]
+    except ValueError as exc:  # a value the engine refuses, e.g. a negative threshold
+        names = [name for name in config.perfusion if name in str(exc)] or sorted(config.perfusion)
+        raise ConfigError(
+            [ConfigProblem(f"perfusion.{names[0]}", str(exc))], config.source_path
+        ) from exc
 
 
 def job_context(config: Config) -> JobContext:
@@ -193,10 +201,31 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def _worker_process(config_path: str) -> None:
+    """A worker process of ``serve`` (forked from the fork server, modules already loaded)."""
+    from ctp_node.cli import configure_logging
+    from ctp_node.config import load_config
+
+    configure_logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve's Ctrl-C stops workers by SIGTERM
+    try:
+        # The fork server is the parent: when serve ends, so does it, and then the worker.
+        run_workers(load_config(Path(config_path)), stop, parent_pid=os.getppid())
+    except KeyboardInterrupt:
+        stop.set()
+
+
+#: Modules the fork server imports once, so that a replacement worker starts in a fraction of
+#: a second instead of the seconds numpy, scipy, pydicom, highdicom and matplotlib take.
+WORKER_PRELOAD = ["ctp_node.service", "ctp_node.worker"]
+
+
 @dataclass
 class _WorkerProcess:
-    command: list[str]
-    process: subprocess.Popen | None = None
+    config_path: str
+    process: multiprocessing.process.BaseProcess | None = None
     started_at: float = 0.0  # time.monotonic() of the last start
     restart_at: float = 0.0  # not restarted before this time.monotonic()
 
@@ -218,6 +247,7 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._server = None
         self._workers: list[_WorkerProcess] = []
+        self._context = multiprocessing.get_context("forkserver")
 
     def start(self) -> None:
         config = self.config
@@ -260,17 +290,12 @@ class Node:
         if config.worker.count:
             if config.source_path is None:
                 raise ValueError("workers need the configuration file's path")
-            command = [
-                sys.executable,
-                "-m",
-                "ctp_node",
-                "worker",
-                "--config",
-                str(config.source_path),
-                "--parent-pid",
-                str(os.getpid()),
+            # Workers are forked from a fork server that has loaded the engine: a worker that
+            # died is replaced, and its job taken up, within about a second.
+            self._context.set_forkserver_preload(WORKER_PRELOAD)
+            self._workers = [
+                _WorkerProcess(str(config.source_path)) for _ in range(config.worker.count)
             ]
-            self._workers = [_WorkerProcess(command) for _ in range(config.worker.count)]
             self._threads.append(
                 _loop("workers", self.stop_event, WORKER_CHECK_INTERVAL_S, self._supervise_workers)
             )
@@ -302,27 +327,30 @@ class Node:
         for worker in self._workers:
             process = worker.process
             if process is not None:
-                if process.poll() is None:
+                if process.is_alive():
                     continue
                 released = release_worker_jobs(
                     self.db,
                     f"{socket.gethostname()}:{process.pid}",
-                    f"the worker process ended (exit status {process.returncode})",
+                    f"the worker process ended (exit status {process.exitcode})",
                     self.config.worker.max_attempts,
                 )
                 log.error(
                     "worker process %d exited with %s; job(s) %s given back; starting another",
                     process.pid,
-                    process.returncode,
+                    process.exitcode,
                     released or "none",
                 )
                 worker.process = None
                 lived_s = time.monotonic() - worker.started_at
                 if lived_s < WORKER_MIN_LIFETIME_S:
-                    worker.restart_at = time.monotonic() + WORKER_MIN_LIFETIME_S
+                    worker.restart_at = time.monotonic() + WORKER_RESTART_DELAY_S
             if time.monotonic() < worker.restart_at:
                 continue
-            worker.process = subprocess.Popen(worker.command)
+            worker.process = self._context.Process(
+                target=_worker_process, args=(worker.config_path,), name="ctp-node worker"
+            )
+            worker.process.start()
             worker.started_at = time.monotonic()
 
     def stop(self) -> None:
@@ -332,13 +360,13 @@ class Node:
         for thread in self._threads:
             thread.join(timeout=10)
         for worker in self._workers:
-            if worker.process is not None and worker.process.poll() is None:
+            if worker.process is not None and worker.process.is_alive():
                 worker.process.terminate()
         for worker in self._workers:
             if worker.process is not None:
-                try:
-                    worker.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
+                worker.process.join(timeout=15)
+                if worker.process.is_alive():
                     worker.process.kill()
+                    worker.process.join(timeout=5)
         self.db.dispose()
         log.info("node stopped")

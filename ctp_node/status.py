@@ -155,7 +155,7 @@ def _job_attention(
     some of its outputs could not be delivered."""
     needs = []
     if job.state == JobState.FAILED and latest.get(job.series_instance_uid) == job.id:
-        notice = "failure notice sent to PACS" if job.result_dir else "failure notice pending"
+        notice = _notice_state(job, exports)
         needs.append(
             f"job {job.id} (series {job.series_instance_uid}) failed ({notice}): {job.error}"
         )
@@ -167,6 +167,16 @@ def _job_attention(
             f"`ctp-node resend --job {job.id}` tries again"
         )
     return needs
+
+
+def _notice_state(job: Job, exports: dict[str, int]) -> str:
+    if not job.result_dir:
+        return "failure notice not written yet"
+    if not exports:
+        return "no failure notice could be sent: no destination, or no readable header"
+    if all(key.endswith(f":{ExportState.SENT}") for key in exports):
+        return "failure notice delivered"
+    return "failure notice not delivered yet"
 
 
 def _wanted(

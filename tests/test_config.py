@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +431,17 @@ def test_retention_periods_refuse_zero_and_take_null_for_ever(tmp_path: Path) ->
     assert load_config(write(tmp_path, "storage:\n  retention:\n")).storage.retention == (
         Config().storage.retention
     )
+
+
+def test_an_engine_value_the_engine_refuses_is_a_configuration_problem(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text("perfusion: {svd_threshold_min: -1}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "ctp_node", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "perfusion.svd_threshold_min" in result.stdout and "must be positive" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

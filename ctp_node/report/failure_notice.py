@@ -42,12 +42,12 @@ def build_failure_notice(
         SR; it must not contain anything but the reason.
     source_images : images of the source series (headers suffice); patient and study are taken
         from the first.
-    settings : numbering, device identity and algorithm version.
+    settings : numbering, device identity and the result's version.
 
     Returns
     -------
     ``[secondary_capture, structured_report]``, with UIDs derived from the source series UID,
-    ``"FAIL-SC"`` / ``"FAIL-SR"`` and the algorithm version.
+    ``"FAIL-SC"`` / ``"FAIL-SR"`` and the version key (:meth:`ReportSettings.uid`).
     """
     reason = " ".join(str(reason).split())
     if not reason:
@@ -87,8 +87,9 @@ def render_notice_page(
     figure.text(0.08, 0.62, "Reason", color=pages.ACCENT, fontsize=20, weight="bold")
     figure.text(0.08, 0.59, pages.wrap(reason, 70), color=pages.FOREGROUND, fontsize=20, va="top")
     advice = (
-        "No perfusion maps, volumes or mismatch result were produced for this acquisition, "
-        "and none will follow for it from this node. Read the source images directly."
+        "No perfusion maps, volumes or mismatch result were produced for this acquisition. "
+        "None will follow unless the series is sent again or reprocessed, and then as a new "
+        "version that supersedes this notice. Read the source images directly."
     )
     figure.text(0.08, 0.3, pages.wrap(advice, 80), color=pages.FOREGROUND, fontsize=16, va="top")
     figure.text(

@@ -256,7 +256,7 @@ def _show_location(axis, curve: InputCurve, acquisition: Acquisition) -> None:  
     axis.set_ylim(rows - 0.5, -0.5)
     axis.set_axis_off()
     axis.set_title(
-        f"{curve.kind}: slice {z + 1}, row {y + 1}, column {x + 1} "
+        f"{curve.kind}: (slice, row, column) ({z}, {y}, {x}), 0-based "
         f"({len(on_slice)} of {len(voxels)} voxels circled)\nimage at {peak_s:.0f} s (curve peak)",
         color=colour,
         fontsize=11,

@@ -57,7 +57,8 @@ def build_secondary_captures(
     Returns
     -------
     ``highdicom.sc.SCImage`` datasets, 8-bit RGB, 1280 × 1024 pixels, with Series and SOP
-    Instance UIDs derived from the source series UID, ``"SC"`` and the algorithm version.
+    Instance UIDs derived from the source series UID, ``"SC"`` and the version key
+    (:meth:`ReportSettings.uid`).
     """
     source_images = list(source_images)
     if not source_images:

@@ -63,21 +63,22 @@ def qualitative_evaluations_container(texts: Sequence[str]) -> hd.sr.ContainerCo
 
 
 def curve_location_text(curve: InputCurve, source_images: Sequence[pydicom.Dataset]) -> str:
-    """Where a curve was taken: each voxel as (slice, row, column) counted from 1 and, when the
-    source geometry is known, in patient coordinates (mm, DICOM LPS); and their centroid, which
-    lies between vessels when the voxels come from several."""
+    """Where a curve was taken: each voxel as (slice, row, column), 0-based voxel indices as
+    ``ctp-node reprocess --aif`` takes them, and, when the source geometry is known, in patient
+    coordinates (mm, DICOM LPS); and their centroid, which lies between vessels when the voxels
+    come from several."""
     voxels = np.asarray(curve.voxels_zyx)
     z, y, x = curve.centre_zyx
     text = (
         f"{curve.kind} location ({curve.selection} selection): {len(voxels)} voxels averaged, "
-        f"centroid at slice {z + 1}, row {y + 1}, column {x + 1}"
+        f"centroid at (slice, row, column) ({z}, {y}, {x}), 0-based"
     )
     centroid = patient_position_mm(voxels.mean(axis=0), source_images)
     if centroid is not None:
         text += ", patient position (x, y, z) = ({:.1f}, {:.1f}, {:.1f}) mm".format(*centroid)
     listed = []
     for voxel in voxels[:MAX_LISTED_VOXELS]:
-        entry = f"({voxel[0] + 1}, {voxel[1] + 1}, {voxel[2] + 1})"
+        entry = f"({voxel[0]}, {voxel[1]}, {voxel[2]})"
         position = patient_position_mm(voxel, source_images)
         if position is not None:
             entry += " at ({:.1f}, {:.1f}, {:.1f}) mm".format(*position)

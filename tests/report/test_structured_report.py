@@ -149,7 +149,7 @@ def test_aif_location_and_curve_can_be_read_back(
 ) -> None:
     texts = _texts(sr_path)
     location = next(t for t in texts if t.startswith("AIF location"))
-    assert "slice 2, row 17, column 17" in location
+    assert "(slice, row, column) (1, 16, 16), 0-based" in location
     # Voxel (z 1, row 16, column 16) of the fixture's geometry, in patient coordinates.
     source = source_headers[1]
     x, y, _ = (float(v) for v in source.ImagePositionPatient)
