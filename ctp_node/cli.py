@@ -345,10 +345,10 @@ def _status(args: argparse.Namespace) -> int:
 
 def _resend(args: argparse.Namespace) -> int:
     from ctp_node.operations import OperatorError, resend
-    from ctp_node.service import open_database
+    from ctp_node.store import open_database
 
     config = _load(args.config)
-    db = open_database(config)
+    db = open_database(config.database.url)
     try:
         done = resend(
             db, config, job_id=args.job, series_uid=args.series, destination=args.destination
@@ -367,10 +367,10 @@ def _resend(args: argparse.Namespace) -> int:
 
 def _reprocess(args: argparse.Namespace) -> int:
     from ctp_node.operations import OperatorError, reprocess
-    from ctp_node.service import open_database
+    from ctp_node.store import open_database
 
     config = _load(args.config)
-    db = open_database(config)
+    db = open_database(config.database.url)
     try:
         job_id = reprocess(db, config, series_uid=args.series, aif_zyx=args.aif, vof_zyx=args.vof)
     except OperatorError as exc:

@@ -29,6 +29,7 @@ from ctp_node.retention import apply_due_retention, retention_policy
 from ctp_node.send.scu import Peer
 from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.store import Database
+from ctp_node.store import open_database as store_database
 from ctp_node.store.outbox import retry_failed_exports
 from ctp_node.store.queue import claim_job, release_worker_jobs, running_worker_ids
 from ctp_node.worker import JobContext, notify_failed_jobs, run_job
@@ -135,9 +136,7 @@ def listener_settings(config: Config) -> ListenerSettings:
 
 
 def open_database(config: Config) -> Database:
-    db = Database(config.database.url)
-    db.create_schema()
-    return db
+    return store_database(config.database.url)
 
 
 def _loop(

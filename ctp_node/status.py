@@ -13,7 +13,7 @@ from pydicom.uid import UID
 
 from ctp_node.config import Config
 from ctp_node.retention.disk import measure_disk
-from ctp_node.store import Database
+from ctp_node.store import Database, open_database
 from ctp_node.store.ingest import list_other_series, list_rejections, list_series
 from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
 from ctp_node.store.outbox import list_exports
@@ -195,8 +195,7 @@ def _wanted(
 def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
     """Print the node's state; returns 1 when something needs attention (a failed job, an
     output not delivered, a series in error), else 0."""
-    db = Database(config.database.url)
-    db.create_schema()
+    db = open_database(config.database.url)
     status = collect_status(db, only)
     db.dispose()
     code = 1 if status["attention"] else 0

@@ -203,6 +203,20 @@ def phantom_study(tmp_path_factory: pytest.TempPathFactory):
     return phantom, paths
 
 
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory: pytest.TempPathFactory):
+    """A quick phantom study (64² × 4 slices × 41 time points) for tests of what the node does
+    with a study (versions, recovery, operator commands) rather than of the maps' accuracy."""
+    from ctp_node.demo import write_phantom_study
+    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom_dicom import StudyIdentity
+
+    folder = tmp_path_factory.mktemp("small-phantom")
+    phantom = make_phantom(PhantomSpec(matrix=64, slices=4, pixel_spacing_mm=220.0 / 64))
+    paths = write_phantom_study(phantom, folder, StudyIdentity.new())
+    return phantom, paths
+
+
 # ------------------------------------------------------------------------------------------
 # ctp-node serve as a real process
 

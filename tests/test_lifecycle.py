@@ -54,9 +54,9 @@ def _texts(ds: pydicom.Dataset) -> list[str]:
 
 
 def test_a_series_that_grows_after_its_result_gets_a_second_version(
-    phantom_study, orthanc, serve_node
+    small_study, orthanc, serve_node
 ) -> None:
-    phantom, paths = phantom_study
+    phantom, paths = small_study
     time_points = phantom.acquisition.hu.shape[0]
     first = [p for p in paths if int(p.name[1:4]) < 25]
     node = serve_node([orthanc_destination(orthanc)])
@@ -122,9 +122,9 @@ def _new_series(paths: list[Path], folder: Path, series_uid: str) -> list[Path]:
 
 
 def test_a_malformed_image_does_not_stop_the_studies_after_it(
-    phantom_study, orthanc, serve_node, tmp_path
+    small_study, orthanc, serve_node, tmp_path
 ) -> None:
-    _, paths = phantom_study
+    _, paths = small_study
     node = serve_node([orthanc_destination(orthanc)])
     bad = _new_series(paths[:1], tmp_path / "bad", "1.2.826.0.1.3680043.8.498.77")
     _spoil_rows(bad[0], bad[0])
@@ -140,9 +140,9 @@ def test_a_malformed_image_does_not_stop_the_studies_after_it(
 
 
 def test_a_member_without_geometry_is_left_out_with_a_warning(
-    phantom_study, orthanc, serve_node, tmp_path
+    small_study, orthanc, serve_node, tmp_path
 ) -> None:
-    _, paths = phantom_study
+    _, paths = small_study
     stray = pydicom.dcmread(paths[3])
     stray.SOPInstanceUID = stray.file_meta.MediaStorageSOPInstanceUID = (
         "1.2.826.0.1.3680043.8.498.5"
@@ -160,7 +160,8 @@ def test_a_member_without_geometry_is_left_out_with_a_warning(
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 24 MB tmpfs: room for the received phantom study (~11 MB), not for its outputs (~31 MB).
+    """A 24 MB tmpfs: room for the received study (~1.5 MB), not for its outputs (~30 MB, most
+    of it the seven 1280 × 1024 RGB summary pages).
     Yields a function that makes it 256 MB, as an administrator freeing space would."""
     mount = tmp_path / "node0" / "storage"
     mount.mkdir(parents=True)
@@ -180,9 +181,9 @@ def small_disk(tmp_path: Path):
 
 
 def test_a_full_disk_during_processing_delays_the_results_but_loses_nothing(
-    phantom_study, orthanc, serve_node, small_disk
+    small_study, orthanc, serve_node, small_disk
 ) -> None:
-    _, paths = phantom_study
+    _, paths = small_study
     node = serve_node(
         [orthanc_destination(orthanc)],
         worker={"retry_backoff_s": 1.0, "retry_backoff_max_s": 2.0, "max_attempts": 1},

@@ -39,9 +39,9 @@ def _sent(node) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_reprocess_with_a_chosen_aif_then_resend_the_latest_version(
-    phantom_study, orthanc, serve_node
+    small_study, orthanc, serve_node
 ) -> None:
-    _, paths = phantom_study
+    _, paths = small_study
     node = serve_node([orthanc_destination(orthanc)])
     assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
     wait_until(lambda: _sent(node) == OUTPUTS_PER_RESULT, 180, "version 1 in Orthanc")
@@ -51,7 +51,7 @@ def test_reprocess_with_a_chosen_aif_then_resend_the_latest_version(
     z, y, x = summary["aif"]["centre_zyx"]
 
     outside = ctp_node(node, "reprocess", "--series", series_uid, "--aif", "99,0,0")
-    assert outside.returncode == 2 and "lies outside the images: slice 0-7" in outside.stderr
+    assert outside.returncode == 2 and "lies outside the images: slice 0-3" in outside.stderr
     assert "Traceback" not in outside.stderr
     unknown = ctp_node(node, "reprocess", "--series", "1.2.3.4")
     assert unknown.returncode == 2 and "has no series 1.2.3.4" in unknown.stderr
@@ -99,9 +99,9 @@ def orthanc_delete(orthanc, path: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_outputs_that_gave_up_need_attention_until_a_restart_delivers_them(
-    phantom_study, serve_node, tmp_path
+    small_study, serve_node, tmp_path
 ) -> None:
-    _, paths = phantom_study
+    _, paths = small_study
     port = free_port()  # the PACS is down: nothing listens there yet
     destination = {"name": "orthanc", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": port}
     node = serve_node([destination], send={"max_attempts": 1})

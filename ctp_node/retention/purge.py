@@ -10,7 +10,7 @@ from ctp_node.config import Config
 from ctp_node.retention.apply import apply_retention
 from ctp_node.retention.plan import CATEGORIES, Freed, RetentionPlan, plan_retention
 from ctp_node.retention.rules import RetentionPolicy, retention_policy
-from ctp_node.store import Database
+from ctp_node.store import open_database
 from ctp_node.store.models import utcnow
 
 #: Undelivered or unprocessed things listed one by one; beyond that, counted.
@@ -21,8 +21,7 @@ def purge(config: Config, *, dry_run: bool) -> int:
     """Print the plan, apply it unless ``dry_run``, print what was freed. Returns 0."""
     policy = retention_policy(config)
     root = Path(config.storage.root)
-    db = Database(config.database.url)
-    db.create_schema()
+    db = open_database(config.database.url)
     try:
         plan = plan_retention(db, root, policy, utcnow())
         print(f"retention at {plan.now.isoformat(timespec='seconds')}Z ({_describe(policy)})")

@@ -70,6 +70,13 @@ class Database:
         self.engine.dispose()
 
 
+def open_database(url: str) -> Database:
+    """The database at ``url``, its tables created or upgraded (:meth:`Database.create_schema`)."""
+    db = Database(url)
+    db.create_schema()
+    return db
+
+
 def _add_missing_columns(engine: Engine) -> list[str]:
     """``ALTER TABLE … ADD COLUMN`` for every model column the database lacks; returns
     ``table.column`` of each one added."""
