@@ -25,16 +25,30 @@ from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
 
 
 def write_other_objects(ct_image: Path, folder: Path) -> dict[str, list[Path]]:
-    """A Secondary Capture, an X-Ray Radiation Dose SR, an MR image and a single-volume CT of
-    ``ct_image``'s study and patient, in ``folder``; returns the paths by kind."""
+    """A Secondary Capture, an X-Ray Radiation Dose SR, an MR image, a vendor's private
+    "CSA non-image" object and a single-volume CT of ``ct_image``'s study and patient, in
+    ``folder``; returns the paths by kind."""
     folder.mkdir(parents=True, exist_ok=True)
     source = pydicom.dcmread(ct_image)
     return {
         "secondary_capture": [_secondary_capture(source, folder / "dose-screen.dcm")],
         "dose_sr": [_dose_report(source, folder / "dose-report.dcm")],
         "mr": [_mr_image(source, folder / "mr.dcm")],
+        "private": [_private_object(source, folder / "csa-non-image.dcm")],
         "single_volume_ct": _single_volume_ct(source, folder / "head-ct"),
     }
+
+
+#: Siemens' CSA Non-Image Storage: a private SOP class scanners send with their studies.
+PRIVATE_SOP_CLASS = "1.3.12.2.1107.5.9.1"
+
+
+def _private_object(source: Dataset, path: Path) -> Path:
+    ds = _study_header(source, PRIVATE_SOP_CLASS, "OT", 99)
+    block = ds.private_block(0x0029, "SIEMENS CSA NON-IMAGE", create=True)
+    block.add_new(0x10, "OB", b"\x00" * 64)  # vendor data, opaque to anyone else
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def _study_header(source: Dataset, sop_class: str, modality: str, series_number: int) -> Dataset:

@@ -7,8 +7,10 @@ caller is not on ``node.allowed_callers`` (if that list is not empty), and by py
 ``node.max_associations`` are already open or when it cannot decode the A-ASSOCIATE-RQ (an AE
 title with control characters or a backslash: it aborts without an event of its own, so the
 request's raw AE titles are noted when its bytes arrive). Within an accepted association, a
-presentation context is refused when its SOP class is not a storage class (or Verification),
-or when CT is proposed only in transfer syntaxes the node does not accept (lossy ones).
+presentation context is refused when its SOP class is a service the node does not offer (a
+known SOP class that is not storage or Verification: query, retrieve, worklist…), or when CT
+is proposed only in transfer syntaxes the node does not accept (lossy ones). A private or
+unknown SOP class is accepted as storage (:func:`accept_private_storage`).
 
 Logs carry UIDs, AE titles and addresses only; AE titles lose their control characters first,
 in pynetdicom's own log lines too (:func:`printable_pynetdicom_logs`).
@@ -21,9 +23,11 @@ import unicodedata
 from dataclasses import dataclass
 
 from pydicom.uid import UID
-from pynetdicom import evt
+from pynetdicom import build_context, evt, register_uid, sop_class
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
 
 from ctp_node.store import Database
 from ctp_node.store.ingest import record_rejection
@@ -122,10 +126,12 @@ def association_refusal(
 def handle_requested(
     event: evt.Event, node_ae_title: str, allowed: tuple[Caller, ...], db: Database
 ) -> None:
-    """EVT_REQUESTED: refuse a wrong called AE title or a caller that is not allowed."""
+    """EVT_REQUESTED: refuse a wrong called AE title or a caller that is not allowed; accept
+    the private SOP classes the caller proposes as storage."""
     requestor = Requestor.of(event.assoc)
     refusal = association_refusal(requestor, node_ae_title, allowed)
     if refusal is None:
+        accept_private_storage(event.assoc)
         return
     codes, why = refusal
     _refused_association(requestor, f"{why}; {_rejection(*codes)}", db)  # before the answer
@@ -133,6 +139,39 @@ def handle_requested(
     # Wait until the A-ASSOCIATE-RJ is out, as pynetdicom does for its own rejections; else
     # the connection is closed under it and the peer sees an abort instead of the reason.
     event.assoc.kill()
+
+
+def accept_private_storage(assoc: Association) -> list[str]:
+    """Support, for this association, the private and unknown SOP classes its requestor
+    proposes (a vendor's raw-data or "CSA non-image" objects sent with the study), in the
+    transfer syntaxes proposed, as storage. Without this a whole-study send stops at the first
+    such object: DCMTK storescu ends when a file has no accepted presentation context.
+
+    pynetdicom only offers ``_config.UNRESTRICTED_STORAGE_SERVICE`` for this, which would also
+    accept CT in lossy syntaxes; here the node's own contexts stay as they are, and only the
+    classes pynetdicom does not know are added (registered as storage, so that its C-STOREs
+    reach the node's handler, which records them as other objects). Returns their UIDs."""
+    proposed = assoc.requestor.primitive.presentation_context_definition_list
+    supported = {str(cx.abstract_syntax) for cx in assoc.acceptor.supported_contexts}
+    added: dict[str, PresentationContext] = {}
+    for context in proposed:
+        uid = UID(str(context.abstract_syntax))
+        known = hasattr(sop_class, uid.keyword) if uid.keyword else False
+        if uid in supported or uid in added or known or not uid.is_valid:
+            continue
+        if uid not in _PRIVATE_REGISTERED:
+            keyword = "PrivateStorage" + uid.replace(".", "_")
+            register_uid(uid, keyword, StorageServiceClass)
+            _PRIVATE_REGISTERED.add(uid)
+        added[uid] = build_context(uid, [str(ts) for ts in context.transfer_syntax])
+    if added:
+        assoc.acceptor.supported_contexts = [*assoc.acceptor.supported_contexts, *added.values()]
+        log.info("private SOP class(es) accepted as storage: %s", ", ".join(added))
+    return list(added)
+
+
+#: Private SOP class UIDs registered with pynetdicom as storage (once per process).
+_PRIVATE_REGISTERED: set[str] = set()
 
 
 def handle_rejected(event: evt.Event, db: Database) -> None:

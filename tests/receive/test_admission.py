@@ -19,7 +19,8 @@ from ctp_node.store.ingest import list_rejections, list_series
 from tests.conftest import FAST_TCP_ENV, dcmtk, echo_ok, stored_count, storescu, wait_until
 from tests.receive.conftest import AE_TITLE
 
-MADE_UP_SOP_CLASS = "1.2.826.0.1.3680043.8.498.99.1"
+#: Study Root Query/Retrieve Information Model - FIND: a service the node does not offer.
+QUERY_SOP_CLASS = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 def _status_lines(db, capsys) -> list[str]:
@@ -107,10 +108,13 @@ def test_lossy_ct_context_is_refused_recorded_and_listed(
     assert "CT1 at 127.0.0.1  context" in line
 
 
-def test_made_up_sop_class_is_refused_and_recorded(listener) -> None:
+def test_a_service_the_node_does_not_offer_is_refused_and_recorded(listener) -> None:
+    """Query (C-FIND) is not a service of the node: its context is refused, with a trace. (A
+    SOP class pynetdicom does not know, a vendor's private one, is accepted as storage: see
+    test_intake's whole-study send.)"""
     port, _, db = listener()
     ae = AE(ae_title="WORKSTATION")
-    ae.add_requested_context(MADE_UP_SOP_CLASS, ExplicitVRLittleEndian)
+    ae.add_requested_context(QUERY_SOP_CLASS, ExplicitVRLittleEndian)
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
     try:
@@ -120,7 +124,7 @@ def test_made_up_sop_class_is_refused_and_recorded(listener) -> None:
         assoc.release()
     (rejection,) = list_rejections(db)
     assert rejection.kind == "context" and rejection.calling_ae_title == "WORKSTATION"
-    assert MADE_UP_SOP_CLASS in rejection.reason
+    assert QUERY_SOP_CLASS in rejection.reason
     assert "Explicit VR Little Endian" in rejection.reason
     assert "does not accept this SOP class" in rejection.reason
 

@@ -45,15 +45,38 @@ def _instance(db, sop_uid: str) -> Instance:
         return s.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).one()
 
 
+#: A storescu profile that proposes Siemens' private CSA Non-Image Storage.
+PRIVATE_PROFILE = """
+[[TransferSyntaxes]]
+[Uncompressed]
+TransferSyntax1 = LocalEndianExplicit
+TransferSyntax2 = LittleEndianImplicit
+[[PresentationContexts]]
+[P]
+PresentationContext1 = 1.3.12.2.1107.5.9.1\\Uncompressed
+[[Profiles]]
+[P]
+PresentationContexts = P
+"""
+
+
 @pytest.mark.parametrize("keep", [False, True])
 def test_whole_study_send_succeeds_and_other_objects_are_recorded(
-    listener, whole_study, keep
+    listener, whole_study, keep, tmp_path
 ) -> None:
     port, spool, db = listener(keep_other_objects=keep)
-    files = _files(whole_study)
+    files = _files({k: v for k, v in whole_study.items() if k != "private"})
     sent = storescu(files, port, AE_TITLE, calling="CT1")
     assert sent.returncode == 0
     assert stored_count(sent) == len(files), sent.stderr
+    # storescu proposes a class it does not know (a vendor's private one) only from a
+    # configuration profile, as a PACS routing rule would; the node accepts it as storage.
+    profile = tmp_path / "private.cfg"
+    profile.write_text(PRIVATE_PROFILE)
+    private = storescu(
+        whole_study["private"], port, AE_TITLE, calling="CT1", extra=("-xf", str(profile), "P")
+    )
+    assert private.returncode == 0 and stored_count(private) == 1, private.stderr
 
     series = {s.series_instance_uid: s.instance_count for s in list_series(db)}
     perfusion, head = (
@@ -68,6 +91,7 @@ def test_whole_study_send_succeeds_and_other_objects_are_recorded(
         "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
         "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
         "1.2.840.10008.5.1.4.1.1.4",  # MR
+        "1.3.12.2.1107.5.9.1",  # private: Siemens CSA Non-Image
     }
     mr = others["1.2.840.10008.5.1.4.1.1.4"]
     assert (mr.modality, mr.objects, mr.kept) == ("MR", 1, int(keep))
@@ -75,17 +99,19 @@ def test_whole_study_send_succeeds_and_other_objects_are_recorded(
     assert list_rejections(db) == []
 
     kept = sorted((spool.root / "other").rglob("*.dcm")) if keep else []
-    assert len(kept) == (3 if keep else 0)
+    assert len(kept) == (4 if keep else 0)
     # kept as received: the same data set (its file meta is the node's)
     sent_others = [
-        pydicom.dcmread(p) for k in ("secondary_capture", "dose_sr", "mr") for p in whole_study[k]
+        pydicom.dcmread(p)
+        for k in ("secondary_capture", "dose_sr", "mr", "private")
+        for p in whole_study[k]
     ]
     by_uid = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, kept)}
     if keep:
         assert by_uid == {ds.SOPInstanceUID: ds for ds in sent_others}
     if keep:  # a resend keeps no second copy
         storescu(whole_study["mr"], port, AE_TITLE)
-        assert len(list((spool.root / "other").rglob("*.dcm"))) == 3
+        assert len(list((spool.root / "other").rglob("*.dcm"))) == 4
 
 
 def test_announced_size_and_slice_position_are_recorded(listener, small_series) -> None:
