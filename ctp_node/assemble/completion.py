@@ -34,6 +34,12 @@ from ctp_node.store.ingest import (
 log = logging.getLogger(__name__)
 
 
+#: Seconds without a new image before a series whose NumberOfTemporalPositions × slices have
+#: arrived counts as complete (see :func:`announced_complete`): longer than a sender's pause
+#: between two images of one send (milliseconds), much shorter than the quiet time.
+ANNOUNCED_SETTLE_S = 2.0
+
+
 @dataclass(frozen=True)
 class CompletionSettings:
     """When a series counts as complete.
@@ -56,7 +62,10 @@ def announced_complete(size: AnnouncedSize) -> bool:
       counted) equal it;
     - NumberOfTemporalPositions (0020,0105), the same in every instance: every slice position
       has exactly that many single-frame images, or (multi-frame instances of equal size, one
-      per time point) that many instances have arrived.
+      per time point) that many instances have arrived; and nothing has arrived for
+      :data:`ANNOUNCED_SETTLE_S`. The header does not say how many slice positions there are,
+      so a sender that goes slice by slice has every position seen so far complete after each
+      slice: the short settle waits until it has stopped sending.
 
     A scanner that announces neither waits for the quiet time.
     """
@@ -69,6 +78,8 @@ def announced_complete(size: AnnouncedSize) -> bool:
     if size.frames_per_instance and size.frames_per_instance > 1:
         return size.instances == temporal
     if size.frames_per_instance != 1 or len(size.slice_positions_mm) != size.instances:
+        return False
+    if size.quiet_s < ANNOUNCED_SETTLE_S:
         return False
     cluster_of = cluster_positions(list(size.slice_positions_mm), POSITION_TOLERANCE_MM)
     per_position: dict[int, int] = {}

@@ -280,6 +280,7 @@ class AnnouncedSize:
     temporal_positions : NumberOfTemporalPositions when every instance gives the same, else None.
     frames_per_instance : NumberOfFrames when every instance has the same, else None.
     slice_positions_mm : position along the slice normal of each single-frame instance.
+    quiet_s : seconds since the series' last instance arrived.
     """
 
     instances: int
@@ -288,6 +289,7 @@ class AnnouncedSize:
     temporal_positions: int | None
     frames_per_instance: int | None
     slice_positions_mm: tuple[float, ...] = ()
+    quiet_s: float = 0.0
 
 
 def announced_sizes(
@@ -296,7 +298,8 @@ def announced_sizes(
     """For every series still *receiving* and not yet quiet for ``stable_after_s``: what its
     headers announce (one aggregate query; slice positions only for series that announce their
     number of time points)."""
-    cutoff = (now or utcnow()) - dt.timedelta(seconds=stable_after_s)
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=stable_after_s)
     i = Instance
     with db.session() as s:
         rows = s.execute(
@@ -312,13 +315,15 @@ def announced_sizes(
                 func.count(i.temporal_positions),
                 func.min(i.frames),
                 func.max(i.frames),
+                func.max(Series.last_received_at),
             )
             .join(Series, Series.series_instance_uid == i.series_instance_uid)
             .where(Series.state == SeriesState.RECEIVING, Series.last_received_at > cutoff)
             .group_by(i.series_instance_uid)
         ).all()
         sizes = {}
-        for uid, count, images, ia_lo, ia_hi, ia_n, tp_lo, tp_hi, tp_n, f_lo, f_hi in rows:
+        for row in rows:
+            uid, count, images, ia_lo, ia_hi, ia_n, tp_lo, tp_hi, tp_n, f_lo, f_hi, last = row
             temporal = tp_lo if tp_n == count and tp_lo == tp_hi else None
             positions: tuple[float, ...] = ()
             if temporal and f_hi == 1:
@@ -336,6 +341,7 @@ def announced_sizes(
                 temporal_positions=temporal,
                 frames_per_instance=f_lo if f_lo == f_hi else None,
                 slice_positions_mm=positions,
+                quiet_s=(now - last).total_seconds(),
             )
         return sizes
 

@@ -3,6 +3,7 @@ never stops the others."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,16 @@ from ctp_node.store.ingest import (
     list_series,
     record_instance,
 )
-from ctp_node.store.models import Instance
+from ctp_node.store.models import Instance, Series, utcnow
 from ctp_node.store.queue import list_jobs
 
 T, Z = 12, 3
 
 
 def _size(instances: int, **announced) -> AnnouncedSize:  # type: ignore[no-untyped-def]
+    """What a series announces, quiet for 5 s unless ``quiet_s`` says otherwise."""
     return AnnouncedSize(
+        quiet_s=announced.get("quiet_s", 5.0),
         instances=instances,
         images=instances * (announced.get("frames_per_instance") or 1),
         images_in_acquisition=announced.get("images_in_acquisition"),
@@ -54,6 +57,15 @@ def test_every_slice_at_every_temporal_position_is_complete() -> None:
     partial = full[: (T - 1) * Z + 2]
     assert not announced_complete(
         _size(len(partial), temporal_positions=T, slice_positions_mm=partial)
+    )
+    # sent slice by slice: after the first slice, every position seen has all its time points;
+    # only a pause in the sending tells that no other slice follows
+    first_slice = tuple(0.0 for _ in range(T))
+    assert not announced_complete(
+        _size(T, temporal_positions=T, slice_positions_mm=first_slice, quiet_s=0.1)
+    )
+    assert not announced_complete(
+        _size(T * Z, temporal_positions=T, slice_positions_mm=full, quiet_s=0.5)
     )
     # positions that differ by less than the tolerance are the same slice
     jittered = tuple(p + 0.01 * (i % 2) for i, p in enumerate(full))
@@ -145,6 +157,11 @@ def test_a_series_whose_announced_images_arrived_is_queued_without_waiting(db, t
     assert decide_complete_series(db, tmp_path, settings) == []  # one image short, not quiet
     assert not announced_complete(announced_sizes(db, 3600)[series_uid])
     _record(db, tmp_path, paths[-1:])
+    assert decide_complete_series(db, tmp_path, settings) == []  # still sending, maybe
+    with db.engine.begin() as connection:  # the sender has been silent for 3 s
+        connection.execute(
+            update(Series).values(last_received_at=utcnow() - dt.timedelta(seconds=3))
+        )
     assert len(decide_complete_series(db, tmp_path, settings)) == 1
     (series,) = list_series(db)
     assert series.state == "perfusion" and "all announced images arrived" in series.reason
