@@ -43,6 +43,21 @@ def write_other_objects(ct_image: Path, folder: Path) -> dict[str, list[Path]]:
 PRIVATE_SOP_CLASS = "1.3.12.2.1107.5.9.1"
 
 
+#: A DCMTK storescu profile (``-xf FILE P``) that proposes Siemens' private CSA Non-Image Storage.
+PRIVATE_PROFILE = """
+[[TransferSyntaxes]]
+[Uncompressed]
+TransferSyntax1 = LocalEndianExplicit
+TransferSyntax2 = LittleEndianImplicit
+[[PresentationContexts]]
+[P]
+PresentationContext1 = 1.3.12.2.1107.5.9.1\\Uncompressed
+[[Profiles]]
+[P]
+PresentationContexts = P
+"""
+
+
 def _private_object(source: Dataset, path: Path) -> Path:
     ds = _study_header(source, PRIVATE_SOP_CLASS, "OT", 99)
     block = ds.private_block(0x0029, "SIEMENS CSA NON-IMAGE", create=True)

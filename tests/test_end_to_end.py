@@ -36,7 +36,7 @@ from tests.dicom_checks import (
     map_volume,
     parametric_maps_in,
 )
-from tests.study_objects import write_other_objects
+from tests.study_objects import PRIVATE_PROFILE, write_other_objects
 
 pytestmark = pytest.mark.slow
 
@@ -298,16 +298,22 @@ def test_invalid_configuration_is_refused_with_key_path(tmp_path: Path) -> None:
 def test_whole_study_send_gives_maps_and_lists_the_other_objects(
     phantom_study, orthanc, serve_node, tmp_path
 ) -> None:
-    """A scanner sends the whole study: dose screen, dose SR, an MR image and a plain head CT
-    beside the perfusion series. Nothing aborts, every object is acknowledged, the maps reach
-    PACS, and the others are listed (and kept, as configured)."""
+    """A scanner sends the whole study: dose screen, dose SR, an MR image, a vendor's private
+    object and a plain head CT beside the perfusion series. Nothing aborts, every object is
+    acknowledged, the maps reach PACS, and the others are listed (and kept, as configured)."""
     phantom, paths = phantom_study
     others = write_other_objects(paths[0], tmp_path / "others")
+    private = others.pop("private")
     files = [*paths, *(p for kind in others.values() for p in kind)]
     node = serve_node([orthanc_destination(orthanc)], ingest={"keep_other_objects": True})
     sent = storescu(files, node.port, node.ae_title, calling="CT1")
     assert sent.returncode == 0, sent.stderr[-2000:]
     assert stored_count(sent) == len(files), sent.stderr[-2000:]
+    # storescu proposes a private SOP class only from a profile, as a routing rule would
+    (tmp_path / "private.cfg").write_text(PRIVATE_PROFILE)
+    profile = ("-xf", str(tmp_path / "private.cfg"), "P")
+    sent = storescu(private, node.port, node.ae_title, calling="CT1", extra=profile)
+    assert sent.returncode == 0 and stored_count(sent) == 1, sent.stderr[-2000:]
 
     maps = wait_until(
         lambda: (m := parametric_maps_in(orthanc)) and len(m) == len(MAP_NAMES) and m,
@@ -322,6 +328,7 @@ def test_whole_study_send_gives_maps_and_lists_the_other_objects(
         ("Secondary Capture Image Storage", "OT", 1, 1),
         ("X-Ray Radiation Dose SR Storage", "SR", 1, 1),
         ("MR Image Storage", "MR", 1, 1),
+        ("1.3.12.2.1107.5.9.1", "OT", 1, 1),  # private: pydicom has no name for it
     }
     assert all("is not CT" in o["reason"] for o in other_objects)
     head = str(pydicom.dcmread(others["single_volume_ct"][0]).SeriesInstanceUID)
@@ -336,5 +343,5 @@ def test_whole_study_send_gives_maps_and_lists_the_other_objects(
         "the single-volume CT to be ignored",
     )
     kept = list((node.root / "storage" / "other").rglob("*.dcm"))
-    assert len(kept) == 3
+    assert len(kept) == 4
     assert status["rejections"] == []

@@ -26,7 +26,7 @@ from ctp_node.store.ingest import (
 from ctp_node.store.models import Instance
 from tests.conftest import stored_count, storescu
 from tests.receive.conftest import AE_TITLE, send_with_pynetdicom
-from tests.study_objects import write_other_objects
+from tests.study_objects import PRIVATE_PROFILE, write_other_objects
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +43,6 @@ def _files(study: dict[str, list[Path]]) -> list[Path]:
 def _instance(db, sop_uid: str) -> Instance:
     with db.session() as s:
         return s.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).one()
-
-
-#: A storescu profile that proposes Siemens' private CSA Non-Image Storage.
-PRIVATE_PROFILE = """
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LocalEndianExplicit
-TransferSyntax2 = LittleEndianImplicit
-[[PresentationContexts]]
-[P]
-PresentationContext1 = 1.3.12.2.1107.5.9.1\\Uncompressed
-[[Profiles]]
-[P]
-PresentationContexts = P
-"""
 
 
 @pytest.mark.parametrize("keep", [False, True])
