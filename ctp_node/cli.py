@@ -344,44 +344,48 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _resend(args: argparse.Namespace) -> int:
-    from ctp_node.operations import OperatorError, resend
-    from ctp_node.store import open_database
+    from ctp_node.operations import resend
 
-    config = _load(args.config)
-    db = open_database(config.database.url)
-    try:
+    def run(db, config) -> str:  # type: ignore[no-untyped-def]
         done = resend(
             db, config, job_id=args.job, series_uid=args.series, destination=args.destination
         )
-    except OperatorError as exc:
-        print(f"ctp-node resend: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        db.dispose()
-    print(
-        f"job {done.job_id} (version {done.version}): {done.queued} export(s) queued to "
-        f"{', '.join(done.destinations)}; `ctp-node status --series` follows them"
-    )
-    return 0
+        return (
+            f"job {done.job_id} (version {done.version}): {done.queued} export(s) queued to "
+            f"{', '.join(done.destinations)}; `ctp-node status --series` follows them"
+        )
+
+    return _operator_command("resend", args, run)
 
 
 def _reprocess(args: argparse.Namespace) -> int:
-    from ctp_node.operations import OperatorError, reprocess
+    from ctp_node.operations import reprocess
+
+    def run(db, config) -> str:  # type: ignore[no-untyped-def]
+        job_id = reprocess(db, config, series_uid=args.series, aif_zyx=args.aif, vof_zyx=args.vof)
+        return (
+            f"series {args.series} queued as job {job_id}; the node's workers compute it, and "
+            "its result supersedes the earlier one if anything differs"
+        )
+
+    return _operator_command("reprocess", args, run)
+
+
+def _operator_command(name: str, args: argparse.Namespace, run) -> int:  # type: ignore[no-untyped-def]
+    """Run an operator request against the node's database: its summary on stdout and exit 0,
+    or why it was refused on stderr and exit 2."""
+    from ctp_node.operations import OperatorError
     from ctp_node.store import open_database
 
     config = _load(args.config)
     db = open_database(config.database.url)
     try:
-        job_id = reprocess(db, config, series_uid=args.series, aif_zyx=args.aif, vof_zyx=args.vof)
+        print(run(db, config))
     except OperatorError as exc:
-        print(f"ctp-node reprocess: {exc}", file=sys.stderr)
+        print(f"ctp-node {name}: {exc}", file=sys.stderr)
         return 2
     finally:
         db.dispose()
-    print(
-        f"series {args.series} queued as job {job_id}; the node's workers compute it, and its "
-        "result supersedes the earlier one if anything differs"
-    )
     return 0
 
 

@@ -14,8 +14,9 @@ from pydicom.uid import UID
 from ctp_node.config import Config
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
-from ctp_node.store.ingest import list_other_series, list_rejections, list_series
+from ctp_node.store.ingest import list_rejections, list_series
 from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
+from ctp_node.store.others import list_other_series
 from ctp_node.store.outbox import list_exports
 from ctp_node.store.queue import list_jobs
 

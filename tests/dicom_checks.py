@@ -83,3 +83,20 @@ def check_maps_against_truth(maps: dict[str, pydicom.Dataset], phantom, study_ui
     )
     assert tmax_error_s <= TMAX_TOLERANCE_S, f"median Tmax off the true delay by {tmax_error_s} s"
     return volumes
+
+
+def spoil_rows(path: Path, out: Path | None = None) -> Path:
+    """Rows (0028,0010) rewritten 3 bytes long (explicit VR little endian file): the file still
+    parses, the element does not. Written to ``out`` (default: in place)."""
+    data = path.read_bytes()
+    element = b"\x28\x00\x10\x00US\x02\x00"
+    at = data.index(element)
+    out = out or path
+    out.write_bytes(
+        data[:at]
+        + b"\x28\x00\x10\x00US\x03\x00"
+        + data[at + 8 : at + 10]
+        + b"\x00"
+        + data[at + 10 :]
+    )
+    return out

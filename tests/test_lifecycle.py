@@ -19,7 +19,7 @@ from tests.conftest import (
     storescu,
     wait_until,
 )
-from tests.dicom_checks import MAP_NAMES
+from tests.dicom_checks import MAP_NAMES, spoil_rows
 
 pytestmark = pytest.mark.slow
 
@@ -94,21 +94,6 @@ def test_a_series_that_grows_after_its_result_gets_a_second_version(
     assert '"time_points": 25' in summaries[0]
 
 
-def _spoil_rows(path: Path, out: Path) -> Path:
-    """A copy whose Rows (0028,0010) is 3 bytes long: the file parses, the element does not."""
-    data = path.read_bytes()
-    element = b"\x28\x00\x10\x00US\x02\x00"
-    at = data.index(element)
-    out.write_bytes(
-        data[:at]
-        + b"\x28\x00\x10\x00US\x03\x00"
-        + data[at + 8 : at + 10]
-        + b"\x00"
-        + data[at + 10 :]
-    )
-    return out
-
-
 def _new_series(paths: list[Path], folder: Path, series_uid: str) -> list[Path]:
     folder.mkdir()
     copies = []
@@ -127,7 +112,7 @@ def test_a_malformed_image_does_not_stop_the_studies_after_it(
     _, paths = small_study
     node = serve_node([orthanc_destination(orthanc)])
     bad = _new_series(paths[:1], tmp_path / "bad", "1.2.826.0.1.3680043.8.498.77")
-    _spoil_rows(bad[0], bad[0])
+    spoil_rows(bad[0])
     storescu(bad, node.port, node.ae_title)
     assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
     wait_until(

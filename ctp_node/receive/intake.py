@@ -25,9 +25,9 @@ from ctp_node.store.ingest import (
     ReceivedInstance,
     find_instance,
     record_instance,
-    record_other_object,
     record_rejection,
 )
+from ctp_node.store.others import record_other_object
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from ctp_node.store.ingest import (
 )
 from ctp_node.store.models import Instance, Series, utcnow
 from ctp_node.store.queue import list_jobs
+from tests.dicom_checks import spoil_rows
 
 T, Z = 12, 3
 
@@ -136,20 +137,6 @@ def _record(db: Database, root: Path, paths: list[Path]) -> str:
     return series_uid
 
 
-def _spoil_rows(path: Path) -> None:
-    """Rows (0028,0010) written 3 bytes long: the file parses, the element does not."""
-    data = path.read_bytes()
-    element = b"\x28\x00\x10\x00US\x02\x00"
-    at = data.index(element)
-    path.write_bytes(
-        data[:at]
-        + b"\x28\x00\x10\x00US\x03\x00"
-        + data[at + 8 : at + 10]
-        + b"\x00"
-        + data[at + 10 :]
-    )
-
-
 def test_a_series_whose_announced_images_arrived_is_queued_without_waiting(db, tmp_path) -> None:
     paths = _series_on_disk(tmp_path, "ct")
     series_uid = _record(db, tmp_path, paths[:-1])
@@ -169,7 +156,7 @@ def test_a_series_whose_announced_images_arrived_is_queued_without_waiting(db, t
 
 def test_a_malformed_image_does_not_stop_the_other_series(db, tmp_path) -> None:
     bad = _series_on_disk(tmp_path, "bad")[:1]
-    _spoil_rows(bad[0])
+    spoil_rows(bad[0])
     bad_uid = _record(db, tmp_path, bad)
     good_uid = _record(db, tmp_path, _series_on_disk(tmp_path, "good"))
     settings = CompletionSettings(stable_after_s=0.0, min_time_points=10)
@@ -184,7 +171,7 @@ def test_a_malformed_image_does_not_stop_the_other_series(db, tmp_path) -> None:
 
 def test_a_perfusion_series_with_an_unreadable_member_is_still_queued(db, tmp_path) -> None:
     paths = _series_on_disk(tmp_path, "ct")
-    _spoil_rows(paths[4])
+    spoil_rows(paths[4])
     series_uid = _record(db, tmp_path, paths)
     settings = CompletionSettings(stable_after_s=0.0, min_time_points=10)
     assert len(decide_complete_series(db, tmp_path, settings)) == 1

@@ -19,11 +19,11 @@ from ctp_node.receive.intake import (
 )
 from ctp_node.store.ingest import (
     instance_paths,
-    list_other_series,
     list_rejections,
     list_series,
 )
 from ctp_node.store.models import Instance
+from ctp_node.store.others import list_other_series
 from tests.conftest import stored_count, storescu
 from tests.receive.conftest import AE_TITLE, send_with_pynetdicom
 from tests.study_objects import PRIVATE_PROFILE, write_other_objects

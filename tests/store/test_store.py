@@ -14,14 +14,13 @@ from ctp_node.store.ingest import (
     find_instance,
     forget_instances,
     instance_paths,
-    list_other_series,
     list_series,
     record_instance,
-    record_other_object,
     series_purge_states,
     stable_series,
 )
 from ctp_node.store.models import ExportState, Instance, Job, JobState, SeriesState, utcnow
+from ctp_node.store.others import list_other_series, record_other_object
 from ctp_node.store.outbox import (
     OutputObject,
     due_exports,
