@@ -132,6 +132,11 @@ def listener_settings(config: Config) -> ListenerSettings:
         dimse_timeout_s=node.dimse_timeout_s,
         network_timeout_s=node.network_timeout_s,
         keep_other_objects=config.ingest.keep_other_objects,
+        max_pending_connections=node.max_pending_connections,
+        request_timeout_s=node.request_timeout_s,
+        idle_eviction_s=node.idle_eviction_s,
+        max_pdu_bytes=node.max_pdu_bytes,
+        max_object_bytes=node.max_object_bytes,
     )
 
 

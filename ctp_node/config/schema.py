@@ -73,14 +73,41 @@ class AllowedCaller(_Section):
 class NodeConfig(_Section):
     """The DICOM face of the node (the C-STORE SCP).
 
+    A connection is *pending* from its TCP connect (and TLS handshake) until its
+    A-ASSOCIATE-RQ is accepted, then *admitted*; each stage has its own budget, so that idle,
+    half-open or garbage connections never keep a scanner out (they took the node off the air
+    when one budget served both).
+
     Attributes
     ----------
     ae_title : called AE title the node answers to.
     port : TCP port it listens on.
     bind : IP address it listens on (``0.0.0.0``: every interface).
     allowed_callers : callers accepted; empty accepts any caller.
-    max_associations : associations served at the same time.
-    acse_timeout_s, dimse_timeout_s, network_timeout_s : pynetdicom timeouts in seconds.
+    max_associations : admitted associations served at the same time. When all are busy, the
+        one silent for longest is closed if silent for ``idle_eviction_s``; else a new one is
+        refused with A-ASSOCIATE-RJ "local limit exceeded" (transient: senders retry).
+    max_pending_connections : connections that have not yet sent an accepted A-ASSOCIATE-RQ,
+        at the same time; one more closes the oldest of them. A scanner's request follows its
+        connect within milliseconds, so a flood of idle connections cannot starve it. Each
+        costs two threads.
+    request_timeout_s : seconds a connection has, from its TCP connect, to complete its TLS
+        handshake and its A-ASSOCIATE-RQ (the ARTIM timer of PS3.8 9.1.5); then it is closed.
+        A few seconds: a real sender needs milliseconds.
+    idle_eviction_s : seconds an admitted association must have been silent (no PDU) before
+        it may be closed to make room for a new one when ``max_associations`` are open. Long
+        enough for a scanner that keeps its association open between reconstructions.
+    acse_timeout_s : seconds to wait for an A-RELEASE or A-ABORT exchange to finish.
+    dimse_timeout_s : seconds to wait for a DIMSE message (pynetdicom).
+    network_timeout_s : seconds an admitted association may stay silent (no PDU) before it is
+        aborted, and the longest wait for one read from its socket.
+    max_pdu_bytes : the largest PDU the node accepts, bytes; announced to senders as the
+        A-ASSOCIATE maximum length, and a PDU declaring more is refused before it is read (the
+        connection is closed). 4 MiB lets big CT images arrive in few PDUs.
+    max_object_bytes : the largest data set one C-STORE may carry, bytes; data sets are
+        written to disk as they arrive, and one growing beyond this ends its association
+        before it fills the disk. The default, 2 GiB, is above any CT perfusion object (an
+        enhanced multi-frame 320 x 512 x 512 volume is 168 MB).
     """
 
     ae_title: AETitle = "CTPNODE"
@@ -88,9 +115,14 @@ class NodeConfig(_Section):
     bind: Annotated[str, AfterValidator(_check_ip_address)] = "0.0.0.0"
     allowed_callers: list[AllowedCaller] = []
     max_associations: int = Field(10, ge=1)
+    max_pending_connections: int = Field(256, ge=1, le=10_000)
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    idle_eviction_s: PositiveSeconds = 10.0
     acse_timeout_s: PositiveSeconds = 30.0
     dimse_timeout_s: PositiveSeconds = 60.0
     network_timeout_s: PositiveSeconds = 60.0
+    max_pdu_bytes: int = Field(4_194_304, ge=65_536, le=2**31)
+    max_object_bytes: int = Field(2_147_483_648, ge=1_000_000)
 
 
 RetentionDays = Annotated[float, AfterValidator(_check_retention_days)] | None

@@ -3,17 +3,17 @@ every refusal leaves (one log line with the peer's address, and a record that
 ``ctp-node status`` lists).
 
 An association is refused when it calls another AE title than ``node.ae_title``, when its
-caller is not on ``node.allowed_callers`` (if that list is not empty), and by pynetdicom when
-``node.max_associations`` are already open or when it cannot decode the A-ASSOCIATE-RQ (an AE
-title with control characters or a backslash: it aborts without an event of its own, so the
-request's raw AE titles are noted when its bytes arrive). Within an accepted association, a
-presentation context is refused when its SOP class is a service the node does not offer (a
-known SOP class that is not storage or Verification: query, retrieve, worklist…), or when CT
-is proposed only in transfer syntaxes the node does not accept (lossy ones). A private or
-unknown SOP class is accepted as storage (:func:`accept_private_storage`).
+caller is not on ``node.allowed_callers`` (if that list is not empty), and when
+``node.max_associations`` are busy (:mod:`ctp_node.receive.listener`, which also reports a
+request pynetdicom cannot decode: an AE title with control characters or a backslash).
+Within an accepted association, a presentation context is refused when its SOP class is a
+service the node does not offer (a known SOP class that is not storage or Verification:
+query, retrieve, worklist…), or when CT is proposed only in transfer syntaxes the node does
+not accept (lossy ones). A private or unknown SOP class is accepted as storage
+(:func:`accept_private_storage`).
 
-Logs carry UIDs, AE titles and addresses only; AE titles lose their control characters first,
-in pynetdicom's own log lines too (:func:`printable_pynetdicom_logs`).
+Logs carry UIDs, AE titles and addresses only; AE titles lose their control characters first
+(:func:`printable`; pynetdicom's own lines: :class:`ctp_node.receive.listener.ConnectionProblems`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydicom.uid import UID
 from pynetdicom import build_context, evt, register_uid, sop_class
@@ -32,11 +33,15 @@ from pynetdicom.service_class import StorageServiceClass
 from ctp_node.store import Database
 from ctp_node.store.ingest import record_rejection
 
+if TYPE_CHECKING:
+    from ctp_node.receive.listener import ConnectionGuard
+
 log = logging.getLogger(__name__)
 
 #: A-ASSOCIATE-RJ (result, source, reason) codes, PS3.8 9.3.4.
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # rejected-permanent, service user, called AE unknown
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # rejected-permanent, service user, calling AE unknown
+REJECT_BUSY = (0x02, 0x03, 0x02)  # rejected-transient, service provider, local limit exceeded
 
 #: Why a presentation context was refused, by its A-ASSOCIATE-AC result (PS3.8 9.3.3.2).
 _CONTEXT_RESULTS = {
@@ -82,27 +87,6 @@ def printable(text: str, keep: str = "") -> str:
     ).strip()
 
 
-class _PrintableRecords(logging.Filter):
-    """Removes control characters from a record's message and traceback: pynetdicom quotes
-    the AE titles it refuses as they were received."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if printable(message) != message.strip():
-            record.msg, record.args = printable(message), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = printable(logging.Formatter().formatException(record.exc_info), "\n")
-        return True
-
-
-def printable_pynetdicom_logs() -> None:
-    """Have every pynetdicom logger remove control characters from its records (once)."""
-    names = [name for name in logging.root.manager.loggerDict if name.startswith("pynetdicom")]
-    for logger in map(logging.getLogger, ["pynetdicom", *names]):
-        if not any(isinstance(f, _PrintableRecords) for f in logger.filters):
-            logger.addFilter(_PrintableRecords())
-
-
 def association_refusal(
     requestor: Requestor, node_ae_title: str, allowed: tuple[Caller, ...]
 ) -> tuple[tuple[int, int, int], str] | None:
@@ -124,12 +108,20 @@ def association_refusal(
 
 
 def handle_requested(
-    event: evt.Event, node_ae_title: str, allowed: tuple[Caller, ...], db: Database
+    event: evt.Event,
+    node_ae_title: str,
+    allowed: tuple[Caller, ...],
+    db: Database,
+    guard: ConnectionGuard | None = None,
 ) -> None:
-    """EVT_REQUESTED: refuse a wrong called AE title or a caller that is not allowed; accept
-    the private SOP classes the caller proposes as storage."""
+    """EVT_REQUESTED: refuse a wrong called AE title or a caller that is not allowed, or when
+    every association slot is busy (``guard``); accept the private SOP classes the caller
+    proposes as storage."""
     requestor = Requestor.of(event.assoc)
     refusal = association_refusal(requestor, node_ae_title, allowed)
+    if refusal is None and guard is not None:
+        busy = guard.admit(event.assoc)
+        refusal = None if busy is None else (REJECT_BUSY, busy)
     if refusal is None:
         accept_private_storage(event.assoc)
         return
@@ -180,39 +172,10 @@ def handle_rejected(event: evt.Event, db: Database) -> None:
     primitive = event.assoc.acceptor.primitive
     codes = (primitive.result, primitive.result_source, primitive.diagnostic)
     why = {
-        (0x02, 0x03, 0x02): "node.max_associations associations are already open",
+        REJECT_BUSY: "pynetdicom's own association limit was reached",
         REJECT_CALLED_AE: f"called AE title {requestor.called_ae_title!r} is not this node's",
     }.get(codes, "refused by pynetdicom")
     _refused_association(requestor, f"{why}; {_rejection(*codes)}", db)
-
-
-#: A-ASSOCIATE-RQ PDU (PS3.8 9.3.2): its type, and where its called and calling AE titles lie.
-_ASSOCIATE_RQ = b"\x01"
-_CALLED_AE, _CALLING_AE = slice(10, 26), slice(26, 42)
-
-
-def handle_data_received(event: evt.Event, requests: dict[Association, bytes]) -> None:
-    """EVT_DATA_RECV: note an A-ASSOCIATE-RQ's raw bytes before pynetdicom decodes them."""
-    if event.data[:1] == _ASSOCIATE_RQ and event.assoc.requestor.primitive is None:
-        requests[event.assoc] = bytes(event.data[:42])
-
-
-def handle_closed(event: evt.Event, requests: dict[Association, bytes], db: Database) -> None:
-    """EVT_CONN_CLOSE: an A-ASSOCIATE-RQ that never became a request was one pynetdicom could
-    not decode, and aborted."""
-    raw = requests.pop(event.assoc, None)
-    if raw is None or event.assoc.requestor.primitive is not None:
-        return
-    requestor = Requestor(
-        ae_title=printable(raw[_CALLING_AE].decode("latin-1")),
-        called_ae_title=printable(raw[_CALLED_AE].decode("latin-1")),
-        address=str(event.assoc.requestor.address),
-    )
-    reason = (
-        "the A-ASSOCIATE-RQ could not be decoded (an AE title with control characters or a "
-        "backslash, or a malformed request); pynetdicom answered with an A-ABORT"
-    )
-    _refused_association(requestor, reason, db)
 
 
 def handle_accepted(event: evt.Event, db: Database) -> None:

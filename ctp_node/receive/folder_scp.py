@@ -26,8 +26,20 @@ def _file_it(event: evt.Event, spool: Spool) -> int:
     )
     if not all(is_valid_uid(uid) for uid in uids):
         return STATUS_CANNOT_UNDERSTAND
-    spool.store(event.encoded_dataset(include_meta=True), *uids)
+    spool.store(_received_bytes(event), *uids)
     return STATUS_SUCCESS
+
+
+def _received_bytes(event: evt.Event) -> bytes:
+    # In a process that also runs the node's listener, pynetdicom writes data sets to a file
+    # as they arrive (STORE_RECV_CHUNKED_DATASET is process-wide).
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        path = None
+    if path is not None:
+        return Path(path).read_bytes()
+    return event.encoded_dataset(include_meta=True)
 
 
 def start_folder_scp(

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from ctp_node.receive.admission import Requestor
 from ctp_node.receive.header import ReceivedHeader
-from ctp_node.receive.spool import Spool, SpoolFullError, content_digest
+from ctp_node.receive.spool import Spool, SpoolFullError, file_digest
 from ctp_node.store import Database
 from ctp_node.store.ingest import (
     InstanceRecord,
@@ -50,6 +51,23 @@ ERROR_COMMENTS = {
 Status = int | Dataset
 
 
+@dataclass
+class Received:
+    """A received data set, written below ``spool/.incoming`` as it arrived (file meta
+    included); ``path`` None when nothing usable arrived."""
+
+    path: Path | None
+    size: int = 0
+    _digest: str = ""
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the file: tells a harmless resend from a collision."""
+        if not self._digest and self.path is not None:
+            self._digest = file_digest(self.path)
+        return self._digest
+
+
 @dataclass(frozen=True)
 class Intake:
     """The receiver's side of the spool and the database.
@@ -66,23 +84,23 @@ class Intake:
     keep_other_objects: bool = False
 
     def store_ct(
-        self, data: bytes, header: ReceivedHeader, sender: Requestor, transfer_syntax: str
+        self, received: Received, header: ReceivedHeader, sender: Requestor, transfer_syntax: str
     ) -> Status:
-        """Write a CT object durably, record it, and return Success; or refuse it.
+        """Move a CT object durably into the spool, record it, and return Success; or refuse it.
 
         The record's insert decides which object a SOP Instance UID names: an object whose UID
         was recorded first by another arrival removes the file it wrote, and is a harmless
         resend (identical bytes) or a collision (refused, its bytes quarantined).
         """
         uid = header.sop_instance_uid
-        digest = content_digest(data)
         try:
             earlier = find_instance(self.db, uid)
         except Exception as exc:
-            return self._fail(sender, uid, f"reading the database failed: {exc}", len(data))
+            return self._fail(sender, uid, f"reading the database failed: {exc}", received.size)
         if earlier is not None:
-            return self._received_before(earlier, data, digest, header, sender)
-        path, refusal = self._write(self.spool.store, data, header, sender)
+            return self._received_before(earlier, received, header, sender)
+        digest = received.digest
+        path, refusal = self._write(self.spool.adopt, received, header, sender)
         if refusal is not None:
             return refusal
         try:
@@ -93,20 +111,25 @@ class Intake:
                     calling_ae_title=sender.ae_title,
                     transfer_syntax=transfer_syntax,
                     path=path,
-                    size_bytes=len(data),
+                    size_bytes=received.size,
                     sha256=digest,
                 ),
             )
         except Exception as exc:
             self._discard(path)  # no file is left that the index does not know
-            return self._fail(sender, uid, f"recording in the database failed: {exc}", len(data))
+            reason = f"recording in the database failed: {exc}"
+            return self._fail(sender, uid, reason, received.size)
         if earlier is None or earlier.path == path:
             # (the same path: another front end's start-up reconciliation indexed our file)
             return STATUS_SUCCESS
-        self._discard(path)
-        return self._received_before(earlier, data, digest, header, sender)
+        moved = Received(self.spool.root / path, received.size, digest)
+        status = self._received_before(earlier, moved, header, sender)
+        self._discard(path)  # (a collision has moved it into quarantine already)
+        return status
 
-    def acknowledge_other(self, data: bytes, header: ReceivedHeader, sender: Requestor) -> Status:
+    def acknowledge_other(
+        self, received: Received, header: ReceivedHeader, sender: Requestor
+    ) -> Status:
         """Record an object that is not CT (keep it if configured) and return Success."""
         reason = (
             f"{UID(header.sop_class_uid).name} is not CT: the node computes perfusion from CT only"
@@ -115,9 +138,9 @@ class Intake:
         path, written = "", False
         if self.keep_other_objects:
             ids = (header.study_instance_uid, header.series_instance_uid, uid)
-            path = self.spool.kept_other(data, *ids) or ""  # a resend keeps no second copy
+            path = self.spool.kept_other(received.digest, *ids) or ""  # a resend: no 2nd copy
             if not path:
-                path, refusal = self._write(self.spool.keep_other, data, header, sender)
+                path, refusal = self._write(self.spool.adopt_other, received, header, sender)
                 if refusal is not None:
                     return refusal
                 written = True
@@ -131,13 +154,14 @@ class Intake:
                 study_instance_uid=header.study_instance_uid,
                 modality=header.modality,
                 reason=reason,
-                size_bytes=len(data),
+                size_bytes=received.size,
                 path=path,
             )
         except Exception as exc:
             if written:
                 self._discard(path)
-            return self._fail(sender, uid, f"recording in the database failed: {exc}", len(data))
+            reason = f"recording in the database failed: {exc}"
+            return self._fail(sender, uid, reason, received.size)
         log.info(
             "C-STORE %s (series %s, %s) from %s at %s acknowledged, %s: %s",
             uid,
@@ -150,7 +174,9 @@ class Intake:
         )
         return STATUS_SUCCESS
 
-    def refuse(self, data: bytes, sender: Requestor, uid: str, status: int, reason: str) -> Status:
+    def refuse(
+        self, received: Received, sender: Requestor, uid: str, status: int, reason: str
+    ) -> Status:
         """Refuse with ``status``: log one line, quarantine the bytes, record the reason."""
         log.warning(
             "C-STORE %s from %s at %s refused (0x%04X): %s",
@@ -160,47 +186,51 @@ class Intake:
             status,
             reason,
         )
-        path = self.spool.quarantine(data, uid or "unknown") if data else ""
-        self._record(sender, uid, status, reason, len(data), path)
+        path = ""
+        if received.path is not None and received.path.exists():
+            path = self.spool.quarantine_received(received.path, uid or "unknown")
+        self._record(sender, uid, status, reason, received.size, path)
         return _status(status)
 
     def _write(
         self,
-        write: Callable[[bytes, str, str, str], str],
-        data: bytes,
+        adopt: Callable[[Path, str, str, str], str],
+        received: Received,
         header: ReceivedHeader,
         sender: Requestor,
     ) -> tuple[str, Status | None]:
-        """``(path, None)`` once ``write`` (a :class:`Spool` method) has written ``data``
-        durably, or ``("", refusal)``."""
+        """``(path, None)`` once ``adopt`` (a :class:`Spool` method) has moved the received
+        file durably into place, or ``("", refusal)``."""
         uid = header.sop_instance_uid
+        ids = (header.study_instance_uid, header.series_instance_uid, uid)
         try:
-            return write(data, header.study_instance_uid, header.series_instance_uid, uid), None
+            return adopt(received.path, *ids), None
         except SpoolFullError as exc:
             log.error("C-STORE %s from %s refused: %s", uid, sender.ae_title, exc)
-            self._record(sender, uid, STATUS_OUT_OF_RESOURCES, f"disk full: {exc}", len(data))
+            reason = f"disk full: {exc}"
+            self._record(sender, uid, STATUS_OUT_OF_RESOURCES, reason, received.size)
             return "", _status(STATUS_OUT_OF_RESOURCES)
         except OSError as exc:
-            return "", self._fail(sender, uid, f"writing the file failed: {exc}", len(data))
+            reason = f"writing the file failed: {exc}"
+            return "", self._fail(sender, uid, reason, received.size)
 
     def _received_before(
         self,
         earlier: InstanceRecord,
-        data: bytes,
-        digest: str,
+        received: Received,
         header: ReceivedHeader,
         sender: Requestor,
     ) -> Status:
-        if self._same_content(earlier, digest):
+        if self._same_content(earlier, received.digest):
             log.debug("C-STORE %s: the same bytes as received before", header.sop_instance_uid)
             return STATUS_SUCCESS
         reason = (
             f"SOP Instance UID received before with other content: {earlier.size_bytes} bytes "
-            f"in series {earlier.series_instance_uid} first, now {len(data)} bytes in series "
+            f"in series {earlier.series_instance_uid} first, now {received.size} bytes in series "
             f"{header.series_instance_uid}; the first is kept"
         )
         return self.refuse(
-            data, sender, header.sop_instance_uid, STATUS_DUPLICATE_SOP_INSTANCE, reason
+            received, sender, header.sop_instance_uid, STATUS_DUPLICATE_SOP_INSTANCE, reason
         )
 
     def _same_content(self, earlier: InstanceRecord, digest: str) -> bool:
@@ -208,7 +238,7 @@ class Intake:
             return earlier.sha256 == digest
         # Recorded before the node kept digests: compare with its file, if it can be read.
         try:
-            return content_digest(self.spool.read(earlier.path)) == digest
+            return file_digest(self.spool.root / earlier.path) == digest
         except OSError:
             return False
 

@@ -34,8 +34,9 @@ recorded too (:mod:`ctp_node.receive.admission`).
 from __future__ import annotations
 
 import logging
-import socket
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.uid import (
     UID,
@@ -50,26 +51,32 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
 from ctp_node.receive.admission import (
     Caller,
     Requestor,
     handle_accepted,
-    handle_closed,
-    handle_data_received,
     handle_rejected,
     handle_requested,
-    printable_pynetdicom_logs,
+    printable,
 )
-from ctp_node.receive.header import CT_STORAGE_CLASSES, identity_problem, read_header
+from ctp_node.receive.header import CT_STORAGE_CLASSES, identity_problem
 from ctp_node.receive.intake import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DOES_NOT_MATCH_SOP_CLASS,
     STATUS_SUCCESS,
     Intake,
+    Received,
     Status,
 )
+from ctp_node.receive.listener import (
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedServer,
+    fold_pynetdicom_logs,
+    start_guarded_server,
+)
+from ctp_node.receive.readable import Unreadable, read_received
 from ctp_node.receive.spool import Spool
 from ctp_node.store import Database
 
@@ -94,6 +101,9 @@ CT_TRANSFER_SYNTAXES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class ListenerSettings:
+    """The listener's configuration (``node:`` keys; meanings in
+    :class:`ctp_node.config.schema.NodeConfig`)."""
+
     ae_title: str
     bind: str
     port: int
@@ -103,35 +113,47 @@ class ListenerSettings:
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
     keep_other_objects: bool = False
+    max_pending_connections: int = 256
+    request_timeout_s: float = 5.0
+    idle_eviction_s: float = 10.0
+    max_pdu_bytes: int = 4_194_304
+    max_object_bytes: int = 2_147_483_648
+
+    def limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            max_associations=self.max_associations,
+            max_pending_connections=self.max_pending_connections,
+            request_timeout_s=self.request_timeout_s,
+            idle_eviction_s=self.idle_eviction_s,
+            network_timeout_s=self.network_timeout_s,
+            acse_timeout_s=self.acse_timeout_s,
+            max_pdu_bytes=self.max_pdu_bytes,
+            max_object_bytes=self.max_object_bytes,
+        )
 
 
 def handle_store(event: evt.Event, intake: Intake) -> Status:
-    """Check, write durably, record, return a status; never raise."""
+    """Check that the received file can be read back, move it durably into place, record it,
+    return a status; never raise."""
     sender = Requestor.of(event.assoc)
+    affected_uid = printable(str(event.request.AffectedSOPInstanceUID or ""))[:64]
     try:
-        data = event.encoded_dataset(include_meta=True)
-    except Exception as exc:  # the PDU stream itself was unusable
+        path = Path(event.dataset_path)
+        received = Received(path, path.stat().st_size)
+    except (AttributeError, TypeError, OSError) as exc:  # nothing usable arrived
         reason = f"unreadable data: {exc}"
-        return intake.refuse(b"", sender, "", STATUS_CANNOT_UNDERSTAND, reason)
+        return intake.refuse(Received(None), sender, affected_uid, STATUS_CANNOT_UNDERSTAND, reason)
     try:
-        header = read_header(event.dataset, event.request.AffectedSOPInstanceUID)
-    except Exception as exc:
-        reason = f"the data set cannot be decoded: {exc}"
-        return intake.refuse(data, sender, "", STATUS_CANNOT_UNDERSTAND, reason)
+        header = read_received(path, affected_uid)
+    except Unreadable as exc:
+        return intake.refuse(received, sender, affected_uid, exc.status, exc.reason)
     problem = identity_problem(header, str(event.context.abstract_syntax))
     if problem is not None:
         uid = header.sop_instance_uid
-        return intake.refuse(data, sender, uid, STATUS_DOES_NOT_MATCH_SOP_CLASS, problem)
+        return intake.refuse(received, sender, uid, STATUS_DOES_NOT_MATCH_SOP_CLASS, problem)
     if not header.is_ct:
-        return intake.acknowledge_other(data, header, sender)
-    return intake.store_ct(data, header, sender, str(event.context.transfer_syntax))
-
-
-def handle_open(event: evt.Event) -> None:
-    """Answer each PDU at once (see :func:`ctp_node.send.scu.disable_nagle` for why)."""
-    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket is not None else None
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return intake.acknowledge_other(received, header, sender)
+    return intake.store_ct(received, header, sender, str(event.context.transfer_syntax))
 
 
 def handle_echo(event: evt.Event) -> int:
@@ -143,11 +165,9 @@ def build_ae(settings: ListenerSettings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     # handle_requested refuses a wrong called AE title first, with a record; this is the net.
     ae.require_called_aet = True
-    ae.maximum_associations = settings.max_associations
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
-    ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs for big CT images
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         sop_class = context.abstract_syntax
@@ -159,23 +179,35 @@ def build_ae(settings: ListenerSettings) -> AE:
 
 
 def start_listener(
-    settings: ListenerSettings, spool: Spool, db: Database
-) -> ThreadedAssociationServer:
-    """Start listening in background threads; stop with ``server.shutdown()``."""
+    settings: ListenerSettings,
+    spool: Spool,
+    db: Database,
+    ssl_context: ssl.SSLContext | None = None,
+    port: int | None = None,
+) -> GuardedServer:
+    """Start listening in background threads (on ``port`` instead of ``settings.port``, and
+    with TLS, when given); stop with ``server.shutdown()``."""
     ae = build_ae(settings)
-    printable_pynetdicom_logs()
+    fold_pynetdicom_logs()
     intake = Intake(spool, db, settings.keep_other_objects)
-    requests: dict = {}  # A-ASSOCIATE-RQ bytes by association, until it is decoded or closed
+    guard = ConnectionGuard(settings.limits(), db, spool.incoming)
     handlers = [
-        (evt.EVT_CONN_OPEN, handle_open),
-        (evt.EVT_DATA_RECV, handle_data_received, [requests]),
-        (evt.EVT_CONN_CLOSE, handle_closed, [requests, db]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [intake]),
-        (evt.EVT_REQUESTED, handle_requested, [settings.ae_title, settings.allowed_callers, db]),
+        (
+            evt.EVT_REQUESTED,
+            handle_requested,
+            [settings.ae_title, settings.allowed_callers, db, guard],
+        ),
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),
     ]
-    server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=handlers)
-    log.info("listening as %s on %s:%d", settings.ae_title, settings.bind, settings.port)
+    address = (settings.bind, settings.port if port is None else port)
+    server = start_guarded_server(ae, address, handlers, guard, ssl_context)
+    log.info(
+        "listening as %s on %s:%d%s",
+        settings.ae_title,
+        *address,
+        " (DICOM TLS)" if ssl_context else "",
+    )
     return server

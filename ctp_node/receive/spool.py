@@ -41,6 +41,12 @@ def content_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file at ``path`` as 64 hexadecimal digits (read in blocks)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def is_valid_uid(value: str) -> bool:
     """A DICOM UID: digits and dots, at most 64 characters (also keeps paths safe)."""
     return 0 < len(value) <= 64 and _UID.match(value) is not None
@@ -82,14 +88,35 @@ class Spool:
         path relative to the root. Raises the same errors as :meth:`store`."""
         return self._write_new(data, self._below("other", study_uid, series_uid, sop_uid))
 
-    def kept_other(self, data: bytes, study_uid: str, series_uid: str, sop_uid: str) -> str | None:
-        """The path of the file :meth:`keep_other` wrote for these very bytes before (a resend),
-        or None."""
+    def kept_other(self, digest: str, study_uid: str, series_uid: str, sop_uid: str) -> str | None:
+        """The path of the file :meth:`keep_other` or :meth:`adopt_other` wrote before with
+        the SHA-256 ``digest`` (a resend), or None."""
         relative = self._below("other", study_uid, series_uid, sop_uid)
         first = self.root / relative
-        if first.is_file() and first.stat().st_size == len(data) and first.read_bytes() == data:
+        if first.is_file() and file_digest(first) == digest:
             return relative.as_posix()
         return None
+
+    def adopt(self, source: Path, study_uid: str, series_uid: str, sop_uid: str) -> str:
+        """Move a received file (written below ``spool/.incoming`` as it arrived) durably
+        into the spool as a new file; returns its path relative to the root. The same
+        errors as :meth:`store`; on any of them ``source`` stays where it was."""
+        return self._adopt(source, self._below(SPOOL, study_uid, series_uid, sop_uid))
+
+    def adopt_other(self, source: Path, study_uid: str, series_uid: str, sop_uid: str) -> str:
+        """:meth:`adopt` below ``other/`` (an object that is not CT, kept)."""
+        return self._adopt(source, self._below("other", study_uid, series_uid, sop_uid))
+
+    def quarantine_received(self, source: Path, label: str) -> str:
+        """Move refused received bytes into quarantine; returns the path relative to the root,
+        or "" when even that is impossible."""
+        try:
+            target = self._quarantine_path(label)
+            (self.root / target).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, self.root / target)
+        except OSError:
+            return ""
+        return target.as_posix()
 
     def spooled_files(self) -> Iterator[tuple[str, str]]:
         """``(series folder name, path relative to the root)`` of every file in the spool
@@ -100,7 +127,8 @@ class Spool:
     def remove_partial_writes(self) -> int:
         """Remove what writes interrupted by a crash left in ``spool/.incoming``; returns how
         many files. Only at start-up: a partial write is never a received object."""
-        partial = list(self.incoming.glob("*.part"))
+        # *.part: the node's own writes; receiving-*.dcm: data sets pynetdicom was receiving.
+        partial = [*self.incoming.glob("*.part"), *self.incoming.glob("receiving-*")]
         for path in partial:
             path.unlink(missing_ok=True)
         return len(partial)
@@ -168,6 +196,20 @@ class Spool:
             partial.unlink(missing_ok=True)
             if final is not None:
                 final.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return final.relative_to(self.root).as_posix()
+
+    def _adopt(self, source: Path, relative: Path) -> str:
+        # The bytes are already on this file system: only the minimum free space is checked.
+        self._check_space(0)
+        with open(source, "rb+") as handle:
+            os.fsync(handle.fileno())
+        final = _reserve(self.root / relative)
+        try:
+            os.replace(source, final)  # replaces only our own empty placeholder
+        except BaseException:
+            final.unlink(missing_ok=True)
             raise
         _fsync_dir(final.parent)
         return final.relative_to(self.root).as_posix()

@@ -19,7 +19,8 @@ AE_TITLE = "CTPNODE"
 
 @pytest.fixture
 def listener(tmp_path):
-    """A factory: ``listener(min_free_bytes=..., allowed=..., ...)`` → (port, spool, db)."""
+    """A factory: ``listener(min_free_bytes=..., allowed=..., ...)`` → (port, spool, db); other
+    keywords are :class:`ListenerSettings` fields (the connection limits)."""
     servers = []
 
     def start(
@@ -27,6 +28,7 @@ def listener(tmp_path):
         allowed: tuple[Caller, ...] = (),
         keep_other_objects: bool = False,
         max_associations: int = 10,
+        **limits,
     ):
         db = Database(f"sqlite:///{tmp_path / 'node.db'}")
         db.create_schema()
@@ -39,6 +41,7 @@ def listener(tmp_path):
             allowed_callers=allowed,
             max_associations=max_associations,
             keep_other_objects=keep_other_objects,
+            **limits,
         )
         servers.append((start_listener(settings, spool, db), db))
         return port, spool, db
