@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -33,12 +34,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class OneLineFormatter(logging.Formatter):
+    """Writes each message on one line: control characters in it (a newline in an AE title
+    or a UID a peer sent, an escape sequence) are shown as ``\\xNN``, so nothing a peer
+    controls can forge a log line or drive a terminal. A traceback, when there is one, follows
+    as Python formats it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
+        return super().formatMessage(record)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def configure_logging(*, verbose: bool = False) -> None:
     """One line per event on standard error: time, level, module, message."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    # Python's warnings (pydicom's, quoting values a peer sent) go through the same formatter.
+    logging.captureWarnings(True)
     for noisy in ("pynetdicom", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

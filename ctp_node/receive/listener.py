@@ -6,11 +6,13 @@ and counts it against ``maximum_associations`` until its timeouts run out: a doz
 connections took the node off the air for minutes. Here a connection goes through two
 stages, each with its own budget:
 
-*Pending* (connected, no A-ASSOCIATE-RQ yet, TLS handshake included)
-    At most ``node.max_pending_connections`` at once; one more closes the oldest pending
-    connection. Each has ``node.request_timeout_s`` to complete its handshake and its
-    A-ASSOCIATE-RQ (the ARTIM timer of PS3.8 9.1.5) before it is closed. A scanner sends its
-    request within milliseconds of connecting, so neither limit delays it.
+*Pending* (connected, no whole A-ASSOCIATE-RQ yet)
+    Held in a :class:`WaitingRoom`, one thread for all of them, until the request has arrived
+    in full; anything else is refused there, unread. At most ``node.max_pending_connections``
+    at once; one more closes the oldest. Each has ``node.request_timeout_s`` to complete its
+    A-ASSOCIATE-RQ (and TLS handshake: the ARTIM timer of PS3.8 9.1.5) before it is closed.
+    A scanner sends its request within milliseconds of connecting, so neither limit delays
+    it.
 *Admitted* (its A-ASSOCIATE-RQ was accepted)
     At most ``node.max_associations``. When they are all taken, the association that has
     been silent the longest, if for ``node.idle_eviction_s`` or more, is closed to make room;
@@ -32,11 +34,16 @@ status`` lists; pynetdicom's own error lines and tracebacks for it are folded in
 from __future__ import annotations
 
 import logging
+import queue
+import selectors
 import socket
+import socketserver
 import ssl
 import struct
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import NamedTemporaryFile
@@ -95,6 +102,7 @@ class _Connection:
     admitted: bool = False
     problems: list[str] = field(default_factory=list)
     own: str = ""  # the node's reason for ending it, when it did
+    titles: tuple[str, str] | None = None  # (called, calling) read from a partial request
 
     def reason(self) -> str:
         if not self.own:
@@ -113,25 +121,20 @@ class ConnectionGuard:
         self._lock = threading.Lock()
         self._connections: dict[int, _Connection] = {}  # by id() of the socket
         self._reports: dict[str, list[float | int]] = {}  # address: [window start, n, excess]
+        self._records: queue.Queue[tuple[str, str, str, str]] = queue.Queue()
+        threading.Thread(target=self._write_records, name="ctp-node reports", daemon=True).start()
 
-    # ---- pending stage ----------------------------------------------------------------
+    # ---- handed over by the waiting room ---------------------------------------------
     def opened(self, sock: socket.socket, address: str) -> None:
-        """A TCP connection was accepted: budget it, closing the oldest pending one if full."""
-        evicted: _Connection | None = None
+        """A connection leaves the waiting room for pynetdicom: follow it until it ends."""
         with self._lock:
-            pending = [c for c in self._connections.values() if not c.admitted]
-            if len(pending) >= self.limits.max_pending_connections:
-                evicted = min(pending, key=lambda c: c.opened)
-                self._connections.pop(id(evicted.sock), None)
             self._connections[id(sock)] = _Connection(address, time.monotonic(), sock)
-        if evicted is not None:
-            evicted.problems.append(
-                f"closed to make room: node.max_pending_connections "
-                f"({self.limits.max_pending_connections}) connections had not yet sent an "
-                "A-ASSOCIATE-RQ"
-            )
-            self._report(evicted)
-            _shut(evicted.sock)
+
+    def report_waiting(self, address: str, reason: str, titles: tuple[str, str] | None) -> None:
+        """Report a connection the waiting room closed before pynetdicom saw it."""
+        connection = _Connection(address, time.monotonic(), None, titles=titles)  # type: ignore[arg-type]
+        connection.problems.append(reason)
+        self._report(connection)
 
     def attach(self, sock: socket.socket, assoc: Association) -> None:
         with self._lock:
@@ -217,6 +220,27 @@ class ConnectionGuard:
                 return connection
         return None
 
+    def _sum_up_quiet_peers(self) -> None:
+        """Say how many reports were left out for a peer whose minute is over."""
+        now = time.monotonic()
+        with self._lock:
+            over = [(a, w) for a, w in self._reports.items() if now - w[0] >= 60]
+            for address, _ in over:
+                del self._reports[address]
+        for address, window in over:
+            if window[2]:
+                self._log_left_out(address, int(window[2]))
+
+    @staticmethod
+    def _log_left_out(address: str, count: int) -> None:
+        log.warning(
+            "%d more connection(s) from %s went wrong in the last minute (not reported one "
+            "by one: at most %d a minute)",
+            count,
+            address,
+            REPORTS_PER_PEER_PER_MINUTE,
+        )
+
     def _report(self, connection: _Connection) -> None:
         """One log line and one record for a connection that went wrong (rate-limited)."""
         now = time.monotonic()
@@ -224,12 +248,7 @@ class ConnectionGuard:
             window = self._reports.setdefault(connection.address, [now, 0, 0])
             if now - window[0] >= 60:
                 if window[2]:
-                    log.warning(
-                        "%d more connection(s) from %s went wrong in the last minute "
-                        "(not reported one by one)",
-                        window[2],
-                        connection.address,
-                    )
+                    self._log_left_out(connection.address, int(window[2]))
                 window[:] = [now, 0, 0]
             window[1] += 1
             if window[1] > REPORTS_PER_PEER_PER_MINUTE:
@@ -249,17 +268,31 @@ class ConnectionGuard:
             assoc.requestor.primitive is not None
             or getattr(assoc.dul.socket, "requested_titles", None) is not None
         )
-        try:
-            record_rejection(
-                self.db,
-                kind="association" if requested else "connection",
-                calling_ae_title=requestor.ae_title,
-                peer_address=requestor.address,
-                status=0,
-                reason=reason,
-            )
-        except Exception as exc:
-            log.error("could not record the connection from %s: %s", requestor.address, exc)
+        kind = "association" if requested or connection.titles else "connection"
+        self._records.put((kind, requestor.ae_title, requestor.address, reason))
+
+    def _write_records(self) -> None:
+        """The records of :meth:`_report`, written by one thread: a burst of bad connections
+        never waits for the database, nor makes a scanner's connection wait."""
+        while True:
+            try:
+                kind, ae_title, address, reason = self._records.get(timeout=5.0)
+            except queue.Empty:
+                self._sum_up_quiet_peers()
+                continue
+            try:
+                record_rejection(
+                    self.db,
+                    kind=kind,
+                    calling_ae_title=ae_title,
+                    peer_address=address,
+                    status=0,
+                    reason=reason,
+                )
+            except Exception as exc:
+                log.error("could not record the connection from %s: %s", address, exc)
+            finally:
+                self._records.task_done()
 
 
 def _add_problem(problems: list[str], problem: str) -> None:
@@ -281,7 +314,7 @@ def _requestor(connection: _Connection) -> Requestor:
     if assoc is not None and assoc.requestor.primitive is not None:
         return Requestor.of(assoc)
     titles = getattr(assoc.dul.socket, "requested_titles", None) if assoc is not None else None
-    called, calling = titles or ("", "")
+    called, calling = titles or connection.titles or ("", "")
     return Requestor(calling, called, connection.address)
 
 
@@ -439,10 +472,197 @@ class GuardedRequestHandler(RequestHandler):
         return assoc
 
 
+class WaitingRoom:
+    """Connections that have not yet sent a whole A-ASSOCIATE-RQ, watched by one thread with
+    no thread of their own: an idle or half-open connection costs a file descriptor, not two
+    polling threads. A connection leaves it for pynetdicom once its request has arrived in
+    full (seen with ``MSG_PEEK``, nothing consumed; ``SO_RCVLOWAT`` has the kernel wake the
+    room only when the rest is there), or at once under TLS (the handshake comes first). It
+    is closed with a report when it sends anything but a request, declares a request longer
+    than ``max_pdu_bytes``, stays longer than ``request_timeout_s``, or is the oldest when
+    ``max_pending_connections`` are waiting.
+    """
+
+    #: Bytes of a request waited for in the room; a longer one is handed over as it is.
+    PEEK_BYTES = 65_536
+
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        guard: ConnectionGuard,
+        hand_over: Callable[[socket.socket, tuple[str, int]], None],
+    ) -> None:
+        self.limits = limits
+        self.guard = guard
+        self.hand_over = hand_over
+        self._selector = selectors.DefaultSelector()
+        self._waiting: dict[socket.socket, tuple[tuple[str, int], float]] = {}  # oldest first
+        self._arrived: list[tuple[socket.socket, tuple[str, int]]] = []
+        self._lock = threading.Lock()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="ctp-node waiting room", daemon=True)
+        self._thread.start()
+
+    def add(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        with self._lock:
+            self._arrived.append((sock, address))
+        self._wake()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake()
+        self._thread.join(timeout=5)
+        for sock in [*self._waiting, *(s for s, _ in self._arrived)]:
+            _close(sock)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_write.send(b"\0")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while not self._stopped:
+            try:
+                self._turn()
+            except Exception as exc:  # never let the room die: nobody would get in
+                log.error("waiting room: %s", _one_line(exc))
+
+    def _turn(self) -> None:
+        oldest = next(iter(self._waiting.values()), None)
+        now = time.monotonic()
+        timeout = 1.0 if oldest is None else oldest[1] + self.limits.request_timeout_s - now
+        for key, _ in self._selector.select(max(0.0, min(timeout, 1.0))):
+            if key.fileobj is self._wake_read:
+                try:
+                    while self._wake_read.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif key.fileobj in self._waiting:
+                self._look(key.fileobj)  # type: ignore[arg-type]
+        self._take_arrivals()
+        self._expire()
+
+    def _take_arrivals(self) -> None:
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+        for sock, address in arrived:
+            while len(self._waiting) >= self.limits.max_pending_connections:
+                oldest = next(iter(self._waiting))
+                self._close(
+                    oldest,
+                    f"closed to make room: node.max_pending_connections "
+                    f"({self.limits.max_pending_connections}) connections were waiting to send "
+                    "an A-ASSOCIATE-RQ",
+                )
+            self._waiting[sock] = (address, time.monotonic())
+            try:
+                self._selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                self._waiting.pop(sock, None)
+                _close(sock)
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - self.limits.request_timeout_s
+        for sock, (_, opened) in list(self._waiting.items()):
+            if opened > limit:
+                break  # oldest first: the rest are younger
+            self._close(
+                sock,
+                f"no complete A-ASSOCIATE-RQ within node.request_timeout_s "
+                f"({self.limits.request_timeout_s:g} s)",
+            )
+
+    def _look(self, sock: socket.socket) -> None:
+        if isinstance(sock, ssl.SSLSocket):
+            self._leave(sock)
+            return
+        try:
+            data = sock.recv(self.PEEK_BYTES + 6, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except OSError as exc:
+            self._close(sock, f"reading failed: {_one_line(exc)}")
+            return
+        if not data:
+            self._close(sock, "")  # closed before sending anything: a port check, say
+            return
+        if data[0] != _A_ASSOCIATE_RQ:
+            self._close(sock, f"sent {_what(data)} instead of an A-ASSOCIATE-RQ", data)
+            return
+        if len(data) < 6:
+            _set_low_water(sock, 6)
+            return
+        (length,) = struct.unpack_from(">L", data, 2)
+        if length > self.limits.max_pdu_bytes:
+            reason = (
+                f"an A-ASSOCIATE-RQ declared {length} bytes, more than node.max_pdu_bytes "
+                f"({self.limits.max_pdu_bytes}); not read"
+            )
+            self._close(sock, reason, data)
+        elif len(data) >= 6 + length or length > self.PEEK_BYTES:
+            self._leave(sock)
+        else:
+            _set_low_water(sock, 6 + length)
+
+    def _leave(self, sock: socket.socket) -> None:
+        address, _ = self._waiting.pop(sock)
+        self._selector.unregister(sock)
+        _set_low_water(sock, 1)
+        self.guard.opened(sock, str(address[0]))
+        self.hand_over(sock, address)
+
+    def _close(self, sock: socket.socket, reason: str, data: bytes = b"") -> None:
+        address, _ = self._waiting.pop(sock)
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        _close(sock)
+        if reason:
+            self.guard.report_waiting(str(address[0]), reason, _titles(data))
+        else:
+            log.debug("connection from %s closed without a request", address[0])
+
+
+def _what(data: bytes) -> str:
+    names = {0x02: "an A-ASSOCIATE-AC", 0x03: "an A-ASSOCIATE-RJ", 0x04: "a P-DATA-TF"}
+    names |= {0x05: "an A-RELEASE-RQ", 0x06: "an A-RELEASE-RP", 0x07: "an A-ABORT"}
+    return names.get(data[0], f"bytes that are no DICOM PDU (first byte 0x{data[0]:02X})")
+
+
+def _titles(data: bytes) -> tuple[str, str] | None:
+    """(called, calling) AE titles of a partial A-ASSOCIATE-RQ, when they arrived."""
+    if len(data) < 42 or data[0] != _A_ASSOCIATE_RQ:
+        return None
+    body = data[6:]
+    called, calling = (printable(bytes(body[a:b]).decode("latin-1")) for a, b in _TITLES)
+    return called, calling
+
+
+def _set_low_water(sock: socket.socket, size: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+    except OSError:
+        pass
+
+
+def _close(sock: socket.socket) -> None:
+    _shut(sock)
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 class GuardedServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with the budgets of :class:`ConnectionGuard`; a TLS
-    handshake happens in the connection's own thread, within ``request_timeout_s``, not in the
-    thread that accepts connections."""
+    """pynetdicom's threaded server with a :class:`WaitingRoom` before pynetdicom and the
+    budgets of :class:`ConnectionGuard` after it; a TLS handshake happens in the connection's
+    own thread, within ``request_timeout_s``, not in the thread that accepts connections."""
 
     #: Listen backlog: connections the kernel queues before they are accepted (the default,
     #: 5, drops a scanner's SYN while a burst of connections is waiting).
@@ -459,6 +679,7 @@ class GuardedServer(ThreadedAssociationServer):
             evt_handlers=evt_handlers,
             request_handler=GuardedRequestHandler,
         )
+        self.waiting_room = WaitingRoom(guard.limits, guard, self._start_thread)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = self.socket.accept()
@@ -468,8 +689,13 @@ class GuardedServer(ThreadedAssociationServer):
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
             )
-        self.guard.opened(client, str(address[0]))
         return client, address
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        self.waiting_room.add(request, client_address)
+
+    def _start_thread(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+        socketserver.ThreadingMixIn.process_request(self, request, client_address)
 
     def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         if isinstance(request, ssl.SSLSocket):
@@ -481,9 +707,11 @@ class GuardedServer(ThreadedAssociationServer):
                 return
         super().process_request_thread(request, client_address)
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
-        import sys
+    def server_close(self) -> None:
+        self.waiting_room.stop()
+        super().server_close()
 
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         exc = sys.exc_info()[1]
         log.error("connection from %s failed: %s", client_address[0], _one_line(exc))
 

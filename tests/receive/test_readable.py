@@ -135,12 +135,12 @@ def test_each_malformed_data_set_gets_its_status_and_reason(malformed) -> None:
         assert words in refused.value.reason, (name, refused.value.reason)
 
 
-def _send_raw(port: int, path: Path) -> int:
+def send_raw(port: int, path: Path, called: str = AE_TITLE) -> int:
     """C-STORE the file's data set bytes as they are (no decoding by the sender)."""
     meta = pydicom.filereader.read_file_meta_info(path)
     ae = AE(ae_title="FUZZER")
     ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
     assert assoc.is_established
     previous = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True
@@ -157,7 +157,7 @@ def test_malformed_data_sets_are_refused_one_line_each_and_the_node_serves(
 ) -> None:
     port, spool, db = listener()
     with caplog.at_level(logging.WARNING):
-        statuses = {name: _send_raw(port, path) for name, (path, _, _) in malformed.items()}
+        statuses = {name: send_raw(port, path) for name, (path, _, _) in malformed.items()}
     assert statuses == {name: status for name, (_, status, _) in malformed.items()}
     rejections = list_rejections(db)
     assert len(rejections) == len(malformed)
@@ -168,4 +168,4 @@ def test_malformed_data_sets_are_refused_one_line_each_and_the_node_serves(
     assert not list((spool.root / "spool" / ".incoming").iterdir())
     assert stored_count(storescu(small_series, port, AE_TITLE)) == len(small_series)
     assert list_series(db)[0].instance_count == len(small_series)
-    assert _send_raw(port, small_series[0]) == STATUS_SUCCESS  # the same bytes again
+    assert send_raw(port, small_series[0]) == STATUS_SUCCESS  # the same bytes again
