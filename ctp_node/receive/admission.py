@@ -13,7 +13,9 @@ is proposed only in transfer syntaxes the node does not accept (lossy ones). A p
 unknown SOP class is accepted as storage (:func:`accept_private_storage`).
 
 Logs carry UIDs, AE titles and addresses only; AE titles lose their control characters first,
-in pynetdicom's own log lines too (:func:`printable_pynetdicom_logs`).
+in pynetdicom's own log lines too (:func:`printable_pynetdicom_logs`). On the TLS listener, a
+caller whose TLS handshake fails (no certificate, one from another CA, plain DICOM) is refused
+before any DICOM: logged by :mod:`ctp_node.tls`, recorded by :func:`record_refused_connection`.
 """
 
 from __future__ import annotations
@@ -235,6 +237,14 @@ def handle_accepted(event: evt.Event, db: Database) -> None:
         )
         log.warning("association from %s at %s: %s", requestor.ae_title, requestor.address, reason)
         _record(db, requestor, "context", reason)
+
+
+def record_refused_connection(db: Database, peer: str, reason: str) -> None:
+    """Record a connection refused before any DICOM was exchanged: a failed TLS handshake on
+    the TLS listener (``peer`` as ``host:port``; :mod:`ctp_node.tls` has logged it)."""
+    _record(
+        db, Requestor("", "", peer.rpartition(":")[0] or peer), "tls", f"TLS handshake: {reason}"
+    )
 
 
 def _rejection(result: int, source: int, diagnostic: int) -> str:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from ssl import SSLContext
 
 from pydicom.uid import (
     UID,
@@ -159,9 +160,13 @@ def build_ae(settings: ListenerSettings) -> AE:
 
 
 def start_listener(
-    settings: ListenerSettings, spool: Spool, db: Database
+    settings: ListenerSettings, spool: Spool, db: Database, ssl_context: SSLContext | None = None
 ) -> ThreadedAssociationServer:
-    """Start listening in background threads; stop with ``server.shutdown()``."""
+    """Start listening in background threads; stop with ``server.shutdown()``.
+
+    With ``ssl_context`` (:func:`ctp_node.tls.server_context`) the listener speaks DICOM TLS
+    only: a caller whose handshake fails is refused before any DICOM is exchanged.
+    """
     ae = build_ae(settings)
     printable_pynetdicom_logs()
     intake = Intake(spool, db, settings.keep_other_objects)
@@ -176,6 +181,17 @@ def start_listener(
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),
     ]
-    server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=handlers)
-    log.info("listening as %s on %s:%d", settings.ae_title, settings.bind, settings.port)
+    server = ae.start_server(
+        (settings.bind, settings.port),
+        block=False,
+        evt_handlers=handlers,
+        ssl_context=ssl_context,
+    )
+    log.info(
+        "listening as %s on %s:%d%s",
+        settings.ae_title,
+        settings.bind,
+        settings.port,
+        " (DICOM TLS)" if ssl_context is not None else "",
+    )
     return server

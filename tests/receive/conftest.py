@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ AE_TITLE = "CTPNODE"
 
 @pytest.fixture
 def listener(tmp_path):
-    """A factory: ``listener(min_free_bytes=..., allowed=..., ...)`` → (port, spool, db)."""
+    """A factory: ``listener(min_free_bytes=..., allowed=..., ssl_context=...)`` → (port,
+    spool, db)."""
     servers = []
 
     def start(
@@ -27,6 +29,7 @@ def listener(tmp_path):
         allowed: tuple[Caller, ...] = (),
         keep_other_objects: bool = False,
         max_associations: int = 10,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         db = Database(f"sqlite:///{tmp_path / 'node.db'}")
         db.create_schema()
@@ -40,7 +43,7 @@ def listener(tmp_path):
             max_associations=max_associations,
             keep_other_objects=keep_other_objects,
         )
-        servers.append((start_listener(settings, spool, db), db))
+        servers.append((start_listener(settings, spool, db, ssl_context), db))
         return port, spool, db
 
     yield start
