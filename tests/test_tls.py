@@ -275,3 +275,56 @@ def test_serve_refuses_unusable_files_but_not_an_expired_certificate(
     (line,) = [r.getMessage() for r in caplog.records if "node.tls" in r.getMessage()]
     assert line.startswith("node.tls.certificate: the certificate expired on")
     assert line.endswith("TLS peers will refuse it")
+
+
+# --- The whole node --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_study_over_tls_in_and_its_results_over_tls_out(
+    small_study, serve_node, tls_files, tmp_path: Path
+) -> None:
+    """DCMTK storescu +tls → ctp-node serve (node.tls) → DCMTK storescp +tls (destination tls),
+    client certificates required on both legs."""
+    from tests.conftest import free_port, stop_process, stored_count, storescu, wait_until
+    from tests.receive.test_tls import tls_options
+    from tests.send.test_tls import start_tls_storescp
+
+    _, paths = small_study
+    client = tls_files.client
+    pacs = tmp_path / "pacs"
+    pacs_port, pacs_process = start_tls_storescp(pacs, tls_files.server, tls_files.ca)
+    tls_port = free_port()
+    try:
+        node = serve_node(
+            [
+                {
+                    **_destination(
+                        ca_certificates=str(tls_files.ca),
+                        certificate=str(client.certificate),
+                        private_key=str(client.private_key),
+                    ),
+                    "ae_title": "STORESCP",
+                    "port": pacs_port,
+                }
+            ],
+            node={"tls": _listener(tls_files, port=tls_port)},
+        )
+
+        sent = storescu(
+            paths,
+            tls_port,
+            node.ae_title,
+            extra=tls_options(client.private_key, client.certificate, tls_files.ca),
+        )
+        assert stored_count(sent) == len(paths), sent.stdout[-2000:] + sent.stderr[-2000:]
+
+        outputs = 5 + 7 + 1  # Parametric Maps, summary pages, SR
+        wait_until(lambda: len(list(pacs.iterdir())) >= outputs, 240, "the results in PACS")
+        status = node.status()
+        (job,) = status["jobs"]
+        assert job["exports"] == {"pacs:sent": outputs}
+        assert status["rejections"] == []
+        assert f"listening as CTPNODE on 127.0.0.1:{tls_port} (DICOM TLS)" in node.log()
+    finally:
+        stop_process(pacs_process)
