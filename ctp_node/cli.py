@@ -414,12 +414,14 @@ def _purge(args: argparse.Namespace) -> int:
 def _config_check(args: argparse.Namespace) -> int:
     problems = check_config(args.path)
     if not problems:
-        from ctp_node.service import perfusion_parameters
+        from ctp_node.service import perfusion_parameters, tls_problems
 
+        config = load_config(args.path)
         try:
-            perfusion_parameters(load_config(args.path))
+            perfusion_parameters(config)
         except ConfigError as exc:
             problems = exc.problems
+        problems += tls_problems(config)  # files exist, key matches, not expired
     if problems:
         print(f"{args.path}: {len(problems)} problem(s)")
         for problem in problems:

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
@@ -21,6 +21,7 @@ from ctp_node.config import Config, ConfigError, ConfigProblem
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import PipelineSettings
+from ctp_node.receive.admission import record_refused_connection
 from ctp_node.receive.reconcile import reconcile_spool
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
@@ -32,6 +33,7 @@ from ctp_node.store import Database
 from ctp_node.store import open_database as store_database
 from ctp_node.store.outbox import retry_failed_exports
 from ctp_node.store.queue import claim_job, release_worker_jobs, running_worker_ids
+from ctp_node.tls import ClientTLS, ServerTLS, describe, pem_problems, server_context
 from ctp_node.worker import JobContext, notify_failed_jobs, run_job
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,38 @@ def peers(config: Config) -> dict[str, Peer]:
             port=d.port,
             calling_ae_title=d.calling_ae_title or config.node.ae_title,
             timeout_s=d.timeout_s,
+            tls=None if d.tls is None else ClientTLS(**d.tls.model_dump()),
         )
         for d in config.destinations
     }
+
+
+def server_tls(config: Config) -> ServerTLS | None:
+    """The TLS listener's files, or ``None`` when ``node.tls`` is not set."""
+    tls = config.node.tls
+    if tls is None:
+        return None
+    return ServerTLS(
+        tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate
+    )
+
+
+def tls_problems(config: Config, *, lapsed: bool = True) -> list[ConfigProblem]:
+    """Every problem with the PEM files of ``node.tls`` and ``destinations[].tls``, with its
+    key path; with ``lapsed=False``, without certificates that are only expired or not valid
+    yet (see :class:`ctp_node.tls.PemProblem`)."""
+    sections = [("node.tls", config.node.tls)] + [
+        (f"destinations.{index}.tls", d.tls) for index, d in enumerate(config.destinations)
+    ]
+    problems = []
+    for key_path, tls in sections:
+        if tls is None:
+            continue
+        found = pem_problems(tls.certificate, tls.private_key, tls.ca_certificates)
+        problems += [
+            ConfigProblem(f"{key_path}.{p.key}", p.message) for p in found if lapsed or not p.lapsed
+        ]
+    return problems
 
 
 def listener_settings(config: Config) -> ListenerSettings:
@@ -245,11 +276,20 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         perfusion_parameters(config)  # refuse bad engine overrides before listening
+        unusable = tls_problems(config, lapsed=False)
+        if unusable:
+            raise ConfigError(unusable, config.source_path)
+        # An expired certificate does not stop the node, as it would not stop a running one:
+        # TLS peers refuse it, the plain listener and the other destinations go on.
+        for problem in tls_problems(config):
+            if problem not in unusable:
+                log.error("%s; TLS peers will refuse it", problem)
         self.stop_event = threading.Event()
         self.db = open_database(config)
         self.spool = Spool(Path(config.storage.root), config.storage.min_free_bytes)
         self._threads: list[threading.Thread] = []
         self._server = None
+        self._tls_server = None
         self._workers: list[_WorkerProcess] = []
         self._context = multiprocessing.get_context("forkserver")
 
@@ -257,7 +297,16 @@ class Node:
         config = self.config
         reconcile_spool(self.spool, self.db)
         self._recover()
-        self._server = start_listener(listener_settings(config), self.spool, self.db)
+        settings = listener_settings(config)
+        self._server = start_listener(settings, self.spool, self.db)
+        tls = server_tls(config)
+        if tls is not None:
+            db = self.db
+            context = server_context(tls, lambda p, r: record_refused_connection(db, p, r))
+            self._tls_server = start_listener(
+                replace(settings, port=config.node.tls.port), self.spool, db, context
+            )
+            log.info("TLS listener's certificate: %s", describe(tls.certificate))
         root = Path(config.storage.root)
         completion = CompletionSettings(
             config.ingest.series_stable_after_s, config.ingest.min_time_points
@@ -359,8 +408,9 @@ class Node:
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self._server is not None:
-            self._server.shutdown()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
         for thread in self._threads:
             thread.join(timeout=10)
         for worker in self._workers:

@@ -217,6 +217,14 @@ def small_study(tmp_path_factory: pytest.TempPathFactory):
     return phantom, paths
 
 
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory):
+    """Throw-away CAs, certificates and keys for the DICOM TLS tests (tests/tls_certificates)."""
+    from tests.tls_certificates import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
 # ------------------------------------------------------------------------------------------
 # ctp-node serve as a real process
 

@@ -5,8 +5,9 @@ module turns such a file into a frozen :class:`Config` in one step — either ev
 valid and the whole configuration is returned, or :class:`ConfigError` lists every problem
 with its key path (``destinations.0.port``) and nothing is applied.
 
-Relative paths (``storage.root`` and the file inside a ``sqlite:///relative.db`` URL) are
-relative to the configuration file's folder. Durations are seconds (``_s``), sizes bytes.
+Relative paths (``storage.root``, the file inside a ``sqlite:///relative.db`` URL and the TLS
+PEM files) are relative to the configuration file's folder. Durations are seconds (``_s``),
+sizes bytes.
 """
 
 from ctp_node.config.loading import (
@@ -25,7 +26,9 @@ from ctp_node.config.schema import (
     Config,
     DatabaseConfig,
     DestinationConfig,
+    DestinationTLSConfig,
     IngestConfig,
+    ListenerTLSConfig,
     NodeConfig,
     OutputKind,
     PerfusionConfig,
@@ -47,7 +50,9 @@ __all__ = [
     "ConfigProblem",
     "DatabaseConfig",
     "DestinationConfig",
+    "DestinationTLSConfig",
     "IngestConfig",
+    "ListenerTLSConfig",
     "NodeConfig",
     "OutputKind",
     "PerfusionConfig",

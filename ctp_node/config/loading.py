@@ -36,8 +36,9 @@ def default_config_path() -> Path:
 def load_config(path: Path | str) -> Config:
     """Read, validate and resolve the configuration file at ``path``.
 
-    An empty file gives every default. Relative ``storage.root`` and relative SQLite files in
-    ``database.url`` are resolved against the file's folder; ``source_path`` is set to the
+    An empty file gives every default. Relative ``storage.root``, relative SQLite files in
+    ``database.url`` and the PEM files of ``node.tls`` and ``destinations[].tls`` are resolved
+    against the file's folder; ``source_path`` is set to the
     file's absolute path.
 
     Raises
@@ -239,9 +240,33 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     database = config.database.model_copy(
         update={"url": resolve_sqlite_url(config.database.url, folder)}
     )
+    node = config.node
+    if node.tls is not None:
+        node = node.model_copy(update={"tls": _resolve_files(node.tls, folder)})
+    destinations = [
+        d if d.tls is None else d.model_copy(update={"tls": _resolve_files(d.tls, folder)})
+        for d in config.destinations
+    ]
     return config.model_copy(
-        update={"storage": storage, "database": database, "source_path": file_path}
+        update={
+            "node": node,
+            "storage": storage,
+            "database": database,
+            "destinations": destinations,
+            "source_path": file_path,
+        }
     )
+
+
+def _resolve_files(section: BaseModel, folder: Path) -> BaseModel:
+    """``section`` with its relative file paths (every ``Path`` value) made relative to
+    ``folder``."""
+    files = {
+        name: folder / value
+        for name, value in section
+        if isinstance(value, Path) and not value.is_absolute()
+    }
+    return section.model_copy(update=files)
 
 
 def resolve_sqlite_url(url: str, folder: Path) -> str:

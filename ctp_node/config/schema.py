@@ -70,6 +70,89 @@ class AllowedCaller(_Section):
     host: Host | None = None
 
 
+PemFile = Annotated[Path, Field(strict=False)]
+"""A PEM file; relative to the configuration file's folder once loaded by :func:`load_config`.
+Whether it exists and holds what it should is checked by ``config check`` and at the start of
+``serve`` (:func:`ctp_node.service.tls_problems`), not here: a certificate that expires must
+not stop ``status`` or a worker from reading the configuration."""
+
+
+class ListenerTLSConfig(_Section):
+    """DICOM TLS on a second listener, TLS-only (BCP 195 non-downgrading: TLS 1.2 or newer,
+    forward-secret AEAD suites; see :mod:`ctp_node.tls`). The plain listener on ``node.port``
+    stays; same AE title, callers and handling.
+
+    Attributes
+    ----------
+    port : TCP port of the TLS listener; not ``node.port`` (2762 is DICOM's registered TLS
+        port).
+    certificate : PEM file with the node's certificate (its chain may follow it).
+    private_key : PEM file with its private key, unencrypted (the node starts unattended);
+        keep it readable only by the node's user.
+    ca_certificates : PEM bundle of the CAs whose certificates callers may present; needed
+        when ``require_client_certificate`` is true. Without it no client certificate is
+        asked for.
+    require_client_certificate : refuse a caller that presents no certificate signed by one
+        of ``ca_certificates``. True by default: an AE title is a name anyone can type, a
+        certificate is not, and a hospital that sets up TLS wants to know who sends (DCMTK's
+        ``storescp +tls`` requires one too). False gives encryption and the node's
+        authentication only, a certificate being checked if one is presented.
+    """
+
+    port: PortNumber
+    certificate: PemFile
+    private_key: PemFile
+    ca_certificates: PemFile | None = None
+    require_client_certificate: bool = True
+
+    @model_validator(mode="after")
+    def _ca_for_client_certificates(self) -> ListenerTLSConfig:
+        if self.require_client_certificate and self.ca_certificates is None:
+            _raise_at(
+                ("ca_certificates",),
+                "needed when require_client_certificate is true: the PEM bundle of the CAs "
+                "that sign the callers' certificates; or set require_client_certificate: false",
+                {},
+                None,
+            )
+        return self
+
+
+class DestinationTLSConfig(_Section):
+    """DICOM TLS to a destination (BCP 195 non-downgrading; see :mod:`ctp_node.tls`).
+
+    Attributes
+    ----------
+    ca_certificates : PEM bundle of the CAs that may have signed the destination's
+        certificate; the system's CAs are not trusted.
+    certificate, private_key : PEM files of the node's client certificate and its
+        unencrypted key, for a destination that asks for one; both or neither.
+    verify_host_name : check that the destination's certificate names ``host`` in its
+        subjectAltName (a DNS name, or an IP address when ``host`` is one). True by default,
+        as for any TLS client: a certificate signed by the hospital's CA for another machine
+        must not do. False only for a PACS whose certificate names no host (common in DICOM,
+        where peers are addressed by IP); its CA's signature is still checked.
+    """
+
+    ca_certificates: PemFile
+    certificate: PemFile | None = None
+    private_key: PemFile | None = None
+    verify_host_name: bool = True
+
+    @model_validator(mode="after")
+    def _certificate_with_its_key(self) -> DestinationTLSConfig:
+        if (self.certificate is None) != (self.private_key is None):
+            missing = "private_key" if self.private_key is None else "certificate"
+            _raise_at(
+                (missing,),
+                "a client certificate needs both certificate and private_key; give both, or "
+                "neither when the destination asks for no client certificate",
+                {},
+                None,
+            )
+        return self
+
+
 class NodeConfig(_Section):
     """The DICOM face of the node (the C-STORE SCP).
 
@@ -108,6 +191,8 @@ class NodeConfig(_Section):
         written to disk as they arrive, and one growing beyond this ends its association
         before it fills the disk. The default, 2 GiB, is above any CT perfusion object (an
         enhanced multi-frame 320 x 512 x 512 volume is 168 MB).
+    tls : a second listener, DICOM TLS only (:class:`ListenerTLSConfig`); ``None``: none.
+        ``max_associations`` applies to each listener.
     """
 
     ae_title: AETitle = "CTPNODE"
@@ -123,6 +208,18 @@ class NodeConfig(_Section):
     network_timeout_s: PositiveSeconds = 60.0
     max_pdu_bytes: int = Field(4_194_304, ge=65_536, le=2**31)
     max_object_bytes: int = Field(2_147_483_648, ge=1_000_000)
+    tls: ListenerTLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _tls_port_of_its_own(self) -> NodeConfig:
+        if self.tls is not None and self.tls.port == self.port:
+            _raise_at(
+                ("tls", "port"),
+                "must differ from node.port ({port}): the TLS listener accepts TLS only",
+                {"port": self.port},
+                self.tls.port,
+            )
+        return self
 
 
 RetentionDays = Annotated[float, AfterValidator(_check_retention_days)] | None
@@ -278,6 +375,7 @@ class DestinationConfig(_Section):
     send : output kinds it receives; ``None`` means every output.
     calling_ae_title : AE title the node presents; ``None`` uses ``node.ae_title``.
     timeout_s : network timeout in seconds for one association.
+    tls : send over DICOM TLS (:class:`DestinationTLSConfig`); ``None``: plain TCP.
     """
 
     name: str
@@ -287,6 +385,7 @@ class DestinationConfig(_Section):
     send: list[OutputKind] | None = None
     calling_ae_title: AETitle | None = None
     timeout_s: PositiveSeconds = 30.0
+    tls: DestinationTLSConfig | None = None
 
     @field_validator("name")
     @classmethod

@@ -14,6 +14,9 @@ not accept (lossy ones). A private or unknown SOP class is accepted as storage
 
 Logs carry UIDs, AE titles and addresses only; AE titles lose their control characters first
 (:func:`printable`; pynetdicom's own lines: :class:`ctp_node.receive.listener.ConnectionProblems`).
+On the TLS listener, a caller whose TLS handshake fails (no certificate, one from another CA,
+plain DICOM) is refused before any DICOM: logged by :mod:`ctp_node.tls`, recorded by
+:func:`record_refused_connection`.
 """
 
 from __future__ import annotations
@@ -198,6 +201,14 @@ def handle_accepted(event: evt.Event, db: Database) -> None:
         )
         log.warning("association from %s at %s: %s", requestor.ae_title, requestor.address, reason)
         _record(db, requestor, "context", reason)
+
+
+def record_refused_connection(db: Database, peer: str, reason: str) -> None:
+    """Record a connection refused before any DICOM was exchanged: a failed TLS handshake on
+    the TLS listener (``peer`` as ``host:port``; :mod:`ctp_node.tls` has logged it)."""
+    _record(
+        db, Requestor("", "", peer.rpartition(":")[0] or peer), "tls", f"TLS handshake: {reason}"
+    )
 
 
 def _rejection(result: int, source: int, diagnostic: int) -> str:

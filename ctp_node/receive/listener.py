@@ -142,10 +142,10 @@ class ConnectionGuard:
             if connection is not None:
                 connection.assoc = assoc
 
-    def handshake_failed(self, sock: socket.socket, reason: str) -> None:
+    def handshake_failed(self, sock: socket.socket, reason: str, report: bool = True) -> None:
         with self._lock:
             connection = self._connections.pop(id(sock), None)
-        if connection is not None:
+        if connection is not None and report:
             connection.problems.append(f"TLS handshake failed: {reason}")
             self._report(connection)
 
@@ -702,7 +702,9 @@ class GuardedServer(ThreadedAssociationServer):
             try:
                 request.do_handshake()
             except (OSError, ValueError) as exc:
-                self.guard.handshake_failed(request, _one_line(exc))
+                # ctp_node.tls's contexts report their refusals themselves, in better words
+                reports = not hasattr(self.ssl_context, "handshake_failed")
+                self.guard.handshake_failed(request, _one_line(exc), report=reports)
                 self.shutdown_request(request)
                 return
         super().process_request_thread(request, client_address)

@@ -183,10 +183,12 @@ def start_listener(
     spool: Spool,
     db: Database,
     ssl_context: ssl.SSLContext | None = None,
-    port: int | None = None,
 ) -> GuardedServer:
-    """Start listening in background threads (on ``port`` instead of ``settings.port``, and
-    with TLS, when given); stop with ``server.shutdown()``."""
+    """Start listening in background threads; stop with ``server.shutdown()``.
+
+    With ``ssl_context`` (:func:`ctp_node.tls.server_context`) the listener speaks DICOM TLS
+    only: a caller whose handshake fails is refused before any DICOM is exchanged.
+    """
     ae = build_ae(settings)
     fold_pynetdicom_logs()
     intake = Intake(spool, db, settings.keep_other_objects)
@@ -202,7 +204,7 @@ def start_listener(
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),
     ]
-    address = (settings.bind, settings.port if port is None else port)
+    address = (settings.bind, settings.port)
     server = start_guarded_server(ae, address, handlers, guard, ssl_context)
     log.info(
         "listening as %s on %s:%d%s",

@@ -12,6 +12,8 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from ctp_node.tls import ClientTLS, client_context, last_handshake_failure
+
 log = logging.getLogger(__name__)
 
 #: Warning statuses (PS3.4 B.2.3) mean "stored" too: coercion, elements discarded.
@@ -24,13 +26,14 @@ class PeerUnreachableError(ConnectionError):
 
 @dataclass(frozen=True)
 class Peer:
-    """A DICOM peer to send to."""
+    """A DICOM peer to send to; over DICOM TLS when ``tls`` is given."""
 
     ae_title: str
     host: str
     port: int
     calling_ae_title: str = "CTPNODE"
     timeout_s: float = 30.0
+    tls: ClientTLS | None = None
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -73,13 +76,17 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
     for sop_class, syntaxes in contexts.items():
         ae.add_requested_context(sop_class, sorted(syntaxes))
 
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    tls_args = None
+    if peer.tls is not None:
+        try:  # read for each association: a renewed certificate is used at once
+            tls_args = (client_context(peer.tls), peer.host)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise PeerUnreachableError(
+                f"the TLS files for {peer} cannot be used ({exc}); run ctp-node config check"
+            ) from None
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if not assoc.is_established:
-        reason = "association rejected" if assoc.is_rejected else "no association"
-        raise PeerUnreachableError(
-            f"{reason} with {peer}: check that the destination is running, and its AE title, "
-            "host and port"
-        )
+        raise PeerUnreachableError(_unreachable(peer, assoc, tls_args))
     disable_nagle(assoc)
     outcomes: list[SendOutcome] = []
     try:
@@ -93,6 +100,33 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
     for path in paths[len(outcomes) :]:
         outcomes.append(SendOutcome(Path(path), False, None, f"association with {peer} ended"))
     return outcomes
+
+
+def _unreachable(peer: Peer, assoc, tls_args) -> str:  # type: ignore[no-untyped-def]
+    """Why no association was established with ``peer``, and what to check."""
+    failure = last_handshake_failure(tls_args[0]) if tls_args else None
+    if failure is not None:
+        if "mismatch" in failure:
+            advice = (
+                f"its certificate does not name {peer.host}; have it reissued, or set the "
+                "destination's tls.verify_host_name: false if it names no host"
+            )
+        elif "verify failed" in failure:
+            advice = "the destination's tls.ca_certificates must hold the CA that signed it"
+        elif "alert" in failure:  # the destination refused the node's certificate
+            advice = (
+                "give the destination's tls.certificate and tls.private_key: a client "
+                "certificate signed by a CA the destination trusts"
+            )
+        else:
+            advice = "check the destination's TLS settings and the client certificate it expects"
+        return f"TLS handshake with {peer} failed: {failure}; {advice}"
+    reason = "association rejected" if assoc.is_rejected else "no association"
+    advice = "check that the destination is running, and its AE title, host and port"
+    if tls_args:
+        reason += " over TLS"
+        advice += ", and that it accepts TLS and the node's client certificate"
+    return f"{reason} with {peer}: {advice}"
 
 
 def disable_nagle(assoc) -> None:  # type: ignore[no-untyped-def]

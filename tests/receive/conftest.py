@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ AE_TITLE = "CTPNODE"
 
 @pytest.fixture
 def listener(tmp_path):
-    """A factory: ``listener(min_free_bytes=..., allowed=..., ...)`` → (port, spool, db); other
-    keywords are :class:`ListenerSettings` fields (the connection limits)."""
+    """A factory: ``listener(min_free_bytes=..., allowed=..., ssl_context=...)`` → (port,
+    spool, db); other keywords are :class:`ListenerSettings` fields (the connection limits)."""
     servers = []
 
     def start(
@@ -28,6 +29,7 @@ def listener(tmp_path):
         allowed: tuple[Caller, ...] = (),
         keep_other_objects: bool = False,
         max_associations: int = 10,
+        ssl_context: ssl.SSLContext | None = None,
         **limits,
     ):
         db = Database(f"sqlite:///{tmp_path / 'node.db'}")
@@ -43,7 +45,7 @@ def listener(tmp_path):
             keep_other_objects=keep_other_objects,
             **limits,
         )
-        servers.append((start_listener(settings, spool, db), db))
+        servers.append((start_listener(settings, spool, db, ssl_context), db))
         return port, spool, db
 
     yield start

@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-from pathlib import Path
 
 import pydicom
 import pytest
 
 from ctp_node.send.scu import Peer, PeerUnreachableError, send_files
 from ctp_node.send.sender import RetryPolicy, send_due_exports
-from ctp_node.store import Database
-from ctp_node.store.ingest import ReceivedInstance, decide_series, record_instance
 from ctp_node.store.models import ExportState, utcnow
 from ctp_node.store.outbox import OutputObject, enqueue_exports, list_exports
 from tests.conftest import FAST_TCP_ENV, dcmtk, free_port, start_orthanc, stop_process, wait_until
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory) -> list[Path]:
-    """Two CT files standing in for outputs (the sender sends any DICOM file as it is)."""
-    import numpy as np
-
-    from ctp_node.perfusion import Acquisition
-    from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
-
-    acquisition = Acquisition(
-        hu=np.zeros((1, 2, 16, 16), np.float32),
-        times_s=np.array([0.0]),
-        pixel_spacing_mm=(1.0, 1.0),
-        slice_spacing_mm=5.0,
-    )
-    return write_ct_series(
-        acquisition, tmp_path_factory.mktemp("out"), identity=StudyIdentity.new()
-    )
+from tests.send.conftest import database_with_a_job
 
 
 @pytest.fixture
@@ -68,32 +47,8 @@ def test_unreachable_peer_raises_a_clear_error(outputs) -> None:
         send_files(Peer("NOBODY", "127.0.0.1", free_port(), timeout_s=5), outputs)
 
 
-def _database_with_a_job(tmp_path):  # type: ignore[no-untyped-def]
-    """A node database with one finished series and its job, ready for exports."""
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.create_schema()
-    record_instance(
-        db,
-        ReceivedInstance(
-            "1.2.3.4.1",
-            "1.2.840.10008.5.1.4.1.1.2",
-            "1.2.3.4",
-            "1.2.3",
-            "1.2.840.10008.1.2.1",
-            "CT",
-            "",
-            1,
-            "x",
-            1,
-            "CT",
-        ),
-    )
-    job_id = decide_series(db, "1.2.3.4", perfusion=True, reason="", expected_instance_count=1)
-    return db, job_id
-
-
 def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
-    db, job_id = _database_with_a_job(tmp_path)
+    db, job_id = database_with_a_job(tmp_path)
     root = outputs[0].parent
     enqueue_exports(
         db,
@@ -123,7 +78,7 @@ def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
 
 
 def test_gives_up_after_max_attempts(outputs, tmp_path) -> None:
-    db, job_id = _database_with_a_job(tmp_path)
+    db, job_id = database_with_a_job(tmp_path)
     enqueue_exports(db, job_id, [("pacs", OutputObject("9.9", "parametric_maps", outputs[0].name))])
     peers = {"pacs": Peer("X", "127.0.0.1", free_port(), timeout_s=2)}
     policy = RetryPolicy(max_attempts=2, backoff_s=10.0, backoff_max_s=10.0)
