@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
 from ctp_node.config import Config, ConfigError, ConfigProblem
+from ctp_node.file_modes import restrict_storage_root
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import PipelineSettings
@@ -241,8 +242,13 @@ class Node:
         self.config = config
         perfusion_parameters(config)  # refuse bad engine overrides before listening
         self.stop_event = threading.Event()
+        restrict_storage_root(Path(config.storage.root))  # patient data: owner only
         self.db = open_database(config)
-        self.spool = Spool(Path(config.storage.root), config.storage.min_free_bytes)
+        self.spool = Spool(
+            Path(config.storage.root),
+            config.storage.min_free_bytes,
+            config.storage.retention.quarantine_max_bytes,
+        )
         self._threads: list[threading.Thread] = []
         self._server = None
         self._workers: list[_WorkerProcess] = []

@@ -117,9 +117,13 @@ class RetentionConfig(_Section):
         cancelled; PACS holds the delivered copy.
     quarantine_days : days a refused object's bytes stay in ``quarantine/`` for a person to
         look at.
-    quarantine_max_bytes : bytes the quarantine may hold; beyond it the oldest files go
-        first, however young. It holds evidence of refused objects, not results, and a
-        misconfigured sender can fill it fast (200 refused objects put 200 MB there in 6 s).
+    quarantine_max_bytes : bytes the quarantine may hold (the node's one quarantine bound,
+        also called ``storage.quarantine_max_bytes``). It is held as refused objects are
+        written, not only when retention runs: the oldest quarantined files are deleted
+        first, however young, to make room (the refusals stay on record), and an object
+        larger than the bound is recorded without its bytes. It holds evidence of refused
+        objects, not results, and a misconfigured sender can fill it fast (200 refused
+        objects put 200 MB there in 6 s). ``null``: no bound.
     interval_s : seconds between two applications of retention by ``ctp-node serve`` (it
         also applies it at start); at most one day.
     """

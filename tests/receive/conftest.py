@@ -27,10 +27,11 @@ def listener(tmp_path):
         allowed: tuple[Caller, ...] = (),
         keep_other_objects: bool = False,
         max_associations: int = 10,
+        quarantine_max_bytes: int | None = None,
     ):
         db = Database(f"sqlite:///{tmp_path / 'node.db'}")
         db.create_schema()
-        spool = Spool(tmp_path / "storage", min_free_bytes)
+        spool = Spool(tmp_path / "storage", min_free_bytes, quarantine_max_bytes)
         port = free_port()
         settings = ListenerSettings(
             AE_TITLE,
