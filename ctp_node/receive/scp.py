@@ -53,7 +53,6 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from ctp_node.receive.admission import (
-    Caller,
     Requestor,
     handle_accepted,
     handle_closed,
@@ -62,6 +61,7 @@ from ctp_node.receive.admission import (
     handle_requested,
     printable_pynetdicom_logs,
 )
+from ctp_node.receive.allow_list import AllowList, Caller
 from ctp_node.receive.header import CT_STORAGE_CLASSES, identity_problem, read_header
 from ctp_node.receive.intake import (
     STATUS_CANNOT_UNDERSTAND,
@@ -165,6 +165,7 @@ def start_listener(
     ae = build_ae(settings)
     printable_pynetdicom_logs()
     intake = Intake(spool, db, settings.keep_other_objects)
+    allowed = AllowList(settings.allowed_callers)  # host names resolved now
     requests: dict = {}  # A-ASSOCIATE-RQ bytes by association, until it is decoded or closed
     handlers = [
         (evt.EVT_CONN_OPEN, handle_open),
@@ -172,7 +173,7 @@ def start_listener(
         (evt.EVT_CONN_CLOSE, handle_closed, [requests, db]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [intake]),
-        (evt.EVT_REQUESTED, handle_requested, [settings.ae_title, settings.allowed_callers, db]),
+        (evt.EVT_REQUESTED, handle_requested, [settings.ae_title, allowed, db]),
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),
     ]
