@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
-from ctp_node.config import Config, ConfigError, ConfigProblem
+from ctp_node.config import Config, ConfigError, ConfigProblem, database_password
 from ctp_node.file_modes import restrict_storage_root
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
@@ -137,7 +137,7 @@ def listener_settings(config: Config) -> ListenerSettings:
 
 
 def open_database(config: Config) -> Database:
-    return store_database(config.database.url)
+    return store_database(config.database.url, database_password(config.database))
 
 
 def _loop(

@@ -11,6 +11,7 @@ relative to the configuration file's folder. Durations are seconds (``_s``), siz
 
 from ctp_node.config.loading import (
     check_config,
+    config_warnings,
     default_config_path,
     load_config,
     resolve_sqlite_url,
@@ -35,6 +36,7 @@ from ctp_node.config.schema import (
     StorageConfig,
     WorkerConfig,
 )
+from ctp_node.config.secrets import database_password
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -57,6 +59,8 @@ __all__ = [
     "StorageConfig",
     "WorkerConfig",
     "check_config",
+    "config_warnings",
+    "database_password",
     "default_config_path",
     "load_config",
     "resolve_sqlite_url",

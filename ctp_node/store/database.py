@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ctp_node.file_modes import create_file, make_folders, restrict_file
@@ -27,9 +27,11 @@ class Database:
     ----------
     url : SQLAlchemy URL, e.g. ``sqlite:////var/ctp-node/ctp-node.db`` or
         ``postgresql+psycopg://user@host/ctpnode``.
+    password : put into ``url`` (``database.password_file`` or ``password_env``); kept
+        only by the engine, which never shows it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -42,7 +44,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            with_password = make_url(url).set(password=password) if password else url
+            self.engine = create_engine(with_password, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -72,9 +75,10 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str) -> Database:
-    """The database at ``url``, its tables created or upgraded (:meth:`Database.create_schema`)."""
-    db = Database(url)
+def open_database(url: str, password: str | None = None) -> Database:
+    """The database at ``url`` (with ``password`` put into it), its tables created or upgraded
+    (:meth:`Database.create_schema`)."""
+    db = Database(url, password)
     db.create_schema()
     return db
 
