@@ -8,12 +8,11 @@ import os
 import stat
 from pathlib import Path
 
-import numpy as np
-import pydicom
 import pytest
 
 from ctp_node.file_modes import FILE_MODE, FOLDER_MODE
 from tests.conftest import free_port, node_config, start_node, stop_process, storescu, wait_until
+from tests.dicom_checks import with_other_pixels
 from tests.study_objects import write_other_objects
 
 
@@ -31,15 +30,6 @@ def _modes(root: Path) -> dict[str, int]:
             path = Path(parent) / name
             modes[path.relative_to(root).as_posix()] = stat.S_IMODE(path.lstat().st_mode)
     return modes
-
-
-def _collision(path: Path, out: Path) -> Path:
-    ds = pydicom.dcmread(path)
-    pixels = ds.pixel_array.copy()
-    pixels[0, 0] = np.uint16(pixels[0, 0]) ^ 1
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(out, enforce_file_format=True)
-    return out
 
 
 def test_spool_results_quarantine_and_database_are_owner_only(
@@ -64,7 +54,7 @@ def test_spool_results_quarantine_and_database_are_owner_only(
         others = write_other_objects(paths[0], tmp_path / "others")
         sent = storescu([*paths, *others["secondary_capture"]], node.port, node.ae_title)
         assert sent.returncode == 0, sent.stderr
-        collisions = [_collision(p, tmp_path / f"c{n}.dcm") for n, p in enumerate(paths[:4])]
+        collisions = [with_other_pixels(p, tmp_path / f"c{n}.dcm") for n, p in enumerate(paths[:4])]
         refused = storescu(collisions, node.port, node.ae_title, calling="CT2")
         assert "0x111" in refused.stderr
 

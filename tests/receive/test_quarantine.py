@@ -9,29 +9,19 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-import pydicom
-
 from ctp_node.receive.intake import STATUS_DUPLICATE_SOP_INSTANCE
 from ctp_node.receive.spool import Spool
 from ctp_node.retention.disk import files_below
 from ctp_node.store.ingest import list_rejections
 from tests.conftest import stored_count, storescu
+from tests.dicom_checks import with_other_pixels
 from tests.receive.conftest import AE_TITLE
 
 
 def _other_bytes(files: list[Path], folder: Path) -> list[Path]:
     """The same SOP Instance UIDs with other pixels: each one a collision the node refuses."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in files:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array.copy()
-        pixels[0, 0] = np.uint16(pixels[0, 0]) ^ 1
-        ds.PixelData = pixels.tobytes()
-        written.append(folder / path.name)
-        ds.save_as(written[-1], enforce_file_format=True)
-    return written
+    return [with_other_pixels(path, folder / path.name) for path in files]
 
 
 def _quarantine(root: Path) -> dict[str, int]:
