@@ -13,7 +13,15 @@ import threading
 from pathlib import Path
 
 from ctp_node import __version__
-from ctp_node.config import ConfigError, check_config, default_config_path, load_config
+from ctp_node.config import (
+    ConfigError,
+    ConfigProblem,
+    check_config,
+    config_warnings,
+    database_password,
+    default_config_path,
+    load_config,
+)
 
 log = logging.getLogger("ctp_node")
 
@@ -394,7 +402,7 @@ def _operator_command(name: str, args: argparse.Namespace, run) -> int:  # type:
     from ctp_node.store import open_database
 
     config = _load(args.config)
-    db = open_database(config.database.url)
+    db = open_database(config.database.url, database_password(config.database))
     try:
         print(run(db, config))
     except OperatorError as exc:
@@ -412,8 +420,12 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    """Problems (exit 1), or "valid" with any warnings: what is allowed but probably not
+    meant (exit 0). Never prints a password."""
     problems = check_config(args.path)
+    warnings = []
     if not problems:
+        from ctp_node.receive.allow_list import Caller, unresolvable_hosts
         from ctp_node.service import perfusion_parameters, tls_problems
 
         config = load_config(args.path)
@@ -422,11 +434,22 @@ def _config_check(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems = exc.problems
         problems += tls_problems(config)  # files exist, key matches, not expired
+        callers = [Caller(c.ae_title, c.host) for c in config.node.allowed_callers]
+        unresolved = [
+            ConfigProblem(f"node.allowed_callers.{index}.host", why)
+            for index, why in unresolvable_hosts(callers).items()
+        ]
+        warnings = sorted(config_warnings(config) + unresolved, key=lambda w: w.key_path)
     if problems:
         print(f"{args.path}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"  {problem}")
         return 1
+    if warnings:
+        print(f"{args.path}: valid, with {len(warnings)} warning(s)")
+        for warning in warnings:
+            print(f"  warning: {warning}")
+        return 0
     print(f"{args.path}: valid")
     return 0
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
-from ctp_node.config import Config, ConfigError, ConfigProblem
+from ctp_node.config import Config, ConfigError, ConfigProblem, database_password
+from ctp_node.file_modes import restrict_storage_root
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import PipelineSettings
@@ -172,7 +173,7 @@ def listener_settings(config: Config) -> ListenerSettings:
 
 
 def open_database(config: Config) -> Database:
-    return store_database(config.database.url)
+    return store_database(config.database.url, database_password(config.database))
 
 
 def _loop(
@@ -285,8 +286,13 @@ class Node:
             if problem not in unusable:
                 log.error("%s; TLS peers will refuse it", problem)
         self.stop_event = threading.Event()
+        restrict_storage_root(Path(config.storage.root))  # patient data: owner only
         self.db = open_database(config)
-        self.spool = Spool(Path(config.storage.root), config.storage.min_free_bytes)
+        self.spool = Spool(
+            Path(config.storage.root),
+            config.storage.min_free_bytes,
+            config.storage.retention.quarantine_max_bytes,
+        )
         self._threads: list[threading.Thread] = []
         self._server = None
         self._tls_server = None

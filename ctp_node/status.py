@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydicom.uid import UID
 
-from ctp_node.config import Config
+from ctp_node.config import Config, database_password
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.ingest import list_rejections, list_series
@@ -196,7 +196,7 @@ def _wanted(
 def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
     """Print the node's state; returns 1 when something needs attention (a failed job, an
     output not delivered, a series in error), else 0."""
-    db = open_database(config.database.url)
+    db = open_database(config.database.url, database_password(config.database))
     status = collect_status(db, only)
     db.dispose()
     code = 1 if status["attention"] else 0

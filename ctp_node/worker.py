@@ -27,6 +27,7 @@ from pathlib import Path
 
 import sqlalchemy.exc
 
+from ctp_node.file_modes import make_folders, restrict_tree
 from ctp_node.pipeline import (
     AcquisitionUnusableError,
     PipelineSettings,
@@ -126,7 +127,9 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
                 algorithm=computed.result.algorithm,
             )
             report = replace(context.settings.report, version=version)
+            make_folders(root / relative_out)  # owner-only before any output is in it
             processed = write_outputs(computed, root / relative_out, report)
+            restrict_tree(root / relative_out)
     except AcquisitionUnusableError as exc:
         log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
         if fail_job(
@@ -317,7 +320,9 @@ def _write_notice(db: Database, job: Job, context: JobContext, worker_id: str) -
     )
     relative_out = Path("results") / job.series_instance_uid / f"job-{job.id}"
     report = replace(context.settings.report, version=version)
+    make_folders(root / relative_out)
     notice = write_failure_notice(paths, root / relative_out, reason, report)
+    restrict_tree(root / relative_out)
     exports = destination_exports(relative_out, notice, context.destinations)
     if not record_notice(
         db,

@@ -100,3 +100,14 @@ def spoil_rows(path: Path, out: Path | None = None) -> Path:
         + data[at + 10 :]
     )
     return out
+
+
+def with_other_pixels(path: Path, out: Path) -> Path:
+    """``path`` with one pixel byte changed, written to ``out``: the same SOP Instance UID
+    with other bytes, a collision the node refuses (0x0111) and quarantines."""
+    ds = pydicom.dcmread(path)
+    pixels = bytearray(ds.PixelData)
+    pixels[0] ^= 0xFF
+    ds.PixelData = bytes(pixels)
+    ds.save_as(out)
+    return out

@@ -12,6 +12,7 @@ sizes bytes.
 
 from ctp_node.config.loading import (
     check_config,
+    config_warnings,
     default_config_path,
     load_config,
     resolve_sqlite_url,
@@ -38,6 +39,7 @@ from ctp_node.config.schema import (
     StorageConfig,
     WorkerConfig,
 )
+from ctp_node.config.secrets import database_password
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -62,6 +64,8 @@ __all__ = [
     "StorageConfig",
     "WorkerConfig",
     "check_config",
+    "config_warnings",
+    "database_password",
     "default_config_path",
     "load_config",
     "resolve_sqlite_url",

@@ -20,6 +20,7 @@ from ctp_node.config.schema import (
     FILE_KEY_PATH,
     Config,
 )
+from ctp_node.config.secrets import database_password, password_file_warnings
 from ctp_node.config.values import _SQLITE_URL
 
 # --------------------------------------------------------------------------------------------
@@ -37,9 +38,10 @@ def load_config(path: Path | str) -> Config:
     """Read, validate and resolve the configuration file at ``path``.
 
     An empty file gives every default. Relative ``storage.root``, relative SQLite files in
-    ``database.url`` and the PEM files of ``node.tls`` and ``destinations[].tls`` are resolved
-    against the file's folder; ``source_path`` is set to the
-    file's absolute path.
+    ``database.url``, a relative ``database.password_file`` and the PEM files of ``node.tls``
+    and ``destinations[].tls`` are resolved against the file's folder; ``source_path`` is set
+    to the file's absolute path. The database password (file or variable) is checked to be
+    readable, not kept.
 
     Raises
     ------
@@ -59,7 +61,12 @@ def load_config(path: Path | str) -> Config:
         problems.extend(_problems_from(exc))
     if problems:
         raise ConfigError(problems, file_path)
-    return _resolve_relative_paths(config, file_path)
+    config = _resolve_relative_paths(config, file_path)
+    try:
+        database_password(config.database)  # the secret can be read (it is not kept)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, file_path) from None
+    return config
 
 
 def check_config(path: Path | str) -> list[ConfigProblem]:
@@ -69,6 +76,23 @@ def check_config(path: Path | str) -> list[ConfigProblem]:
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def config_warnings(config: Config) -> list[ConfigProblem]:
+    """What is valid but probably not meant, with its key path: an allowed caller without a
+    host (anyone presenting its AE title gets in), a password file other users can read.
+    Host names that do not resolve are the listener's to check
+    (:func:`ctp_node.receive.allow_list.unresolvable_hosts`)."""
+    warnings = [
+        ConfigProblem(
+            f"node.allowed_callers.{index}",
+            f"no host: any machine that presents the AE title {caller.ae_title!r} is "
+            "accepted; give its IP address, network (10.1.2.0/24) or host name",
+        )
+        for index, caller in enumerate(config.node.allowed_callers)
+        if caller.host is None
+    ]
+    return warnings + password_file_warnings(config.database)
 
 
 def _read_yaml(file_path: Path) -> dict[str, Any]:
@@ -237,8 +261,12 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     storage = config.storage.model_copy(
         update={"root": root if root.is_absolute() else folder / root}
     )
+    password_file = config.database.password_file
     database = config.database.model_copy(
-        update={"url": resolve_sqlite_url(config.database.url, folder)}
+        update={
+            "url": resolve_sqlite_url(config.database.url, folder),
+            "password_file": folder / password_file if password_file is not None else None,
+        }
     )
     node = config.node
     if node.tls is not None:

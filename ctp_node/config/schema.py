@@ -26,16 +26,20 @@ from ctp_node.config.values import (
     _DATABASE_URL,
     _DESTINATION_NAME,
     AETitle,
+    CallerHost,
     Host,
     PerfusionValue,
     PortNumber,
     PositiveSeconds,
+    _check_environment_name,
     _check_ip_address,
     _check_long_string,
     _check_parameter_name,
     _check_perfusion_value,
     _check_retention_bytes,
     _check_retention_days,
+    hide_url_password,
+    url_password,
 )
 
 CONFIG_ENV_VAR = "CTP_NODE_CONFIG"
@@ -63,11 +67,17 @@ class AllowedCaller(_Section):
     Attributes
     ----------
     ae_title : the caller's (calling) AE title.
-    host : the caller's IP address or host name; ``None`` accepts the title from any host.
+    host : where it must call from: an IP address (``10.1.2.3``), a network in CIDR notation
+        (``10.1.2.0/24``, ``fd00::/64``: a scanner whose address DHCP hands out) or a host
+        name (``ct1.hospital.example``), resolved when the listener starts and again at
+        most every few minutes, or sooner when a caller's address matches none, so that an
+        address change is followed. A name that does not resolve matches no caller.
+        ``None`` (kept for existing files) accepts the title from any host: anyone who
+        presents it gets in, so ``ctp-node config check`` warns about it.
     """
 
     ae_title: AETitle
-    host: Host | None = None
+    host: CallerHost | None = None
 
 
 PemFile = Annotated[Path, Field(strict=False)]
@@ -246,9 +256,13 @@ class RetentionConfig(_Section):
         cancelled; PACS holds the delivered copy.
     quarantine_days : days a refused object's bytes stay in ``quarantine/`` for a person to
         look at.
-    quarantine_max_bytes : bytes the quarantine may hold; beyond it the oldest files go
-        first, however young. It holds evidence of refused objects, not results, and a
-        misconfigured sender can fill it fast (200 refused objects put 200 MB there in 6 s).
+    quarantine_max_bytes : bytes the quarantine may hold (the node's one quarantine bound,
+        also called ``storage.quarantine_max_bytes``). It is held as refused objects are
+        written, not only when retention runs: the oldest quarantined files are deleted
+        first, however young, to make room (the refusals stay on record), and an object
+        larger than the bound is recorded without its bytes. It holds evidence of refused
+        objects, not results, and a misconfigured sender can fill it fast (200 refused
+        objects put 200 MB there in 6 s). ``null``: no bound.
     interval_s : seconds between two applications of retention by ``ctp-node serve`` (it
         also applies it at start); at most one day.
     """
@@ -291,9 +305,18 @@ class DatabaseConfig(_Section):
     Attributes
     ----------
     url : SQLAlchemy URL; a relative SQLite file is relative to the configuration file's folder.
+    password_file : file holding the PostgreSQL password (its final newline is not part of
+        it), relative to the configuration file's folder; it is put into ``url``, which then
+        has none of its own. Keeps the secret out of the YAML, which is often copied and
+        shown; make it readable by the node's user only (``chmod 600``).
+    password_env : name of an environment variable holding the PostgreSQL password, for
+        the same purpose (a container's secret, a systemd ``Environment``); at most one of
+        the two.
     """
 
     url: str = "sqlite:///var/ctp-node/ctp-node.db"
+    password_file: Path | None = Field(None, strict=False)
+    password_env: Annotated[str, AfterValidator(_check_environment_name)] | None = None
 
     @field_validator("url")
     @classmethod
@@ -303,9 +326,31 @@ class DatabaseConfig(_Section):
                 "database_url",
                 "must be a SQLAlchemy database URL such as sqlite:///var/ctp-node/ctp-node.db "
                 "or postgresql+psycopg://user@host/db; got '{url}'",
-                {"url": url},
+                {"url": hide_url_password(url)},
             )
         return url
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DatabaseConfig:
+        given = [k for k in ("password_file", "password_env") if getattr(self, k) is not None]
+        if len(given) == 2:
+            _raise_at(
+                ("password_env",),
+                "give the password in one place: password_file or password_env, not both",
+                {},
+                self.password_env,
+            )
+        if given and self.url.startswith("sqlite"):
+            _raise_at((given[0],), "a SQLite database has no password; leave it out", {}, None)
+        if given and url_password(self.url) is not None:
+            _raise_at(
+                (given[0],),
+                "url contains a password already; remove it from url (the secret belongs in "
+                "the file or the variable only)",
+                {},
+                None,
+            )
+        return self
 
 
 class IngestConfig(_Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,7 @@ _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DATABASE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+]*://")
 _SQLITE_URL = re.compile(r"^(sqlite(?:\+[A-Za-z0-9_]+)?):///(.*)$", re.DOTALL)
 _LO_MAX_CHARS = 64
+_ENVIRONMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _check_ae_title(value: str) -> str:
@@ -74,6 +76,57 @@ def _check_host(value: str) -> str:
     raise PydanticCustomError(
         "host", "must be an IP address or a host name; got '{value}'", {"value": value}
     )
+
+
+def _check_environment_name(value: str) -> str:
+    if not _ENVIRONMENT_NAME.match(value):
+        raise PydanticCustomError(
+            "environment_name",
+            "must be an environment variable's name (letters, digits and underscores, not "
+            "starting with a digit), not its value; got {length} characters",
+            {"length": len(value)},
+        )
+    return value
+
+
+def url_password(url: str) -> str | None:
+    """The password a database URL contains (``scheme://user:password@host/…``), or None."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def hide_url_password(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: safe to show."""
+    head, at, tail = url.rpartition("@")
+    scheme, slashes, user_info = head.rpartition("//")
+    user, colon, _ = user_info.partition(":")
+    return f"{scheme}{slashes}{user}:***@{tail}" if at and colon else url
+
+
+def _check_caller_host(value: str) -> str:
+    # An IP address, a network in CIDR notation, or a host name (resolved by the listener).
+    if "/" not in value:
+        return _check_host(value)
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise PydanticCustomError(
+                "caller_host",
+                "must be an IP address, a network such as 10.1.2.0/24 or fd00::/64, or a "
+                "host name; got '{value}' ({why})",
+                {"value": value, "why": str(exc)},
+            ) from None
+        raise PydanticCustomError(
+            "caller_host",
+            "'{value}' has host bits set after the /{prefix}; the network is {network}",
+            {"value": value, "prefix": network.prefixlen, "network": str(network)},
+        ) from None
+    return value
 
 
 def _check_long_string(value: str) -> str:
@@ -136,5 +189,6 @@ def _check_retention_bytes(value: int) -> int:
 
 AETitle = Annotated[str, AfterValidator(_check_ae_title)]
 Host = Annotated[str, AfterValidator(_check_host)]
+CallerHost = Annotated[str, AfterValidator(_check_caller_host)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]

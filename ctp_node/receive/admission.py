@@ -3,7 +3,8 @@ every refusal leaves (one log line with the peer's address, and a record that
 ``ctp-node status`` lists).
 
 An association is refused when it calls another AE title than ``node.ae_title``, when its
-caller is not on ``node.allowed_callers`` (if that list is not empty), and when
+caller is not on ``node.allowed_callers`` (if that list is not empty; an entry's host may be
+an address, a network or a name: :mod:`ctp_node.receive.allow_list`), and when
 ``node.max_associations`` are busy (:mod:`ctp_node.receive.listener`, which also reports a
 request pynetdicom cannot decode: an AE title with control characters or a backslash).
 Within an accepted association, a presentation context is refused when its SOP class is a
@@ -33,6 +34,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 
+from ctp_node.receive.allow_list import AllowList
 from ctp_node.store import Database
 from ctp_node.store.ingest import record_rejection
 
@@ -54,14 +56,6 @@ _CONTEXT_RESULTS = {
     0x04: "the node does not accept it in these transfer syntaxes (CT is accepted only in "
     "uncompressed and lossless ones)",
 }
-
-
-@dataclass(frozen=True)
-class Caller:
-    """An allowed calling AE; ``host`` None matches any address."""
-
-    ae_title: str
-    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ def printable(text: str, keep: str = "") -> str:
 
 
 def association_refusal(
-    requestor: Requestor, node_ae_title: str, allowed: tuple[Caller, ...]
+    requestor: Requestor, node_ae_title: str, allowed: AllowList
 ) -> tuple[tuple[int, int, int], str] | None:
     """The A-ASSOCIATE-RJ codes and the reason to refuse ``requestor``, or None to accept."""
     if requestor.called_ae_title != node_ae_title.strip():
@@ -99,13 +93,11 @@ def association_refusal(
             f"called AE title {requestor.called_ae_title!r} is not this node's "
             f"({node_ae_title}, node.ae_title)"
         )
-    if allowed and not any(
-        caller.ae_title == requestor.ae_title
-        and (caller.host is None or caller.host == requestor.address)
-        for caller in allowed
-    ):
+    if not allowed.allows(requestor.ae_title, requestor.address):
+        hosts = allowed.hosts_of(requestor.ae_title)
         return REJECT_CALLING_AE, (
             f"caller {requestor.ae_title!r} at {requestor.address} is not in node.allowed_callers"
+            + (f" ({requestor.ae_title} is allowed from {hosts})" if hosts else "")
         )
     return None
 
@@ -113,7 +105,7 @@ def association_refusal(
 def handle_requested(
     event: evt.Event,
     node_ae_title: str,
-    allowed: tuple[Caller, ...],
+    allowed: AllowList,
     db: Database,
     guard: ConnectionGuard | None = None,
 ) -> None:

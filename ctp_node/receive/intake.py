@@ -19,6 +19,7 @@ from pydicom.uid import UID
 
 from ctp_node.receive.admission import Requestor
 from ctp_node.receive.header import ReceivedHeader
+from ctp_node.receive.quarantine import Quarantined
 from ctp_node.receive.spool import Spool, SpoolFullError, file_digest
 from ctp_node.store import Database
 from ctp_node.store.ingest import (
@@ -29,6 +30,7 @@ from ctp_node.store.ingest import (
     record_rejection,
 )
 from ctp_node.store.others import record_other_object
+from ctp_node.store.retention import forget_quarantine_paths
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +188,22 @@ class Intake:
             status,
             reason,
         )
-        path = ""
-        if received.path is not None and received.path.exists():
-            path = self.spool.quarantine_received(received.path, uid or "unknown")
-        self._record(sender, uid, status, reason, received.size, path)
+        usable = received.path is not None and received.path.exists()
+        kept = self.spool.quarantine(received.path, uid or "unknown") if usable else Quarantined()
+        if kept.not_kept:
+            reason = f"{reason} (bytes not quarantined: {kept.not_kept})"
+        self._record(sender, uid, status, reason, received.size, kept.path)
+        # The refusals stay on record without the paths of files deleted to make room; ours
+        # too, if another refusal deleted it before it was recorded.
+        gone = [
+            *kept.evicted,
+            *([kept.path] if kept.path and not self.spool.exists(kept.path) else []),
+        ]
+        if gone:
+            try:
+                forget_quarantine_paths(self.db, gone)
+            except Exception as exc:
+                log.error("could not clear the records of deleted quarantine files: %s", exc)
         return _status(status)
 
     def _write(

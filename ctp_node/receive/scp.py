@@ -53,13 +53,13 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ctp_node.receive.admission import (
-    Caller,
     Requestor,
     handle_accepted,
     handle_rejected,
     handle_requested,
     printable,
 )
+from ctp_node.receive.allow_list import AllowList, Caller
 from ctp_node.receive.header import CT_STORAGE_CLASSES, identity_problem
 from ctp_node.receive.intake import (
     STATUS_CANNOT_UNDERSTAND,
@@ -192,6 +192,7 @@ def start_listener(
     ae = build_ae(settings)
     fold_pynetdicom_logs()
     intake = Intake(spool, db, settings.keep_other_objects)
+    allowed = AllowList(settings.allowed_callers)  # host names resolved now
     guard = ConnectionGuard(settings.limits(), db, spool.incoming)
     handlers = [
         (evt.EVT_C_ECHO, handle_echo),
@@ -199,7 +200,7 @@ def start_listener(
         (
             evt.EVT_REQUESTED,
             handle_requested,
-            [settings.ae_title, settings.allowed_callers, db, guard],
+            [settings.ae_title, allowed, db, guard],
         ),
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),

@@ -13,11 +13,17 @@ the same UID, or by one arriving at the same moment on another association), the
 written beside it as ``<SOPInstanceUID>-<random>.dcm``. Each writer thus owns the file it
 wrote, and the database record (the insert decides which object an UID names) says which file
 is the instance; a writer whose object was not recorded removes its own file.
+
+Files are written 0600 and folders created 0700 (owner only, whatever the umask): they hold
+patient data (:mod:`ctp_node.file_modes`). The quarantine is held within
+``storage.retention.quarantine_max_bytes`` as it is written
+(:mod:`ctp_node.receive.quarantine`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -25,7 +31,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from ctp_node.file_modes import create_file, make_folders
+from ctp_node.receive.quarantine import QuarantineBound, Quarantined
 from ctp_node.store.models import utcnow
+
+log = logging.getLogger(__name__)
 
 SPOOL = "spool"
 
@@ -59,14 +69,19 @@ class Spool:
     ----------
     root : the storage root (``storage.root``).
     min_free_bytes : refuse to write when the file system has less free space than this.
+    quarantine_max_bytes : most bytes ``quarantine/`` may hold (None: no bound); the oldest
+        quarantined files are deleted to make room (``storage.retention.quarantine_max_bytes``).
     """
 
-    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self, root: Path, min_free_bytes: int = 0, quarantine_max_bytes: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
         self.incoming = self.root / SPOOL / ".incoming"
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        (self.root / "quarantine").mkdir(parents=True, exist_ok=True)
+        make_folders(self.incoming)
+        make_folders(self.root / "quarantine")
+        self.quarantine_bound = QuarantineBound(self.root, quarantine_max_bytes)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
@@ -107,17 +122,6 @@ class Spool:
         """:meth:`adopt` below ``other/`` (an object that is not CT, kept)."""
         return self._adopt(source, self._below("other", study_uid, series_uid, sop_uid))
 
-    def quarantine_received(self, source: Path, label: str) -> str:
-        """Move refused received bytes into quarantine; returns the path relative to the root,
-        or "" when even that is impossible."""
-        try:
-            target = self._quarantine_path(label)
-            (self.root / target).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, self.root / target)
-        except OSError:
-            return ""
-        return target.as_posix()
-
     def spooled_files(self) -> Iterator[tuple[str, str]]:
         """``(series folder name, path relative to the root)`` of every file in the spool
         (``spool/<study>/<series>/*.dcm``; partial writes are not among them)."""
@@ -148,21 +152,60 @@ class Spool:
             return False
         return True
 
-    def quarantine(self, data: bytes, label: str) -> str:
-        """Keep refused bytes for inspection; returns the path relative to the root, or "" when
-        even that is impossible (e.g. the disk is full)."""
+    def quarantine(self, source: bytes | Path, label: str) -> Quarantined:
+        """Keep refused bytes for inspection, within the quarantine's bound: the oldest
+        quarantined files are deleted to make room, and bytes larger than the bound are not
+        kept (one log line says so). ``source`` is the bytes, or a received file (below
+        ``spool/.incoming``) that is moved in. Returns the path written (relative to the root;
+        "" when the bytes are not kept, also when the disk is full) and the files deleted."""
+        size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+        evicted, not_kept = self.quarantine_bound.make_room(size)
+        if not_kept:
+            log.warning("refused object %s not quarantined: %s", label, not_kept)
+            return Quarantined(not_kept=not_kept)
+        deleted = self._delete_quarantined(evicted)
+        target = self._quarantine_path(label)
         try:
-            return self._write_new(data, self._quarantine_path(label))
-        except OSError:
-            return ""
+            if isinstance(source, bytes):
+                path = self._write_new(source, target)
+            else:
+                make_folders((self.root / target).parent)
+                os.replace(source, self.root / target)
+                path = target.as_posix()
+        except OSError as exc:
+            self.quarantine_bound.abandoned(size)
+            return Quarantined("", deleted, f"it could not be written: {exc}")
+        self.quarantine_bound.written(path, size)
+        return Quarantined(path, deleted)
 
     def quarantine_file(self, relative: str, label: str) -> str:
         """Move a file of the spool into quarantine; returns its new path relative to the root."""
         target = self._quarantine_path(label)
-        (self.root / target).parent.mkdir(parents=True, exist_ok=True)
+        make_folders((self.root / target).parent)
         os.replace(self.root / relative, self.root / target)
         _fsync_dir((self.root / target).parent)
+        self.quarantine_bound.moved_in(target.as_posix(), (self.root / target).stat().st_size)
         return target.as_posix()
+
+    def _delete_quarantined(self, paths: list[str]) -> tuple[str, ...]:
+        """Delete the oldest quarantined files to make room; returns those now gone."""
+        if not paths:
+            return ()
+        gone = []
+        for relative in paths:
+            try:
+                (self.root / relative).unlink(missing_ok=True)
+                gone.append(relative)
+            except OSError as exc:
+                log.error("could not delete %s from quarantine: %s", relative, exc)
+        log.info(
+            "quarantine at storage.retention.quarantine_max_bytes (%d): %d oldest file(s) "
+            "deleted to make room, e.g. %s",
+            self.quarantine_bound.max_bytes,
+            len(gone),
+            paths[0],
+        )
+        return tuple(gone)
 
     def _quarantine_path(self, label: str) -> Path:
         safe = re.sub(r"[^0-9A-Za-z.]", "_", label)[:64] or "object"
@@ -217,7 +260,7 @@ class Spool:
     def _write_partial(self, data: bytes) -> Path:
         partial = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
-            with open(partial, "wb") as handle:
+            with open(create_file(partial, os.O_WRONLY | os.O_EXCL), "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -229,11 +272,11 @@ class Spool:
 
 def _reserve(final: Path) -> Path:
     """Create ``final`` empty and exclusively, or a new name beside it when it exists."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(final.parent)
     candidate = final
     while True:
         try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            os.close(create_file(candidate, os.O_EXCL | os.O_WRONLY))
             return candidate
         except FileExistsError:
             candidate = final.with_name(f"{final.stem}-{uuid.uuid4().hex[:12]}{final.suffix}")

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from ctp_node.file_modes import create_file, make_folders
 from ctp_node.retention.disk import (
     OTHER,
     RESULTS,
@@ -243,7 +244,7 @@ class _Trash:
                 return None
             source, target = self.root / relative, self.folder / relative
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                make_folders(target.parent)
                 os.rename(source, target)
             except FileNotFoundError:
                 continue  # already gone (an interrupted run, or a person)
@@ -281,7 +282,7 @@ class _Trash:
 def _put_back(root: Path, taken: Path, relative: str) -> None:
     """Return a taken file to its place; if a newer copy is there already, that one stays."""
     place = root / relative
-    place.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(place.parent)
     try:
         os.link(taken, place)  # unlike rename, never replaces a file that arrived meanwhile
     except FileExistsError:
@@ -297,8 +298,8 @@ def _put_back(root: Path, taken: Path, relative: str) -> None:
 def _exclusive(root: Path) -> Iterator[bool]:
     """Holds the storage root's retention lock while the block runs; yields False when
     another process holds it."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK_FILE, "a") as lock:
+    make_folders(root)
+    with open(create_file(root / LOCK_FILE, os.O_WRONLY | os.O_APPEND), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,28 @@ def files_below(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
                 yield Path(entry.path), entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
+
+
+def quarantined_files(root: Path) -> list[tuple[dt.datetime, str, int]]:
+    """``(modified, path relative to root, bytes)`` of every file below ``quarantine/``,
+    oldest first: the order in which a size limit removes them."""
+    return sorted(
+        (modified_at(stat), path.relative_to(root).as_posix(), stat.st_size)
+        for path, stat in files_below(Path(root) / QUARANTINE)
+    )
+
+
+def oldest_beyond_limit(sizes_oldest_first: Iterable[int], total: int, limit: int | None) -> int:
+    """How many of the oldest files (their sizes, oldest first, making up ``total`` bytes
+    with whatever else is counted) must go for what remains to be at most ``limit`` bytes;
+    0 when ``limit`` is None (no limit). All of them when that is not enough."""
+    count = 0
+    for size in sizes_oldest_first:
+        if limit is None or total <= limit:
+            break
+        total -= size
+        count += 1
+    return count
 
 
 def file_size(path: Path) -> int | None:

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ctp_node.retention.disk import QUARANTINE, RESULTS, file_size, files_below, modified_at
+from ctp_node.retention.disk import (
+    RESULTS,
+    file_size,
+    files_below,
+    modified_at,
+    oldest_beyond_limit,
+    quarantined_files,
+)
 from ctp_node.retention.rules import (
     RetentionPolicy,
     age_verdict,
@@ -244,10 +251,7 @@ def _plan_quarantine(
 ) -> tuple[list[QuarantineFile], set[str]]:
     """Files older than ``quarantine_days``, then the oldest while the rest is over
     ``quarantine_max_bytes``; and the recorded paths whose file is gone."""
-    files = sorted(
-        (modified_at(stat), path.relative_to(root).as_posix(), stat.st_size)
-        for path, stat in files_below(root / QUARANTINE)
-    )
+    files = quarantined_files(root)
     due: list[QuarantineFile] = []
     young = []
     for modified, path, size in files:
@@ -258,11 +262,9 @@ def _plan_quarantine(
             young.append((modified, path, size))
     remaining = sum(size for _, _, size in young)
     limit = policy.quarantine_max_bytes
-    for modified, path, size in young:  # oldest first
-        if limit is None or remaining <= limit:
-            break
+    over = oldest_beyond_limit((size for _, _, size in young), remaining, limit)
+    for modified, path, size in young[:over]:
         due.append(QuarantineFile(path, size, modified, f"over the {limit} bytes limit"))
-        remaining -= size
     present = {path for _, path, _ in files}
     lost = {path for path in recorded if path not in present and not (root / path).exists()}
     return due, lost

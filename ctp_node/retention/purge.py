@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from ctp_node.config import Config
+from ctp_node.config import Config, database_password
 from ctp_node.retention.apply import apply_retention
 from ctp_node.retention.plan import CATEGORIES, Freed, RetentionPlan, plan_retention
 from ctp_node.retention.rules import RetentionPolicy, retention_policy
@@ -21,7 +21,7 @@ def purge(config: Config, *, dry_run: bool) -> int:
     """Print the plan, apply it unless ``dry_run``, print what was freed. Returns 0."""
     policy = retention_policy(config)
     root = Path(config.storage.root)
-    db = open_database(config.database.url)
+    db = open_database(config.database.url, database_password(config.database))
     try:
         plan = plan_retention(db, root, policy, utcnow())
         print(f"retention at {plan.now.isoformat(timespec='seconds')}Z ({_describe(policy)})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ctp_node.file_modes import create_file, make_folders, restrict_file
 from ctp_node.store.models import Base
 
 log = logging.getLogger(__name__)
@@ -25,22 +27,25 @@ class Database:
     ----------
     url : SQLAlchemy URL, e.g. ``sqlite:////var/ctp-node/ctp-node.db`` or
         ``postgresql+psycopg://user@host/ctpnode``.
+    password : put into ``url`` (``database.password_file`` or ``password_env``); kept
+        only by the engine, which never shows it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path and path != ":memory:" and not path.startswith("file:"):
+                _owner_only_sqlite_file(Path(path.partition("?")[0]))
             self.engine: Engine = create_engine(
                 url, connect_args={"timeout": 30, "check_same_thread": False}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            with_password = make_url(url).set(password=password) if password else url
+            self.engine = create_engine(with_password, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -70,9 +75,10 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str) -> Database:
-    """The database at ``url``, its tables created or upgraded (:meth:`Database.create_schema`)."""
-    db = Database(url)
+def open_database(url: str, password: str | None = None) -> Database:
+    """The database at ``url`` (with ``password`` put into it), its tables created or upgraded
+    (:meth:`Database.create_schema`)."""
+    db = Database(url, password)
     db.create_schema()
     return db
 
@@ -102,6 +108,30 @@ def _add_missing_columns(engine: Engine) -> list[str]:
                 )
                 added.append(f"{table.name}.{column.name}")
     return added
+
+
+def _owner_only_sqlite_file(path: Path) -> None:
+    """Create the SQLite file owner-only before SQLite opens it (SQLite gives its -wal and
+    -shm files the database file's mode), or make existing ones owner-only; logged once."""
+    make_folders(path.parent)
+    was = {}
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        try:
+            mode = restrict_file(path.with_name(name))
+        except PermissionError as exc:  # another user's file: SQLite will say if it matters
+            log.error("cannot make %s owner-only: %s", path.with_name(name), exc.strerror)
+            continue
+        if mode is not None:
+            was[name] = mode
+    if was:
+        log.warning(
+            "database files made owner-only (0600), they were: %s",
+            ", ".join(f"{name} {mode:04o}" for name, mode in was.items()),
+        )
+    try:
+        os.close(create_file(path, os.O_RDWR | os.O_EXCL))
+    except FileExistsError:
+        pass
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

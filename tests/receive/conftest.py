@@ -30,11 +30,12 @@ def listener(tmp_path):
         keep_other_objects: bool = False,
         max_associations: int = 10,
         ssl_context: ssl.SSLContext | None = None,
+        quarantine_max_bytes: int | None = None,
         **limits,
     ):
         db = Database(f"sqlite:///{tmp_path / 'node.db'}")
         db.create_schema()
-        spool = Spool(tmp_path / "storage", min_free_bytes)
+        spool = Spool(tmp_path / "storage", min_free_bytes, quarantine_max_bytes)
         port = free_port()
         settings = ListenerSettings(
             AE_TITLE,

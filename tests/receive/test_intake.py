@@ -25,6 +25,7 @@ from ctp_node.store.ingest import (
 from ctp_node.store.models import Instance
 from ctp_node.store.others import list_other_series
 from tests.conftest import stored_count, storescu
+from tests.dicom_checks import with_other_pixels
 from tests.receive.conftest import AE_TITLE, send_with_pynetdicom
 from tests.study_objects import PRIVATE_PROFILE, write_other_objects
 
@@ -128,15 +129,6 @@ def test_odd_series_number_is_stored_as_none(listener, small_series, tmp_path, v
     assert series.series_number is None and series.instance_count == 1
 
 
-def _with_other_pixels(path: Path, out: Path) -> Path:
-    ds = pydicom.dcmread(path)
-    pixels = bytearray(ds.PixelData)
-    pixels[0] ^= 0xFF
-    ds.PixelData = bytes(pixels)
-    ds.save_as(out)
-    return out
-
-
 def test_same_uid_with_other_bytes_is_refused_and_the_first_kept(
     listener, small_series, tmp_path
 ) -> None:
@@ -150,7 +142,7 @@ def test_same_uid_with_other_bytes_is_refused_and_the_first_kept(
     again = storescu(small_series[:1], port, AE_TITLE)
     assert stored_count(again) == 1
     # The same UID with other bytes: refused, and storescu says so.
-    other = _with_other_pixels(small_series[0], tmp_path / "other.dcm")
+    other = with_other_pixels(small_series[0], tmp_path / "other.dcm")
     refused = storescu([other], port, AE_TITLE, calling="CT2")
     assert stored_count(refused) == 0
     assert "Unknown Status: 0x111" in refused.stderr
@@ -262,5 +254,5 @@ def test_instance_recorded_before_digests_is_compared_by_its_file(
     with db.engine.begin() as connection:
         connection.execute(text("UPDATE instances SET sha256 = ''"))
     assert int(send_with_pynetdicom(port, ds).Status) == STATUS_SUCCESS
-    other = pydicom.dcmread(_with_other_pixels(small_series[0], tmp_path / "other.dcm"))
+    other = pydicom.dcmread(with_other_pixels(small_series[0], tmp_path / "other.dcm"))
     assert int(send_with_pynetdicom(port, other).Status) == STATUS_DUPLICATE_SOP_INSTANCE
