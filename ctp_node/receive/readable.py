@@ -17,7 +17,6 @@ from pathlib import Path
 import pydicom
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
 
 from ctp_node.receive.admission import printable
@@ -57,8 +56,8 @@ def read_received(path: Path, affected_sop_instance_uid: str = "") -> ReceivedHe
     """
     size = os.path.getsize(path)
     try:
-        _check_encoding(path)
         ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        _check_encoding(path, ds.file_meta)
         if ds.file_meta.TransferSyntaxUID.is_deflated:
             size = 2**63  # positions are in the inflated stream; zlib checked its end
         _convert_everything(ds, size)
@@ -74,10 +73,9 @@ def read_received(path: Path, affected_sop_instance_uid: str = "") -> ReceivedHe
     return header
 
 
-def _check_encoding(path: Path) -> None:
+def _check_encoding(path: Path, meta: Dataset) -> None:
     """The first element of the data set is encoded as its transfer syntax says (explicit or
-    implicit VR): pydicom would guess and read on, but the file would lie to other readers."""
-    meta = read_file_meta_info(path)
+    implicit VR): pydicom guesses and reads on, but the file would lie to other readers."""
     with open(path, "rb") as handle:  # preamble, "DICM", group length element, file meta
         handle.seek(128 + 4 + 12 + int(meta.get("FileMetaInformationGroupLength", 0)))
         first = handle.read(6)
