@@ -62,7 +62,13 @@ from ctp_node.receive.admission import (
     handle_requested,
     printable_pynetdicom_logs,
 )
-from ctp_node.receive.header import CT_STORAGE_CLASSES, identity_problem, read_header
+from ctp_node.receive.audit import AssociationTally
+from ctp_node.receive.header import (
+    CT_STORAGE_CLASSES,
+    ReceivedHeader,
+    identity_problem,
+    read_header,
+)
 from ctp_node.receive.intake import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DOES_NOT_MATCH_SOP_CLASS,
@@ -105,26 +111,33 @@ class ListenerSettings:
     keep_other_objects: bool = False
 
 
-def handle_store(event: evt.Event, intake: Intake) -> Status:
-    """Check, write durably, record, return a status; never raise."""
+def handle_store(event: evt.Event, intake: Intake, tally: AssociationTally) -> Status:
+    """Check, write durably, record, count for the audit trail, return a status; never raise."""
+    header, status = receive_object(event, intake)
+    tally.count(event.assoc, header, status)
+    return status
+
+
+def receive_object(event: evt.Event, intake: Intake) -> tuple[ReceivedHeader | None, Status]:
+    """The object's header (None if it cannot be decoded) and the status to answer."""
     sender = Requestor.of(event.assoc)
     try:
         data = event.encoded_dataset(include_meta=True)
     except Exception as exc:  # the PDU stream itself was unusable
         reason = f"unreadable data: {exc}"
-        return intake.refuse(b"", sender, "", STATUS_CANNOT_UNDERSTAND, reason)
+        return None, intake.refuse(b"", sender, "", STATUS_CANNOT_UNDERSTAND, reason)
     try:
         header = read_header(event.dataset, event.request.AffectedSOPInstanceUID)
     except Exception as exc:
         reason = f"the data set cannot be decoded: {exc}"
-        return intake.refuse(data, sender, "", STATUS_CANNOT_UNDERSTAND, reason)
+        return None, intake.refuse(data, sender, "", STATUS_CANNOT_UNDERSTAND, reason)
     problem = identity_problem(header, str(event.context.abstract_syntax))
     if problem is not None:
         uid = header.sop_instance_uid
-        return intake.refuse(data, sender, uid, STATUS_DOES_NOT_MATCH_SOP_CLASS, problem)
+        return header, intake.refuse(data, sender, uid, STATUS_DOES_NOT_MATCH_SOP_CLASS, problem)
     if not header.is_ct:
-        return intake.acknowledge_other(data, header, sender)
-    return intake.store_ct(data, header, sender, str(event.context.transfer_syntax))
+        return header, intake.acknowledge_other(data, header, sender)
+    return header, intake.store_ct(data, header, sender, str(event.context.transfer_syntax))
 
 
 def handle_open(event: evt.Event) -> None:
@@ -165,16 +178,18 @@ def start_listener(
     ae = build_ae(settings)
     printable_pynetdicom_logs()
     intake = Intake(spool, db, settings.keep_other_objects)
+    tally = AssociationTally(db)  # the audit trail
     requests: dict = {}  # A-ASSOCIATE-RQ bytes by association, until it is decoded or closed
     handlers = [
         (evt.EVT_CONN_OPEN, handle_open),
         (evt.EVT_DATA_RECV, handle_data_received, [requests]),
         (evt.EVT_CONN_CLOSE, handle_closed, [requests, db]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [intake]),
+        (evt.EVT_C_STORE, handle_store, [intake, tally]),
         (evt.EVT_REQUESTED, handle_requested, [settings.ae_title, settings.allowed_callers, db]),
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),
+        *tally.handlers(),
     ]
     server = ae.start_server((settings.bind, settings.port), block=False, evt_handlers=handlers)
     log.info("listening as %s on %s:%d", settings.ae_title, settings.bind, settings.port)

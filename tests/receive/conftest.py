@@ -27,6 +27,8 @@ def listener(tmp_path):
         allowed: tuple[Caller, ...] = (),
         keep_other_objects: bool = False,
         max_associations: int = 10,
+        network_timeout_s: float = 60.0,
+        acse_timeout_s: float = 30.0,
     ):
         db = Database(f"sqlite:///{tmp_path / 'node.db'}")
         db.create_schema()
@@ -39,6 +41,8 @@ def listener(tmp_path):
             allowed_callers=allowed,
             max_associations=max_associations,
             keep_other_objects=keep_other_objects,
+            network_timeout_s=network_timeout_s,
+            acse_timeout_s=acse_timeout_s,
         )
         servers.append((start_listener(settings, spool, db), db))
         return port, spool, db
