@@ -142,6 +142,7 @@ class AssociationTally:
             self._open.pop(assoc, None)
         try:
             audit = association_audit(assoc, current)
+            log_ending(audit)
             record_association(self._db, audit)
         except Exception as exc:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -175,6 +176,45 @@ def association_audit(assoc: Association, current: _OpenAssociation) -> Associat
             )
             for (study, series), tally in current.series.items()
         ),
+    )
+
+
+#: At most this many series are named on an association's log line.
+LOGGED_SERIES_MAX = 5
+
+
+def log_ending(audit: AssociationAudit) -> None:
+    """One log line for an association that carried instances or ended badly: who, how it
+    ended, and its studies and series by UID and accession number. Refusals are logged by
+    :mod:`ctp_node.receive.admission`; a C-ECHO that ended well, or a connection that never
+    asked for an association (a port probe), is not worth a line."""
+    if audit.outcome == AuditOutcome.REFUSED or not audit.local_ae_title:
+        return
+    if audit.outcome == AuditOutcome.RELEASED and not audit.instances:
+        return
+    lasted = (audit.ended_at - audit.started_at).total_seconds()
+    counts = f"{audit.instances} instance(s), {audit.stored} stored"
+    if audit.duplicate or audit.refused:
+        counts += f", {audit.duplicate} duplicate, {audit.refused} refused"
+    series = [
+        f"study {s.study_instance_uid or '?'} (accession {s.accession_number or '-'}) series "
+        f"{s.series_instance_uid or '?'} ({s.modality or '-'}) {s.instances}"
+        for s in audit.series[:LOGGED_SERIES_MAX]
+    ]
+    if len(audit.series) > LOGGED_SERIES_MAX:
+        series.append(f"and {len(audit.series) - LOGGED_SERIES_MAX} more series")
+    level = logging.INFO if audit.outcome == AuditOutcome.RELEASED else logging.WARNING
+    log.log(
+        level,
+        "association from %s at %s to %s %s after %.1f s%s: %s%s",
+        audit.peer_ae_title or "?",
+        audit.peer_address,
+        audit.local_ae_title or "?",
+        audit.outcome,
+        lasted,
+        f" ({audit.reason})" if audit.reason else "",
+        counts,
+        "; " + "; ".join(series) if series else "",
     )
 
 

@@ -141,6 +141,7 @@ def list_associations(
     since: dt.datetime | None = None,
     series_instance_uid: str | None = None,
     needs_attention: bool = False,
+    carried_instances: bool = False,
     latest: int | None = None,
 ) -> list[AssociationAudit]:
     """Audited associations, oldest first.
@@ -151,6 +152,8 @@ def list_associations(
     series_instance_uid : only those that carried this series.
     needs_attention : only those that did not end with a release or did not store every
         instance (:attr:`AssociationAudit.needs_attention`).
+    carried_instances : only those that carried instances or did not end with a release
+        (leaves out the C-ECHOs of a health check).
     latest : only the last ``latest`` of them.
     """
     chosen = select(AuditAssociation)
@@ -167,6 +170,10 @@ def list_associations(
                 AuditAssociation.outcome != AuditOutcome.RELEASED,
                 AuditAssociation.stored < AuditAssociation.instances,
             )
+        )
+    if carried_instances:
+        chosen = chosen.where(
+            or_(AuditAssociation.outcome != AuditOutcome.RELEASED, AuditAssociation.instances > 0)
         )
     with db.session() as s:
         rows = list(

@@ -87,6 +87,7 @@ def test_associations_are_chosen_by_time_series_and_outcome(db) -> None:
     assert chosen(since=now - dt.timedelta(hours=1)) == ids[1:]
     assert chosen(series_instance_uid="1.2.1") == [ids[0], ids[3]]
     assert chosen(needs_attention=True) == [ids[2], ids[3]]
+    assert chosen(carried_instances=True) == [ids[0], ids[2], ids[3]]  # not the C-ECHO
     assert chosen(latest=2) == ids[2:]
     assert chosen(series_instance_uid="1.2.1", latest=1) == [ids[3]]
     assert list_associations(db, latest=1)[0].series == partial.series
