@@ -1,11 +1,13 @@
 """Log lines without patient data.
 
 The node's own messages name UIDs, accession numbers, AE titles and addresses only, never a
-patient's name, ID or birth date. The libraries it reads headers with may quote an element's
-value, and that value may be a patient's: pydicom warns ``Invalid value for VR DA:
+patient's name, ID or birth date. The libraries it reads and writes headers with may quote an
+element's value, and that value may be a patient's: pydicom warns ``Invalid value for VR DA:
 '1950-02-30'.`` when a header holds a malformed birth date, and raises ``Unable to convert
-'1950-02-30' to 'DA' object`` when it is used. :class:`WithheldValues` replaces such quoted
-values, in messages and in tracebacks, before a handler writes them.
+'1950-02-30' to 'DA' object`` when it is used; highdicom warns ``The string "DOE JOHN" is
+unlikely to represent the intended person name`` for every output of a patient whose name has
+one component. :class:`WithheldValues` replaces such quoted values, in messages, warnings and
+tracebacks, before a handler writes them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ _QUOTED_VALUES = (
     re.compile(r"(Unable to convert (?:non-conformant value )?)'.*?'( to '\w+' object)"),
     # pydicom.valuerep.DSfloat / IS
     re.compile(r'(Value )".*?"( is not valid for elements with a VR of \w+)'),
+    # highdicom.valuerep.check_person_name: a name without "^" (a name in one component)
+    re.compile(r'(The string )".*"( is unlikely to represent the intended person name)'),
+    # highdicom.base.SOPClass
+    re.compile(r'(value of argument "\w+" is potentially invalid: )".*"()'),
 )
 
 WITHHELD = "(value withheld)"

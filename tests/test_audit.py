@@ -30,8 +30,9 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.slow
 
-#: A patient the log must never name.
-PATIENT_NAME = "QUIXOTE^ZEBEDEE"
+#: A patient the log must never name. The name is in one component (no "^"), as some
+#: scanners write it: highdicom quotes such a name in a warning for every output it builds.
+PATIENT_NAME = "QUIXOTE ZEBEDEE"
 PATIENT_ID = "PID-7731-XQ"
 BIRTH_DATE = dt.date(1923, 4, 17)
 ACCESSION = "ACCAUDIT77"
@@ -185,5 +186,5 @@ def test_the_log_names_the_uids_and_no_patient(exchange: Exchange) -> None:
     assert "released after" in received and f"{exchange.instances} stored" in received
     assert f"study {exchange.study_instance_uid} (accession {ACCESSION})" in received
     assert f"series {exchange.series_instance_uid} (CT)" in received
-    for identifying in (PATIENT_NAME, *PATIENT_NAME.split("^"), PATIENT_ID, "19230417"):
+    for identifying in (*PATIENT_NAME.split(), PATIENT_ID, "19230417"):
         assert identifying not in log, identifying

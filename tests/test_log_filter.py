@@ -1,13 +1,16 @@
-"""Element values that pydicom quotes (a malformed birth date, say) never reach the log."""
+"""Element values that pydicom and highdicom quote (a malformed birth date, a patient's name
+in one component) never reach the log."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pydicom
 import pytest
+from highdicom.valuerep import check_person_name
 from pydicom import config
 from pydicom.valuerep import DA, IS, validate_value
 
@@ -17,26 +20,31 @@ BIRTH_DATE = "1950-02-30"  # a vendor's malformed DA: dashes, and no such day
 
 
 def _message(make) -> str:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises((ValueError, UserWarning)) as raised, warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning's message, as an exception's
         make()
     return str(raised.value)
 
 
+NAME = "DOE JOHN"  # a name in one component, as a scanner may write it
+
+
 @pytest.mark.parametrize(
-    "make",
+    ("make", "value"),
     [
-        lambda: DA(BIRTH_DATE),
-        lambda: validate_value("DA", BIRTH_DATE, config.RAISE),
-        lambda: validate_value("CS", f"{BIRTH_DATE}\\x", config.RAISE),
-        lambda: IS(BIRTH_DATE, validation_mode=config.RAISE),
+        (lambda: DA(BIRTH_DATE), BIRTH_DATE),
+        (lambda: validate_value("DA", BIRTH_DATE, config.RAISE), BIRTH_DATE),
+        (lambda: validate_value("CS", f"{BIRTH_DATE}\\x", config.RAISE), BIRTH_DATE),
+        (lambda: IS(BIRTH_DATE, validation_mode=config.RAISE), BIRTH_DATE),
+        (lambda: check_person_name(NAME), NAME),  # highdicom, for every output object
     ],
-    ids=["DA conversion", "DA validation", "CS validation", "IS"],
+    ids=["DA conversion", "DA validation", "CS validation", "IS", "person name"],
 )
-def test_the_values_pydicom_quotes_are_withheld(make) -> None:  # type: ignore[no-untyped-def]
+def test_the_values_pydicom_and_highdicom_quote_are_withheld(make, value) -> None:  # type: ignore[no-untyped-def]
     message = _message(make)
-    assert BIRTH_DATE in message  # pydicom quotes it …
+    assert value in message  # the library quotes it …
     withheld = withhold_values(message)
-    assert BIRTH_DATE not in withheld and WITHHELD in withheld  # … the log does not
+    assert value not in withheld and WITHHELD in withheld  # … the log does not
     assert withhold_values("series 1.2.3 queued as job 4") == "series 1.2.3 queued as job 4"
 
 
