@@ -15,6 +15,7 @@ from pydicom import config
 from pydicom.valuerep import DA, IS, validate_value
 
 from ctp_node.log_filter import WITHHELD, withhold_values
+from tests.conftest import stored_count, storescu, wait_until
 
 BIRTH_DATE = "1950-02-30"  # a vendor's malformed DA: dashes, and no such day
 
@@ -76,3 +77,46 @@ def test_a_command_that_fails_on_a_malformed_birth_date_logs_no_value(tmp_path) 
     assert BIRTH_DATE not in output, output
     if "unexpected error" in output:  # today: highdicom refuses the date
         assert result.returncode == 1 and f"Unable to convert {WITHHELD}" in output
+
+
+@pytest.mark.slow
+def test_a_malformed_birth_date_reaches_neither_the_log_nor_the_status(
+    small_study, serve_node, tmp_path
+) -> None:
+    """Through ``ctp-node serve``: the worker's errors, recorded with the job and listed by
+    ``ctp-node status``, withhold the value too."""
+    _, paths = small_study
+    (tmp_path / "study").mkdir()
+    copies = []
+    series_uid = "1.2.826.0.1.3680043.8.498.19500230"  # its own series (the study is shared)
+    for n, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{series_uid}.{n}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's own warning about the value
+            ds["PatientBirthDate"].value = BIRTH_DATE
+        ds.save_as(tmp_path / "study" / path.name)
+        copies.append(tmp_path / "study" / path.name)
+    node = serve_node([], worker={"max_attempts": 1})
+    assert stored_count(storescu(copies, node.port, node.ae_title)) == len(copies)
+
+    def finished() -> dict | None:
+        jobs = node.status()["jobs"]
+        return jobs[0] if jobs and jobs[0]["state"] in ("done", "failed") else None
+
+    job = wait_until(finished, 180, "the job to end")
+    status = _ctp_node_status(node)
+    assert BIRTH_DATE not in node.log() and BIRTH_DATE not in status
+    if job["state"] == "failed":  # today: highdicom refuses the date when it builds outputs
+        assert WITHHELD in job["error"]
+
+
+def _ctp_node_status(node) -> str:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [sys.executable, "-m", "ctp_node", "status", "--config", str(node.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout + result.stderr
