@@ -22,6 +22,7 @@ from ctp_node.config import (
     default_config_path,
     load_config,
 )
+from ctp_node.log_filter import withhold_values_in_logs
 
 log = logging.getLogger("ctp_node")
 
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # through logging, not Python's own report, so that quoted element values are withheld
+        log.exception("ctp-node %s stopped on an unexpected error", args.command)
+        return 1
 
 
 class OneLineFormatter(logging.Formatter):
@@ -57,13 +62,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def configure_logging(*, verbose: bool = False) -> None:
-    """One line per event on standard error: time, level, module, message."""
+    """One line per event on standard error: time, level, module, message; element values
+    that libraries quote are withheld (:mod:`ctp_node.log_filter`)."""
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    withhold_values_in_logs()
     # Python's warnings (pydicom's, quoting values a peer sent) go through the same formatter.
     logging.captureWarnings(True)
-    for noisy in ("pynetdicom", "matplotlib", "PIL"):
+    # highdicom says at INFO which modules it copies, ~10 lines per output object
+    for noisy in ("pynetdicom", "matplotlib", "PIL", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -156,6 +164,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--audit",
+        action="store_true",
+        help="the audit trail: associations received and sent, with their studies "
+        "(with --json: JSON lines, one association per line)",
+    )
     status.add_argument("--series", metavar="UID", help="only this series, its jobs and exports")
     status.add_argument(
         "--since",
@@ -364,6 +378,10 @@ def _status(args: argparse.Namespace) -> int:
     from ctp_node.status import StatusFilter, print_status
 
     chosen = StatusFilter(series=args.series, since_s=args.since, failed=args.failed)
+    if args.audit:
+        from ctp_node.status import print_audit
+
+        return print_audit(_load(args.config), as_json=args.json, only=chosen)
     return print_status(_load(args.config), as_json=args.json, only=chosen)
 
 

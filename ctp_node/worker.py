@@ -28,6 +28,7 @@ from pathlib import Path
 import sqlalchemy.exc
 
 from ctp_node.file_modes import make_folders, restrict_tree
+from ctp_node.log_filter import withhold_values
 from ctp_node.pipeline import (
     AcquisitionUnusableError,
     PipelineSettings,
@@ -160,7 +161,8 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
 
 
 def _failed(db: Database, job: Job, context: JobContext, worker_id: str, exc: Exception) -> None:
-    error = f"{exc.__class__.__name__}: {exc}"
+    # recorded, listed by status and written into the failure notice: no quoted header value
+    error = withhold_values(f"{exc.__class__.__name__}: {exc}")
     age_s = (utcnow() - job.created_at).total_seconds()
     if is_transient(exc) and age_s < context.retry_for_s:
         delay = context.retry_delay_s(job.retries)
@@ -306,7 +308,8 @@ def notify_failed_jobs(
                 exc,
                 delay,
             )
-            notice_failed(db, job.id, f"{exc.__class__.__name__}: {exc}", delay_s=delay)
+            error = withhold_values(f"{exc.__class__.__name__}: {exc}")
+            notice_failed(db, job.id, error, delay_s=delay)
     return written
 
 

@@ -60,7 +60,8 @@ from ctp_node.receive.admission import (
     printable,
 )
 from ctp_node.receive.allow_list import AllowList, Caller
-from ctp_node.receive.header import CT_STORAGE_CLASSES, identity_problem
+from ctp_node.receive.audit import AssociationTally
+from ctp_node.receive.header import CT_STORAGE_CLASSES, ReceivedHeader, identity_problem
 from ctp_node.receive.intake import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DOES_NOT_MATCH_SOP_CLASS,
@@ -132,9 +133,16 @@ class ListenerSettings:
         )
 
 
-def handle_store(event: evt.Event, intake: Intake) -> Status:
+def handle_store(event: evt.Event, intake: Intake, tally: AssociationTally) -> Status:
     """Check that the received file can be read back, move it durably into place, record it,
-    return a status; never raise."""
+    count it for the audit trail, return a status; never raise."""
+    header, status = receive_object(event, intake)
+    tally.count(event.assoc, header, status)
+    return status
+
+
+def receive_object(event: evt.Event, intake: Intake) -> tuple[ReceivedHeader | None, Status]:
+    """The object's header (None if it cannot be decoded) and the status to answer."""
     sender = Requestor.of(event.assoc)
     affected_uid = printable(str(event.request.AffectedSOPInstanceUID or ""))[:64]
     try:
@@ -142,18 +150,23 @@ def handle_store(event: evt.Event, intake: Intake) -> Status:
         received = Received(path, path.stat().st_size)
     except (AttributeError, TypeError, OSError) as exc:  # nothing usable arrived
         reason = f"unreadable data: {exc}"
-        return intake.refuse(Received(None), sender, affected_uid, STATUS_CANNOT_UNDERSTAND, reason)
+        refused = intake.refuse(
+            Received(None), sender, affected_uid, STATUS_CANNOT_UNDERSTAND, reason
+        )
+        return None, refused
     try:
         header = read_received(path, affected_uid)
     except Unreadable as exc:
-        return intake.refuse(received, sender, affected_uid, exc.status, exc.reason)
+        return None, intake.refuse(received, sender, affected_uid, exc.status, exc.reason)
     problem = identity_problem(header, str(event.context.abstract_syntax))
     if problem is not None:
         uid = header.sop_instance_uid
-        return intake.refuse(received, sender, uid, STATUS_DOES_NOT_MATCH_SOP_CLASS, problem)
+        refused = intake.refuse(received, sender, uid, STATUS_DOES_NOT_MATCH_SOP_CLASS, problem)
+        return header, refused
     if not header.is_ct:
-        return intake.acknowledge_other(received, header, sender)
-    return intake.store_ct(received, header, sender, str(event.context.transfer_syntax))
+        return header, intake.acknowledge_other(received, header, sender)
+    ts = str(event.context.transfer_syntax)
+    return header, intake.store_ct(received, header, sender, ts)
 
 
 def handle_echo(event: evt.Event) -> int:
@@ -194,9 +207,10 @@ def start_listener(
     intake = Intake(spool, db, settings.keep_other_objects)
     allowed = AllowList(settings.allowed_callers)  # host names resolved now
     guard = ConnectionGuard(settings.limits(), db, spool.incoming)
+    tally = AssociationTally(db)  # the audit trail
     handlers = [
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [intake]),
+        (evt.EVT_C_STORE, handle_store, [intake, tally]),
         (
             evt.EVT_REQUESTED,
             handle_requested,
@@ -204,6 +218,7 @@ def start_listener(
         ),
         (evt.EVT_REJECTED, handle_rejected, [db]),
         (evt.EVT_ACCEPTED, handle_accepted, [db]),
+        *tally.handlers(),
     ]
     address = (settings.bind, settings.port)
     server = start_guarded_server(ae, address, handlers, guard, ssl_context)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from ctp_node.store.models import AuditOutcome, utcnow
 from ctp_node.tls import ClientTLS, client_context, last_handshake_failure
 
 log = logging.getLogger(__name__)
@@ -41,27 +43,63 @@ class Peer:
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """What the peer answered for one file: stored, or why not."""
+    """What the peer answered for one file: stored, or why not; and which series it is of
+    (for the audit trail; "" when the file does not say)."""
 
     path: Path
     stored: bool
     status: int | None
     message: str
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    accession_number: str = ""
+    modality: str = ""
+
+
+@dataclass(frozen=True)
+class SentAssociation:
+    """One association with a peer, how it ended, and what became of each file.
+
+    Attributes
+    ----------
+    started_at, ended_at : naive UTC, from the request to the end (release or abort).
+    outcome : ``AuditOutcome``: "released"; "aborted" (it ended before every file was
+        answered, or without a release); "refused" (A-ASSOCIATE-RJ); "unreachable" (no
+        connection, or no answer to the request).
+    reason : why, a sentence, when the outcome is not "released".
+    outcomes : one per file, in order.
+    """
+
+    peer: Peer
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    outcome: str
+    reason: str
+    outcomes: tuple[SendOutcome, ...]
 
 
 def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
     """Send files in one association; one outcome per file, in order.
 
-    Presentation contexts are proposed for each file's own SOP class and transfer syntax (plus
-    the uncompressed syntaxes), so files are sent as they are stored.
-
     Raises
     ------
     PeerUnreachableError : the association could not be established.
     """
+    sent = send_over_association(peer, paths)
+    if sent.outcome in (AuditOutcome.REFUSED, AuditOutcome.UNREACHABLE):
+        raise PeerUnreachableError(sent.reason)
+    return list(sent.outcomes)
+
+
+def send_over_association(peer: Peer, paths: Sequence[Path]) -> SentAssociation:
+    """Send files in one association, and say how it went, also when it could not be
+    established (every file then has an outcome "not sent").
+
+    Presentation contexts are proposed for each file's own SOP class and transfer syntax (plus
+    the uncompressed syntaxes), so files are sent as they are stored.
+    """
     headers = [
-        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        for path in paths
+        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS) for path in paths
     ]
     ae = AE(ae_title=peer.calling_ae_title)
     ae.acse_timeout = peer.timeout_s
@@ -76,17 +114,21 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
     for sop_class, syntaxes in contexts.items():
         ae.add_requested_context(sop_class, sorted(syntaxes))
 
+    started_at = utcnow()
     tls_args = None
     if peer.tls is not None:
         try:  # read for each association: a renewed certificate is used at once
             tls_args = (client_context(peer.tls), peer.host)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise PeerUnreachableError(
-                f"the TLS files for {peer} cannot be used ({exc}); run ctp-node config check"
-            ) from None
+            reason = f"the TLS files for {peer} cannot be used ({exc}); run ctp-node config check"
+            return _not_established(
+                peer, paths, headers, started_at, AuditOutcome.UNREACHABLE, reason
+            )
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if not assoc.is_established:
-        raise PeerUnreachableError(_unreachable(peer, assoc, tls_args))
+        outcome = AuditOutcome.REFUSED if assoc.is_rejected else AuditOutcome.UNREACHABLE
+        reason = _unreachable(peer, assoc, tls_args)
+        return _not_established(peer, paths, headers, started_at, outcome, reason)
     disable_nagle(assoc)
     outcomes: list[SendOutcome] = []
     try:
@@ -97,9 +139,53 @@ def send_files(peer: Peer, paths: Sequence[Path]) -> list[SendOutcome]:
     finally:
         if assoc.is_established:
             assoc.release()
+    answered_all = len(outcomes) == len(paths)
     for path in paths[len(outcomes) :]:
         outcomes.append(SendOutcome(Path(path), False, None, f"association with {peer} ended"))
-    return outcomes
+    outcome, reason = AuditOutcome.RELEASED, ""
+    if not (assoc.is_released and answered_all):
+        outcome = AuditOutcome.ABORTED
+        reason = (
+            f"the association with {peer} ended without a release (aborted, timed out or the "
+            "connection was lost)"
+        )
+    return SentAssociation(
+        peer, started_at, utcnow(), outcome, reason, _identified(outcomes, headers)
+    )
+
+
+#: What is read of each file before sending: its SOP class, and its series for the audit.
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "AccessionNumber",
+    "Modality",
+]
+
+
+def _identified(outcomes: list[SendOutcome], headers: list) -> tuple[SendOutcome, ...]:
+    """``outcomes`` with the study, series, accession number and modality of each file."""
+    return tuple(
+        replace(
+            outcome,
+            study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            series_instance_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            accession_number=str(ds.get("AccessionNumber", "") or ""),
+            modality=str(ds.get("Modality", "") or ""),
+        )
+        for outcome, ds in zip(outcomes, headers, strict=True)
+    )
+
+
+def _not_established(  # type: ignore[no-untyped-def]
+    peer: Peer, paths, headers, started_at: dt.datetime, outcome: str, reason: str
+) -> SentAssociation:
+    """How an association that was never established went: every file "not sent"."""
+    not_sent = [SendOutcome(Path(p), False, None, reason) for p in paths]
+    return SentAssociation(
+        peer, started_at, utcnow(), outcome, reason, _identified(not_sent, headers)
+    )
 
 
 def _unreachable(peer: Peer, assoc, tls_args) -> str:  # type: ignore[no-untyped-def]
@@ -121,7 +207,9 @@ def _unreachable(peer: Peer, assoc, tls_args) -> str:  # type: ignore[no-untyped
         else:
             advice = "check the destination's TLS settings and the client certificate it expects"
         return f"TLS handshake with {peer} failed: {failure}; {advice}"
-    reason = "association rejected" if assoc.is_rejected else "no association"
+    reason = "no association"
+    if assoc.is_rejected:
+        reason = f"association rejected ({assoc.acceptor.primitive.reason_str})"
     advice = "check that the destination is running, and its AE title, host and port"
     if tls_args:
         reason += " over TLS"

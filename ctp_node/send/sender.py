@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctp_node.send.scu import Peer, PeerUnreachableError, send_files
+from ctp_node.send.scu import Peer, SendOutcome, SentAssociation, send_over_association
 from ctp_node.store import Database
+from ctp_node.store.audit import AssociationAudit, SeriesCounts, record_association
+from ctp_node.store.models import AuditDirection, AuditOutcome
 from ctp_node.store.outbox import due_exports, mark_attempt_failed, mark_sent
 
 log = logging.getLogger(__name__)
@@ -58,19 +60,21 @@ def send_due_exports(
             exports = [e for e in exports if e not in missing]
         if not exports:
             continue
-        try:
-            outcomes = send_files(peer, [storage_root / e.path for e in exports])
-        except PeerUnreachableError as exc:
-            log.warning("%d output(s) for %s wait for a retry: %s", len(exports), destination, exc)
+        association = send_over_association(peer, [storage_root / e.path for e in exports])
+        audit(db, association)
+        if association.outcome in (AuditOutcome.REFUSED, AuditOutcome.UNREACHABLE):
+            why = association.reason
+            log.warning("%d output(s) for %s wait for a retry: %s", len(exports), destination, why)
             mark_attempt_failed(
                 db,
                 [e.id for e in exports],
-                str(exc),
+                why,
                 max_attempts=policy.max_attempts,
                 backoff_s=policy.backoff_s,
                 backoff_max_s=policy.backoff_max_s,
             )
             continue
+        outcomes = association.outcomes
         sent = [e.id for e, o in zip(exports, outcomes, strict=True) if o.stored]
         mark_sent(db, sent)
         stored += len(sent)
@@ -87,3 +91,59 @@ def send_due_exports(
                 )
         log.info("%d of %d output(s) stored by %s", len(sent), len(exports), destination)
     return stored
+
+
+#: The status a peer answers for a SOP Instance UID it holds with other content (PS3.7 C).
+_DUPLICATE_SOP_INSTANCE = 0x0111
+
+
+def audit(db: Database, association: SentAssociation) -> None:
+    """Record an association with a destination in the audit trail: its series, and what the
+    peer answered for each file. A record that cannot be written is one log line."""
+    tallies: dict[tuple[str, str, str, str], Counter] = {}
+    for outcome in association.outcomes:
+        series = (
+            outcome.study_instance_uid,
+            outcome.series_instance_uid,
+            outcome.accession_number,
+            outcome.modality,
+        )
+        tally = tallies.setdefault(series, Counter())
+        tally["instances"] += 1
+        tally[_answer(outcome)] += 1
+    peer = association.peer
+    try:
+        record_association(
+            db,
+            AssociationAudit(
+                direction=AuditDirection.SENT,
+                started_at=association.started_at,
+                ended_at=association.ended_at,
+                peer_ae_title=peer.ae_title,
+                peer_address=f"{peer.host}:{peer.port}",
+                local_ae_title=peer.calling_ae_title,
+                outcome=association.outcome,
+                reason=association.reason,
+                series=tuple(
+                    SeriesCounts(
+                        *series,
+                        instances=tally["instances"],
+                        stored=tally["stored"],
+                        duplicate=tally["duplicate"],
+                        refused=tally["refused"],
+                    )
+                    for series, tally in tallies.items()
+                ),
+            ),
+        )
+    except Exception as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.error("audit: the association with %s was not recorded: %s", peer, why)
+
+
+def _answer(outcome: SendOutcome) -> str:
+    if outcome.stored:
+        return "stored"
+    if outcome.status == _DUPLICATE_SOP_INSTANCE:
+        return "duplicate"
+    return "refused" if outcome.status is not None else "not sent"

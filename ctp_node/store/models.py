@@ -1,4 +1,5 @@
-"""The node's tables: what arrived, what became of each series, jobs and exports.
+"""The node's tables: what arrived, what became of each series, jobs and exports, and the
+audit trail of associations.
 
 Times are naive UTC ``datetime`` values (SQLite keeps no time zone); use :func:`utcnow`.
 """
@@ -41,6 +42,21 @@ class ExportState(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"  # gave up after the configured attempts (resend or a restart retries it)
     CANCELLED = "cancelled"  # a newer version of the result replaced it before it was sent
+
+
+class AuditDirection(enum.StrEnum):
+    RECEIVED = "received"  # a peer called the node's listener
+    SENT = "sent"  # the node called a destination
+
+
+class AuditOutcome(enum.StrEnum):
+    """How an association ended."""
+
+    RELEASED = "released"  # A-RELEASE: the normal end (each instance's outcome is counted)
+    ABORTED = "aborted"  # A-ABORT, or the connection closed or was lost without a release
+    REFUSED = "refused"  # A-ASSOCIATE-RJ: by the node (received) or by the peer (sent)
+    TIMED_OUT = "timed_out"  # the peer said nothing for the timeout; the node ended it
+    UNREACHABLE = "unreachable"  # sent: no connection, or no answer to the request
 
 
 class Instance(Base):
@@ -186,3 +202,51 @@ class OtherObject(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     path: Mapped[str] = mapped_column(Text, default="")  # relative to storage.root; "" = not kept
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditAssociation(Base):
+    """One association, received or sent, recorded when it ended: who, when, how it ended, and
+    how many instances it carried with what outcome (per series in ``audit_series``). Kept for
+    good: a row is about 200 bytes."""
+
+    __tablename__ = "audit_associations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(16))  # AuditDirection
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    ended_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    # The peer: its AE title (calling when received, called when sent; "" when the request
+    # could not be decoded) and "IP:port" (received) or "host:port" (sent).
+    peer_ae_title: Mapped[str] = mapped_column(String(64), default="")
+    peer_address: Mapped[str] = mapped_column(String(128), default="")
+    # The node's side: the AE title the peer called (received), or the node's calling AE.
+    local_ae_title: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(16))  # AuditOutcome
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # Instances: C-STOREs received (or files to send), and their outcome: stored (Success or
+    # a warning), duplicate (0x0111, a UID received before with other content), refused (any
+    # other failure). Sent: instances - stored - duplicate - refused were not sent at all.
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditSeries(Base):
+    """The instances of one series in one audited association, counted by outcome."""
+
+    __tablename__ = "audit_series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    association_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("audit_associations.id"), index=True
+    )
+    # "" when the data set could not be decoded.
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)

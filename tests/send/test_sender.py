@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+from dataclasses import replace
 
 import pydicom
 import pytest
 
 from ctp_node.send.scu import Peer, PeerUnreachableError, send_files
 from ctp_node.send.sender import RetryPolicy, send_due_exports
+from ctp_node.store.audit import SeriesCounts, list_associations
 from ctp_node.store.models import ExportState, utcnow
 from ctp_node.store.outbox import OutputObject, enqueue_exports, list_exports
 from tests.conftest import FAST_TCP_ENV, dcmtk, free_port, start_orthanc, stop_process, wait_until
@@ -91,4 +93,56 @@ def test_gives_up_after_max_attempts(outputs, tmp_path) -> None:
     send_due_exports(db, outputs[0].parent, peers, policy)
     (export,) = list_exports(db)
     assert export.state == ExportState.FAILED and export.attempts == 2
+    db.dispose()
+
+
+def test_every_association_with_a_destination_is_audited(outputs, tmp_path) -> None:
+    """Unreachable, refused (a wrong called AE title), then stored: three records that say
+    which series went to whom, and what the peer answered."""
+    db, job_id = database_with_a_job(tmp_path)
+    enqueue_exports(
+        db,
+        job_id,
+        [
+            ("pacs", OutputObject(pydicom.dcmread(p).SOPInstanceUID, "parametric_maps", p.name))
+            for p in outputs
+        ],
+    )
+    root = outputs[0].parent
+    port = free_port()
+    policy = RetryPolicy(max_attempts=5, backoff_s=0.0, backoff_max_s=0.0)
+
+    def send(called: str) -> int:
+        return send_due_exports(
+            db, root, {"pacs": Peer(called, "127.0.0.1", port, "CTPNODE", timeout_s=5)}, policy
+        )
+
+    assert send("ORTHANC") == 0  # nobody listens yet
+    orthanc = start_orthanc(tmp_path / "orthanc", dicom_port=port)
+    try:
+        assert send("NOTORTHANC") == 0
+        assert send("ORTHANC") == len(outputs)
+    finally:
+        stop_process(orthanc.process)
+
+    unreachable, refused, stored = list_associations(db)
+    first = pydicom.dcmread(outputs[0])
+    sent_series = SeriesCounts(
+        first.StudyInstanceUID, first.SeriesInstanceUID, first.AccessionNumber, "CT", 2
+    )
+    for audit in (unreachable, refused, stored):
+        assert (audit.direction, audit.peer_address, audit.local_ae_title) == (
+            "sent",
+            f"127.0.0.1:{port}",
+            "CTPNODE",
+        )
+        assert audit.started_at <= audit.ended_at
+    assert (unreachable.peer_ae_title, unreachable.outcome) == ("ORTHANC", "unreachable")
+    assert "no association" in unreachable.reason
+    assert unreachable.series == (sent_series,)  # what was to be sent, and nothing stored
+    assert (refused.peer_ae_title, refused.outcome) == ("NOTORTHANC", "refused")
+    assert "Called AE title not recognised" in refused.reason
+    assert refused.series == (sent_series,)
+    assert (stored.peer_ae_title, stored.outcome, stored.reason) == ("ORTHANC", "released", "")
+    assert stored.series == (replace(sent_series, stored=2),)
     db.dispose()
