@@ -34,6 +34,7 @@ from ctp_node.report import (
     build_secondary_captures,
     build_structured_report,
 )
+from ctp_node.report.source_headers import with_readable_dates
 from ctp_node.report.summary_png import write_summary_png
 from ctp_node.report.versions import ResultVersion, content_digest, version_key
 
@@ -154,17 +155,17 @@ def write_outputs(
     started = time.perf_counter()
     loaded, result, quality = computed.loaded, computed.result, computed.quality
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = loaded.notes
+    sources, notes = _output_sources(loaded.source_images, loaded.notes)
     outputs = [
         _save(dataset, out_dir, "parametric_maps")
-        for dataset in build_parametric_maps(result, loaded.source_images, report)
+        for dataset in build_parametric_maps(result, sources, report)
     ]
     outputs += [
         _save(dataset, out_dir, "secondary_captures")
         for dataset in build_secondary_captures(
             result,
             loaded.acquisition,
-            loaded.source_images,
+            sources,
             report,
             notes=notes,
             quality=quality,
@@ -172,7 +173,7 @@ def write_outputs(
     ]
     structured_report = build_structured_report(
         result,
-        loaded.source_images,
+        sources,
         report,
         acquisition_facts=loaded.acquisition.facts,
         notes=notes,
@@ -264,8 +265,27 @@ def write_failure_notice(
     kinds = {"1.2.840.10008.5.1.4.1.1.7": "secondary_captures"}
     return [
         _save(dataset, out_dir, kinds.get(str(dataset.SOPClassUID), "structured_report"))
-        for dataset in build_failure_notice(reason, [header], report)
+        for dataset in build_failure_notice(reason, [with_readable_dates(header)[0]], report)
     ]
+
+
+def _output_sources(
+    headers: Sequence[pydicom.Dataset], notes: Sequence[str]
+) -> tuple[list[pydicom.Dataset], list[str]]:
+    """The source headers as the outputs copy them (unreadable dates emptied), and the notes
+    with one more saying which, if any."""
+    sources, emptied = [], set()
+    for header in headers:
+        source, keywords = with_readable_dates(header)
+        sources.append(source)
+        emptied.update(keywords)
+    if not emptied:
+        return sources, list(notes)
+    note = (
+        f"{', '.join(sorted(emptied))}: not a valid date or time in the source images; left "
+        "empty in these outputs"
+    )
+    return sources, [*notes, note]
 
 
 def summarise(

@@ -74,3 +74,26 @@ def test_wide_detector_volume_is_processed_at_full_coverage(tmp_path: Path) -> N
             assert map_volume(pydicom.dcmread(output.path), positions).shape[0] == 40
     (coverage,) = [f for f in processed.summary["quality"] if f["name"] == "Coverage"]
     assert coverage["value"] == pytest.approx(40 * 1.25, abs=1.25)
+
+
+def test_a_malformed_birth_date_is_emptied_in_the_outputs_not_fatal(tmp_path: Path) -> None:
+    """highdicom parses the dates it copies: one it cannot parse once stopped every output
+    and the failure notice too."""
+    from ctp_node.pipeline import write_failure_notice
+    from ctp_node.report.settings import ReportSettings
+
+    phantom = make_phantom(PhantomSpec(matrix=64, slices=4, pixel_spacing_mm=220.0 / 64))
+    paths = write_ct_series(phantom.acquisition, tmp_path / "ct", identity=StudyIdentity.new())
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PatientBirthDate = "19500230"  # 30 February
+        ds.save_as(path)
+    processed = process_series(paths, tmp_path / "out", PipelineSettings())
+    headers = [pydicom.dcmread(o.path, stop_before_pixels=True) for o in processed.outputs]
+    assert len(headers) >= 7
+    assert {str(h.get("PatientBirthDate", "")) for h in headers} == {""}
+    (report,) = [o.path for o in processed.outputs if o.output_kind == "structured_report"]
+    assert b"PatientBirthDate: not a valid date or time" in report.read_bytes()  # the note
+    assert pydicom.dcmread(paths[0]).PatientBirthDate == "19500230"  # the source is untouched
+    notice = write_failure_notice(paths, tmp_path / "notice", "a test", ReportSettings())
+    assert len(notice) == 2
