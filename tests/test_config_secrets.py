@@ -151,18 +151,24 @@ def password_role(postgres_url: str):
         connection.execute(text("SET password_encryption = 'scram-sha-256'"))
         quoted = PASSWORD.replace("'", "''")
         connection.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{quoted}'"))
-        connection.execute(text(f"GRANT ALL ON SCHEMA public TO {role}"))
+        # a database of its own: the session's shared one holds tables other tests created
+        connection.execute(text(f"CREATE DATABASE {role} OWNER {role}"))
         original = hba.read_text()
         # pg_hba.conf: the first matching line decides, so this one goes before "trust"
         hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{original}")
         connection.execute(text("SELECT pg_reload_conf()"))
-    url = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+    url = (
+        make_url(postgres_url)
+        .set(username=role, database=role)
+        .render_as_string(hide_password=False)
+    )
     try:
         yield url
     finally:
         with admin.connect() as connection:
             hba.write_text(original)
             connection.execute(text("SELECT pg_reload_conf()"))
+            connection.execute(text(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)"))
             connection.execute(text(f"DROP OWNED BY {role}"))
             connection.execute(text(f"DROP ROLE {role}"))
         admin.dispose()
