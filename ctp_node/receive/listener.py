@@ -14,9 +14,10 @@ stages, each with its own budget:
     A scanner sends its request within milliseconds of connecting, so neither limit delays
     it.
 *Admitted* (its A-ASSOCIATE-RQ was accepted)
-    At most ``node.max_associations``. When they are all taken, the association that has
-    been silent the longest, if for ``node.idle_eviction_s`` or more, is closed to make room;
-    otherwise the request is refused with A-ASSOCIATE-RJ "local limit exceeded".
+    At most ``node.max_associations``. When they are all taken, the oldest association that
+    has sent no DIMSE message since it was accepted is closed to make room, else the one
+    silent the longest if for ``node.idle_eviction_s`` or more; otherwise the request is
+    refused with A-ASSOCIATE-RJ "local limit exceeded".
 
 Every read is bounded: a PDU declaring more than ``node.max_pdu_bytes`` (the length the node
 announces as its maximum) is refused before a byte of it is read, a C-STORE data set larger
@@ -152,30 +153,37 @@ class ConnectionGuard:
     # ---- admitted stage ---------------------------------------------------------------
     def admit(self, assoc: Association) -> str | None:
         """Admit ``assoc`` (its A-ASSOCIATE-RQ is acceptable otherwise), or say why not:
-        every association slot is busy. Closes the longest-silent association to make room
-        when it has been silent for ``idle_eviction_s``."""
+        every association slot is busy. To make room, closes the oldest association that has
+        sent no DIMSE message since it was accepted (a sender sends its first within
+        milliseconds), else the longest-silent one if silent for ``idle_eviction_s``."""
         now = time.monotonic()
         evicted: _Connection | None = None
+        why = ""
         with self._lock:
             connection = self._by_assoc(assoc)
             admitted = [c for c in self._connections.values() if c.admitted]
             if len(admitted) >= self.limits.max_associations:
+                mute = [c for c in admitted if not _has_spoken(c)]
                 silent = max(admitted, key=lambda c: now - _last_activity(c))
-                idle_s = now - _last_activity(silent)
-                if idle_s < self.limits.idle_eviction_s:
+                if mute:
+                    evicted = min(mute, key=lambda c: c.opened)
+                    why = "without a DIMSE message since it was accepted"
+                elif now - _last_activity(silent) >= self.limits.idle_eviction_s:
+                    evicted = silent
+                    why = f"after {now - _last_activity(silent):.0f} s without a PDU"
+                else:
                     return (
                         f"node.max_associations ({self.limits.max_associations}) associations "
                         f"are open and none has been silent for node.idle_eviction_s "
                         f"({self.limits.idle_eviction_s:g} s)"
                     )
-                evicted = silent
-                self._connections.pop(id(silent.sock), None)
+                self._connections.pop(id(evicted.sock), None)
             if connection is not None:
                 connection.admitted = True
         if evicted is not None:
             evicted.problems.append(
-                f"closed after {now - _last_activity(evicted):.0f} s without a PDU to make room "
-                f"for a new association (node.max_associations {self.limits.max_associations})"
+                f"closed {why} to make room for a new association (node.max_associations "
+                f"{self.limits.max_associations})"
             )
             self._report(evicted)
             _shut(evicted.sock)
@@ -318,6 +326,12 @@ def _requestor(connection: _Connection) -> Requestor:
     return Requestor(calling, called, connection.address)
 
 
+def _has_spoken(connection: _Connection) -> bool:
+    """Whether the association has sent a P-DATA-TF (a DIMSE message) since it was accepted."""
+    dul_socket = connection.assoc.dul.socket if connection.assoc is not None else None
+    return getattr(dul_socket, "has_spoken", True)
+
+
 def _last_activity(connection: _Connection) -> float:
     dul_socket = connection.assoc.dul.socket if connection.assoc is not None else None
     return getattr(dul_socket, "last_activity", connection.opened)
@@ -366,6 +380,7 @@ class BoundedSocket(AssociationSocket):
         self.last_activity = time.monotonic()
         self._pdu_type: int | None = None
         self._refused = False
+        self.has_spoken = False  # a P-DATA-TF (a DIMSE message) has arrived
         #: The raw called and calling AE titles of the A-ASSOCIATE-RQ, for the report of a
         #: request pynetdicom could not decode.
         self.requested_titles: tuple[str, str] | None = None
@@ -390,6 +405,7 @@ class BoundedSocket(AssociationSocket):
         data = super().recv(nr_bytes)
         self.last_activity = time.monotonic()
         if pdu_type == _P_DATA_TF:
+            self.has_spoken = True
             self._count(data)
         elif pdu_type == _A_ASSOCIATE_RQ and self.requested_titles is None:
             called, calling = (printable(bytes(data[a:b]).decode("latin-1")) for a, b in _TITLES)

@@ -144,7 +144,8 @@ def test_all_slots_busy_refuses_then_an_idle_association_makes_room(listener) ->
     held = [_associate(port), _associate(port)]
     try:
         assert all(a.is_established for a in held)
-        refused = _associate(port)  # both have just spoken: none may be closed yet
+        assert all(int(a.send_c_echo().Status) == 0 for a in held)  # both have spoken
+        refused = _associate(port)  # and just now: none may be closed yet
         assert refused.is_rejected
         assert "max_associations" in list_rejections(db)[-1].reason
         time.sleep(2.0)
@@ -153,5 +154,22 @@ def test_all_slots_busy_refuses_then_an_idle_association_makes_room(listener) ->
         wait_until(lambda: sum(not a.is_established for a in held) == 1, 5, "one closed")
     finally:
         for assoc in held:
+            if assoc.is_established:
+                assoc.release()
+
+
+def test_associations_that_never_speak_make_room_at_once(listener) -> None:
+    """A flood of accepted associations that send nothing (not even a C-ECHO) cannot keep a
+    scanner out for node.idle_eviction_s: the oldest mute one goes first."""
+    port, _, db = listener(max_associations=3, idle_eviction_s=60.0)
+    mute = [_associate(port) for _ in range(6)]  # each new one pushes out an older mute one
+    try:
+        wait_until(lambda: sum(a.is_established for a in mute) == 3, 5, "three left")
+        ok, seconds = _timed_echo(port)
+        assert ok and seconds < 2.0
+        reasons = [r.reason for r in list_rejections(db)]
+        assert any("without a DIMSE message since it was accepted" in r for r in reasons)
+    finally:
+        for assoc in mute:
             if assoc.is_established:
                 assoc.release()
