@@ -178,8 +178,9 @@ class NodeConfig(_Section):
     bind : IP address it listens on (``0.0.0.0``: every interface).
     allowed_callers : callers accepted; empty accepts any caller.
     max_associations : admitted associations served at the same time. When all are busy, the
-        one silent for longest is closed if silent for ``idle_eviction_s``; else a new one is
-        refused with A-ASSOCIATE-RJ "local limit exceeded" (transient: senders retry).
+        oldest one that has sent no DIMSE message since it was accepted is closed to make
+        room, else the one silent for longest if silent for ``idle_eviction_s``; else a new
+        one is refused with A-ASSOCIATE-RJ "local limit exceeded" (transient: senders retry).
     max_pending_connections : connections that have not yet sent an accepted A-ASSOCIATE-RQ,
         at the same time; one more closes the oldest of them. A scanner's request follows its
         connect within milliseconds, so a flood of idle connections cannot starve it. Each
