@@ -21,16 +21,12 @@ import argparse
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-import yaml
-from peers import ENV, free_port, timed_storescu, wait_for_echo
+from peers import Node, timed_storescu, wait_for
 
 from ctp_node.demo import write_phantom_study
 from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
@@ -41,70 +37,6 @@ VOLUME_NAMES = {
     "Ischemic core (rCBF<30%)": "core_ml",
     "Hypoperfusion (Tmax>6s)": "tmax6_ml",
 }
-
-
-class Node:
-    """``ctp-node serve`` on loopback sending to a ``storescp +uf`` PACS below ``root``."""
-
-    def __init__(self, root: Path, **sections: dict) -> None:
-        self.root = root
-        self.pacs_dir = root / "pacs"
-        self.pacs_dir.mkdir(parents=True)
-        self.pacs_port, self.port = free_port(), free_port()
-        self.pacs = subprocess.Popen(
-            ["/usr/bin/storescp", "+uf", "-aet", "PACS", "-od", str(self.pacs_dir),
-             str(self.pacs_port)],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        config = {
-            "node": {"ae_title": "CTPNODE", "port": self.port, "bind": "127.0.0.1"},
-            "storage": {"root": str(root / "node"), "min_free_bytes": 0},
-            "database": {"url": f"sqlite:///{root / 'node.db'}"},
-            "destinations": [
-                {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": self.pacs_port}
-            ],
-        }
-        for name, values in sections.items():
-            config.setdefault(name, {}).update(values)
-        self.config_path = root / "node.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ctp_node", "serve", "--config", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_echo(self.pacs_port, "PACS")
-        wait_for_echo(self.port, "CTPNODE")
-
-    def status(self) -> dict:
-        done = subprocess.run(
-            [sys.executable, "-m", "ctp_node", "status", "--json", "--config",
-             str(self.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )  # fmt: skip
-        return json.loads(done.stdout)
-
-    def pacs_objects(self) -> list[pydicom.Dataset]:
-        return [pydicom.dcmread(p, stop_before_pixels=True) for p in self.pacs_dir.iterdir()]
-
-    def stop(self) -> None:
-        for process in (self.process, self.pacs):
-            process.terminate()
-            process.wait(timeout=60)
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> float:
-    """Seconds until ``predicate()`` holds (polled every 0.1 s)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        if predicate():
-            return time.perf_counter() - started
-        time.sleep(0.1)
-    raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def sr_volumes(ds: pydicom.Dataset) -> dict[str, float]:
