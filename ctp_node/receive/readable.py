@@ -12,11 +12,13 @@ shorter than its rows and columns say. Each is refused here with a specific reas
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pydicom
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from ctp_node.receive.admission import printable
@@ -62,15 +64,28 @@ def read_received(path: Path, affected_sop_instance_uid: str = "") -> ReceivedHe
             size = 2**63  # positions are in the inflated stream; zlib checked its end
         _convert_everything(ds, size)
         header = read_header(ds, affected_sop_instance_uid)
+        _check_pixel_data(ds, header)
     except Unreadable:
         raise
     except RecursionError:
         raise Unreadable(STATUS_CANNOT_UNDERSTAND, "sequences nested too deep to read") from None
     except Exception as exc:
-        reason = f"the data set cannot be decoded: {printable(str(exc))[:200]}"
-        raise Unreadable(STATUS_CANNOT_UNDERSTAND, reason) from exc
-    _check_pixel_data(ds, header)
+        raise Unreadable(STATUS_CANNOT_UNDERSTAND, _undecodable(exc)) from exc
     return header
+
+
+def _undecodable(exc: Exception) -> str:
+    """Why the data set cannot be decoded, naming the element pydicom names."""
+    text = printable(str(exc))
+    found = _TAG.search(text)
+    if found is None:
+        return f"the data set cannot be decoded: {text[:200]}"
+    tag = Tag(int(found.group(1), 16), int(found.group(2), 16))
+    name = keyword_for_tag(tag) or "element"
+    return f"{name} {found.group(0)} cannot be decoded: {text[:200]}"
+
+
+_TAG = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
 
 
 def _check_encoding(path: Path, meta: Dataset) -> None:
@@ -145,13 +160,7 @@ def _check_pixel_data(ds: Dataset, header: ReceivedHeader) -> None:
     length = getattr(raw, "length", None)
     if length is None or length == _UNDEFINED_LENGTH:
         return  # encapsulated: its fragments were read to their delimiter
-    try:
-        expected = _expected_pixel_bytes(ds, header.frames)
-    except (TypeError, ValueError):
-        raise Unreadable(
-            STATUS_CANNOT_UNDERSTAND,
-            "Rows, Columns, BitsAllocated or SamplesPerPixel is not a number",
-        ) from None
+    expected = _expected_pixel_bytes(ds, header.frames)
     if expected is not None and length < expected:
         raise Unreadable(
             STATUS_CANNOT_UNDERSTAND,
@@ -163,6 +172,22 @@ def _check_pixel_data(ds: Dataset, header: ReceivedHeader) -> None:
 def _expected_pixel_bytes(ds: Dataset, frames: int) -> int | None:
     if not all(k in ds for k in ("Rows", "Columns", "BitsAllocated")):
         return None
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * samples * frames
+    bits = frames
+    for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
+        bits *= _single_number(ds, keyword) if keyword in ds else 1
     return (bits + 7) // 8
+
+
+def _single_number(ds: Dataset, keyword: str) -> int:
+    """The element's one integer value, or :class:`Unreadable` naming the element."""
+    tag = Tag(keyword)
+    try:
+        value = ds[tag].value
+        if isinstance(value, bytes | list | tuple) or value is None:
+            raise ValueError(f"{value!r:.40}")
+        return int(value)
+    except Exception as exc:
+        reason = _undecodable(exc)
+        if reason.startswith("the data set"):  # pydicom named no element
+            reason = f"{keyword} {tag} is not a single number: {printable(str(exc))[:80]}"
+        raise Unreadable(STATUS_CANNOT_UNDERSTAND, reason) from None

@@ -22,6 +22,7 @@ from ctp_node.receive.intake import (
 from ctp_node.receive.readable import Unreadable, read_received
 from ctp_node.store.ingest import list_rejections, list_series
 from tests.conftest import stored_count, storescu
+from tests.dicom_checks import spoil_rows
 from tests.receive.conftest import AE_TITLE
 
 
@@ -107,6 +108,9 @@ def malformed(small_series, tmp_path) -> dict[str, tuple[Path, int, str]]:
         STATUS_CANNOT_UNDERSTAND,
         "",
     )
+    ds = fresh()
+    spoiled = spoil_rows(_file(ds, _body_of(ds), ExplicitVRLittleEndian, tmp_path, "rows.dcm"))
+    cases["Rows 3 bytes long"] = (spoiled, STATUS_CANNOT_UNDERSTAND, "(0028,0010)")
     assert body  # the source itself is readable (checked below)
     return cases
 
