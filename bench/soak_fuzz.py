@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from fuzz import KINDS, FuzzSettings, cases, play
+from fuzz import KINDS, Case, FuzzSettings, cases, play
 from peers import Node, markdown_table
 from scanner import (
     DCMTK_TIMEOUT_S,
@@ -31,6 +31,8 @@ from scanner import (
 ANSWER_TIMEOUT_S = 3.0
 #: How long idle and stalled hostile connections are held open, seconds (shortest, longest).
 HOLD_S = (1.0, 10.0)
+#: Inputs of each kind played one at a time before the storm.
+SOLO_CASES = 3
 #: The fuzz part stops sending new inputs after this many seconds, whatever their count.
 FUZZ_DEADLINE_S = 900.0
 
@@ -79,6 +81,35 @@ class FuzzRun:
     active: int = 0
     sent: int = 0
     seconds: float = 0.0
+
+
+def play_each_kind(port: int, seed: int, per_kind: int) -> dict[str, collections.Counter]:
+    """``per_kind`` cases of every kind played one at a time (holds of 1-2 s): what the node
+    answers to each when nothing else is going on. The broken data sets go first: they need an
+    association, and the other kinds may leave the node without a free one for a while."""
+    chosen: dict[str, list[Case]] = {kind: [] for kind in KINDS}
+    for case in cases(seed, 100_000, FuzzSettings(hold_s=(1.0, 2.0))):
+        if len(chosen[case.kind]) < per_kind:
+            chosen[case.kind].append(case)
+        if all(len(found) == per_kind for found in chosen.values()):
+            break
+    outcomes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for kind in sorted(KINDS, key=lambda kind: not kind.startswith("dataset_")):
+        for case in chosen[kind]:
+            outcomes[kind][play(case, HOST, port, answer_timeout_s=10.0)] += 1
+    return outcomes
+
+
+def echo_refused_for(port: int, limit_s: float) -> str:
+    """Seconds until C-ECHO succeeds (polled every second), as text."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        code, output, _ = dcmtk("echoscu", port, timeout_s=30)
+        if code == 0:
+            return f"{time.perf_counter() - started:.0f} s"
+        failure = probe_failure(code, output)
+        time.sleep(1.0)
+    return f"more than {limit_s:.0f} s (last: {failure})"
 
 
 def run_fuzz(
@@ -195,6 +226,8 @@ def fuzz(
         with Prober(node.port, image, root / "probe") as quiet:
             time.sleep(reference_s)
         reference = reference_latency(quiet.probes)
+        alone = play_each_kind(node.port, seed + 1, SOLO_CASES)
+        refused = echo_refused_for(node.port, 90.0)
         before = process_figures(node.pid)
         log_start = node.log_path.stat().st_size
         run = FuzzRun()
@@ -229,6 +262,13 @@ def fuzz(
     }
     lines, tracebacks, errors, shapes = log_figures(log)
     out = [
+        markdown_table(
+            f"(c) before the storm: {SOLO_CASES} inputs of each kind, one at a time (seed "
+            f"{seed + 1}; broken data sets first), and what the node answered; after the last, "
+            f"C-ECHO was refused for {refused}",
+            ["kind", "outcomes"],
+            [[kind, "; ".join(f"{n} {o}" for o, n in alone[kind].most_common())] for kind in KINDS],
+        ),
         markdown_table(
             "(c) probes every second: DCMTK echoscu and storescu (one "
             f"{image.stat().st_size // 1024} kB CT image), timeouts {DCMTK_TIMEOUT_S} s; "
