@@ -136,10 +136,10 @@ def test_association_over_the_limit_is_recorded(listener) -> None:
     held = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
     try:
         assert held.is_established
+        assert int(held.send_c_echo().Status) == 0  # it has spoken: it is not made to go
         assert not echo_ok(port, AE_TITLE, calling="SECOND")
     finally:
         held.release()
-    # pynetdicom refuses by itself and tells the node afterwards
     (rejection,) = wait_until(lambda: list_rejections(db), 10, "the refusal's record")
     assert (rejection.kind, rejection.calling_ae_title) == ("association", "SECOND")
     assert "node.max_associations" in rejection.reason

@@ -169,6 +169,7 @@ def test_an_association_over_the_limit_is_recorded_as_refused(listener) -> None:
     scu.add_requested_context(Verification)
     held = scu.associate("127.0.0.1", port, ae_title=AE_TITLE)
     assert held.is_established
+    assert int(held.send_c_echo().Status) == 0  # it has spoken: it is not made to go
     refused = scu.associate("127.0.0.1", port, ae_title=AE_TITLE)
     assert refused.is_rejected
     held.release()
