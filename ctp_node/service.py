@@ -165,6 +165,7 @@ def listener_settings(config: Config) -> ListenerSettings:
         network_timeout_s=node.network_timeout_s,
         keep_other_objects=config.ingest.keep_other_objects,
         max_pending_connections=node.max_pending_connections,
+        max_associations_per_caller=node.max_associations_per_caller,
         request_timeout_s=node.request_timeout_s,
         idle_eviction_s=node.idle_eviction_s,
         max_pdu_bytes=node.max_pdu_bytes,
@@ -194,14 +195,24 @@ def _loop(
     return thread
 
 
-def run_workers(config: Config, stop: threading.Event, *, parent_pid: int | None = None) -> None:
-    """Claim and run jobs until ``stop`` (or until the parent ``serve`` process is gone)."""
+def run_workers(
+    config: Config,
+    stop: threading.Event,
+    *,
+    parent_pid: int | None = None,
+    serve_pid: int | None = None,
+) -> None:
+    """Claim and run jobs until ``stop``, or until the parent process (``parent_pid``, the
+    fork server) or the ``serve`` process that started it (``serve_pid``) is gone."""
     context = job_context(config)
     db = open_database(config)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     log.info("worker %s ready", worker_id)
     while not stop.is_set():
-        if parent_pid is not None and os.getppid() != parent_pid:
+        orphaned = parent_pid is not None and os.getppid() != parent_pid
+        if orphaned or (serve_pid is not None and not _process_exists(serve_pid)):
+            # (serve killed with SIGKILL: its fork server may linger; a restarted serve
+            # must not find the old workers still running beside its own)
             log.warning("the serve process is gone; worker %s stops", worker_id)
             return
         try:
@@ -237,7 +248,7 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _worker_process(config_path: str) -> None:
+def _worker_process(config_path: str, serve_pid: int | None = None) -> None:
     """A worker process of ``serve`` (forked from the fork server, modules already loaded)."""
     from ctp_node.cli import configure_logging
     from ctp_node.config import load_config
@@ -248,7 +259,8 @@ def _worker_process(config_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve's Ctrl-C stops workers by SIGTERM
     try:
         # The fork server is the parent: when serve ends, so does it, and then the worker.
-        run_workers(load_config(Path(config_path)), stop, parent_pid=os.getppid())
+        config = load_config(Path(config_path))
+        run_workers(config, stop, parent_pid=os.getppid(), serve_pid=serve_pid)
     except KeyboardInterrupt:
         stop.set()
 
@@ -407,7 +419,9 @@ class Node:
             if time.monotonic() < worker.restart_at:
                 continue
             worker.process = self._context.Process(
-                target=_worker_process, args=(worker.config_path,), name="ctp-node worker"
+                target=_worker_process,
+                args=(worker.config_path, os.getpid()),
+                name="ctp-node worker",
             )
             worker.process.start()
             worker.started_at = time.monotonic()

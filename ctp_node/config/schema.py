@@ -181,6 +181,10 @@ class NodeConfig(_Section):
         oldest one that has sent no DIMSE message since it was accepted is closed to make
         room, else the one silent for longest if silent for ``idle_eviction_s``; else a new
         one is refused with A-ASSOCIATE-RJ "local limit exceeded" (transient: senders retry).
+    max_associations_per_caller : admitted associations from one caller (one calling AE
+        title at one address) at the same time; more are refused with "local limit exceeded".
+        Below ``max_associations``, so that one busy or hostile caller cannot take every slot
+        and a scanner always finds one; above the few a scanner or PACS uses at once.
     max_pending_connections : connections that have not yet sent an accepted A-ASSOCIATE-RQ,
         at the same time; one more closes the oldest of them. A scanner's request follows its
         connect within milliseconds, so a flood of idle connections cannot starve it. Each
@@ -211,6 +215,7 @@ class NodeConfig(_Section):
     bind: Annotated[str, AfterValidator(_check_ip_address)] = "0.0.0.0"
     allowed_callers: list[AllowedCaller] = []
     max_associations: int = Field(10, ge=1)
+    max_associations_per_caller: int = Field(8, ge=1)
     max_pending_connections: int = Field(256, ge=1, le=10_000)
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     idle_eviction_s: PositiveSeconds = 10.0

@@ -121,7 +121,11 @@ def handle_requested(
         accept_private_storage(event.assoc)
         return
     codes, why = refusal
-    _refused_association(requestor, f"{why}; {_rejection(*codes)}", db)  # before the answer
+    reason = f"{why}; {_rejection(*codes)}"
+    if guard is not None:  # one line and one record, at most so many a minute per peer
+        guard.report_refusal(requestor, reason)
+    else:
+        _refused_association(requestor, reason, db)  # before the answer
     event.assoc.acse.send_reject(*codes)
     # Wait until the A-ASSOCIATE-RJ is out, as pynetdicom does for its own rejections; else
     # the connection is closed under it and the peer sees an abort instead of the reason.

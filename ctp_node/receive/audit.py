@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import threading
 from dataclasses import dataclass, field
 
@@ -73,6 +74,8 @@ class AssociationTally:
         self._db = db
         self._open: dict[Association, _OpenAssociation] = {}
         self._lock = threading.Lock()
+        self._ended: queue.Queue[tuple[Association, _OpenAssociation]] = queue.Queue()
+        threading.Thread(target=self._write, name="audit writer", daemon=True).start()
 
     def handlers(self) -> list[tuple]:
         """The pynetdicom event handlers to bind (with ``start_server``)."""
@@ -140,14 +143,22 @@ class AssociationTally:
             assoc.join(HANDLERS_DONE_WITHIN_S)
         with self._lock:
             self._open.pop(assoc, None)
-        try:
-            audit = association_audit(assoc, current)
-            log_ending(audit)
-            record_association(self._db, audit)
-        except Exception as exc:
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            peer = current.peer_address
-            log.error("audit: the association from %s was not recorded: %s", peer, why)
+        self._ended.put((assoc, current))
+
+    def _write(self) -> None:
+        """The records, written by one thread: a flood of short associations never has a
+        thread per association waiting for the database (it exhausted the connection pool,
+        and the scanner's own C-STOREs waited behind it)."""
+        while True:
+            assoc, current = self._ended.get()
+            try:
+                audit = association_audit(assoc, current)
+                log_ending(audit)
+                record_association(self._db, audit)
+            except Exception as exc:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                peer = current.peer_address
+                log.error("audit: the association from %s was not recorded: %s", peer, why)
 
 
 def association_audit(assoc: Association, current: _OpenAssociation) -> AssociationAudit:

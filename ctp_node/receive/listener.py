@@ -14,7 +14,9 @@ stages, each with its own budget:
     A scanner sends its request within milliseconds of connecting, so neither limit delays
     it.
 *Admitted* (its A-ASSOCIATE-RQ was accepted)
-    At most ``node.max_associations``. When they are all taken, the oldest association that
+    At most ``node.max_associations``, and ``node.max_associations_per_caller`` from one
+    caller (calling AE title at one address), so that one busy or hostile caller cannot take
+    every slot. When they are all taken, the oldest association that
     has sent no DIMSE message since it was accepted is closed to make room, else the one
     silent the longest if for ``node.idle_eviction_s`` or more; otherwise the request is
     refused with A-ASSOCIATE-RJ "local limit exceeded".
@@ -85,6 +87,7 @@ class ConnectionLimits:
     :class:`ctp_node.config.schema.NodeConfig`)."""
 
     max_associations: int = 10
+    max_associations_per_caller: int = 8
     max_pending_connections: int = 256
     request_timeout_s: float = 5.0
     idle_eviction_s: float = 10.0
@@ -159,9 +162,16 @@ class ConnectionGuard:
         now = time.monotonic()
         evicted: _Connection | None = None
         why = ""
+        caller = _caller(assoc)
         with self._lock:
             connection = self._by_assoc(assoc)
             admitted = [c for c in self._connections.values() if c.admitted]
+            per_caller = self.limits.max_associations_per_caller
+            if sum(_caller(c.assoc) == caller for c in admitted) >= per_caller:
+                return (
+                    f"node.max_associations_per_caller ({per_caller}) associations from "
+                    f"{caller[1]!r} at {caller[0]} are open"
+                )
             if len(admitted) >= self.limits.max_associations:
                 mute = [c for c in admitted if not _has_spoken(c)]
                 silent = max(admitted, key=lambda c: now - _last_activity(c))
@@ -228,6 +238,45 @@ class ConnectionGuard:
                 return connection
         return None
 
+    def report_refusal(self, requestor: Requestor, reason: str) -> None:
+        """A refused association: one log line and one record, within the peer's allowance
+        (a flood of refused requests must not flood the log and the database)."""
+        if not self._within_allowance(requestor.address):
+            return
+        log.warning(
+            "association from %s at %s to %s refused: %s",
+            requestor.ae_title,
+            requestor.address,
+            requestor.called_ae_title,
+            reason,
+        )
+        try:  # written before the answer goes out (within the allowance: a few a minute)
+            record_rejection(
+                self.db,
+                kind="association",
+                calling_ae_title=requestor.ae_title,
+                peer_address=requestor.address,
+                status=0,
+                reason=reason,
+            )
+        except Exception as exc:
+            log.error("could not record the refused association: %s", exc)
+
+    def _within_allowance(self, address: str) -> bool:
+        """Count a report for ``address``; False beyond REPORTS_PER_PEER_PER_MINUTE."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._reports.setdefault(address, [now, 0, 0])
+            if now - window[0] >= 60:
+                if window[2]:
+                    self._log_left_out(address, int(window[2]))
+                window[:] = [now, 0, 0]
+            window[1] += 1
+            if window[1] > REPORTS_PER_PEER_PER_MINUTE:
+                window[2] += 1
+                return False
+        return True
+
     def _sum_up_quiet_peers(self) -> None:
         """Say how many reports were left out for a peer whose minute is over."""
         now = time.monotonic()
@@ -251,17 +300,8 @@ class ConnectionGuard:
 
     def _report(self, connection: _Connection) -> None:
         """One log line and one record for a connection that went wrong (rate-limited)."""
-        now = time.monotonic()
-        with self._lock:
-            window = self._reports.setdefault(connection.address, [now, 0, 0])
-            if now - window[0] >= 60:
-                if window[2]:
-                    self._log_left_out(connection.address, int(window[2]))
-                window[:] = [now, 0, 0]
-            window[1] += 1
-            if window[1] > REPORTS_PER_PEER_PER_MINUTE:
-                window[2] += 1
-                return
+        if not self._within_allowance(connection.address):
+            return
         requestor = _requestor(connection)
         reason = connection.reason()
         log.warning(
@@ -324,6 +364,14 @@ def _requestor(connection: _Connection) -> Requestor:
     titles = getattr(assoc.dul.socket, "requested_titles", None) if assoc is not None else None
     called, calling = titles or connection.titles or ("", "")
     return Requestor(calling, called, connection.address)
+
+
+def _caller(assoc: Association | None) -> tuple[str, str]:
+    """(address, calling AE title): one caller, for ``max_associations_per_caller``."""
+    if assoc is None or assoc.requestor.primitive is None:
+        return ("", "")
+    requestor = Requestor.of(assoc)
+    return (requestor.address, requestor.ae_title)
 
 
 def _has_spoken(connection: _Connection) -> bool:

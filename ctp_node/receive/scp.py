@@ -110,6 +110,7 @@ class ListenerSettings:
     port: int
     allowed_callers: tuple[Caller, ...] = ()
     max_associations: int = 10
+    max_associations_per_caller: int = 8
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -123,6 +124,7 @@ class ListenerSettings:
     def limits(self) -> ConnectionLimits:
         return ConnectionLimits(
             max_associations=self.max_associations,
+            max_associations_per_caller=self.max_associations_per_caller,
             max_pending_connections=self.max_pending_connections,
             request_timeout_s=self.request_timeout_s,
             idle_eviction_s=self.idle_eviction_s,

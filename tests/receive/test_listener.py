@@ -173,3 +173,21 @@ def test_associations_that_never_speak_make_room_at_once(listener) -> None:
         for assoc in mute:
             if assoc.is_established:
                 assoc.release()
+
+
+def test_one_caller_cannot_take_every_slot(listener) -> None:
+    port, _, db = listener(max_associations=3, max_associations_per_caller=2)
+    hog = AE(ae_title="HOG")
+    hog.add_requested_context(Verification)
+    held = [hog.associate("127.0.0.1", port, ae_title=AE_TITLE) for _ in range(2)]
+    try:
+        assert all(int(a.send_c_echo().Status) == 0 for a in held)
+        third = hog.associate("127.0.0.1", port, ae_title=AE_TITLE)
+        assert third.is_rejected
+        assert "max_associations_per_caller (2)" in list_rejections(db)[-1].reason
+        ok, seconds = _timed_echo(port)  # another caller: a slot is left for it
+        assert ok and seconds < 2.0
+    finally:
+        for assoc in held:
+            if assoc.is_established:
+                assoc.release()
