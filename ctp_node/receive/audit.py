@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ABORT
 
 from ctp_node.receive.admission import Requestor
 from ctp_node.receive.header import ReceivedHeader
@@ -82,6 +83,7 @@ class AssociationTally:
         return [
             (evt.EVT_CONN_OPEN, self._opened),
             (evt.EVT_ABORTED, self._aborted),
+            (evt.EVT_ACSE_RECV, self._acse_received),
             (evt.EVT_CONN_CLOSE, self._closed),
         ]
 
@@ -123,6 +125,15 @@ class AssociationTally:
         if current is not None and event.assoc.dul.idle_timer_expired():
             current.timed_out = True
 
+    def _acse_received(self, event: evt.Event) -> None:
+        # The peer's A-ABORT, seen as the association's reactor takes it from the queue (which
+        # may happen before or after the connection's close is reported)
+        if isinstance(event.primitive, A_ABORT):
+            with self._lock:
+                current = self._open.get(event.assoc)
+            if current is not None:
+                current.peer_aborted = True
+
     def _closed(self, event: evt.Event) -> None:
         assoc = event.assoc
         with self._lock:
@@ -130,8 +141,8 @@ class AssociationTally:
             if current is None or current.closed_at is not None:
                 return
             current.closed_at = utcnow()
-        # The peer's A-ABORT is visible only until the association's reactor takes it.
-        current.peer_aborted = assoc.acse.is_aborted("a-abort")
+        # The peer's A-ABORT may still wait in the queue (then the reactor has not taken it)
+        current.peer_aborted = current.peer_aborted or assoc.acse.is_aborted("a-abort")
         threading.Thread(
             target=self._record, args=(assoc, current), name="audit", daemon=False
         ).start()
