@@ -773,6 +773,12 @@ class GuardedServer(ThreadedAssociationServer):
                 return
         super().process_request_thread(request, client_address)
 
+    def service_actions(self) -> None:
+        """Nothing: pynetdicom's server runs a full ``gc.collect()`` every 60 connections here,
+        which holds the interpreter for 0.1 s and more as the heap grows (77 % of the time the
+        listener held the interpreter under bench/soak.py's fuzz, and C-ECHO waited behind it).
+        Python's own collector frees finished associations' cycles."""
+
     def server_close(self) -> None:
         self.waiting_room.stop()
         super().server_close()
@@ -860,7 +866,10 @@ class ConnectionProblems(logging.Filter):
 
 
 def fold_pynetdicom_logs() -> None:
-    """Install :class:`ConnectionProblems` on every pynetdicom logger (once)."""
+    """Install :class:`ConnectionProblems` on every pynetdicom logger (once), and unbind
+    pynetdicom's standard event log handlers: they describe every PDU and DIMSE message at
+    DEBUG level, which the node never shows, at a cost on every P-DATA PDU received."""
+    _config.LOG_HANDLER_LEVEL = "none"
     names = [n for n in logging.root.manager.loggerDict if n.startswith("pynetdicom")]
     for logger in map(logging.getLogger, ["pynetdicom", *names]):
         if not any(isinstance(f, ConnectionProblems) for f in logger.filters):
