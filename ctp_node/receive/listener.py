@@ -659,7 +659,7 @@ class WaitingRoom:
             self._close(sock, f"sent {_what(data)} instead of an A-ASSOCIATE-RQ", data)
             return
         if len(data) < 6:
-            _set_low_water(sock, 6)
+            self._wait_for(sock, 6, data)
             return
         (length,) = struct.unpack_from(">L", data, 2)
         if length > self.limits.max_pdu_bytes:
@@ -671,7 +671,19 @@ class WaitingRoom:
         elif len(data) >= 6 + length or length > self.PEEK_BYTES:
             self._leave(sock)
         else:
-            _set_low_water(sock, 6 + length)
+            self._wait_for(sock, 6 + length, data)
+
+    def _wait_for(self, sock: socket.socket, size: int, data: bytes) -> None:
+        """Sleep until ``size`` bytes have arrived; but a peer that has stopped sending wakes
+        the room at once, again and again, until it is closed."""
+        if _finished_sending(sock):
+            reason = (
+                f"closed its side of the connection after {len(data)} of the {size} bytes of "
+                "its A-ASSOCIATE-RQ"
+            )
+            self._close(sock, reason, data)
+        else:
+            _set_low_water(sock, size)
 
     def _leave(self, sock: socket.socket) -> None:
         address, _ = self._waiting.pop(sock)
@@ -706,6 +718,19 @@ def _titles(data: bytes) -> tuple[str, str] | None:
     body = data[6:]
     called, calling = (printable(bytes(body[a:b]).decode("latin-1")) for a, b in _TITLES)
     return called, calling
+
+
+#: Linux's TCP state of a connection whose peer has sent its FIN (``tcp_states.h``).
+_TCP_CLOSE_WAIT = 8
+
+
+def _finished_sending(sock: socket.socket) -> bool:
+    """Whether the peer has closed its sending side (Linux; elsewhere assumed not)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    except (AttributeError, OSError):
+        return False
+    return info[0] == _TCP_CLOSE_WAIT
 
 
 def _set_low_water(sock: socket.socket, size: int) -> None:

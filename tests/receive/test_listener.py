@@ -110,6 +110,26 @@ def test_a_silent_connection_is_closed_after_the_request_timeout(listener, caplo
     assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
 
 
+def test_a_request_cut_short_by_its_sender_is_closed_at_once(listener) -> None:
+    # Its end of stream wakes the waiting room however few bytes have arrived: it is closed
+    # now, not polled again and again until node.request_timeout_s.
+    port, _, db = listener(request_timeout_s=5.0)
+    for sent in (b"\x01\x00\x00", b"\x01\x00\x00\x00\x00\x80" + b"\0" * 20):
+        with _connect(port, sent) as cut:
+            cut.shutdown(socket.SHUT_WR)
+            assert _closed_by_peer(cut, 1.0)
+    reasons = [
+        r.reason
+        for r in wait_until(
+            lambda: len(list_rejections(db)) == 2 and list_rejections(db), 10, "records"
+        )
+    ]
+    assert sorted(reasons) == [
+        "closed its side of the connection after 26 of the 134 bytes of its A-ASSOCIATE-RQ",
+        "closed its side of the connection after 3 of the 6 bytes of its A-ASSOCIATE-RQ",
+    ]
+
+
 def test_a_pdu_longer_than_the_maximum_is_refused_unread(listener, caplog) -> None:
     port, _, db = listener()
     with caplog.at_level(logging.WARNING):
