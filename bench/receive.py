@@ -57,6 +57,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 _config.STORE_RECV_CHUNKED_DATASET = True
 ae = AE("CTPNODE")
+ae.maximum_pdu_size = 4_194_304  # as the node's listener announces (node.max_pdu_bytes)
 ae.add_supported_context(Verification)
 for context in AllStoragePresentationContexts:
     ae.add_supported_context(context.abstract_syntax)
