@@ -60,6 +60,7 @@ from pynetdicom.transport import (
 )
 
 from ctp_node.receive.admission import Requestor, printable
+from ctp_node.receive.spool import DigestingFile
 from ctp_node.store import Database
 from ctp_node.store.ingest import record_rejection
 
@@ -864,7 +865,7 @@ def _incoming_temporary_file(**kwargs):  # type: ignore[no-untyped-def]
     if isinstance(guard, ConnectionGuard):
         kwargs.setdefault("dir", guard.incoming)
         kwargs.setdefault("prefix", "receiving-")
-    return NamedTemporaryFile(**kwargs)
+    return DigestingFile(NamedTemporaryFile(**kwargs))  # its SHA-256 computed as it arrives
 
 
 # ---- pynetdicom's log lines -------------------------------------------------------------
