@@ -163,7 +163,7 @@ def render_mismatch_page(
     target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
     below it."""
     baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
-    background = acquisition.hu[:baseline_frames].mean(axis=0)
+    background = acquisition.hu[:baseline_frames].mean(axis=0, dtype=np.float32)
     hypoperfused = _tint(HYPOPERFUSION_COLOUR)
     core = _tint(CORE_COLOUR)
 
