@@ -10,8 +10,8 @@ The reference is the same timing with another commit's code (default ``main``), 
 ``git archive`` into a temporary folder and run in a child process with ``PYTHONPATH`` on it.
 This tree's code also runs in a child process, and the two alternate round by round, so both
 see the same load on a shared machine. Each child loads the computed study, builds everything
-once untimed (imports, font cache), then times one round. The table gives the median over the
-rounds, and the peak RSS of each child (it holds the 0.5 GB study).
+once untimed (imports, font cache), then times one round (wall and CPU time). The table gives
+the median over the rounds, and the peak RSS of each child (it holds the 0.5 GB study).
 
 Run from the repository root: ``PYTHONPATH=. python bench/outputs.py [--reference main]
 [--rounds 3]`` (a report, not a pass/fail test).
@@ -157,14 +157,20 @@ def time_outputs(computed_path: Path, out_dir: Path) -> dict[str, object]:
         "all outputs (write_outputs)": lambda: write_outputs(computed, out_dir / "all", report),
     }
     rss_before_gb = _rss_gb()
-    times = {}
+    times, cpu_times = {}, {}
     for timed in (False, True):
         for name, step in steps.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             step()
             if timed:
                 times[name] = time.perf_counter() - started
-    return {"times": times, "rss_gb": _rss_gb(), "rss_study_gb": rss_before_gb}
+                cpu_times[name] = time.process_time() - cpu_started
+    return {
+        "times": times,
+        "cpu_times": cpu_times,
+        "rss_gb": _rss_gb(),
+        "rss_study_gb": rss_before_gb,
+    }
 
 
 def _volumes(result) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -231,14 +237,25 @@ def main() -> None:
                 runs[label].append(_child(tree, computed_path, root / f"out-{label}-{round_}"))
                 sys.stdout.flush()
 
-    def median(label: str, name: str) -> float:
-        return statistics.median(run["times"][name] for run in runs[label])  # type: ignore[index]
+    def median(label: str, name: str, kind: str = "times") -> float:
+        return statistics.median(run[kind][name] for run in runs[label])  # type: ignore[index]
 
     names = list(runs["this tree"][0]["times"])  # type: ignore[call-overload]
     rows = []
     for name in names:
         ours, theirs = median("this tree", name), median(args.reference, name)
-        rows.append((name, f"{ours:.2f}", f"{theirs:.2f}", f"{theirs / ours:.1f}×"))
+        ours_cpu = median("this tree", name, "cpu_times")
+        theirs_cpu = median(args.reference, name, "cpu_times")
+        rows.append(
+            (
+                name,
+                f"{ours:.2f}",
+                f"{theirs:.2f}",
+                f"{theirs / ours:.1f}×",
+                f"{ours_cpu:.2f}",
+                f"{theirs_cpu:.2f}",
+            )
+        )
     rss = {
         label: max(float(run["rss_gb"]) for run in runs[label])  # type: ignore[arg-type]
         for label in runs
@@ -250,14 +267,28 @@ def main() -> None:
             f"{rss['this tree']:.2f}",
             f"{rss[args.reference]:.2f}",
             "",
+            "",
+            "",
         )
     )
     print(
         markdown_table(
             f"Outputs of a 512² × 16-slice study: seconds, median of {args.rounds} rounds",
-            ["output (built and written)", "this tree s", f"{args.reference} s", "ratio"],
+            [
+                "output (built and written)",
+                "this tree s",
+                f"{args.reference} s",
+                f"{args.reference} ÷ this tree",
+                "this tree CPU s",
+                f"{args.reference} CPU s",
+            ],
             rows,
         )
+    )
+    print(
+        "s: wall time; CPU s: the process's CPU time (steadier on a shared machine). The SC "
+        "page rows include making and writing the page's DICOM object; the series row is the "
+        "seven as the node builds them."
     )
 
 
