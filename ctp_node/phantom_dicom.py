@@ -103,6 +103,8 @@ def write_ct_series(
     series_description: str = "CT Perfusion",
     start_datetime: datetime | None = None,
     series_number: int = 4,
+    first_slice: int = 0,
+    series_slices: int | None = None,
 ) -> list[Path]:
     """Write ``acquisition`` as single-frame CT images, one file per ``(t, z)``.
 
@@ -116,6 +118,10 @@ def write_ct_series(
         Each image's AcquisitionDateTime is this plus its own time in seconds
         (``slice_times_s`` if present, else ``times_s``), crossing midnight correctly.
     series_number : SeriesNumber.
+    first_slice, series_slices : when ``acquisition`` is one slab of a series too large to hold
+        in memory (written slab by slab), the index of its first slice in the series and the
+        series' number of slices: they keep file names, SOP Instance UIDs and InstanceNumbers
+        distinct across slabs. Slice positions are ``acquisition``'s own.
 
     Returns
     -------
@@ -131,6 +137,7 @@ def write_ct_series(
     if start_datetime is None:
         start_datetime = identity.study_datetime
     n_t, n_z, n_rows, n_columns = acquisition.hu.shape
+    total_z = n_z if series_slices is None else series_slices
 
     stored = np.clip(np.rint(acquisition.hu - RESCALE_INTERCEPT_HU), 0, _MAX_STORED).astype(
         np.uint16
@@ -148,6 +155,7 @@ def write_ct_series(
     paths: list[Path] = []
     for t in range(n_t):
         for z in range(n_z):
+            series_z = first_slice + z
             image_datetime = start_datetime + timedelta(seconds=float(image_times_s[t, z]))
             ds = _ct_image(
                 acquisition,
@@ -157,9 +165,9 @@ def write_ct_series(
                 series_datetime=start_datetime,
                 image_datetime=image_datetime,
                 sop_instance_uid=generate_uid(
-                    entropy_srcs=[identity.series_instance_uid, f"CT t={t} z={z}"]
+                    entropy_srcs=[identity.series_instance_uid, f"CT t={t} z={series_z}"]
                 ),
-                instance_number=t * n_z + z + 1,
+                instance_number=t * total_z + series_z + 1,
                 temporal_position_index=t + 1,
                 number_of_temporal_positions=n_t,
                 position_mm=positions_mm[z],
@@ -167,7 +175,7 @@ def write_ct_series(
                 shape=(n_rows, n_columns),
             )
             ds.PixelData = stored[t, z].tobytes()
-            path = out_dir / f"t{t:03d}_z{z:03d}.dcm"
+            path = out_dir / f"t{t:03d}_z{series_z:03d}.dcm"
             dcmwrite(path, ds, enforce_file_format=True)
             paths.append(path)
     return paths

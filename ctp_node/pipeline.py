@@ -27,6 +27,7 @@ from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityFinding, QualityLimits, assess_acquisition
+from ctp_node.perfusion.resolution import block_factor
 from ctp_node.report import (
     ReportSettings,
     build_failure_notice,
@@ -133,7 +134,7 @@ def compute_series(
     """
     started = time.perf_counter()
     try:
-        loaded = load_series(paths, settings.min_time_points)
+        loaded = _engine_ready(load_series(paths, settings.min_time_points), settings.parameters)
         loaded_s = time.perf_counter() - started
         result = compute_perfusion(
             loaded.acquisition, settings.parameters, aif_zyx=aif_zyx, vof_zyx=vof_zyx
@@ -145,6 +146,17 @@ def compute_series(
         loaded.acquisition, result, settings.quality_limits, other_slabs=other_slabs
     )
     return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s)
+
+
+def _engine_ready(loaded: LoadedSeries, parameters: PerfusionParameters) -> LoadedSeries:
+    """``loaded``, its whole HU (int16) in float32 when the engine will not bin its pixels:
+    the engine would otherwise make that float32 copy and hold it beside the int16 array."""
+    acquisition = loaded.acquisition
+    factor = block_factor(acquisition.pixel_spacing_mm, parameters.processing_pixel_mm)
+    if factor > 1 or acquisition.hu.dtype == np.float32:
+        return loaded
+    hu = acquisition.hu.astype(np.float32)
+    return replace(loaded, acquisition=replace(acquisition, hu=hu))
 
 
 def write_outputs(

@@ -43,7 +43,9 @@ class Acquisition:
 
     Attributes
     ----------
-    hu : float32 array ``(t, z, y, x)`` in Hounsfield units (rescale applied).
+    hu : array ``(t, z, y, x)`` in Hounsfield units (rescale applied): float32, or int16 when
+        the HU are whole numbers (as CT scanners store them), at half the memory; the engine
+        computes in float32 either way, with the same results.
     times_s : float64 array ``(t,)``, seconds from the first image of the acquisition
         (mean over the slices of each time point), strictly increasing.
     slice_times_s : float64 array ``(t, z)``, each image's own time in seconds from the first

@@ -74,15 +74,20 @@ def compute_perfusion(
     """
     factor = resolution.block_factor(acquisition.pixel_spacing_mm, parameters.processing_pixel_mm)
     binned = resolution.bin_acquisition(acquisition, factor)
+    if binned.hu.dtype != np.float32:  # whole HU in int16, not binned
+        binned = replace(binned, hu=binned.hu.astype(np.float32))
     moved = None
     if parameters.motion_correction and binned.hu.shape[0] >= timing.MIN_FRAMES:
-        binned, moved = motion.correct_motion(binned)
+        # The engine's own array (binned or converted) is registered in place: no second copy.
+        own = binned.hu is not acquisition.hu
+        binned, moved = motion.correct_motion(binned, in_place=own)
     result = _compute_perfusion(
         binned,
         parameters,
         aif_zyx=resolution.coarse_location(aif_zyx, factor),
         vof_zyx=resolution.coarse_location(vof_zyx, factor),
     )
+    del binned  # before the maps are expanded to the acquisition's grid
     if moved is not None:
         result = _with_motion(result, moved, parameters.motion_limit_mm)
     return resolution.expand_result(result, factor, acquisition, parameters)

@@ -116,14 +116,15 @@ def noise_sigma_hu(concentration: np.ndarray, mask: np.ndarray, window: int = 1)
 
 
 def image_noise_hu(hu: np.ndarray, mask: np.ndarray, window: int = 1) -> float:
-    """Image noise σ (HU) of a whole acquisition ``(t, z, y, x)``: the median over slices of
+    """Image noise σ (HU) of a whole acquisition ``(t, z, y, x)`` (float32, or whole HU in
+    int16, converted a slice at a time): the median over slices of
     :func:`noise_sigma_hu` on a quarter of the ``mask`` voxels (every other row and column;
     enough for σ, at a quarter of the work)."""
     sample = mask.copy()
     sample[:, ::2] = False
     sample[:, :, ::2] = False
     sigmas = [
-        noise_sigma_hu(hu[:, z], sample[z], window)
+        noise_sigma_hu(np.asarray(hu[:, z], np.float32), sample[z], window)
         for z in range(hu.shape[1])
         if sample[z].sum() > 20
     ]

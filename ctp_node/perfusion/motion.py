@@ -280,12 +280,15 @@ def _aligned_tissue(frame: np.ndarray, rotation_deg: float, shift_px: np.ndarray
     return plain
 
 
-def correct_motion(acquisition: Acquisition) -> tuple[Acquisition, MotionEstimate]:
+def correct_motion(
+    acquisition: Acquisition, *, in_place: bool = False
+) -> tuple[Acquisition, MotionEstimate]:
     """The acquisition with every moved frame registered back to the reference position.
 
     Frames that moved less than a fifth of a pixel are left as they are; frames that cannot be
     registered are replaced by linear interpolation in time of the nearest valid frames. The
-    input is never modified (a copy is made when any frame changes).
+    input is not modified (a copy is made when any frame changes) unless ``in_place``: then
+    its frames are replaced where they are, without a second array of the acquisition's size.
     """
     hu = acquisition.hu
     estimate = estimate_motion(hu, acquisition.pixel_spacing_mm)
@@ -297,7 +300,7 @@ def correct_motion(acquisition: Acquisition) -> tuple[Acquisition, MotionEstimat
         excluded[:] = False
     if not correct.any() and not excluded.any():
         return acquisition, estimate
-    out = hu.copy()
+    out = hu if in_place else hu.copy()
     for t in np.flatnonzero(correct):
         out[t] = _aligned_tissue(hu[t], estimate.rotation_deg[t], estimate.shift_mm[t] / spacing)
     if excluded.any():

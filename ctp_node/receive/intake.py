@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -22,11 +24,11 @@ from ctp_node.receive.header import ReceivedHeader
 from ctp_node.receive.quarantine import Quarantined
 from ctp_node.receive.spool import Spool, SpoolFullError, file_digest
 from ctp_node.store import Database
+from ctp_node.store.index_writer import IndexWriter
 from ctp_node.store.ingest import (
     InstanceRecord,
     ReceivedInstance,
-    find_instance,
-    record_instance,
+    forget_instances,
     record_rejection,
 )
 from ctp_node.store.others import record_other_object
@@ -79,11 +81,24 @@ class Intake:
     spool : where objects are written.
     db : where they are recorded.
     keep_other_objects : keep objects that are not CT below ``other/`` (else only recorded).
+
+    Attributes
+    ----------
+    index : records CT instances, those of concurrent associations in one commit.
+    folder_syncs : flush the folder entries of new spool files while their records commit.
     """
 
     spool: Spool
     db: Database
     keep_other_objects: bool = False
+    index: IndexWriter = field(init=False)
+    folder_syncs: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", IndexWriter(self.db))
+        # (threads made as concurrent C-STOREs need them, at most one each)
+        syncs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ctp-node folder sync")
+        object.__setattr__(self, "folder_syncs", syncs)
 
     def store_ct(
         self, received: Received, header: ReceivedHeader, sender: Requestor, transfer_syntax: str
@@ -91,23 +106,23 @@ class Intake:
         """Move a CT object durably into the spool, record it, and return Success; or refuse it.
 
         The record's insert decides which object a SOP Instance UID names: an object whose UID
-        was recorded first by another arrival removes the file it wrote, and is a harmless
-        resend (identical bytes) or a collision (refused, its bytes quarantined).
+        was recorded first (before, or by another arrival) removes the file it wrote, and is a
+        harmless resend (identical bytes) or a collision (refused, its bytes quarantined). The
+        insert waits for its group commit (:class:`~ctp_node.store.index_writer.IndexWriter`):
+        Success only once the file, its folder entry and its record are durable.
         """
         uid = header.sop_instance_uid
-        try:
-            earlier = find_instance(self.db, uid)
-        except Exception as exc:
-            return self._fail(sender, uid, f"reading the database failed: {exc}", received.size)
-        if earlier is not None:
-            return self._received_before(earlier, received, header, sender)
         digest = received.digest
-        path, refusal = self._write(self.spool.adopt, received, header, sender)
+        adopt = partial(self.spool.adopt, sync_folder=False)
+        path, refusal = self._write(adopt, received, header, sender)
         if refusal is not None:
             return refusal
+        # The file's bytes are durable (and a crash leaves a whole file or none under its
+        # name); its folder entry is flushed while the record commits: a record whose file
+        # a crash took back is forgotten at start-up (reconcile.py), and neither was answered.
+        folder_synced = self.folder_syncs.submit(self.spool.sync_folder, path)
         try:
-            earlier = record_instance(
-                self.db,
+            earlier = self.index.record(
                 received_instance(
                     header,
                     calling_ae_title=sender.ae_title,
@@ -118,9 +133,14 @@ class Intake:
                 ),
             )
         except Exception as exc:
+            wait([folder_synced])
             self._discard(path)  # no file is left that the index does not know
             reason = f"recording in the database failed: {exc}"
             return self._fail(sender, uid, reason, received.size)
+        try:
+            folder_synced.result()
+        except OSError as exc:
+            return self._unrecord(path, earlier, sender, uid, exc, received.size)
         if earlier is None or earlier.path == path:
             # (the same path: another front end's start-up reconciliation indexed our file)
             return STATUS_SUCCESS
@@ -237,6 +257,10 @@ class Intake:
     ) -> Status:
         if self._same_content(earlier, received.digest):
             log.debug("C-STORE %s: the same bytes as received before", header.sop_instance_uid)
+            try:  # the earlier arrival may be a moment old: its name durable before Success
+                self.spool.sync_folder(earlier.path)
+            except OSError as exc:
+                return self._fail(sender, header.sop_instance_uid, str(exc), received.size)
             return STATUS_SUCCESS
         reason = (
             f"SOP Instance UID received before with other content: {earlier.size_bytes} bytes "
@@ -255,6 +279,27 @@ class Intake:
             return file_digest(self.spool.root / earlier.path) == digest
         except OSError:
             return False
+
+    def _unrecord(
+        self,
+        path: str,
+        earlier: InstanceRecord | None,
+        sender: Requestor,
+        uid: str,
+        exc: OSError,
+        size: int,
+    ) -> Status:
+        """The file's name could not be made durable: its record (if it was recorded now) and
+        the file go, and the caller is told to send again."""
+        if earlier is None:
+            try:
+                forget_instances(self.db, [uid])
+            except Exception as forget_exc:
+                log.error("could not remove the record of %s: %s", uid, forget_exc)
+                # a record of a whole file; the sender's next attempt is a harmless resend
+        if earlier is None or earlier.path != path:
+            self._discard(path)
+        return self._fail(sender, uid, f"writing the file failed: {exc}", size)
 
     def _discard(self, path: str) -> None:
         if not self.spool.remove(path):

@@ -60,6 +60,7 @@ from pynetdicom.transport import (
 )
 
 from ctp_node.receive.admission import Requestor, printable
+from ctp_node.receive.spool import DigestingFile
 from ctp_node.store import Database
 from ctp_node.store.ingest import record_rejection
 
@@ -659,7 +660,7 @@ class WaitingRoom:
             self._close(sock, f"sent {_what(data)} instead of an A-ASSOCIATE-RQ", data)
             return
         if len(data) < 6:
-            _set_low_water(sock, 6)
+            self._wait_for(sock, 6, data)
             return
         (length,) = struct.unpack_from(">L", data, 2)
         if length > self.limits.max_pdu_bytes:
@@ -671,7 +672,19 @@ class WaitingRoom:
         elif len(data) >= 6 + length or length > self.PEEK_BYTES:
             self._leave(sock)
         else:
-            _set_low_water(sock, 6 + length)
+            self._wait_for(sock, 6 + length, data)
+
+    def _wait_for(self, sock: socket.socket, size: int, data: bytes) -> None:
+        """Sleep until ``size`` bytes have arrived; but a peer that has stopped sending wakes
+        the room at once, again and again, until it is closed."""
+        if _finished_sending(sock):
+            reason = (
+                f"closed its side of the connection after {len(data)} of the {size} bytes of "
+                "its A-ASSOCIATE-RQ"
+            )
+            self._close(sock, reason, data)
+        else:
+            _set_low_water(sock, size)
 
     def _leave(self, sock: socket.socket) -> None:
         address, _ = self._waiting.pop(sock)
@@ -706,6 +719,19 @@ def _titles(data: bytes) -> tuple[str, str] | None:
     body = data[6:]
     called, calling = (printable(bytes(body[a:b]).decode("latin-1")) for a, b in _TITLES)
     return called, calling
+
+
+#: Linux's TCP state of a connection whose peer has sent its FIN (``tcp_states.h``).
+_TCP_CLOSE_WAIT = 8
+
+
+def _finished_sending(sock: socket.socket) -> bool:
+    """Whether the peer has closed its sending side (Linux; elsewhere assumed not)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    except (AttributeError, OSError):
+        return False
+    return info[0] == _TCP_CLOSE_WAIT
 
 
 def _set_low_water(sock: socket.socket, size: int) -> None:
@@ -773,6 +799,12 @@ class GuardedServer(ThreadedAssociationServer):
                 return
         super().process_request_thread(request, client_address)
 
+    def service_actions(self) -> None:
+        """Nothing: pynetdicom's server runs a full ``gc.collect()`` every 60 connections here,
+        which holds the interpreter for 0.1 s and more as the heap grows (77 % of the time the
+        listener held the interpreter under bench/soak.py's fuzz, and C-ECHO waited behind it).
+        Python's own collector frees finished associations' cycles."""
+
     def server_close(self) -> None:
         self.waiting_room.stop()
         super().server_close()
@@ -833,7 +865,7 @@ def _incoming_temporary_file(**kwargs):  # type: ignore[no-untyped-def]
     if isinstance(guard, ConnectionGuard):
         kwargs.setdefault("dir", guard.incoming)
         kwargs.setdefault("prefix", "receiving-")
-    return NamedTemporaryFile(**kwargs)
+    return DigestingFile(NamedTemporaryFile(**kwargs))  # its SHA-256 computed as it arrives
 
 
 # ---- pynetdicom's log lines -------------------------------------------------------------
@@ -860,7 +892,10 @@ class ConnectionProblems(logging.Filter):
 
 
 def fold_pynetdicom_logs() -> None:
-    """Install :class:`ConnectionProblems` on every pynetdicom logger (once)."""
+    """Install :class:`ConnectionProblems` on every pynetdicom logger (once), and unbind
+    pynetdicom's standard event log handlers: they describe every PDU and DIMSE message at
+    DEBUG level, which the node never shows, at a cost on every P-DATA PDU received."""
+    _config.LOG_HANDLER_LEVEL = "none"
     names = [n for n in logging.root.manager.loggerDict if n.startswith("pynetdicom")]
     for logger in map(logging.getLogger, ["pynetdicom", *names]):
         if not any(isinstance(f, ConnectionProblems) for f in logger.filters):

@@ -149,7 +149,9 @@ def receive_object(event: evt.Event, intake: Intake) -> tuple[ReceivedHeader | N
     affected_uid = printable(str(event.request.AffectedSOPInstanceUID or ""))[:64]
     try:
         path = Path(event.dataset_path)
-        received = Received(path, path.stat().st_size)
+        # SHA-256 computed as the data set arrived (listener.py), when it was
+        digest = getattr(getattr(event.request, "_dataset_file", None), "digest", "")
+        received = Received(path, path.stat().st_size, digest)
     except (AttributeError, TypeError, OSError) as exc:  # nothing usable arrived
         reason = f"unreadable data: {exc}"
         refused = intake.refuse(

@@ -30,6 +30,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from ctp_node.file_modes import create_file, make_folders
 from ctp_node.receive.quarantine import QuarantineBound, Quarantined
@@ -55,6 +56,34 @@ def file_digest(path: Path) -> str:
     """SHA-256 of the file at ``path`` as 64 hexadecimal digits (read in blocks)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class DigestingFile:
+    """A file being received below ``spool/.incoming`` (pynetdicom's temporary file, written
+    in order and never read back while it arrives) whose SHA-256 is computed from the bytes
+    as they are written, so that the received file is not read again for its digest.
+
+    Parameters
+    ----------
+    handle : the open temporary file (``tempfile.NamedTemporaryFile``, binary).
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._sha256.update(data)
+        return self._handle.write(data)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the bytes written so far, as 64 hexadecimal digits."""
+        return self._sha256.hexdigest()
+
+    def __getattr__(self, name: str) -> object:
+        # name, file (flushed after each fragment), close: those of the temporary file
+        return getattr(self._handle, name)
 
 
 def is_valid_uid(value: str) -> bool:
@@ -112,11 +141,25 @@ class Spool:
             return relative.as_posix()
         return None
 
-    def adopt(self, source: Path, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    def adopt(
+        self,
+        source: Path,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        *,
+        sync_folder: bool = True,
+    ) -> str:
         """Move a received file (written below ``spool/.incoming`` as it arrived) durably
         into the spool as a new file; returns its path relative to the root. The same
-        errors as :meth:`store`; on any of them ``source`` stays where it was."""
-        return self._adopt(source, self._below(SPOOL, study_uid, series_uid, sop_uid))
+        errors as :meth:`store`; on any of them ``source`` stays where it was.
+
+        Its bytes are on disk before it takes its name in the spool, so that a name in the
+        spool never holds a partial file. With ``sync_folder`` False, the new name itself is
+        durable only after :meth:`sync_folder` (which the caller may overlap with its record's
+        commit)."""
+        relative = self._below(SPOOL, study_uid, series_uid, sop_uid)
+        return self._adopt(source, relative, sync_folder)
 
     def adopt_other(self, source: Path, study_uid: str, series_uid: str, sop_uid: str) -> str:
         """:meth:`adopt` below ``other/`` (an object that is not CT, kept)."""
@@ -243,18 +286,23 @@ class Spool:
         _fsync_dir(final.parent)
         return final.relative_to(self.root).as_posix()
 
-    def _adopt(self, source: Path, relative: Path) -> str:
+    def sync_folder(self, relative: str) -> None:
+        """Make the name of the file at ``relative`` (its folder's entry) durable."""
+        _fsync_dir((self.root / relative).parent)
+
+    def _adopt(self, source: Path, relative: Path, sync_folder: bool = True) -> str:
         # The bytes are already on this file system: only the minimum free space is checked.
         self._check_space(0)
         with open(source, "rb+") as handle:
-            os.fsync(handle.fileno())
+            _fdatasync(handle.fileno())
         final = _reserve(self.root / relative)
         try:
             os.replace(source, final)  # replaces only our own empty placeholder
         except BaseException:
             final.unlink(missing_ok=True)
             raise
-        _fsync_dir(final.parent)
+        if sync_folder:
+            _fsync_dir(final.parent)
         return final.relative_to(self.root).as_posix()
 
     def _write_partial(self, data: bytes) -> Path:
@@ -280,6 +328,12 @@ def _reserve(final: Path) -> Path:
             return candidate
         except FileExistsError:
             candidate = final.with_name(f"{final.stem}-{uuid.uuid4().hex[:12]}{final.suffix}")
+
+
+def _fdatasync(fd: int) -> None:
+    # The data and what reading it needs (its size), not its times: one flush less where the
+    # system has fdatasync (Linux); fsync elsewhere.
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

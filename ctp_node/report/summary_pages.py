@@ -167,7 +167,7 @@ def render_mismatch_page(
     def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
         # The regions laid over the background as the viewer would blend them: each with its
         # opacity, in proportion to how much of a shown pixel it covers.
-        background = acquisition.hu[:baseline_frames, shown].mean(axis=0)
+        background = acquisition.hu[:baseline_frames, shown].mean(axis=0, dtype=np.float32)
         grey, _ = pages.area_mean(background, shape)
         low, high = BRAIN_WINDOW_HU
         rgb = np.repeat(np.clip((grey - low) / (high - low), 0.0, 1.0)[..., None], 3, axis=-1)

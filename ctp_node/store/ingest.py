@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
@@ -79,80 +80,101 @@ def record_instance(db: Database, item: ReceivedInstance) -> InstanceRecord | No
     A new instance re-arms the series' stability timer. If the series had already been decided
     (perfusion or ignored), it goes back to *receiving* and a job that has not started yet is
     superseded, so that the acquisition is processed once, complete.
+    """
+    return record_instances(db, [item])[0]
 
-    Runs on every C-STORE, so it is a few Core statements (``INSERT … ON CONFLICT``) in one
-    transaction rather than ORM loads. The insert decides: of concurrent associations sending
-    the same UID, exactly one records it, on SQLite and PostgreSQL alike.
+
+def record_instances(
+    db: Database, items: Sequence[ReceivedInstance]
+) -> list[InstanceRecord | None]:
+    """:func:`record_instance` of each item, all in one transaction (one commit: a group
+    commit of the arrivals of several associations, :mod:`ctp_node.store.index_writer`);
+    returns what :func:`record_instance` would, item by item. If the transaction fails,
+    nothing is recorded and the error is raised.
+
+    Runs on every C-STORE, so it is a few Core statements (``INSERT … ON CONFLICT``) per item
+    rather than ORM loads. The insert decides: of concurrent associations sending the same UID
+    (also within one batch), exactly one records it, on SQLite and PostgreSQL alike.
     """
     now = utcnow()
+    with db.engine.connect() as connection, connection.begin():
+        return [_record(connection, db, item, now) for item in items]
+
+
+def _record(
+    connection: Connection, db: Database, item: ReceivedInstance, now: dt.datetime
+) -> InstanceRecord | None:
     insert = db.insert
-    with db.engine.connect() as connection, connection.begin() as transaction:
-        connection.execute(
-            insert(Series)
-            .values(
-                series_instance_uid=item.series_instance_uid,
-                study_instance_uid=item.study_instance_uid,
-                modality=item.modality,
-                accession_number=item.accession_number,
-                series_number=item.series_number,
-                instance_count=0,
-                first_received_at=now,
-                last_received_at=now,
-                state=SeriesState.RECEIVING,
-                reason="",
-            )
-            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+    created = connection.execute(
+        insert(Series)
+        .values(
+            series_instance_uid=item.series_instance_uid,
+            study_instance_uid=item.study_instance_uid,
+            modality=item.modality,
+            accession_number=item.accession_number,
+            series_number=item.series_number,
+            instance_count=0,
+            first_received_at=now,
+            last_received_at=now,
+            state=SeriesState.RECEIVING,
+            reason="",
         )
-        instance = {
-            "sop_class_uid": item.sop_class_uid,
-            "series_instance_uid": item.series_instance_uid,
-            "transfer_syntax_uid": item.transfer_syntax_uid,
-            "path": item.path,
-            "size_bytes": item.size_bytes,
-            "calling_ae_title": item.calling_ae_title,
-            "received_at": now,
-            "sha256": item.sha256,
-            "temporal_positions": item.temporal_positions,
-            "images_in_acquisition": item.images_in_acquisition,
-            "frames": item.frames,
-            "slice_position_mm": item.slice_position_mm,
-        }
-        # RETURNING, not rowcount: drivers report -1 for INSERT … ON CONFLICT DO NOTHING.
-        added = connection.execute(
-            insert(Instance)
-            .values(sop_instance_uid=item.sop_instance_uid, **instance)
-            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-            .returning(Instance.id)
-        ).all()
-        if not added:
-            row = connection.execute(_instance_record(item.sop_instance_uid)).one()
-            transaction.rollback()  # not even a new, empty series row
-            return InstanceRecord(*row)
-        state = connection.execute(
+        .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+        .returning(Series.series_instance_uid)
+    ).all()
+    instance = {
+        "sop_class_uid": item.sop_class_uid,
+        "series_instance_uid": item.series_instance_uid,
+        "transfer_syntax_uid": item.transfer_syntax_uid,
+        "path": item.path,
+        "size_bytes": item.size_bytes,
+        "calling_ae_title": item.calling_ae_title,
+        "received_at": now,
+        "sha256": item.sha256,
+        "temporal_positions": item.temporal_positions,
+        "images_in_acquisition": item.images_in_acquisition,
+        "frames": item.frames,
+        "slice_position_mm": item.slice_position_mm,
+    }
+    # RETURNING, not rowcount: drivers report -1 for INSERT … ON CONFLICT DO NOTHING.
+    added = connection.execute(
+        insert(Instance)
+        .values(sop_instance_uid=item.sop_instance_uid, **instance)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(Instance.id)
+    ).all()
+    if not added:
+        row = connection.execute(_instance_record(item.sop_instance_uid)).one()
+        if created:  # not even a new, empty series row
+            connection.execute(
+                delete(Series).where(Series.series_instance_uid == item.series_instance_uid)
+            )
+        return InstanceRecord(*row)
+    state = connection.execute(
+        update(Series)
+        .where(Series.series_instance_uid == item.series_instance_uid)
+        # a series sent again after retention purged it has files again
+        .values(instance_count=Series.instance_count + 1, last_received_at=now, purged_at=None)
+        .returning(Series.state)
+    ).scalar_one()
+    if state != SeriesState.RECEIVING:
+        connection.execute(
             update(Series)
             .where(Series.series_instance_uid == item.series_instance_uid)
-            # a series sent again after retention purged it has files again
-            .values(instance_count=Series.instance_count + 1, last_received_at=now, purged_at=None)
-            .returning(Series.state)
-        ).scalar_one()
-        if state != SeriesState.RECEIVING:
-            connection.execute(
-                update(Series)
-                .where(Series.series_instance_uid == item.series_instance_uid)
-                .values(
-                    state=SeriesState.RECEIVING,
-                    reason="more instances arrived after the series was decided",
-                    decided_at=None,
-                )
+            .values(
+                state=SeriesState.RECEIVING,
+                reason="more instances arrived after the series was decided",
+                decided_at=None,
             )
-            connection.execute(
-                update(Job)
-                .where(
-                    Job.series_instance_uid == item.series_instance_uid,
-                    Job.state == JobState.QUEUED,
-                )
-                .values(state=JobState.SUPERSEDED, finished_at=now)
+        )
+        connection.execute(
+            update(Job)
+            .where(
+                Job.series_instance_uid == item.series_instance_uid,
+                Job.state == JobState.QUEUED,
             )
+            .values(state=JobState.SUPERSEDED, finished_at=now)
+        )
     return None
 
 

@@ -276,3 +276,58 @@ def test_enhanced_ct_loads_like_the_classic_series(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         loaded.acquisition.slice_positions_mm, acquisition.slice_positions_mm
     )
+
+
+def _implicit_little_endian(ds: pydicom.Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+
+
+def _rle_lossless(ds: pydicom.Dataset) -> None:
+    ds.compress(pydicom.uid.RLELossless)
+
+
+def _large_unsigned_values(ds: pydicom.Dataset) -> None:
+    # HU + 40 000 stored unsigned with intercept −41 024: beyond an int16 before rescaling
+    stored = ds.pixel_array.astype(np.int32) + 40_000
+    ds.RescaleIntercept = -41_024
+    ds.PixelData = stored.astype("<u2").tobytes()
+    ds.BitsStored = 16
+    ds.HighBit = 15
+
+
+@pytest.mark.parametrize(
+    ("change", "dtype"),
+    [
+        (None, np.int16),
+        (_implicit_little_endian, np.int16),
+        (_rle_lossless, np.int16),
+        (_signed_pixels_intercept_zero, np.int16),
+        (_rescale_slope_half, np.float32),
+        (_large_unsigned_values, np.float32),
+    ],
+)
+def test_hu_are_what_pydicom_decodes_rescaled(tmp_path: Path, change, dtype) -> None:  # type: ignore[no-untyped-def]
+    """Each file's pixel data, read once into the 4D array, is pydicom's ``pixel_array``
+    rescaled: whole HU in int16 (half the memory), others in float32."""
+    paths = _write(tmp_path, _acquisition())
+    if change is not None:
+        _rewrite(paths, change)
+    loaded = load_series(paths, min_time_points=10)
+    hu = loaded.acquisition.hu
+    assert hu.dtype == dtype
+    for t, row in enumerate(loaded.layout.grid):
+        for z, ref in enumerate(row):
+            ds = pydicom.dcmread(ref.path)
+            expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+            np.testing.assert_array_equal(hu[t, z], expected)
+
+
+def test_short_pixel_data_names_the_file(tmp_path: Path) -> None:
+    paths = _write(tmp_path, _acquisition())
+
+    def _short(ds: pydicom.Dataset) -> None:
+        ds.PixelData = ds.PixelData[:100]
+
+    _rewrite(paths[:1], _short)
+    with pytest.raises(UnreadableImageError, match=f"{paths[0].name}: pixel data cannot be"):
+        load_series(paths, min_time_points=10)

@@ -61,3 +61,33 @@ def test_csf_pixels_inside_processing_blocks_are_not_counted_as_tissue() -> None
     voxel_ml = acq.voxel_volume_ml
     assert res.volumes.core_ml == pytest.approx(res.core_mask.sum() * voxel_ml)
     assert res.volumes.tmax6_ml == pytest.approx(res.tmax6_mask.sum() * voxel_ml)
+
+
+def _same_result(a, b) -> None:  # type: ignore[no-untyped-def]
+    for name in a.maps:
+        np.testing.assert_array_equal(a.maps[name], b.maps[name], err_msg=name)
+    for mask in ("tissue_mask", "core_mask", "tmax6_mask", "tmax10_mask"):
+        np.testing.assert_array_equal(getattr(a, mask), getattr(b, mask), err_msg=mask)
+    assert a.volumes == b.volumes
+    np.testing.assert_array_equal(a.aif.concentration_hu, b.aif.concentration_hu)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PhantomSpec(matrix=256, slices=4, pixel_spacing_mm=0.86, motion_mm=2.0, seed=4),
+        PhantomSpec(matrix=512, slices=4, pixel_spacing_mm=0.43, motion_mm=2.0, seed=4),
+    ],
+    ids=["unbinned", "binned"],
+)
+def test_whole_hu_in_int16_give_the_same_result_as_float32(spec: PhantomSpec) -> None:
+    """The loader keeps whole HU in int16 (half the memory of a wide-detector study); the
+    engine's maps, masks, volumes and input curves are bit for bit those of float32 HU, with
+    motion registered in place in the engine's own array."""
+    phantom = make_phantom(spec).acquisition
+    whole = replace(phantom, hu=np.rint(phantom.hu).astype(np.float32))
+    as_int16 = replace(whole, hu=whole.hu.astype(np.int16))
+    floats = compute_perfusion(whole)
+    assert floats.motion_corrected_frames
+    _same_result(compute_perfusion(as_int16), floats)
+    np.testing.assert_array_equal(as_int16.hu, whole.hu)  # the caller's array is untouched

@@ -187,6 +187,21 @@ def test_duplicate_uid_in_a_second_series_disturbs_neither(listener, small_serie
     assert f"in series {second_series};" in rejection.reason
 
 
+def _send_together(port: int, datasets: list) -> list[int]:  # type: ignore[type-arg]
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda ds=ds: statuses.append(int(send_with_pynetdicom(port, ds).Status))
+        )
+        for ds in datasets
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return statuses
+
+
 def test_concurrent_associations_with_one_uid_record_exactly_one(listener, small_series) -> None:
     """The database insert decides; every loser removes its file and is told why."""
     port, spool, db = listener()
@@ -197,17 +212,7 @@ def test_concurrent_associations_with_one_uid_record_exactly_one(listener, small
         pixels[0] = n
         ds.PixelData = bytes(pixels)
         variants.append(ds)
-    statuses: list[int] = []
-    threads = [
-        threading.Thread(
-            target=lambda ds=ds: statuses.append(int(send_with_pynetdicom(port, ds).Status))
-        )
-        for ds in variants
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    statuses = _send_together(port, variants)
     assert sorted(statuses) == [STATUS_SUCCESS] + [STATUS_DUPLICATE_SOP_INSTANCE] * 5
     (series,) = list_series(db)
     assert series.instance_count == 1
@@ -256,3 +261,57 @@ def test_instance_recorded_before_digests_is_compared_by_its_file(
     assert int(send_with_pynetdicom(port, ds).Status) == STATUS_SUCCESS
     other = pydicom.dcmread(with_other_pixels(small_series[0], tmp_path / "other.dcm"))
     assert int(send_with_pynetdicom(port, other).Status) == STATUS_DUPLICATE_SOP_INSTANCE
+
+
+def test_digest_is_computed_as_the_data_set_arrives(listener, small_series, monkeypatch) -> None:
+    """The recorded SHA-256 is the spool file's, and the received file is not read again."""
+
+    def no_reading(path):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"{path} read again for its digest")
+
+    monkeypatch.setattr("ctp_node.receive.intake.file_digest", no_reading)
+    port, spool, db = listener()
+    sent = storescu(small_series, port, AE_TITLE)
+    assert stored_count(sent) == len(small_series), sent.stderr
+    (series,) = list_series(db)
+    for path in instance_paths(db, series.series_instance_uid):
+        stored = (spool.root / path).read_bytes()
+        uid = pydicom.dcmread(spool.root / path).SOPInstanceUID
+        assert _instance(db, uid).sha256 == hashlib.sha256(stored).hexdigest()
+
+
+def test_parallel_associations_are_all_recorded(listener, small_series) -> None:
+    port, spool, db = listener()
+    groups = [small_series[n::3] for n in range(3)]
+    results: list = []  # type: ignore[type-arg]
+    threads = [
+        threading.Thread(target=lambda g=g: results.append(storescu(g, port, AE_TITLE)))
+        for g in groups
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sum(stored_count(sent) for sent in results) == len(small_series)
+    (series,) = list_series(db)
+    assert series.instance_count == len(small_series)
+    files = sorted(p.relative_to(spool.root).as_posix() for p in spool.root.glob("spool/*/*/*"))
+    assert files == sorted(instance_paths(db, series.series_instance_uid))
+
+
+def test_a_failed_group_commit_refuses_every_object_in_it_and_keeps_no_file(
+    listener, small_series
+) -> None:
+    port, spool, db = listener()
+    with db.engine.begin() as connection:  # the database refuses every new instance
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON instances "
+                "BEGIN SELECT RAISE(ABORT, 'database unavailable'); END"
+            )
+        )
+    statuses = _send_together(port, [pydicom.dcmread(f) for f in small_series])
+    assert statuses == [STATUS_PROCESSING_FAILURE] * len(small_series)
+    assert not list(spool.root.glob("spool/*/*/*"))
+    assert not list((spool.root / "spool" / ".incoming").iterdir())
+    assert len(list_rejections(db)) == len(small_series)

@@ -13,7 +13,7 @@ import pytest
 from ctp_node.receive.admission import record_refused_connection
 from ctp_node.store.ingest import list_rejections, list_series
 from ctp_node.tls import ServerTLS, server_context
-from tests.conftest import FAST_TCP_ENV, dcmtk, stored_count, storescu
+from tests.conftest import FAST_TCP_ENV, dcmtk, stored_count, storescu, wait_until
 from tests.receive.conftest import AE_TITLE
 
 
@@ -114,10 +114,11 @@ def test_a_refused_caller_leaves_one_line_and_a_record_and_the_node_stays_up(
     refused = echo(port, *options)
 
     assert refused.returncode != 0, refused.stdout + refused.stderr
-    (line,) = refusals(caplog)
+    # the caller may give up before the node has logged and recorded its refusal
+    (line,) = wait_until(lambda: refusals(caplog), 10, "the refusal's log line")
     assert expected in line.getMessage()
     assert line.exc_info is None and "\n" not in line.getMessage()
-    (record,) = list_rejections(db)
+    (record,) = wait_until(lambda: list_rejections(db), 10, "the refusal's record")
     assert (record.kind, record.peer_address) == ("tls", "127.0.0.1")
     assert expected in record.reason
     # The listener still serves the next caller.
