@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a server
 import numpy as np
 import pydicom
-from matplotlib.axes import Axes
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox, BboxTransformTo, Transform, TransformedBbox
 
 #: Page size in pixels (width, height) and the resolution the fonts are sized for.
 PAGE_WIDTH = 1280
@@ -131,33 +133,161 @@ def montage_slices(n_slices: int) -> list[int]:
     )
 
 
-def montage_axes(
-    figure: Figure, count: int, box: tuple[float, float, float, float], aspect: float
-) -> list[Axes]:
-    """``count`` image axes tiled into ``box`` (left, bottom, width, height, page fractions),
-    with the number of columns that makes tiles of height/width ``aspect`` largest."""
+@dataclass(frozen=True)
+class Montage:
+    """Where the tiles of a montage sit on the page.
+
+    Attributes
+    ----------
+    columns, rows : the grid.
+    tile_width, tile_height : pixels of each tile's image.
+    pitch_x, pitch_y : pixels from one tile to the next (the image and a 2 % gap).
+    left, top : page pixels of the grid's upper-left corner, from the page's left and top.
+    """
+
+    columns: int
+    rows: int
+    tile_width: int
+    tile_height: int
+    pitch_x: int
+    pitch_y: int
+    left: int
+    top: int
+
+    def tile_box(self, index: int) -> tuple[float, float, float, float]:
+        """Tile ``index``'s image as (left, bottom, width, height), page fractions."""
+        row, column = divmod(index, self.columns)
+        left = self.left + column * self.pitch_x
+        top = self.top + row * self.pitch_y
+        return (
+            left / PAGE_WIDTH,
+            1.0 - (top + self.tile_height) / PAGE_HEIGHT,
+            self.tile_width / PAGE_WIDTH,
+            self.tile_height / PAGE_HEIGHT,
+        )
+
+
+def montage_layout(count: int, box: tuple[float, float, float, float], aspect: float) -> Montage:
+    """``count`` tiles in ``box`` (left, bottom, width, height, page fractions), with the number
+    of columns that makes tiles of height/width ``aspect`` largest; the grid centred in it."""
     left, bottom, width, height = box
     box_w, box_h = width * PAGE_WIDTH, height * PAGE_HEIGHT
-    best_columns, best_tile = 1, 0.0
+    best_columns, best_pitch = 1, 0.0
     for columns in range(1, count + 1):
         rows = math.ceil(count / columns)
-        tile = min(box_w / columns, box_h / rows / aspect)
-        if tile > best_tile:
-            best_columns, best_tile = columns, tile
-    columns = best_columns
-    rows = math.ceil(count / columns)
-    tile_w, tile_h = best_tile / PAGE_WIDTH, best_tile * aspect / PAGE_HEIGHT
-    x0 = left + (width - columns * tile_w) / 2
-    y0 = bottom + height - (height - rows * tile_h) / 2
-    axes = []
-    for index in range(count):
-        row, column = divmod(index, columns)
-        axis = figure.add_axes(
-            (x0 + column * tile_w, y0 - (row + 1) * tile_h, tile_w * 0.98, tile_h * 0.98)
-        )
-        axis.set_axis_off()
-        axes.append(axis)
-    return axes
+        pitch = min(box_w / columns, box_h / rows / aspect)
+        if pitch > best_pitch:
+            best_columns, best_pitch = columns, pitch
+    columns, rows = best_columns, math.ceil(count / best_columns)
+    pitch_x, pitch_y = int(best_pitch), int(best_pitch * aspect)
+    return Montage(
+        columns=columns,
+        rows=rows,
+        tile_width=max(1, round(pitch_x * 0.98)),
+        tile_height=max(1, round(pitch_y * 0.98)),
+        pitch_x=pitch_x,
+        pitch_y=pitch_y,
+        left=round(left * PAGE_WIDTH + (box_w - columns * pitch_x) / 2),
+        top=round((1.0 - bottom - height) * PAGE_HEIGHT + (box_h - rows * pitch_y) / 2),
+    )
+
+
+def draw_montage(figure: Figure, tiles: np.ndarray, montage: Montage) -> None:
+    """Place RGB ``tiles`` (uint8 ``(n, tile_height, tile_width, 3)``) on the page as one
+    image, pixel for pixel (nothing resampled at drawing time)."""
+    n, tile_h, tile_w = tiles.shape[:3]
+    grid = np.zeros(
+        (montage.rows * montage.pitch_y, montage.columns * montage.pitch_x, 3), np.uint8
+    )
+    for index in range(n):
+        row, column = divmod(index, montage.columns)
+        y, x = row * montage.pitch_y, column * montage.pitch_x
+        grid[y : y + tile_h, x : x + tile_w] = tiles[index]
+    figure.add_artist(PagePixels(grid, montage.left, PAGE_HEIGHT - montage.top - grid.shape[0]))
+
+
+class PagePixels(Artist):
+    """An RGB image drawn on the page pixel for pixel, its lower-left corner ``left``,
+    ``bottom`` page pixels from the page's lower-left (``figimage`` would resample it even at
+    1:1, which costs as much as drawing the rest of the page)."""
+
+    def __init__(self, rgb: np.ndarray, left: int, bottom: int) -> None:
+        super().__init__()
+        opaque = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+        # The renderer puts an image's first row at the bottom.
+        self._rgba = np.ascontiguousarray(np.concatenate([rgb, opaque], axis=-1)[::-1])
+        self._left, self._bottom = left, bottom
+
+    def draw(self, renderer) -> None:  # type: ignore[no-untyped-def]
+        context = renderer.new_gc()
+        renderer.draw_image(context, self._left, self._bottom, self._rgba)
+        context.restore()
+
+
+def tile_transform(figure: Figure, box: tuple[float, float, float, float]) -> Transform:
+    """Coordinates 0-1 across a tile (from ``Montage.tile_box``) to the page, as an axis'
+    ``transAxes``."""
+    return BboxTransformTo(TransformedBbox(Bbox.from_bounds(*box), figure.transFigure))
+
+
+def area_mean(
+    planes: np.ndarray, shape: tuple[int, int], mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each plane of ``planes`` ``(n, rows, columns)`` resampled to ``shape`` ``(rows,
+    columns)``: each new pixel is the mean over the area of the old ones it covers, as a display
+    shrinks an image without aliasing (enlarged, pixels are repeated and blend at their edges).
+
+    With a boolean ``mask`` (same shape), the mean is over the masked pixels only (NaN values
+    left out too), NaN where it covers none of them. Returns the mean and the fraction of each
+    new pixel the mask covers, float32.
+    """
+    if mask is None:
+        mean = _area_resample(planes, shape)
+        return mean.astype(np.float32), np.ones(mean.shape, np.float32)
+    mask = mask & np.isfinite(planes)
+    total = _area_resample(np.where(mask, planes, np.float32(0)), shape)
+    coverage = _area_resample(mask.astype(np.float32), shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(coverage > 1e-6, total / coverage, np.nan)
+    return mean.astype(np.float32), np.clip(coverage, 0.0, 1.0).astype(np.float32)
+
+
+def _area_resample(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Whole blocks averaged first on both axes (where the image shrinks by a factor of 2 or
+    more: cheap, and it leaves a quarter of the data or less), then area averaging along
+    columns, then along rows, each made the last, contiguous axis (a running sum along another
+    axis is several times slower)."""
+    planes = np.asarray(planes, dtype=np.float32)
+    for axis, size in ((-1, shape[1]), (-2, shape[0])):
+        factor = planes.shape[axis] // size
+        if factor >= 2 and planes.shape[axis] % factor == 0:
+            planes = _block_mean(planes, factor, axis)
+    across = _area_last(planes, shape[1])
+    down = _area_last(np.ascontiguousarray(across.swapaxes(-1, -2)), shape[0])
+    return down.swapaxes(-1, -2)
+
+
+def _block_mean(values: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """The mean of each ``factor`` neighbours along ``axis`` (-1 or -2)."""
+    step = (slice(None),) * (values.ndim + axis)
+    total = values[(*step, slice(0, None, factor))].copy()
+    for start in range(1, factor):
+        total += values[(*step, slice(start, None, factor))]
+    return total / np.float32(factor)
+
+
+def _area_last(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` resampled to ``size`` along the last axis by area averaging: the running sum
+    taken at the new pixels' edges (linear between the old pixels' edges), differenced."""
+    n = values.shape[-1]
+    running = np.zeros((*values.shape[:-1], n + 1), np.float32)
+    np.cumsum(values, axis=-1, out=running[..., 1:])
+    edges = np.linspace(0.0, n, size + 1)
+    lower = np.minimum(edges.astype(int), n - 1)
+    fraction = (edges - lower).astype(np.float32)
+    at_lower = running[..., lower]
+    at_edges = at_lower + fraction * (running[..., lower + 1] - at_lower)
+    return np.diff(at_edges, axis=-1) * np.float32(size / n)
 
 
 def slice_label(z: int, n_slices: int, positions_mm: np.ndarray | None) -> str:
@@ -174,11 +304,13 @@ def side_markers(orientation: Sequence[float]) -> tuple[str, str]:
     return _letter(-row), _letter(-column)
 
 
-def mark_sides(axis: Axes, orientation: Sequence[float]) -> None:
+def mark_sides(figure: Figure, orientation: Sequence[float], transform: Transform) -> None:
+    """The patient sides at an image's left and top edges; ``transform`` maps 0-1 across the
+    image to the page (an axis' ``transAxes``, or :func:`tile_transform`)."""
     left, top = side_markers(orientation)
-    style = {"color": ACCENT, "fontsize": 12, "weight": "bold", "transform": axis.transAxes}
-    axis.text(0.02, 0.5, left, va="center", ha="left", **style)
-    axis.text(0.5, 0.98, top, va="top", ha="center", **style)
+    style = {"color": ACCENT, "fontsize": 12, "weight": "bold", "transform": transform}
+    figure.text(0.02, 0.5, left, va="center", ha="left", **style)
+    figure.text(0.5, 0.98, top, va="top", ha="center", **style)
 
 
 def wrap(text: str, width: int) -> str:

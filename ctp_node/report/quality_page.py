@@ -261,4 +261,4 @@ def _show_location(axis, curve: InputCurve, acquisition: Acquisition) -> None:  
         color=colour,
         fontsize=11,
     )
-    pages.mark_sides(axis, acquisition.orientation)
+    pages.mark_sides(axis.figure, acquisition.orientation, axis.transAxes)

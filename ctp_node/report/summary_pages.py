@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 from matplotlib import colormaps
-from matplotlib.colors import ListedColormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.patches import Patch
 
 from ctp_node.perfusion.acquisition import Acquisition
@@ -32,6 +33,9 @@ TITLES = {
 #: Colours of the mismatch overlay.
 CORE_COLOUR = "#ff2d55"
 HYPOPERFUSION_COLOUR = "#34c759"
+#: Their opacity over the background images.
+CORE_OPACITY = 0.75
+HYPOPERFUSION_OPACITY = 0.55
 #: Brain window of the background images, HU.
 BRAIN_WINDOW_HU = (0.0, 80.0)
 
@@ -115,25 +119,21 @@ def render_map_page(
     lower, upper = definition.window
     if upper is None:
         upper = float(acquisition.times_s[-1] - acquisition.times_s[0])
-    values = result.maps[name]
     colours = colormaps["jet"].with_extremes(bad="black")
+    norm = Normalize(vmin=lower, vmax=upper)
+    values = result.maps[name]
+
+    def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
+        # Averaged over the tissue, then coloured; outside the tissue black (edges blend).
+        mean, tissue = pages.area_mean(values[shown], shape, mask=result.tissue_mask[shown])
+        rgb = colours(norm(np.ma.masked_invalid(mean)), bytes=True)[..., :3]
+        return (rgb * tissue[..., None]).astype(np.uint8)
 
     figure = pages.new_page()
     pages.draw_banner(figure, source, TITLES[name], footer, research, version)
-    shown = _montage(
-        figure,
-        acquisition,
-        lambda axis, z: axis.imshow(
-            np.ma.masked_where(~result.tissue_mask[z], values[z]),
-            cmap=colours,
-            vmin=lower,
-            vmax=upper,
-            interpolation="nearest",
-        ),
-        box=(0.01, 0.03, 0.86, 0.88),
-    )
+    _montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.86, 0.88))
     bar_axis = figure.add_axes((0.9, 0.12, 0.025, 0.7))
-    bar = figure.colorbar(shown, cax=bar_axis)
+    bar = figure.colorbar(ScalarMappable(norm=norm, cmap=colours), cax=bar_axis)
     bar.set_label(f"{name} ({DISPLAY_UNITS[name]})", color=pages.FOREGROUND, fontsize=15)
     bar.ax.tick_params(colors=pages.FOREGROUND, labelsize=13)
     inside = values[result.tissue_mask]
@@ -163,18 +163,26 @@ def render_mismatch_page(
     target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
     below it."""
     baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
-    background = acquisition.hu[:baseline_frames].mean(axis=0, dtype=np.float32)
-    hypoperfused = _tint(HYPOPERFUSION_COLOUR)
-    core = _tint(CORE_COLOUR)
 
-    def draw(axis, z):  # type: ignore[no-untyped-def]
-        axis.imshow(background[z], cmap="gray", vmin=BRAIN_WINDOW_HU[0], vmax=BRAIN_WINDOW_HU[1])
-        axis.imshow(_mask(result.tmax6_mask[z]), cmap=hypoperfused, alpha=0.55, vmin=0, vmax=1)
-        return axis.imshow(_mask(result.core_mask[z]), cmap=core, alpha=0.75, vmin=0, vmax=1)
+    def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
+        # The regions laid over the background as the viewer would blend them: each with its
+        # opacity, in proportion to how much of a shown pixel it covers.
+        background = acquisition.hu[:baseline_frames, shown].mean(axis=0, dtype=np.float32)
+        grey, _ = pages.area_mean(background, shape)
+        low, high = BRAIN_WINDOW_HU
+        rgb = np.repeat(np.clip((grey - low) / (high - low), 0.0, 1.0)[..., None], 3, axis=-1)
+        for region, colour, opacity in (
+            (result.tmax6_mask, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
+            (result.core_mask, CORE_COLOUR, CORE_OPACITY),
+        ):
+            covered, _ = pages.area_mean(region[shown].astype(np.float32), shape)
+            alpha = (opacity * covered)[..., None]
+            rgb = rgb * (1.0 - alpha) + np.asarray(to_rgb(colour), np.float32) * alpha
+        return np.rint(rgb * 255).astype(np.uint8)
 
     figure = pages.new_page()
     pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research, version)
-    _montage(figure, acquisition, draw, box=(0.01, 0.03, 0.6, 0.88))
+    _montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.6, 0.88))
 
     tmax = threshold(result, "tmax_threshold_s")
     core_percent = 100 * threshold(result, "core_rcbf_threshold")
@@ -232,29 +240,30 @@ def render_mismatch_page(
     return pages.to_rgb(figure)
 
 
-def _montage(figure, acquisition: Acquisition, draw, box):  # type: ignore[no-untyped-def]
-    """Draw every shown slice with ``draw(axis, z)``; returns the last image drawn."""
+def _montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ignore[no-untyped-def]
+    """The shown slices as one image of RGB tiles ``tiles(shown_slices, (rows, columns))``,
+    each labelled with its slice, and the patient sides marked on the first."""
     n_z, rows, columns = acquisition.hu.shape[1:]
     dy, dx = acquisition.pixel_spacing_mm
     shown_slices = pages.montage_slices(n_z)
-    axes = pages.montage_axes(figure, len(shown_slices), box, aspect=rows * dy / (columns * dx))
+    montage = pages.montage_layout(len(shown_slices), box, aspect=rows * dy / (columns * dx))
+    pages.draw_montage(
+        figure, tiles(shown_slices, (montage.tile_height, montage.tile_width)), montage
+    )
     positions = _positions_along_normal(acquisition)
-    image = None
-    for axis, z in zip(axes, shown_slices, strict=True):
-        image = draw(axis, z)
-        axis.set_aspect(dy / dx)
-        axis.text(
+    for index, z in enumerate(shown_slices):
+        figure.text(
             0.02,
             0.02,
             pages.slice_label(z, n_z, positions),
             color=pages.FOREGROUND,
             fontsize=11,
-            transform=axis.transAxes,
+            transform=pages.tile_transform(figure, montage.tile_box(index)),
         )
-    pages.mark_sides(axes[0], acquisition.orientation)
+    first_tile = pages.tile_transform(figure, montage.tile_box(0))
+    pages.mark_sides(figure, acquisition.orientation, first_tile)
     if len(shown_slices) < n_z:
         figure.text(0.01, 0.035, f"{len(shown_slices)} of {n_z} slices shown", color="#b0b0b0")
-    return image
 
 
 def _positions_along_normal(acquisition: Acquisition) -> np.ndarray | None:
@@ -263,11 +272,3 @@ def _positions_along_normal(acquisition: Acquisition) -> np.ndarray | None:
         return None
     normal = np.cross(acquisition.orientation[:3], acquisition.orientation[3:])
     return positions @ normal
-
-
-def _mask(mask: np.ndarray) -> np.ma.MaskedArray:
-    return np.ma.masked_where(~mask, mask.astype(float))
-
-
-def _tint(colour: str) -> ListedColormap:
-    return ListedColormap([colour, colour])

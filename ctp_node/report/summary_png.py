@@ -8,8 +8,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a server
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
 
@@ -23,8 +24,13 @@ def write_summary_png(
     """Write the summary page: the five maps and the core/penumbra overlay of the slice with the
     largest hypoperfusion, and the AIF/VOF curves."""
     z = _slice_of_interest(result)
-    figure, axes = plt.subplots(2, 4, figsize=(16, 8.5), dpi=80)
+    # A figure of its own (pyplot keeps a registry of figures) with the spacing fixed here:
+    # tight_layout measures every label and costs as much as drawing the page.
+    figure = Figure(figsize=(16, 8.5), dpi=80)
+    FigureCanvasAgg(figure)
     figure.patch.set_facecolor("black")
+    axes = figure.subplots(2, 4)
+    figure.subplots_adjust(left=0.01, right=0.955, bottom=0.06, top=0.95, wspace=0.22, hspace=0.2)
     for axis, name in zip(axes.flat[:5], MAP_UNITS, strict=True):
         low, high = DISPLAY_RANGE[name]
         if name == "TTP":
@@ -77,9 +83,8 @@ def write_summary_png(
         result.algorithm,
     ]
     text.text(0.0, 1.0, "\n".join(lines), va="top", color="white", family="monospace")
-    figure.tight_layout()
-    figure.savefig(path, facecolor=figure.get_facecolor())
-    plt.close(figure)
+    # zlib's fastest level: the file is a quarter larger, written several times faster.
+    figure.savefig(path, facecolor=figure.get_facecolor(), pil_kwargs={"compress_level": 1})
 
 
 def _slice_of_interest(result: PerfusionResult) -> int:

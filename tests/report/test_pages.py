@@ -1,0 +1,97 @@
+"""Drawing the summary pages: slices shrunk as a display would, montage tiles where their labels
+say, and each slice of a colour map shown in the colour of its values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from matplotlib import colormaps
+
+from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.report import pages
+from ctp_node.report.summary_pages import render_map_page
+
+
+def _area_mean_1d(values: np.ndarray, size: int) -> np.ndarray:
+    """The mean of ``values`` (pixels of width 1) over each of ``size`` equal intervals."""
+    n = len(values)
+    width = n / size
+    means = []
+    for k in range(size):
+        start, stop = k * width, (k + 1) * width
+        total = sum(
+            value * max(0.0, min(stop, i + 1) - max(start, i)) for i, value in enumerate(values)
+        )
+        means.append(total / width)
+    return np.array(means)
+
+
+@pytest.mark.parametrize("n, size", [(512, 220), (9, 4), (7, 7), (5, 12), (16, 8)])
+def test_each_new_pixel_is_the_mean_of_what_it_covers(n: int, size: int) -> None:
+    if n < 2 * size:  # exact: any values
+        row = np.random.default_rng(3).uniform(0, 100, n).astype(np.float32)
+        tolerance = 1e-3
+    else:  # whole blocks are averaged first, a slightly wider footprint: close on an image
+        row = (50 + 40 * np.sin(np.arange(n) * 2 * np.pi / 40)).astype(np.float32)
+        tolerance = 1.0
+    shrunk, coverage = pages.area_mean(np.tile(row, (1, 3, 1)), (3, size))
+    np.testing.assert_allclose(shrunk[0, 1], _area_mean_1d(row, size), atol=tolerance)
+    assert np.all(coverage == 1.0)
+    constant = pages.area_mean(np.full((2, n, n), 42.0), (size, size))[0]
+    np.testing.assert_allclose(constant, 42.0, rtol=1e-4)  # float32 running sums
+
+
+def test_a_masked_mean_leaves_out_what_is_outside_the_mask_and_nan() -> None:
+    values = np.array([[[10.0, 20.0, 30.0, np.nan], [10.0, 20.0, 30.0, 40.0]]])
+    mask = np.array([[[True, False, True, True], [True, False, False, False]]])
+    mean, coverage = pages.area_mean(values, (1, 2), mask=mask)
+    # Left half: 10 and 10 masked in; right half: only the 30 (the NaN weighs nothing).
+    np.testing.assert_allclose(mean[0, 0], [10.0, 30.0])
+    np.testing.assert_allclose(coverage[0, 0], [0.5, 0.25])
+    nothing = pages.area_mean(values, (1, 2), mask=np.zeros_like(mask))
+    assert np.all(np.isnan(nothing[0])) and np.all(nothing[1] == 0.0)
+
+
+def test_montage_tiles_are_drawn_in_their_boxes_pixel_for_pixel() -> None:
+    montage = pages.montage_layout(5, (0.1, 0.1, 0.8, 0.7), aspect=1.0)
+    shades = np.arange(1, 6, dtype=np.uint8) * 40
+    tiles = np.broadcast_to(
+        shades[:, None, None, None], (5, montage.tile_height, montage.tile_width, 3)
+    )
+    figure = pages.new_page()
+    pages.draw_montage(figure, np.ascontiguousarray(tiles), montage)
+    page = pages.to_rgb(figure)
+    assert montage.columns * montage.rows >= 5 and montage.tile_width > 100
+    for index, shade in enumerate(shades):
+        left, bottom, width, height = montage.tile_box(index)
+        x0, x1 = round(left * pages.PAGE_WIDTH), round((left + width) * pages.PAGE_WIDTH)
+        y1 = round((1 - bottom) * pages.PAGE_HEIGHT)
+        y0 = round((1 - bottom - height) * pages.PAGE_HEIGHT)
+        assert np.all(page[y0:y1, x0:x1] == shade), index
+        assert np.all(page[y0:y1, x1 + 1] == 0)  # the gap to the next tile
+
+
+def test_each_slice_of_a_map_page_shows_the_colour_of_its_values(
+    result: PerfusionResult, acquisition: Acquisition, source_headers: list[pydicom.Dataset]
+) -> None:
+    page = render_map_page(
+        "CBF", result, acquisition, source_headers[0], footer="footer", research=True
+    )
+    n_z, rows, columns = acquisition.hu.shape[1:]
+    dy, dx = acquisition.pixel_spacing_mm
+    montage = pages.montage_layout(n_z, (0.01, 0.03, 0.86, 0.88), aspect=rows * dy / (columns * dx))
+    jet = colormaps["jet"]
+    for z in range(n_z):
+        left, bottom, width, height = montage.tile_box(z)
+        # The tile's centre: the map there is z + 0.01 * 16 + 0.0001 * 16 (CBF window 0-60).
+        x = round((left + width * 0.5) * pages.PAGE_WIDTH)
+        y = round((1 - bottom - height * 0.5) * pages.PAGE_HEIGHT)
+        expected = np.array(jet((z + 0.1616) / 60.0)[:3]) * 255
+        np.testing.assert_allclose(page[y, x], expected, atol=6, err_msg=f"slice {z}")
+    # Outside the tissue (the first 4 × 4 pixels of the first slice): black.
+    left, bottom, width, height = montage.tile_box(0)
+    x = round((left + width * 2 / columns) * pages.PAGE_WIDTH)
+    y = round((1 - bottom - height + height * 2 / rows) * pages.PAGE_HEIGHT)
+    assert np.all(page[y, x] == 0)
