@@ -9,6 +9,7 @@ bytes are quarantined (when there is room).
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -136,7 +137,7 @@ class Intake:
             wait([folder_synced])
             self._discard(path)  # no file is left that the index does not know
             reason = f"recording in the database failed: {exc}"
-            return self._fail(sender, uid, reason, received.size)
+            return self._fail(sender, uid, reason, received.size, exc)
         try:
             folder_synced.result()
         except OSError as exc:
@@ -246,7 +247,7 @@ class Intake:
             return "", _status(STATUS_OUT_OF_RESOURCES)
         except OSError as exc:
             reason = f"writing the file failed: {exc}"
-            return "", self._fail(sender, uid, reason, received.size)
+            return "", self._fail(sender, uid, reason, received.size, exc)
 
     def _received_before(
         self,
@@ -260,7 +261,8 @@ class Intake:
             try:  # the earlier arrival may be a moment old: its name durable before Success
                 self.spool.sync_folder(earlier.path)
             except OSError as exc:
-                return self._fail(sender, header.sop_instance_uid, str(exc), received.size)
+                uid = header.sop_instance_uid
+                return self._fail(sender, uid, str(exc), received.size, exc)
             return STATUS_SUCCESS
         reason = (
             f"SOP Instance UID received before with other content: {earlier.size_bytes} bytes "
@@ -299,16 +301,23 @@ class Intake:
                 # a record of a whole file; the sender's next attempt is a harmless resend
         if earlier is None or earlier.path != path:
             self._discard(path)
-        return self._fail(sender, uid, f"writing the file failed: {exc}", size)
+        return self._fail(sender, uid, f"writing the file failed: {exc}", size, exc)
 
     def _discard(self, path: str) -> None:
         if not self.spool.remove(path):
             log.error("could not remove %s, which is not recorded; remove it by hand", path)
 
-    def _fail(self, sender: Requestor, uid: str, reason: str, size: int) -> Status:
+    def _fail(
+        self, sender: Requestor, uid: str, reason: str, size: int, cause: Exception | None = None
+    ) -> Status:
+        """Answer 0x0110 (processing failure), or 0xA700 (out of resources) when ``cause``
+        is a full disk: the sender is told to send again later, not that the object is bad."""
+        status = STATUS_OUT_OF_RESOURCES if out_of_space(cause) else STATUS_PROCESSING_FAILURE
+        if status == STATUS_OUT_OF_RESOURCES:
+            reason = f"disk full: {reason}"
         log.error("C-STORE %s from %s: %s", uid, sender.ae_title, reason)
-        self._record(sender, uid, STATUS_PROCESSING_FAILURE, reason, size)
-        return _status(STATUS_PROCESSING_FAILURE)
+        self._record(sender, uid, status, reason, size)
+        return _status(status)
 
     def _record(
         self, sender: Requestor, uid: str, status: int, reason: str, size: int, path: str = ""
@@ -356,6 +365,29 @@ def received_instance(
         frames=header.frames,
         slice_position_mm=header.slice_position_mm,
     )
+
+
+#: PostgreSQL's SQLSTATE for a full disk (class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps: SQLAlchemy's ``orig``, a ``__cause__``) says the
+    file system is full: ENOSPC or EDQUOT, SQLite's "database or disk is full", PostgreSQL's
+    disk_full."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc):
+            return True
+        if getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        if getattr(exc, "pgcode", None) == _PG_DISK_FULL:
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
 
 
 def _status(status: int) -> Dataset:

@@ -19,7 +19,8 @@ Statuses returned by the C-STORE handler (PS3.4 B.2.3; 0x0110 and 0x0111 from PS
         (nothing changes). Not CT: recorded in ``other_objects`` (and kept if configured)
 0x0111  duplicate SOP Instance: the UID was received before with other bytes; the first is
         kept (DCMTK's storescu prints "Unknown Status: 0x111"; ``-d`` shows the ErrorComment)
-0xA700  refused: out of resources (disk below ``storage.min_free_bytes``)
+0xA700  refused: out of resources (disk below ``storage.min_free_bytes``, or the spool's or
+        the database's disk full): send again later
 0xA900  data set does not match the SOP class, or lacks a valid UID
 0xC000  cannot understand: the data set could not be decoded
 0x0110  processing failure: the write or the database record failed; no file is left behind

@@ -3,7 +3,9 @@ other objects, UID collisions, odd header values, and a database that fails."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -14,8 +16,10 @@ from sqlalchemy import select, text
 
 from ctp_node.receive.intake import (
     STATUS_DUPLICATE_SOP_INSTANCE,
+    STATUS_OUT_OF_RESOURCES,
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,
+    out_of_space,
 )
 from ctp_node.store.ingest import (
     instance_paths,
@@ -247,6 +251,45 @@ def test_failed_record_leaves_no_new_file_and_keeps_an_old_one(listener, small_s
     (rejection,) = list_rejections(db)
     assert rejection.status == STATUS_PROCESSING_FAILURE
     assert "database unavailable" in rejection.reason
+
+
+def test_a_full_disk_is_out_of_resources_not_a_processing_failure(
+    listener, small_series, monkeypatch
+) -> None:
+    """A sender told 0xA700 sends again later; 0x0110 would say the node failed on the object."""
+    port, spool, db = listener()
+    first, second = (pydicom.dcmread(p) for p in small_series[:2])
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ctp_node.receive.spool._fdatasync", full)  # the spool's file system
+    assert int(send_with_pynetdicom(port, first).Status) == STATUS_OUT_OF_RESOURCES
+    monkeypatch.undo()
+    with db.engine.begin() as connection:  # the database's (SQLite's own words for it)
+        connection.execute(
+            text(
+                "CREATE TRIGGER full BEFORE INSERT ON instances "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        )
+    assert int(send_with_pynetdicom(port, second).Status) == STATUS_OUT_OF_RESOURCES
+    assert not list((spool.root / "spool").rglob("*.dcm"))
+    assert not list((spool.root / "spool" / ".incoming").iterdir())
+    rejections = list_rejections(db)
+    assert [r.status for r in rejections] == [STATUS_OUT_OF_RESOURCES] * 2
+    assert all(r.reason.startswith("disk full: ") for r in rejections)
+
+
+def test_out_of_space_is_found_in_what_an_error_wraps() -> None:
+    assert out_of_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert out_of_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not out_of_space(OSError(errno.EACCES, "Permission denied"))
+    wrapped = RuntimeError("write failed")
+    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
+    assert out_of_space(wrapped)
+    assert not out_of_space(sqlite3.OperationalError("database is locked"))
+    assert not out_of_space(None)
 
 
 def test_instance_recorded_before_digests_is_compared_by_its_file(
