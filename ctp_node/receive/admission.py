@@ -125,7 +125,7 @@ def handle_requested(
     if guard is not None:  # one line and one record, at most so many a minute per peer
         guard.report_refusal(requestor, reason)
     else:
-        _refused_association(requestor, reason, db)  # before the answer
+        report_refused_association(requestor, reason, db)  # before the answer
     event.assoc.acse.send_reject(*codes)
     # Wait until the A-ASSOCIATE-RJ is out, as pynetdicom does for its own rejections; else
     # the connection is closed under it and the peer sees an abort instead of the reason.
@@ -174,7 +174,7 @@ def handle_rejected(event: evt.Event, db: Database) -> None:
         REJECT_BUSY: "pynetdicom's own association limit was reached",
         REJECT_CALLED_AE: f"called AE title {requestor.called_ae_title!r} is not this node's",
     }.get(codes, "refused by pynetdicom")
-    _refused_association(requestor, f"{why}; {_rejection(*codes)}", db)
+    report_refused_association(requestor, f"{why}; {_rejection(*codes)}", db)
 
 
 def handle_accepted(event: evt.Event, db: Database) -> None:
@@ -217,7 +217,8 @@ def _rejection(result: int, source: int, diagnostic: int) -> str:
     )
 
 
-def _refused_association(requestor: Requestor, reason: str, db: Database) -> None:
+def report_refused_association(requestor: Requestor, reason: str, db: Database) -> None:
+    """A refused association: one log line (peer, AE titles, reason) and one record."""
     log.warning(
         "association from %s at %s to %s refused: %s",
         requestor.ae_title,

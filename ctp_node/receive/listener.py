@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import selectors
 import socket
 import socketserver
 import ssl
@@ -46,7 +45,6 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import NamedTemporaryFile
@@ -59,8 +57,9 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from ctp_node.receive.admission import Requestor, printable
+from ctp_node.receive.admission import Requestor, printable, report_refused_association
 from ctp_node.receive.spool import DigestingFile
+from ctp_node.receive.waiting_room import A_ASSOCIATE_RQ, WaitingRoom, ae_titles, one_line, shut
 from ctp_node.store import Database
 from ctp_node.store.ingest import record_rejection
 
@@ -73,9 +72,7 @@ REPORTS_PER_PEER_PER_MINUTE = 30
 #: Largest command set of a DIMSE message, bytes: a command set is a few hundred bytes.
 MAX_COMMAND_BYTES = 65_536
 
-_A_ASSOCIATE_RQ, _P_DATA_TF = 0x01, 0x04
-#: Where an A-ASSOCIATE-RQ's body (after type and length) holds the called and calling AE.
-_TITLES = ((4, 20), (20, 36))
+_P_DATA_TF = 0x04
 
 
 class ConnectionRefusedByNode(OSError):
@@ -197,7 +194,7 @@ class ConnectionGuard:
                 f"{self.limits.max_associations})"
             )
             self._report(evicted)
-            _shut(evicted.sock)
+            shut(evicted.sock)
         _set_timeouts(assoc, self.limits.network_timeout_s, self.limits.acse_timeout_s)
         return None
 
@@ -244,24 +241,8 @@ class ConnectionGuard:
         (a flood of refused requests must not flood the log and the database)."""
         if not self._within_allowance(requestor.address):
             return
-        log.warning(
-            "association from %s at %s to %s refused: %s",
-            requestor.ae_title,
-            requestor.address,
-            requestor.called_ae_title,
-            reason,
-        )
-        try:  # written before the answer goes out (within the allowance: a few a minute)
-            record_rejection(
-                self.db,
-                kind="association",
-                calling_ae_title=requestor.ae_title,
-                peer_address=requestor.address,
-                status=0,
-                reason=reason,
-            )
-        except Exception as exc:
-            log.error("could not record the refused association: %s", exc)
+        # written before the answer goes out (within the allowance: a few a minute)
+        report_refused_association(requestor, reason, self.db)
 
     def _within_allowance(self, address: str) -> bool:
         """Count a report for ``address``; False beyond REPORTS_PER_PEER_PER_MINUTE."""
@@ -393,14 +374,6 @@ def _set_timeouts(assoc: Association, read_timeout_s: float, acse_timeout_s: flo
         raw.settimeout(read_timeout_s)
 
 
-def _shut(sock: socket.socket) -> None:
-    """End a connection from another thread: its reader sees the end of the stream."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 def _remove_unfinished_data_set(assoc: Association) -> None:
     """A C-STORE whose data set never finished arriving leaves pynetdicom's temporary file."""
     message = getattr(assoc.dimse, "message", None)
@@ -456,9 +429,8 @@ class BoundedSocket(AssociationSocket):
         if pdu_type == _P_DATA_TF:
             self.has_spoken = True
             self._count(data)
-        elif pdu_type == _A_ASSOCIATE_RQ and self.requested_titles is None:
-            called, calling = (printable(bytes(data[a:b]).decode("latin-1")) for a, b in _TITLES)
-            self.requested_titles = (called, calling)
+        elif pdu_type == A_ASSOCIATE_RQ and self.requested_titles is None:
+            self.requested_titles = ae_titles(data)
         return data
 
     def _count(self, body: bytes | bytearray) -> None:
@@ -488,7 +460,7 @@ class BoundedSocket(AssociationSocket):
         self._refused = True
         self.assoc.guard.note(self.assoc, reason, first=True)
         if self.socket is not None:
-            _shut(self.socket)
+            shut(self.socket)
         raise ConnectionRefusedByNode(reason)
 
 
@@ -537,218 +509,6 @@ class GuardedRequestHandler(RequestHandler):
         return assoc
 
 
-class WaitingRoom:
-    """Connections that have not yet sent a whole A-ASSOCIATE-RQ, watched by one thread with
-    no thread of their own: an idle or half-open connection costs a file descriptor, not two
-    polling threads. A connection leaves it for pynetdicom once its request has arrived in
-    full (seen with ``MSG_PEEK``, nothing consumed; ``SO_RCVLOWAT`` has the kernel wake the
-    room only when the rest is there), or at once under TLS (the handshake comes first). It
-    is closed with a report when it sends anything but a request, declares a request longer
-    than ``max_pdu_bytes``, stays longer than ``request_timeout_s``, or is the oldest when
-    ``max_pending_connections`` are waiting.
-    """
-
-    #: Bytes of a request waited for in the room; a longer one is handed over as it is.
-    PEEK_BYTES = 65_536
-
-    def __init__(
-        self,
-        limits: ConnectionLimits,
-        guard: ConnectionGuard,
-        hand_over: Callable[[socket.socket, tuple[str, int]], None],
-    ) -> None:
-        self.limits = limits
-        self.guard = guard
-        self.hand_over = hand_over
-        self._selector = selectors.DefaultSelector()
-        self._waiting: dict[socket.socket, tuple[tuple[str, int], float]] = {}  # oldest first
-        self._arrived: list[tuple[socket.socket, tuple[str, int]]] = []
-        self._lock = threading.Lock()
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._wake_read.setblocking(False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ)
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="ctp-node waiting room", daemon=True)
-        self._thread.start()
-
-    def add(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        with self._lock:
-            self._arrived.append((sock, address))
-        self._wake()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._wake()
-        self._thread.join(timeout=5)
-        for sock in [*self._waiting, *(s for s, _ in self._arrived)]:
-            _close(sock)
-
-    def _wake(self) -> None:
-        try:
-            self._wake_write.send(b"\0")
-        except OSError:
-            pass
-
-    def _run(self) -> None:
-        while not self._stopped:
-            try:
-                self._turn()
-            except Exception as exc:  # never let the room die: nobody would get in
-                log.error("waiting room: %s", _one_line(exc))
-
-    def _turn(self) -> None:
-        oldest = next(iter(self._waiting.values()), None)
-        now = time.monotonic()
-        timeout = 1.0 if oldest is None else oldest[1] + self.limits.request_timeout_s - now
-        for key, _ in self._selector.select(max(0.0, min(timeout, 1.0))):
-            if key.fileobj is self._wake_read:
-                try:
-                    while self._wake_read.recv(4096):
-                        pass
-                except BlockingIOError:
-                    pass
-            elif key.fileobj in self._waiting:
-                self._look(key.fileobj)  # type: ignore[arg-type]
-        self._take_arrivals()
-        self._expire()
-
-    def _take_arrivals(self) -> None:
-        with self._lock:
-            arrived, self._arrived = self._arrived, []
-        for sock, address in arrived:
-            while len(self._waiting) >= self.limits.max_pending_connections:
-                oldest = next(iter(self._waiting))
-                self._close(
-                    oldest,
-                    f"closed to make room: node.max_pending_connections "
-                    f"({self.limits.max_pending_connections}) connections were waiting to send "
-                    "an A-ASSOCIATE-RQ",
-                )
-            self._waiting[sock] = (address, time.monotonic())
-            try:
-                self._selector.register(sock, selectors.EVENT_READ)
-            except (OSError, ValueError):
-                self._waiting.pop(sock, None)
-                _close(sock)
-
-    def _expire(self) -> None:
-        limit = time.monotonic() - self.limits.request_timeout_s
-        for sock, (_, opened) in list(self._waiting.items()):
-            if opened > limit:
-                break  # oldest first: the rest are younger
-            self._close(
-                sock,
-                f"no complete A-ASSOCIATE-RQ within node.request_timeout_s "
-                f"({self.limits.request_timeout_s:g} s)",
-            )
-
-    def _look(self, sock: socket.socket) -> None:
-        if isinstance(sock, ssl.SSLSocket):
-            self._leave(sock)
-            return
-        try:
-            data = sock.recv(self.PEEK_BYTES + 6, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return
-        except OSError as exc:
-            self._close(sock, f"reading failed: {_one_line(exc)}")
-            return
-        if not data:
-            self._close(sock, "")  # closed before sending anything: a port check, say
-            return
-        if data[0] != _A_ASSOCIATE_RQ:
-            self._close(sock, f"sent {_what(data)} instead of an A-ASSOCIATE-RQ", data)
-            return
-        if len(data) < 6:
-            self._wait_for(sock, 6, data)
-            return
-        (length,) = struct.unpack_from(">L", data, 2)
-        if length > self.limits.max_pdu_bytes:
-            reason = (
-                f"an A-ASSOCIATE-RQ declared {length} bytes, more than node.max_pdu_bytes "
-                f"({self.limits.max_pdu_bytes}); not read"
-            )
-            self._close(sock, reason, data)
-        elif len(data) >= 6 + length or length > self.PEEK_BYTES:
-            self._leave(sock)
-        else:
-            self._wait_for(sock, 6 + length, data)
-
-    def _wait_for(self, sock: socket.socket, size: int, data: bytes) -> None:
-        """Sleep until ``size`` bytes have arrived; but a peer that has stopped sending wakes
-        the room at once, again and again, until it is closed."""
-        if _finished_sending(sock):
-            reason = (
-                f"closed its side of the connection after {len(data)} of the {size} bytes of "
-                "its A-ASSOCIATE-RQ"
-            )
-            self._close(sock, reason, data)
-        else:
-            _set_low_water(sock, size)
-
-    def _leave(self, sock: socket.socket) -> None:
-        address, _ = self._waiting.pop(sock)
-        self._selector.unregister(sock)
-        _set_low_water(sock, 1)
-        self.guard.opened(sock, str(address[0]))
-        self.hand_over(sock, address)
-
-    def _close(self, sock: socket.socket, reason: str, data: bytes = b"") -> None:
-        address, _ = self._waiting.pop(sock)
-        try:
-            self._selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        _close(sock)
-        if reason:
-            self.guard.report_waiting(str(address[0]), reason, _titles(data))
-        else:
-            log.debug("connection from %s closed without a request", address[0])
-
-
-def _what(data: bytes) -> str:
-    names = {0x02: "an A-ASSOCIATE-AC", 0x03: "an A-ASSOCIATE-RJ", 0x04: "a P-DATA-TF"}
-    names |= {0x05: "an A-RELEASE-RQ", 0x06: "an A-RELEASE-RP", 0x07: "an A-ABORT"}
-    return names.get(data[0], f"bytes that are no DICOM PDU (first byte 0x{data[0]:02X})")
-
-
-def _titles(data: bytes) -> tuple[str, str] | None:
-    """(called, calling) AE titles of a partial A-ASSOCIATE-RQ, when they arrived."""
-    if len(data) < 42 or data[0] != _A_ASSOCIATE_RQ:
-        return None
-    body = data[6:]
-    called, calling = (printable(bytes(body[a:b]).decode("latin-1")) for a, b in _TITLES)
-    return called, calling
-
-
-#: Linux's TCP state of a connection whose peer has sent its FIN (``tcp_states.h``).
-_TCP_CLOSE_WAIT = 8
-
-
-def _finished_sending(sock: socket.socket) -> bool:
-    """Whether the peer has closed its sending side (Linux; elsewhere assumed not)."""
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
-    except (AttributeError, OSError):
-        return False
-    return info[0] == _TCP_CLOSE_WAIT
-
-
-def _set_low_water(sock: socket.socket, size: int) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-    except OSError:
-        pass
-
-
-def _close(sock: socket.socket) -> None:
-    _shut(sock)
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with a :class:`WaitingRoom` before pynetdicom and the
     budgets of :class:`ConnectionGuard` after it; a TLS handshake happens in the connection's
@@ -794,7 +554,7 @@ class GuardedServer(ThreadedAssociationServer):
             except (OSError, ValueError) as exc:
                 # ctp_node.tls's contexts report their refusals themselves, in better words
                 reports = not hasattr(self.ssl_context, "handshake_failed")
-                self.guard.handshake_failed(request, _one_line(exc), report=reports)
+                self.guard.handshake_failed(request, one_line(exc), report=reports)
                 self.shutdown_request(request)
                 return
         super().process_request_thread(request, client_address)
@@ -811,13 +571,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         exc = sys.exc_info()[1]
-        log.error("connection from %s failed: %s", client_address[0], _one_line(exc))
-
-
-def _one_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    return printable(str(exc)) or type(exc).__name__
+        log.error("connection from %s failed: %s", client_address[0], one_line(exc))
 
 
 def start_guarded_server(
@@ -879,7 +633,7 @@ class ConnectionProblems(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = printable(record.getMessage())
         if record.exc_info and record.exc_info[1] is not None:
-            exception = _one_line(record.exc_info[1])
+            exception = one_line(record.exc_info[1])
             message = exception if message in exception else f"{message}: {exception}"
         thread = threading.current_thread()
         assoc = getattr(thread, "assoc", thread)
