@@ -14,10 +14,7 @@ from pathlib import Path
 
 from ctp_node import __version__
 from ctp_node.config import (
-    ConfigError,
-    ConfigProblem,
     check_config,
-    config_warnings,
     database_password,
     default_config_path,
     load_config,
@@ -36,15 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=getattr(args, "verbose", False))
     try:
         return int(args.run(args) or 0)
-    except ConfigError as exc:
-        print(f"ctp-node: invalid configuration\n{exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except Exception:
-        # through logging, not Python's own report, so that quoted element values are withheld
-        log.exception("ctp-node %s stopped on an unexpected error", args.command)
-        return 1
+    except Exception as exc:
+        from ctp_node.startup import report_failure
+
+        return report_failure(args.command, exc, debug=args.debug)
 
 
 class OneLineFormatter(logging.Formatter):
@@ -83,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ctp-node {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback when a command stops on an unexpected error",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> None:
@@ -221,9 +220,32 @@ def _parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    check = config_commands.add_parser("check", help="validate a configuration file")
+    check = config_commands.add_parser(
+        "check",
+        help="validate a configuration file and what it names (ports, database, destinations); "
+        "exit 2 on a problem",
+    )
     check.add_argument("path", type=Path)
+    check.add_argument(
+        "--connect", action="store_true", help="also connect to the database (PostgreSQL)"
+    )
+    check.add_argument(
+        "--echo",
+        action="store_true",
+        help="also send a C-ECHO to each destination; exit 1 if one does not answer",
+    )
     check.set_defaults(run=_config_check)
+    example = config_commands.add_parser(
+        "example", help="print the reference configuration (every key, its default, a comment)"
+    )
+    example.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="absolute folder for storage.root and the SQLite database (e.g. /var/lib/ctp-node)",
+    )
+    example.set_defaults(run=_config_example)
     return parser
 
 
@@ -242,9 +264,16 @@ def _load(path: Path | None):  # type: ignore[no-untyped-def]
 def _serve(args: argparse.Namespace) -> int:
     _one_blas_thread()  # inherited by the worker processes serve starts
     from ctp_node.service import Node
+    from ctp_node.startup import refuse_unusable_listener
 
-    node = Node(_load(args.config))
-    node.start()
+    config = _load(args.config)
+    refuse_unusable_listener(config)  # a port in use, a bind address of another machine
+    node = Node(config)
+    try:
+        node.start()
+    except BaseException:
+        node.stop()
+        raise
     _wait_for_signal(node.stop_event)
     node.stop()
     return 0
@@ -420,7 +449,7 @@ def _operator_command(name: str, args: argparse.Namespace, run) -> int:  # type:
     from ctp_node.store import open_database
 
     config = _load(args.config)
-    db = open_database(config.database.url, database_password(config.database))
+    db = open_database(config.database.url, database_password(config.database), must_exist=True)
     try:
         print(run(db, config))
     except OperatorError as exc:
@@ -438,37 +467,42 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    """Problems (exit 1), or "valid" with any warnings: what is allowed but probably not
-    meant (exit 0). Never prints a password."""
-    problems = check_config(args.path)
-    warnings = []
-    if not problems:
-        from ctp_node.receive.allow_list import Caller, unresolvable_hosts
-        from ctp_node.service import perfusion_parameters, tls_problems
+    """Problems (exit 2), or "valid" with any warnings: what is allowed but probably not
+    meant (exit 0); with ``--echo``, exit 1 when a destination does not answer. Never prints
+    a password."""
+    from ctp_node.startup import EXIT_ATTENTION, EXIT_CONFIGURATION, echo_destinations, preflight
 
+    problems = check_config(args.path)
+    if not problems:
         config = load_config(args.path)
-        try:
-            perfusion_parameters(config)
-        except ConfigError as exc:
-            problems = exc.problems
-        problems += tls_problems(config)  # files exist, key matches, not expired
-        callers = [Caller(c.ae_title, c.host) for c in config.node.allowed_callers]
-        unresolved = [
-            ConfigProblem(f"node.allowed_callers.{index}.host", why)
-            for index, why in unresolvable_hosts(callers).items()
-        ]
-        warnings = sorted(config_warnings(config) + unresolved, key=lambda w: w.key_path)
+        found = preflight(config, connect=args.connect)
+        problems, warnings = found.problems, found.warnings
     if problems:
         print(f"{args.path}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"  {problem}")
-        return 1
-    if warnings:
-        print(f"{args.path}: valid, with {len(warnings)} warning(s)")
-        for warning in warnings:
-            print(f"  warning: {warning}")
+        return EXIT_CONFIGURATION
+    print(f"{args.path}: valid" + (f", with {len(warnings)} warning(s)" if warnings else ""))
+    for warning in warnings:
+        print(f"  warning: {warning}")
+    if not args.echo:
         return 0
-    print(f"{args.path}: valid")
+    answered = True
+    for key_path, result in echo_destinations(config):
+        print(f"  {key_path}: {result.message}")
+        answered = answered and result.answered
+    return 0 if answered else EXIT_ATTENTION
+
+
+def _config_example(args: argparse.Namespace) -> int:
+    from ctp_node.config import reference_config_text
+
+    try:
+        text = reference_config_text(root=args.root)
+    except ValueError as exc:
+        print(f"ctp-node config example: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 

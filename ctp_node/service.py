@@ -24,6 +24,7 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import PipelineSettings
 from ctp_node.receive.admission import record_refused_connection
+from ctp_node.receive.listen_check import bind_failure
 from ctp_node.receive.reconcile import reconcile_spool
 from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
@@ -266,6 +267,17 @@ def _worker_process(config_path: str, serve_pid: int | None = None) -> None:
         stop.set()
 
 
+def _listen(key_path: str, settings: ListenerSettings, spool, db, config, context=None):  # type: ignore[no-untyped-def]
+    """:func:`start_listener`, with a port that another program took since ``serve`` checked
+    it (:func:`ctp_node.startup.refuse_unusable_listener`) told as a configuration problem."""
+    try:
+        return start_listener(settings, spool, db, context)
+    except OSError as exc:
+        problem = bind_failure(settings.bind, settings.port, exc)
+        key_path = "node.bind" if problem.obstacle == "not_local" else key_path
+        raise ConfigError([ConfigProblem(key_path, problem.message)], config.source_path) from exc
+
+
 #: Modules the fork server imports once, so that a replacement worker starts in a fraction of
 #: a second instead of the seconds numpy, scipy, pydicom, highdicom and matplotlib take.
 WORKER_PRELOAD = ["ctp_node.service", "ctp_node.worker"]
@@ -317,13 +329,18 @@ class Node:
         reconcile_spool(self.spool, self.db)
         self._recover()
         settings = listener_settings(config)
-        self._server = start_listener(settings, self.spool, self.db)
+        self._server = _listen("node.port", settings, self.spool, self.db, config)
         tls = server_tls(config)
         if tls is not None:
             db = self.db
             context = server_context(tls, lambda p, r: record_refused_connection(db, p, r))
-            self._tls_server = start_listener(
-                replace(settings, port=config.node.tls.port), self.spool, db, context
+            self._tls_server = _listen(
+                "node.tls.port",
+                replace(settings, port=config.node.tls.port),
+                self.spool,
+                db,
+                config,
+                context,
             )
             log.info("TLS listener's certificate: %s", describe(tls.certificate))
         root = Path(config.storage.root)

@@ -197,7 +197,7 @@ def _wanted(
 def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
     """Print the node's state; returns 1 when something needs attention (a failed job, an
     output not delivered, a series in error), else 0."""
-    db = open_database(config.database.url, database_password(config.database))
+    db = open_database(config.database.url, database_password(config.database), must_exist=True)
     status = collect_status(db, only)
     db.dispose()
     code = 1 if status["attention"] else 0
@@ -282,7 +282,7 @@ def print_audit(config: Config, *, as_json: bool = False, only: StatusFilter | N
     """Print the audit trail: a table of the latest associations received and sent, or (with
     ``as_json``) every one as JSON lines, oldest first, for a SIEM. Returns 0."""
     only = only or StatusFilter()
-    db = open_database(config.database.url)
+    db = open_database(config.database.url, database_password(config.database), must_exist=True)
     try:
         audits = list_associations(
             db,

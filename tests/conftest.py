@@ -42,6 +42,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``ctp-node ARGS`` as a process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ctp_node", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another program (the test itself) listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
 def wait_until(
     predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.25
 ) -> object:

@@ -442,6 +442,6 @@ def test_an_engine_value_the_engine_refuses_is_a_configuration_problem(tmp_path:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "perfusion.svd_threshold_min" in result.stdout and "must be positive" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr

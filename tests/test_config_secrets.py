@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from ctp_node.config import ConfigError, database_password, load_config
+from tests.conftest import free_port
 
 PASSWORD = "s3cret:/@ with spaces " + uuid.uuid4().hex[:8]  # characters a URL must escape
 
@@ -72,12 +73,14 @@ def test_config_check_warns_of_callers_without_host_and_names_that_do_not_resolv
 ) -> None:
     path = _write(
         tmp_path,
-        "node:\n  allowed_callers:\n"
+        f"node:\n  port: {free_port()}\n  allowed_callers:\n"
         "    - {ae_title: CT1}\n"
         "    - {ae_title: CT2, host: ct2.invalid}\n"
         "    - {ae_title: CT3, host: localhost}\n"
         "    - {ae_title: CT4, host: 10.0.0.0/8}\n"
-        "destinations: []\n",
+        "destinations: []\n"
+        f"storage: {{root: {tmp_path / 'storage'}}}\n"
+        f"database: {{url: 'sqlite:///{tmp_path / 'node.db'}'}}\n",
     )
     checked = _cli("config", "check", str(path))
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -23,6 +23,7 @@ from ctp_node.tls import (
     pem_problems,
     server_context,
 )
+from tests.conftest import free_port
 from tests.test_config import problems_of, write
 
 
@@ -216,7 +217,7 @@ def test_config_check_reports_each_tls_file_problem_with_its_key_path(
 
     result = _config_check(path)
 
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{path}: 3 problem(s)"
     assert lines[1] == f"  node.tls.certificate: no file at {tmp_path / 'missing.pem'}"
@@ -230,7 +231,9 @@ def test_config_check_reports_each_tls_file_problem_with_its_key_path(
 def test_config_check_accepts_good_tls_files(tls_files, tmp_path: Path) -> None:
     client = tls_files.client
     config = {
-        "node": {"tls": _listener(tls_files)},
+        "node": {"port": free_port(), "tls": {**_listener(tls_files), "port": free_port()}},
+        "storage": {"root": str(tmp_path / "storage")},  # absolute: no warning
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
         "destinations": [
             _destination(
                 ca_certificates=str(tls_files.ca),

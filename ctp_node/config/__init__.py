@@ -6,8 +6,9 @@ valid and the whole configuration is returned, or :class:`ConfigError` lists eve
 with its key path (``destinations.0.port``) and nothing is applied.
 
 Relative paths (``storage.root``, the file inside a ``sqlite:///relative.db`` URL and the TLS
-PEM files) are relative to the configuration file's folder. Durations are seconds (``_s``),
-sizes bytes.
+PEM files) are relative to the configuration file's folder (``config check`` warns about them
+outside a checkout). The reference ships in the package (:mod:`ctp_node.config.reference`).
+Durations are seconds (``_s``), sizes bytes.
 """
 
 from ctp_node.config.loading import (
@@ -18,6 +19,7 @@ from ctp_node.config.loading import (
     resolve_sqlite_url,
 )
 from ctp_node.config.problems import ConfigError, ConfigProblem
+from ctp_node.config.reference import reference_config_text, relative_path_warnings
 from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
@@ -68,5 +70,7 @@ __all__ = [
     "database_password",
     "default_config_path",
     "load_config",
+    "reference_config_text",
+    "relative_path_warnings",
     "resolve_sqlite_url",
 ]

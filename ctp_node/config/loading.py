@@ -104,7 +104,8 @@ def _read_yaml(file_path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise fail(
             f"no configuration file at {file_path}; pass --config PATH or set "
-            f"{CONFIG_ENV_VAR} (config/ctp-node.yaml in the repository is the reference)"
+            f"{CONFIG_ENV_VAR}; `ctp-node config example --root /var/lib/ctp-node > FILE` writes "
+            "the reference"
         ) from None
     except IsADirectoryError:
         raise fail(f"{file_path} is a folder; expected a YAML configuration file") from None

@@ -520,6 +520,8 @@ class GuardedServer(ThreadedAssociationServer):
 
     def __init__(self, ae, address, ae_title, contexts, ssl_context, evt_handlers, guard):  # type: ignore[no-untyped-def]
         self.guard = guard
+        # before the bind: a bind that fails calls server_close, which stops the waiting room
+        self.waiting_room = WaitingRoom(guard.limits, guard, self._start_thread)
         super().__init__(
             ae,
             address,
@@ -529,7 +531,6 @@ class GuardedServer(ThreadedAssociationServer):
             evt_handlers=evt_handlers,
             request_handler=GuardedRequestHandler,
         )
-        self.waiting_room = WaitingRoom(guard.limits, guard, self._start_thread)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = self.socket.accept()

@@ -21,7 +21,7 @@ def purge(config: Config, *, dry_run: bool) -> int:
     """Print the plan, apply it unless ``dry_run``, print what was freed. Returns 0."""
     policy = retention_policy(config)
     root = Path(config.storage.root)
-    db = open_database(config.database.url, database_password(config.database))
+    db = open_database(config.database.url, database_password(config.database), must_exist=True)
     try:
         plan = plan_retention(db, root, policy, utcnow())
         print(f"retention at {plan.now.isoformat(timespec='seconds')}Z ({_describe(policy)})")

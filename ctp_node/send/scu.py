@@ -101,11 +101,7 @@ def send_over_association(peer: Peer, paths: Sequence[Path]) -> SentAssociation:
     headers = [
         pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS) for path in paths
     ]
-    ae = AE(ae_title=peer.calling_ae_title)
-    ae.acse_timeout = peer.timeout_s
-    ae.dimse_timeout = peer.timeout_s
-    ae.network_timeout = peer.timeout_s
-    ae.connection_timeout = peer.timeout_s
+    ae = client_ae(peer)
     contexts: dict[str, set[str]] = {}
     for ds in headers:
         syntaxes = contexts.setdefault(str(ds.SOPClassUID), set())
@@ -115,21 +111,9 @@ def send_over_association(peer: Peer, paths: Sequence[Path]) -> SentAssociation:
         ae.add_requested_context(sop_class, sorted(syntaxes))
 
     started_at = utcnow()
-    tls_args = None
-    if peer.tls is not None:
-        try:  # read for each association: a renewed certificate is used at once
-            tls_args = (client_context(peer.tls), peer.host)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            reason = f"the TLS files for {peer} cannot be used ({exc}); run ctp-node config check"
-            return _not_established(
-                peer, paths, headers, started_at, AuditOutcome.UNREACHABLE, reason
-            )
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
-    if not assoc.is_established:
-        outcome = AuditOutcome.REFUSED if assoc.is_rejected else AuditOutcome.UNREACHABLE
-        reason = _unreachable(peer, assoc, tls_args)
+    assoc, outcome, reason = open_association(ae, peer)
+    if assoc is None:
         return _not_established(peer, paths, headers, started_at, outcome, reason)
-    disable_nagle(assoc)
     outcomes: list[SendOutcome] = []
     try:
         for path in paths:
@@ -152,6 +136,36 @@ def send_over_association(peer: Peer, paths: Sequence[Path]) -> SentAssociation:
     return SentAssociation(
         peer, started_at, utcnow(), outcome, reason, _identified(outcomes, headers)
     )
+
+
+def client_ae(peer: Peer) -> AE:
+    """An AE that calls as ``peer.calling_ae_title`` and waits at most ``peer.timeout_s`` for
+    the connection and for each answer."""
+    ae = AE(ae_title=peer.calling_ae_title)
+    ae.acse_timeout = peer.timeout_s
+    ae.dimse_timeout = peer.timeout_s
+    ae.network_timeout = peer.timeout_s
+    ae.connection_timeout = peer.timeout_s
+    return ae
+
+
+def open_association(ae: AE, peer: Peer):  # type: ignore[no-untyped-def]
+    """An association with ``peer`` (over TLS when ``peer.tls``) for ``ae``'s requested
+    contexts: ``(association, "released", "")`` when established, else ``(None, outcome,
+    reason)`` with the ``AuditOutcome`` ("refused" or "unreachable") and why, in a sentence."""
+    tls_args = None
+    if peer.tls is not None:
+        try:  # read for each association: a renewed certificate is used at once
+            tls_args = (client_context(peer.tls), peer.host)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reason = f"the TLS files for {peer} cannot be used ({exc}); run ctp-node config check"
+            return None, AuditOutcome.UNREACHABLE, reason
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        outcome = AuditOutcome.REFUSED if assoc.is_rejected else AuditOutcome.UNREACHABLE
+        return None, outcome, _unreachable(peer, assoc, tls_args)
+    disable_nagle(assoc)
+    return assoc, AuditOutcome.RELEASED, ""
 
 
 #: What is read of each file before sending: its SOP class, and its series for the audit.

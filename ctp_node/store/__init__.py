@@ -1,5 +1,11 @@
 """The database: instances, series, jobs and exports (SQLAlchemy; SQLite or PostgreSQL)."""
 
-from ctp_node.store.database import Database, open_database
+from ctp_node.store.database import (
+    Database,
+    DatabaseUnavailable,
+    database_problem,
+    open_database,
+    sqlite_file,
+)
 
-__all__ = ["Database", "open_database"]
+__all__ = ["Database", "DatabaseUnavailable", "database_problem", "open_database", "sqlite_file"]

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ctp_node.file_modes import create_file, make_folders, restrict_file
@@ -75,12 +76,109 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str, password: str | None = None) -> Database:
+class DatabaseUnavailable(Exception):
+    """The database cannot be used: its driver is not installed, it cannot be reached, or
+    (for commands that only read what the node recorded) it does not exist. The message says
+    why and what to do."""
+
+
+def open_database(url: str, password: str | None = None, *, must_exist: bool = False) -> Database:
     """The database at ``url`` (with ``password`` put into it), its tables created or upgraded
-    (:meth:`Database.create_schema`)."""
-    db = Database(url, password)
-    db.create_schema()
+    (:meth:`Database.create_schema`).
+
+    With ``must_exist``, a SQLite file that does not exist is refused rather than created:
+    ``status`` pointed at the wrong configuration must not answer from a new, empty database.
+
+    Raises
+    ------
+    DatabaseUnavailable : see :func:`database_problem`; or the SQLite file is missing.
+    """
+    problem = database_problem(url)
+    if problem is None and must_exist:
+        missing = sqlite_file(url)
+        if missing is not None and not missing.exists():
+            problem = (
+                f"there is no database at {missing}: the node has not run with this "
+                "configuration, or database.url names another file; check --config"
+            )
+    if problem is not None:
+        raise DatabaseUnavailable(problem)
+    try:
+        db = Database(url, password)
+        db.create_schema()
+    except OperationalError as exc:
+        raise DatabaseUnavailable(_cannot_connect(url, exc)) from exc
     return db
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ``url``; ``None`` for another database or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def database_problem(url: str, password: str | None = None, *, connect: bool = False) -> str | None:
+    """Why the database at ``url`` cannot be used, in a sentence that says what to do;
+    ``None`` when it can. Without ``connect`` only whether SQLAlchemy knows the database and
+    its driver is installed; with it, also whether a connection succeeds (within
+    :data:`CONNECT_TIMEOUT_S`)."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        return f"{_safe(url)} names a database SQLAlchemy does not know; {_SUPPORTED}"
+    except ArgumentError:
+        return f"{_safe(url)} is not a database URL; e.g. sqlite:////var/lib/ctp-node/ctp-node.db"
+    except ImportError as exc:
+        return f"the driver for {parsed.drivername} is not installed ({exc}); {_SUPPORTED}"
+    if not connect or parsed.get_backend_name() == "sqlite":
+        return None
+    with_password = parsed.set(password=password) if password else parsed
+    engine = create_engine(with_password, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        return _cannot_connect(url, exc)
+    finally:
+        engine.dispose()
+    return None
+
+
+#: Seconds ``database_problem(connect=True)`` waits for the database server.
+CONNECT_TIMEOUT_S = 5
+
+_SUPPORTED = (
+    "ctp-node works with SQLite (sqlite:////path/ctp-node.db) and PostgreSQL "
+    "(postgresql+psycopg://user@host/db, with pip install 'ctp-node[postgres]')"
+)
+
+
+def _safe(url: str) -> str:
+    """``url`` with any password in it masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "database.url"
+
+
+def _cannot_connect(url: str, exc: OperationalError) -> str:
+    """What a failed connection to ``url`` means, from the driver's first line."""
+    why = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return (
+            f"cannot open the SQLite database {parsed.database} ({why}); its folder must exist "
+            "or be creatable, and be writable by the user the node runs as"
+        )
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+    return (
+        f"cannot connect to the database at {where} ({why}); check that the server runs "
+        "there and accepts connections, and database.url's host, port, user and database, "
+        "and the password"
+    )
 
 
 def _add_missing_columns(engine: Engine) -> list[str]:
