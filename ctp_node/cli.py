@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
             "--config",
             type=Path,
             default=None,
-            help="configuration file (default: $CTP_NODE_CONFIG, then config/ctp-node.yaml)",
+            help="configuration file (default: $CTP_NODE_CONFIG, then config/ctp-node.yaml if "
+            "there is one here, then /etc/ctp-node/ctp-node.yaml)",
         )
 
     serve = commands.add_parser("serve", help="run the node: listener, scheduler, workers, sender")

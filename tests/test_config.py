@@ -181,6 +181,7 @@ def test_default_config_path_follows_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    monkeypatch.chdir(REFERENCE.parents[1])  # a checkout: its reference
     assert default_config_path() == Path("config/ctp-node.yaml")
 
     monkeypatch.setenv(CONFIG_ENV_VAR, str(tmp_path / "site.yaml"))
@@ -188,6 +189,9 @@ def test_default_config_path_follows_the_environment(
 
     monkeypatch.setenv(CONFIG_ENV_VAR, "")
     assert default_config_path() == Path("config/ctp-node.yaml")
+
+    monkeypatch.chdir(tmp_path)  # elsewhere: the installed node's
+    assert default_config_path() == Path("/etc/ctp-node/ctp-node.yaml")
 
 
 # --- Errors --------------------------------------------------------------------------------

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ctp_node.cli import _parser
@@ -76,3 +81,79 @@ def test_health_check_echoes_the_configured_listener() -> None:
     assert command[-1] == str(config.node.port)
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["worker"]["healthcheck"] == {"disable": True}
+
+
+# --- The installed layout: the wheel, the service unit ----------------------------------------
+
+
+def test_the_wheel_carries_the_reference_configuration(tmp_path: Path) -> None:
+    """Built from a copy of the sources (as pip builds it), the wheel holds the reference as
+    package data, whole: `ctp-node config example` works from an installed node."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("ctp_node", "config"):
+        shutil.copytree(
+            ROOT / folder,
+            source / folder,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("ctp_node-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("ctp_node/config/example.yaml").decode("utf-8")
+    assert shipped == (ROOT / "config" / "ctp-node.yaml").read_text(encoding="utf-8")
+
+
+def _unit() -> dict[str, list[str]]:
+    """deploy/ctp-node.service: each key's values (a key may be given more than once)."""
+    values: dict[str, list[str]] = {}
+    for line in (ROOT / "deploy" / "ctp-node.service").read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def test_the_service_unit_runs_serve_as_its_own_user_confined_to_its_data() -> None:
+    unit = _unit()
+    assert unit["Type"] in (["simple"], ["notify"])
+    assert unit["User"] == ["ctp-node"]
+    assert unit["ProtectSystem"] == ["strict"]
+    assert unit["ReadWritePaths"] == ["/var/lib/ctp-node"]
+    assert unit["StateDirectory"] == ["ctp-node"]
+    assert unit["Restart"] == ["on-failure"]
+    assert unit["RestartPreventExitStatus"] == ["2"]  # a configuration problem does not loop
+    command = shlex.split(unit["ExecStart"][0])
+    assert command[1:] == ["serve"]
+    # the configuration it reads is the one README's steps write, with absolute paths
+    (environment,) = unit["Environment"]
+    config_path = environment.removeprefix("CTP_NODE_CONFIG=")
+    readme = (ROOT / "README.md").read_text()
+    assert f"config example --root /var/lib/ctp-node | sudo tee {config_path}" in readme
+    assert command[0] in readme  # README installs the node where ExecStart looks for it
+
+
+def test_systemd_analyze_verify_accepts_the_service_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here (Debian: package systemd)")
+    text = (ROOT / "deploy" / "ctp-node.service").read_text()
+    # verify checks that ExecStart's program exists; it is installed at /opt/ctp-node only on
+    # a node, so point it at this machine's console script (or Python) for the check
+    here = shutil.which("ctp-node") or sys.executable
+    unit = tmp_path / "ctp-node.service"
+    unit.write_text(text.replace("/opt/ctp-node/bin/ctp-node", here))
+    verified = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ctp-node.service" not in verified.stderr, verified.stderr  # no warning about it

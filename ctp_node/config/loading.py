@@ -18,6 +18,7 @@ from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
     FILE_KEY_PATH,
+    SYSTEM_CONFIG_PATH,
     Config,
 )
 from ctp_node.config.secrets import database_password, password_file_warnings
@@ -28,10 +29,13 @@ from ctp_node.config.values import _SQLITE_URL
 
 
 def default_config_path() -> Path:
-    """``$CTP_NODE_CONFIG`` if set and not empty, else ``config/ctp-node.yaml`` (relative to
-    the current directory)."""
+    """``$CTP_NODE_CONFIG`` if set and not empty; else ``config/ctp-node.yaml`` when the
+    current folder has one (a checkout); else ``/etc/ctp-node/ctp-node.yaml`` (an installed
+    node: ``ctp-node status`` without ``--config`` reads the service's configuration)."""
     from_environment = os.environ.get(CONFIG_ENV_VAR, "").strip()
-    return Path(from_environment) if from_environment else DEFAULT_CONFIG_PATH
+    if from_environment:
+        return Path(from_environment)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else SYSTEM_CONFIG_PATH
 
 
 def load_config(path: Path | str) -> Config:

@@ -44,6 +44,9 @@ from ctp_node.config.values import (
 
 CONFIG_ENV_VAR = "CTP_NODE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/ctp-node.yaml")
+"""The default ``--config`` in a checkout (relative to the current folder)."""
+SYSTEM_CONFIG_PATH = Path("/etc/ctp-node/ctp-node.yaml")
+"""The default ``--config`` of an installed node (deploy/ctp-node.service, README)."""
 
 FILE_KEY_PATH = "(file)"
 """Key path of problems that concern the file as a whole (missing, not YAML, not a mapping)."""
