@@ -188,7 +188,8 @@ def test_postgresql_password_from_a_file_or_a_variable_reaches_the_database(
     secret = tmp_path / "db-password"
     secret.write_text(PASSWORD + "\n")
     os.chmod(secret, 0o600)
-    storage = f"storage: {{root: {tmp_path / 'storage'}}}\n"
+    # absolute paths and a free port: "valid" without warnings
+    storage = f"storage: {{root: {tmp_path / 'storage'}}}\nnode: {{port: {free_port()}}}\n"
     by_file = _write(
         tmp_path, f"database:\n  url: '{password_role}'\n  password_file: db-password\n" + storage
     )
