@@ -10,6 +10,8 @@ reached, a missing database for ``status``, a bad argument).
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass, field
 
 from ctp_node.config import (
@@ -22,7 +24,9 @@ from ctp_node.config import (
 )
 from ctp_node.receive.listen_check import ListenObstacle, is_local_host, listen_problem
 from ctp_node.send.echo import EchoResult, echo, unresolved_host
-from ctp_node.store import database_problem
+from ctp_node.store import DatabaseUnavailable, database_problem
+
+log = logging.getLogger("ctp_node")
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1
@@ -129,20 +133,17 @@ def echo_destinations(config: Config) -> list[tuple[str, EchoResult]]:
 def report_failure(command: str, exc: BaseException, *, debug: bool = False) -> int:
     """Tell why ``ctp-node COMMAND`` stopped, on standard error, and return its exit code:
     a configuration that cannot be used or a database that cannot be used (2) in the words of
-    the error; anything else (1) in one line, with the traceback only under ``--debug``."""
-    import logging
-    import sys
-
-    from ctp_node.store import DatabaseUnavailable
-
+    the error; anything else (1) in one line. With ``debug``, the traceback too (not for an
+    invalid configuration, whose problems say it all)."""
     if isinstance(exc, ConfigError):
         print(f"ctp-node {command}: {exc}", file=sys.stderr)
         return EXIT_CONFIGURATION
+    # through logging, not Python's own report, so that quoted element values are withheld
     if isinstance(exc, DatabaseUnavailable):
         print(f"ctp-node {command}: database.url: {exc}", file=sys.stderr)
+        if debug:
+            log.exception("the database's own error")
         return EXIT_CONFIGURATION
-    log = logging.getLogger("ctp_node")
-    # through logging, not Python's own report, so that quoted element values are withheld
     if debug:
         log.exception("ctp-node %s stopped on an unexpected error", command)
     else:
