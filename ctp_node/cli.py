@@ -241,10 +241,15 @@ def _load(path: Path | None):  # type: ignore[no-untyped-def]
 
 def _serve(args: argparse.Namespace) -> int:
     _one_blas_thread()  # inherited by the worker processes serve starts
-    from ctp_node.service import Node
+    from ctp_node.service import Node, StartupError
 
     node = Node(_load(args.config))
-    node.start()
+    try:
+        node.start()
+    except StartupError as exc:
+        print(f"ctp-node: cannot start: {exc}", file=sys.stderr)
+        node.stop()
+        return 1
     _wait_for_signal(node.stop_event)
     node.stop()
     return 0

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pydicom.uid import UID
+from sqlalchemy.exc import OperationalError
 
 from ctp_node.config import Config, database_password
 from ctp_node.retention.disk import measure_disk
@@ -194,14 +196,44 @@ def _wanted(
     return True
 
 
+def node_health(config: Config, free_bytes: int) -> list[str]:
+    """Why the node is not healthy, one sentence each (empty when healthy). With ``http``
+    enabled, ``serve``'s own ``/health/ready`` answers (listener, database, disk, workers),
+    and no answer means serve is not running. Without it, what the command line can see:
+    the free space against ``storage.min_free_bytes`` (the database was reached already)."""
+    if config.http.enabled:
+        from ctp_node.http.probe import ask_ready, ready_url
+
+        return [
+            f"node not ready: {p}"
+            for p in ask_ready(ready_url(config.http.bind, config.http.port)).problems
+        ]
+    if free_bytes < config.storage.min_free_bytes:
+        return [
+            f"node not ready: {free_bytes / 1e6:.0f} MB free below storage.root, under "
+            f"storage.min_free_bytes ({config.storage.min_free_bytes / 1e6:.0f} MB): C-STORE "
+            "is refused (0xA700)"
+        ]
+    return []
+
+
 def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
-    """Print the node's state; returns 1 when something needs attention (a failed job, an
-    output not delivered, a series in error), else 0."""
-    db = open_database(config.database.url, database_password(config.database))
-    status = collect_status(db, only)
-    db.dispose()
-    code = 1 if status["attention"] else 0
+    """Print the node's state; returns 1 when the node is not healthy (the database does not
+    answer, :func:`node_health`) or something needs attention (a failed job, an output not
+    delivered, a series in error), else 0."""
+    try:
+        db = open_database(config.database.url, database_password(config.database))
+        try:
+            status = collect_status(db, only)
+        finally:
+            db.dispose()
+    except OperationalError as exc:
+        print(f"ctp-node: the database does not answer: {exc}", file=sys.stderr)
+        return 1
     status["disk"] = asdict(measure_disk(Path(config.storage.root)))
+    status["health"] = node_health(config, status["disk"]["free_bytes"])
+    status["attention"] = status["health"] + status["attention"]
+    code = 1 if status["attention"] else 0
     if as_json:
         print(json.dumps(status, indent=2))
         return code

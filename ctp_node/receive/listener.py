@@ -530,6 +530,12 @@ class GuardedServer(ThreadedAssociationServer):
             request_handler=GuardedRequestHandler,
         )
         self.waiting_room = WaitingRoom(guard.limits, guard, self._start_thread)
+        self.serving_thread: threading.Thread | None = None  # set by start_guarded_server
+
+    def accepting(self) -> bool:
+        """Whether the listening socket is open and its thread accepts on it (readiness)."""
+        thread = self.serving_thread
+        return thread is not None and thread.is_alive() and self.socket.fileno() >= 0
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = self.socket.accept()
@@ -593,6 +599,7 @@ def start_guarded_server(
         ae, address, ae.ae_title, ae.supported_contexts, ssl_context, evt_handlers, guard
     )
     thread = threading.Thread(target=server.serve_forever, name="ctp-node listener", daemon=True)
+    server.serving_thread = thread
     thread.start()
     ae._servers.append(server)
     return server
