@@ -5,12 +5,14 @@ take the receiver down with it).
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -327,14 +329,12 @@ class Node:
         reconcile_spool(self.spool, self.db)
         self._recover()
         settings = listener_settings(config)
-        self._server = start_listener(settings, self.spool, self.db)
+        self._server = self._listen(settings)
         tls = server_tls(config)
         if tls is not None:
             db = self.db
             context = server_context(tls, lambda p, r: record_refused_connection(db, p, r))
-            self._tls_server = start_listener(
-                replace(settings, port=config.node.tls.port), self.spool, db, context
-            )
+            self._tls_server = self._listen(replace(settings, port=config.node.tls.port), context)
             log.info("TLS listener's certificate: %s", describe(tls.certificate))
         root = Path(config.storage.root)
         completion = CompletionSettings(
@@ -392,6 +392,22 @@ class Node:
             config.node.port,
             config.worker.count,
         )
+
+    def _listen(self, settings: ListenerSettings, ssl_context: ssl.SSLContext | None = None):  # type: ignore[no-untyped-def]
+        """:func:`start_listener`; :class:`StartupError` when its address cannot be bound."""
+        try:
+            return start_listener(settings, self.spool, self.db, ssl_context)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                raise
+            why = (
+                "it is in use by another program" if exc.errno == errno.EADDRINUSE else exc.strerror
+            )
+            key = "node.tls.port" if ssl_context is not None else "node.port"
+            raise StartupError(
+                f"the DICOM listener cannot listen on {settings.bind}:{settings.port}: {why}; "
+                f"choose another {key} (or node.bind), or stop the program that holds it"
+            ) from None
 
     def _start_http(self) -> None:
         """The HTTP face (``http:``): health checks and metrics, served by uvicorn in a thread."""

@@ -572,7 +572,10 @@ class GuardedServer(ThreadedAssociationServer):
         Python's own collector frees finished associations' cycles."""
 
     def server_close(self) -> None:
-        self.waiting_room.stop()
+        # socketserver closes a socket it could not bind before __init__ made the waiting room
+        waiting_room = getattr(self, "waiting_room", None)
+        if waiting_room is not None:
+            waiting_room.stop()
         super().server_close()
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]

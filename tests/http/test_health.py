@@ -118,22 +118,27 @@ def test_a_stopped_listener_is_not_ready(tmp_path: Path) -> None:
         node.stop()
 
 
-def test_http_port_in_use_stops_serve_with_a_sentence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken", ["http", "node"])
+def test_a_port_in_use_stops_serve_with_a_sentence(tmp_path: Path, taken: str) -> None:
+    """The HTTP face's port (bound first) or the DICOM listener's: exit 1, one sentence that
+    names the key to change, no traceback."""
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
     port = holder.getsockname()[1]
     try:
         raw = node_config(tmp_path, free_port(), [])
-        raw["http"] = {"enabled": True, "bind": "127.0.0.1", "port": port}
+        raw["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port()}
+        raw[taken]["port"] = port
         path = tmp_path / "ctp-node.yaml"
         path.write_text(yaml.safe_dump(raw))
         serve = _ctp_node("serve", "--config", str(path))
     finally:
         holder.close()
-    assert serve.returncode == 1
+    what = "HTTP face" if taken == "http" else "DICOM listener"
+    assert serve.returncode == 1, serve.stderr
     assert (
-        f"ctp-node: cannot start: the HTTP face cannot listen on 127.0.0.1:{port}: it is in "
-        "use by another program; choose another http.port" in serve.stderr
+        f"ctp-node: cannot start: the {what} cannot listen on 127.0.0.1:{port}: it is in use by "
+        f"another program; choose another {taken}.port" in serve.stderr
     )
     assert "Traceback" not in serve.stderr + serve.stdout
