@@ -9,6 +9,7 @@ several nodes in one process (tests, the demo) do not clash.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -20,7 +21,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ctp_node.store import Database
-from ctp_node.store.counts import NodeCounts, node_counts
+from ctp_node.store.counts import (
+    DoneJobTimes,
+    NodeCounts,
+    done_job_ids,
+    done_job_times,
+    node_counts,
+)
 
 #: Upper bounds (seconds) of the job-duration and stage-timing histograms: a small study
 #: takes seconds, a whole-brain 320-slice one several minutes.
@@ -42,22 +49,30 @@ class NodeCollector(Collector):
         self.db = db
         self.free_bytes = free_bytes
         self.min_free_bytes = min_free_bytes
+        # Done jobs never change: their timings are read once (a summary is ~10 kB of JSON).
+        self._done: dict[int, DoneJobTimes] = {}
+        self._done_lock = threading.Lock()  # scrapes may run in parallel threads
 
     def collect(self) -> Iterator:
         counts = node_counts(self.db)
         yield from _received(counts)
         yield from _work(counts)
+        done = self._done_jobs()
         yield _histogram(
             "ctp_node_job_duration_seconds",
             "Seconds from the last claim to the end of each done job",
-            {(): counts.job_durations_s},
+            {(): [t.duration_s for t in done if t.duration_s is not None]},
             (),
         )
+        stages: dict[tuple[str, ...], list[float]] = {}
+        for times in done:
+            for stage, seconds in times.stages_s.items():
+                stages.setdefault((stage,), []).append(seconds)
         yield _histogram(
             "ctp_node_engine_stage_seconds",
             "Seconds each stage took in done jobs (load: reading the images; compute: the "
             "engine and quality checks; total: with writing the outputs)",
-            {(stage,): values for stage, values in sorted(counts.stage_timings_s.items())},
+            dict(sorted(stages.items())),
             ("stage",),
         )
         disk = GaugeMetricFamily(
@@ -71,6 +86,15 @@ class NodeCollector(Collector):
         )
         watermark.add_metric([], self.min_free_bytes)
         yield watermark
+
+    def _done_jobs(self) -> list[DoneJobTimes]:
+        """The timings of every done job, reading only those not seen before."""
+        with self._done_lock:
+            ids = done_job_ids(self.db)
+            self._done.update(done_job_times(self.db, ids - self._done.keys()))
+            for gone in self._done.keys() - ids:  # (a database restored from a backup)
+                del self._done[gone]
+            return list(self._done.values())
 
     def describe(self) -> Iterator:
         return iter(())  # nothing to check at registration, and no database read then

@@ -1,10 +1,12 @@
-"""What the HTTP face reads (:mod:`ctp_node.http`): a reachability probe, and the node's
-counts by state for ``/metrics``. Each is one short read transaction."""
+"""What the HTTP face reads (:mod:`ctp_node.http`): a reachability probe, the node's counts
+by state for ``/metrics``, done jobs' timings, and running jobs whose worker is gone. Each
+is one short transaction."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text
@@ -46,9 +48,6 @@ class NodeCounts:
     exports : exports by ``(destination, state)``.
     jobs_due : queued jobs whose next attempt is due now (the work queue's depth).
     exports_due : pending exports whose next attempt is due now (the outbox's depth).
-    job_durations_s : seconds from the last claim to the end of each *done* job.
-    stage_timings_s : seconds by stage (``load``, ``compute``, ``total``, as the pipeline
-        records them in each *done* job's summary).
     """
 
     received_instances: dict[str, int] = field(default_factory=dict)
@@ -58,8 +57,6 @@ class NodeCounts:
     exports: dict[tuple[str, str], int] = field(default_factory=dict)
     jobs_due: int = 0
     exports_due: int = 0
-    job_durations_s: list[float] = field(default_factory=list)
-    stage_timings_s: dict[str, list[float]] = field(default_factory=dict)
 
 
 def node_counts(db: Database, now: dt.datetime | None = None) -> NodeCounts:
@@ -96,11 +93,6 @@ def node_counts(db: Database, now: dt.datetime | None = None) -> NodeCounts:
                 Export.state == ExportState.PENDING, Export.next_attempt_at <= now
             )
         )
-        done = s.execute(
-            select(Job.started_at, Job.finished_at, Job.summary_json).where(
-                Job.state == JobState.DONE
-            )
-        ).all()
     return NodeCounts(
         received_instances=dict(
             zip(("stored", "duplicate", "refused"), map(int, audit), strict=True)
@@ -111,27 +103,59 @@ def node_counts(db: Database, now: dt.datetime | None = None) -> NodeCounts:
         exports={(destination, state): n for destination, state, n in exports},
         jobs_due=int(jobs_due or 0),
         exports_due=int(exports_due or 0),
-        job_durations_s=[
-            (finished - started).total_seconds()
-            for started, finished, _ in done
-            if started is not None and finished is not None
-        ],
-        stage_timings_s=_stage_timings([summary for *_, summary in done]),
     )
 
 
-def _stage_timings(summaries: list[str]) -> dict[str, list[float]]:
-    """The ``timing_s`` of each job summary (JSON), by stage; a summary without it is skipped."""
-    timings: dict[str, list[float]] = {}
-    for summary in summaries:
-        try:
-            stages = json.loads(summary).get("timing_s") or {}
-        except (ValueError, AttributeError):
-            continue
-        for stage, seconds in stages.items():
-            if isinstance(seconds, (int, float)):
-                timings.setdefault(stage, []).append(float(seconds))
-    return timings
+@dataclass(frozen=True)
+class DoneJobTimes:
+    """How long a *done* job took.
+
+    Attributes
+    ----------
+    duration_s : seconds from its last claim to its end (None if either is missing).
+    stages_s : seconds by stage, as the pipeline recorded them in the job's summary
+        (``timing_s``: ``load``, ``compute``, ``total``); empty if it recorded none.
+    """
+
+    duration_s: float | None
+    stages_s: dict[str, float]
+
+
+def done_job_ids(db: Database) -> set[int]:
+    """The ids of the *done* jobs (a done job never changes again)."""
+    with db.session() as s:
+        return set(s.scalars(select(Job.id).where(Job.state == JobState.DONE)))
+
+
+def done_job_times(db: Database, job_ids: Collection[int]) -> dict[int, DoneJobTimes]:
+    """:class:`DoneJobTimes` of these jobs (each summary is some 10 kB of JSON: read the ones
+    a caller does not know yet, not all of them every time)."""
+    times = {}
+    ordered = sorted(job_ids)
+    with db.session() as s:
+        for start in range(0, len(ordered), 500):  # IN (...) within SQLite's parameter limit
+            rows = s.execute(
+                select(Job.id, Job.started_at, Job.finished_at, Job.summary_json).where(
+                    Job.id.in_(ordered[start : start + 500]), Job.state == JobState.DONE
+                )
+            )
+            for job_id, started, finished, summary in rows:
+                duration = (finished - started).total_seconds() if started and finished else None
+                times[job_id] = DoneJobTimes(duration, _stage_timings(summary))
+    return times
+
+
+def _stage_timings(summary: str) -> dict[str, float]:
+    """The ``timing_s`` of a job summary (JSON); empty when it has none."""
+    try:
+        stages = json.loads(summary).get("timing_s") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {
+        stage: float(seconds)
+        for stage, seconds in stages.items()
+        if isinstance(seconds, (int, float))
+    }
 
 
 def stale_running_jobs(db: Database, older_than_s: float, now: dt.datetime | None = None) -> int:

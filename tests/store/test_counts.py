@@ -6,7 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 from ctp_node.store.audit import SeriesCounts, record_association
-from ctp_node.store.counts import node_counts, ping, stale_running_jobs
+from ctp_node.store.counts import (
+    done_job_ids,
+    done_job_times,
+    node_counts,
+    ping,
+    stale_running_jobs,
+)
 from ctp_node.store.ingest import record_rejection
 from ctp_node.store.models import utcnow
 from ctp_node.store.outbox import OutputObject
@@ -48,8 +54,10 @@ def test_counts_by_state_and_outcome(db) -> None:
     assert counts.jobs == {"done": 1, "queued": 1}
     assert counts.exports == {("pacs", "pending"): 2}
     assert (counts.jobs_due, counts.exports_due) == (1, 2)
-    assert len(counts.job_durations_s) == 1 and 0 <= counts.job_durations_s[0] < 60
-    assert counts.stage_timings_s == {"load": [1.5], "compute": [7.0], "total": [9.0]}
+    assert done_job_ids(db) == {done}
+    [(job_id, times)] = done_job_times(db, {done, done + 1}).items()  # done + 1: queued
+    assert job_id == done and times.duration_s is not None and 0 <= times.duration_s < 60
+    assert times.stages_s == {"load": 1.5, "compute": 7.0, "total": 9.0}
 
 
 def test_a_running_job_whose_lease_ran_out_long_ago_is_stale(db) -> None:
