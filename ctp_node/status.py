@@ -14,6 +14,8 @@ from pydicom.uid import UID
 from sqlalchemy.exc import OperationalError
 
 from ctp_node.config import Config, database_password
+from ctp_node.http.health import disk_check
+from ctp_node.http.probe import ask_ready, ready_url
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, list_associations
@@ -202,19 +204,11 @@ def node_health(config: Config, free_bytes: int) -> list[str]:
     and no answer means serve is not running. Without it, what the command line can see:
     the free space against ``storage.min_free_bytes`` (the database was reached already)."""
     if config.http.enabled:
-        from ctp_node.http.probe import ask_ready, ready_url
-
-        return [
-            f"node not ready: {p}"
-            for p in ask_ready(ready_url(config.http.bind, config.http.port)).problems
-        ]
-    if free_bytes < config.storage.min_free_bytes:
-        return [
-            f"node not ready: {free_bytes / 1e6:.0f} MB free below storage.root, under "
-            f"storage.min_free_bytes ({config.storage.min_free_bytes / 1e6:.0f} MB): C-STORE "
-            "is refused (0xA700)"
-        ]
-    return []
+        problems = ask_ready(ready_url(config.http.bind, config.http.port)).problems
+    else:
+        disk = disk_check(lambda: free_bytes, config.storage.min_free_bytes)()
+        problems = () if disk is None else (f"disk: {disk}",)
+    return [f"node not ready: {problem}" for problem in problems]
 
 
 def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
