@@ -416,7 +416,7 @@ class Node:
         from ctp_node.http.app import build_app
         from ctp_node.http.health import database_check, disk_check, listener_check
         from ctp_node.http.metrics import node_registry
-        from ctp_node.http.server import HttpBindError, HttpFace
+        from ctp_node.http.server import HttpFace, HttpStartError
 
         min_free = self.config.storage.min_free_bytes
         checks = {
@@ -429,8 +429,8 @@ class Node:
         face = HttpFace(build_app(checks, registry), self.config.http.bind, self.config.http.port)
         try:
             face.start()
-        except HttpBindError as exc:
-            raise StartupError(exc.strerror) from None
+        except HttpStartError as exc:
+            raise StartupError(str(exc)) from None
         self._http = face
 
     def _listeners(self) -> list[tuple[str, object]]:

@@ -21,8 +21,9 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 
 
-class HttpBindError(OSError):
-    """The HTTP face's address cannot be bound (in use, or not this machine's)."""
+class HttpStartError(Exception):
+    """The HTTP face cannot start: its address cannot be bound (in use, not this machine's),
+    or uvicorn did not come up; the message is a sentence for the operator."""
 
 
 class _ThreadServer(uvicorn.Server):
@@ -39,7 +40,7 @@ def bind_socket(bind: str, port: int) -> socket.socket:
 
     Raises
     ------
-    HttpBindError : with a sentence naming the address and the key to change.
+    HttpStartError : with a sentence naming the address and the key to change.
     """
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -55,8 +56,7 @@ def bind_socket(bind: str, port: int) -> socket.socket:
             if exc.errno == errno.EADDRINUSE
             else exc.strerror or str(exc)
         )
-        raise HttpBindError(
-            exc.errno,
+        raise HttpStartError(
             f"the HTTP face cannot listen on {bind}:{port}: {why}; choose another http.port "
             "(or http.bind), or stop the program that holds it",
         ) from exc
@@ -64,8 +64,8 @@ def bind_socket(bind: str, port: int) -> socket.socket:
 
 
 class HttpFace:
-    """The HTTP face: ``start`` binds (raising :class:`HttpBindError`) and serves in a thread,
-    ``stop`` ends it."""
+    """The HTTP face: ``start`` binds and serves in a thread (:class:`HttpStartError` when it
+    cannot), ``stop`` ends it."""
 
     def __init__(self, app: FastAPI, bind: str, port: int) -> None:
         self.bind, self.port = bind, port
@@ -91,7 +91,10 @@ class HttpFace:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self._server.should_exit = True
                 sock.close()
-                raise RuntimeError(f"the HTTP face on {self.bind}:{self.port} did not start")
+                raise HttpStartError(
+                    f"the HTTP face on {self.bind}:{self.port} did not start within "
+                    f"{START_TIMEOUT_S:.0f} s (see the log above)"
+                )
             time.sleep(0.02)
         log.info("HTTP face (health, metrics) on http://%s:%d/", self.bind, self.port)
 
