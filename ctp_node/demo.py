@@ -39,8 +39,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def demo_config(folder: Path, node_port: int, pacs_port: int) -> dict:
-    """A configuration for a node on loopback that sends to the demo PACS."""
+def demo_config(folder: Path, node_port: int, pacs_port: int, http_port: int) -> dict:
+    """A configuration for a node on loopback that sends to the demo PACS, with its HTTP
+    face (health, metrics) on ``http_port``."""
     return {
         "node": {"ae_title": NODE_AE, "port": node_port, "bind": "127.0.0.1"},
         "storage": {"root": "node", "min_free_bytes": 100_000_000},
@@ -51,6 +52,7 @@ def demo_config(folder: Path, node_port: int, pacs_port: int) -> dict:
             {"name": "pacs", "ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs_port}
         ],
         "send": {"retry_backoff_s": 2.0, "retry_backoff_max_s": 10.0},
+        "http": {"enabled": True, "bind": "127.0.0.1", "port": http_port},
     }
 
 
@@ -88,9 +90,9 @@ def run_demo(folder: Path, timeout_s: float = 600.0) -> int:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    node_port, pacs_port = free_port(), free_port()
+    node_port, pacs_port, http_port = free_port(), free_port(), free_port()
     config_path = folder / "ctp-node.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(folder, node_port, pacs_port)))
+    config_path.write_text(yaml.safe_dump(demo_config(folder, node_port, pacs_port, http_port)))
     config = load_config(config_path)
 
     print(
@@ -101,6 +103,8 @@ def run_demo(folder: Path, timeout_s: float = 600.0) -> int:
     try:
         node.start()
         print(f"2. node ({NODE_AE}) listening on 127.0.0.1:{node_port}; config {config_path}")
+        http = f"http://127.0.0.1:{http_port}"
+        print(f"   health: {http}/health/ready  metrics: {http}/metrics")
         phantom = make_phantom(PhantomSpec())
         paths = write_phantom_study(phantom, folder / "phantom", StudyIdentity.new())
         print(f"3. phantom study written: {len(paths)} CT images in {folder / 'phantom'}")

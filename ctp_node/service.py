@@ -34,6 +34,7 @@ from ctp_node.send.scu import Peer
 from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.store import Database
 from ctp_node.store import open_database as store_database
+from ctp_node.store.counts import stale_running_jobs
 from ctp_node.store.outbox import retry_failed_exports
 from ctp_node.store.queue import claim_job, release_worker_jobs, running_worker_ids
 from ctp_node.tls import ClientTLS, ServerTLS, describe, pem_problems, server_context
@@ -50,6 +51,10 @@ WORKER_CHECK_INTERVAL_S = 1.0
 #: WORKER_RESTART_DELAY_S, so that the supervisor does not spin.
 WORKER_MIN_LIFETIME_S = 2.0
 WORKER_RESTART_DELAY_S = 5.0
+
+
+class StartupError(Exception):
+    """``serve`` cannot start, for a reason a sentence explains (e.g. a port in use)."""
 
 
 def perfusion_parameters(config: Config) -> PerfusionParameters:
@@ -321,11 +326,17 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._server = None
         self._tls_server = None
+        self._http = None
         self._workers: list[_WorkerProcess] = []
         self._context = multiprocessing.get_context("forkserver")
 
     def start(self) -> None:
+        """Start everything; raises :class:`ConfigError` when the HTTP face's or a
+        listener's address cannot be bound (the HTTP face's before anything else has started),
+        :class:`StartupError` when the HTTP face does not come up."""
         config = self.config
+        if config.http.enabled:
+            self._start_http()
         reconcile_spool(self.spool, self.db)
         self._recover()
         settings = listener_settings(config)
@@ -400,6 +411,59 @@ class Node:
             config.worker.count,
         )
 
+    def _start_http(self) -> None:
+        """The HTTP face (``http:``): health checks and metrics, served by uvicorn in a thread."""
+        # Imported here: FastAPI and uvicorn stay out of serve without http, and out of the
+        # workers' fork server, which preloads this module.
+        from ctp_node.http.app import build_app
+        from ctp_node.http.health import database_check, disk_check, listener_check
+        from ctp_node.http.metrics import node_registry
+        from ctp_node.http.server import HttpFace, HttpStartError
+
+        min_free = self.config.storage.min_free_bytes
+        checks = {
+            "listener": listener_check(self._listeners),
+            "database": database_check(self.db),
+            "disk": disk_check(self.spool.free_bytes, min_free),
+            "workers": self._worker_problem,
+        }
+        registry = node_registry(self.db, self.spool.free_bytes, min_free)
+        face = HttpFace(build_app(checks, registry), self.config.http.bind, self.config.http.port)
+        try:
+            face.start()
+        except HttpStartError as exc:
+            if exc.bind_failed:  # a port in use, an address of another machine: configuration
+                problem = ConfigProblem("http.port", str(exc))
+                raise ConfigError([problem], self.config.source_path) from None
+            raise StartupError(str(exc)) from None
+        self._http = face
+
+    def _listeners(self) -> list[tuple[str, object]]:
+        """The DICOM listeners that should be accepting, with their addresses."""
+        node = self.config.node
+        listeners = [(f"{node.bind}:{node.port}", self._server)]
+        if node.tls is not None:
+            listeners.append((f"{node.bind}:{node.tls.port} (TLS)", self._tls_server))
+        return listeners
+
+    def _worker_problem(self) -> str | None:
+        """Readiness of the workers: every worker process of this node alive; with
+        ``worker.count: 0`` (workers elsewhere), no running job whose worker has been silent
+        for two leases (its lease expired ``lease_s`` ago and no worker took it over)."""
+        count = self.config.worker.count
+        if count:
+            alive = sum(1 for w in self._workers if w.process is not None and w.process.is_alive())
+            if alive < count:
+                return f"{count - alive} of {count} worker process(es) not running"
+            return None
+        stale = stale_running_jobs(self.db, self.config.worker.lease_s)
+        if stale:
+            return (
+                f"worker.count is 0 and {stale} running job(s) have had no heartbeat for two "
+                "leases: are the `ctp-node worker` processes running?"
+            )
+        return None
+
     def _recover(self) -> None:
         """What a restart owes to the work of the previous run: the jobs its dead workers held
         are given back, and exports that ran out of attempts get new ones."""
@@ -450,6 +514,8 @@ class Node:
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self._http is not None:
+            self._http.stop()
         for server in (self._server, self._tls_server):
             if server is not None:
                 server.shutdown()

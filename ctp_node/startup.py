@@ -138,6 +138,11 @@ def report_failure(command: str, exc: BaseException, *, debug: bool = False) -> 
     if isinstance(exc, ConfigError):
         print(f"ctp-node {command}: {exc}", file=sys.stderr)
         return EXIT_CONFIGURATION
+    from ctp_node.service import StartupError
+
+    if isinstance(exc, StartupError):
+        print(f"ctp-node {command}: cannot start: {exc}", file=sys.stderr)
+        return EXIT_ATTENTION
     # through logging, not Python's own report, so that quoted element values are withheld
     if isinstance(exc, DatabaseUnavailable):
         print(f"ctp-node {command}: database.url: {exc}", file=sys.stderr)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pydicom.uid import UID
+from sqlalchemy.exc import OperationalError
 
 from ctp_node.config import Config, database_password
+from ctp_node.http.health import disk_check
+from ctp_node.http.probe import ask_ready, ready_url
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, list_associations
@@ -194,14 +198,36 @@ def _wanted(
     return True
 
 
+def node_health(config: Config, free_bytes: int) -> list[str]:
+    """Why the node is not healthy, one sentence each (empty when healthy). With ``http``
+    enabled, ``serve``'s own ``/health/ready`` answers (listener, database, disk, workers),
+    and no answer means serve is not running. Without it, what the command line can see:
+    the free space against ``storage.min_free_bytes`` (the database was reached already)."""
+    if config.http.enabled:
+        problems = ask_ready(ready_url(config.http.bind, config.http.port)).problems
+    else:
+        disk = disk_check(lambda: free_bytes, config.storage.min_free_bytes)()
+        problems = () if disk is None else (f"disk: {disk}",)
+    return [f"node not ready: {problem}" for problem in problems]
+
+
 def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | None = None) -> int:
-    """Print the node's state; returns 1 when something needs attention (a failed job, an
-    output not delivered, a series in error), else 0."""
+    """Print the node's state; returns 1 when the node is not healthy (the database does not
+    answer, :func:`node_health`) or something needs attention (a failed job, an output not
+    delivered, a series in error), else 0. A database that does not exist is refused
+    (``DatabaseUnavailable``), not created."""
     db = open_database(config.database.url, database_password(config.database), must_exist=True)
-    status = collect_status(db, only)
-    db.dispose()
-    code = 1 if status["attention"] else 0
+    try:
+        status = collect_status(db, only)
+    except OperationalError as exc:
+        print(f"ctp-node: the database does not answer: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
     status["disk"] = asdict(measure_disk(Path(config.storage.root)))
+    status["health"] = node_health(config, status["disk"]["free_bytes"])
+    status["attention"] = status["health"] + status["attention"]
+    code = 1 if status["attention"] else 0
     if as_json:
         print(json.dumps(status, indent=2))
         return code

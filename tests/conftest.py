@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -253,6 +254,12 @@ class ServedNode:
     root: Path
     process: subprocess.Popen
     log_path: Path
+    http_port: int | None = None  # the HTTP face's port when http.enabled
+
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path`` from the node's HTTP face: status code and body (also for 503)."""
+        assert self.http_port is not None, "started without http=True"
+        return http_get(self.http_port, path)
 
     def status(self) -> dict:
         result = subprocess.run(
@@ -283,6 +290,15 @@ class ServedNode:
         self.process, self.log_path = started.process, started.log_path
 
 
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET ``http://127.0.0.1:{port}{path}``: status code and body (also for 4xx and 5xx)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def node_config(root: Path, port: int, destinations: list[dict], **sections: dict) -> dict:
     config = {
         "node": {"ae_title": "CTPNODE", "port": port, "bind": "127.0.0.1"},
@@ -310,7 +326,16 @@ def start_node(root: Path, config: dict) -> ServedNode:
         stderr=subprocess.STDOUT,
     )
     port = config["node"]["port"]
-    node = ServedNode(port, config["node"]["ae_title"], config_path, root, process, log_path)
+    http = config.get("http", {})
+    node = ServedNode(
+        port,
+        config["node"]["ae_title"],
+        config_path,
+        root,
+        process,
+        log_path,
+        http["port"] if http.get("enabled") else None,
+    )
 
     def ready() -> bool:
         if process.poll() is not None:
@@ -323,10 +348,13 @@ def start_node(root: Path, config: dict) -> ServedNode:
 
 @pytest.fixture
 def serve_node(tmp_path: Path):
-    """A factory: ``serve_node(destinations, **sections)`` starts ``ctp-node serve``."""
+    """A factory: ``serve_node(destinations, **sections)`` starts ``ctp-node serve``; with
+    ``http=True``, its HTTP face on a free loopback port (``node.http_port``)."""
     started: list[ServedNode] = []
 
-    def factory(destinations: list[dict], **sections: dict) -> ServedNode:
+    def factory(destinations: list[dict], http: bool = False, **sections: dict) -> ServedNode:
+        if http:
+            sections["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port()}
         root = tmp_path / f"node{len(started)}"
         node = start_node(root, node_config(root, free_port(), destinations, **sections))
         started.append(node)

@@ -74,16 +74,27 @@ def test_compose_services_match_the_cli_and_the_configuration() -> None:
     assert int(published.split(":")[-1]) == config.node.port
 
 
-def test_health_check_echoes_the_configured_listener() -> None:
-    """The image's HEALTHCHECK is a C-ECHO to the AE title and port the container listens on;
-    workers, which have no listener, have it disabled."""
+def health_check_command() -> list[str]:
+    """The image's HEALTHCHECK command (exec form: a JSON array, as Docker reads it)."""
     healthcheck = dict(_dockerfile())["HEALTHCHECK"]
-    command = yaml.safe_load(healthcheck.split("CMD", 1)[1])
+    return json.loads(healthcheck.split("CMD", 1)[1])
+
+
+def test_health_check_asks_the_configured_http_face() -> None:
+    """The image's HEALTHCHECK asks /health/ready of the HTTP face the container's
+    configuration enables, on the port compose publishes (on the host's loopback only);
+    workers, which have no HTTP face, have it disabled. tests/http/test_health.py runs the
+    command against a real serve."""
+    command = health_check_command()
     config = load_config(ROOT / "docker" / "ctp-node.yaml")
-    assert command[:4] == ["python", "-m", "pynetdicom", "echoscu"]
-    assert command[command.index("-aec") + 1] == config.node.ae_title
-    assert command[-1] == str(config.node.port)
+    assert command[:2] == ["python", "-c"]
+    assert config.http.enabled and config.http.bind == "0.0.0.0"
+    assert f"'http://127.0.0.1:{config.http.port}/health/ready'" in command[2]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert (
+        f"127.0.0.1:{config.http.port}:{config.http.port}"
+        in compose["services"]["ctp-node"]["ports"]
+    )
     assert compose["services"]["worker"]["healthcheck"] == {"disable": True}
 
 

@@ -241,6 +241,26 @@ class NodeConfig(_Section):
         return self
 
 
+class HttpConfig(_Section):
+    """The node's HTTP face inside ``serve``: health checks and Prometheus metrics
+    (:mod:`ctp_node.http`). It shows counts and states, no patient data.
+
+    Attributes
+    ----------
+    enabled : serve ``/health/live``, ``/health/ready`` and ``/metrics``. Off by default: a
+        node that is not asked for an HTTP face opens no second port.
+    bind : IP address the HTTP face listens on. ``127.0.0.1`` (the default) keeps it to this
+        machine: it has no sign-in, and the counts say what the node is doing. ``0.0.0.0`` in
+        a container, where the host publishes the port only where it chooses.
+    port : TCP port it listens on; not ``node.port`` (nor ``node.tls.port``) when both bind
+        the same address. ``serve`` refuses to start, with a sentence, when it is in use.
+    """
+
+    enabled: bool = False
+    bind: Annotated[str, AfterValidator(_check_ip_address)] = "127.0.0.1"
+    port: PortNumber = 8080
+
+
 RetentionDays = Annotated[float, AfterValidator(_check_retention_days)] | None
 RetentionBytes = Annotated[int, AfterValidator(_check_retention_bytes)] | None
 
@@ -615,6 +635,7 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     quality: QualityConfig = QualityConfig()
     perfusion: PerfusionConfig = {}
+    http: HttpConfig = HttpConfig()
     source_path: SkipJsonSchema[Path | None] = Field(None, strict=False, exclude=True)
 
     @model_validator(mode="before")

@@ -531,6 +531,12 @@ class GuardedServer(ThreadedAssociationServer):
             evt_handlers=evt_handlers,
             request_handler=GuardedRequestHandler,
         )
+        self.serving_thread: threading.Thread | None = None  # set by start_guarded_server
+
+    def accepting(self) -> bool:
+        """Whether the listening socket is open and its thread accepts on it (readiness)."""
+        thread = self.serving_thread
+        return thread is not None and thread.is_alive() and self.socket.fileno() >= 0
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = self.socket.accept()
@@ -567,7 +573,10 @@ class GuardedServer(ThreadedAssociationServer):
         Python's own collector frees finished associations' cycles."""
 
     def server_close(self) -> None:
-        self.waiting_room.stop()
+        # socketserver closes a socket it could not bind before __init__ made the waiting room
+        waiting_room = getattr(self, "waiting_room", None)
+        if waiting_room is not None:
+            waiting_room.stop()
         super().server_close()
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
@@ -594,6 +603,7 @@ def start_guarded_server(
         ae, address, ae.ae_title, ae.supported_contexts, ssl_context, evt_handlers, guard
     )
     thread = threading.Thread(target=server.serve_forever, name="ctp-node listener", daemon=True)
+    server.serving_thread = thread
     thread.start()
     ae._servers.append(server)
     return server
