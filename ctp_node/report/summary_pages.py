@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.report import pages
-from ctp_node.report.parametric_map import MAP_DEFINITIONS
+from ctp_node.report.parametric_map import map_window
 
 #: Units as people write them (the DICOM objects carry the UCUM codes).
 DISPLAY_UNITS = {"CBF": "ml/100 g/min", "CBV": "ml/100 g", "MTT": "s", "TTP": "s", "Tmax": "s"}
@@ -115,10 +115,7 @@ def render_map_page(
     Voxels outside the tissue mask are black; the colour bar gives the display window in the
     map's unit (the same window as the Parametric Map's default VOI).
     """
-    definition = next(d for d in MAP_DEFINITIONS if d.name == name)
-    lower, upper = definition.window
-    if upper is None:
-        upper = float(acquisition.times_s[-1] - acquisition.times_s[0])
+    lower, upper = map_window(name, result)
     colours = colormaps["jet"].with_extremes(bad="black")
     norm = Normalize(vmin=lower, vmax=upper)
     values = result.maps[name]

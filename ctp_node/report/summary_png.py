@@ -13,9 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
-
-#: Display ranges per map, in the map's units.
-DISPLAY_RANGE = {"CBF": (0, 60), "CBV": (0, 6), "MTT": (0, 12), "TTP": (0, 40), "Tmax": (0, 10)}
+from ctp_node.report.parametric_map import map_window
 
 
 def write_summary_png(
@@ -32,9 +30,7 @@ def write_summary_png(
     axes = figure.subplots(2, 4)
     figure.subplots_adjust(left=0.01, right=0.955, bottom=0.06, top=0.95, wspace=0.22, hspace=0.2)
     for axis, name in zip(axes.flat[:5], MAP_UNITS, strict=True):
-        low, high = DISPLAY_RANGE[name]
-        if name == "TTP":
-            high = float(acquisition.times_s[-1])
+        low, high = map_window(name, result)  # as the pages and the Parametric Maps
         shown = axis.imshow(result.maps[name][z], cmap="jet", vmin=low, vmax=high)
         axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white")
         bar = figure.colorbar(shown, ax=axis, fraction=0.046)
