@@ -16,7 +16,9 @@ from matplotlib.colors import Normalize, to_rgb
 from matplotlib.patches import Patch
 
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.perfusion.stroke import clean_lesion
 from ctp_node.report import pages
 from ctp_node.report.parametric_map import map_window
 
@@ -160,6 +162,7 @@ def render_mismatch_page(
     target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
     below it."""
     baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
+    core, hypoperfused = shown_lesions(result, acquisition)
 
     def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
         # The regions laid over the background as the viewer would blend them: each with its
@@ -169,8 +172,8 @@ def render_mismatch_page(
         low, high = BRAIN_WINDOW_HU
         rgb = np.repeat(np.clip((grey - low) / (high - low), 0.0, 1.0)[..., None], 3, axis=-1)
         for region, colour, opacity in (
-            (result.tmax6_mask, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
-            (result.core_mask, CORE_COLOUR, CORE_OPACITY),
+            (hypoperfused, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
+            (core, CORE_COLOUR, CORE_OPACITY),
         ):
             covered, _ = pages.area_mean(region[shown].astype(np.float32), shape)
             alpha = (opacity * covered)[..., None]
@@ -235,6 +238,23 @@ def render_mismatch_page(
     )
     figure.text(0.635, 0.08, pages.wrap(notes, 50), color="#c8c8c8", fontsize=12, va="bottom")
     return pages.to_rgb(figure)
+
+
+def shown_lesions(result: PerfusionResult, acquisition: Acquisition) -> tuple[np.ndarray, ...]:
+    """The core and Tmax > 6 s masks as the overlay draws them: without connected components
+    (26-connectivity, as the engine counts them) smaller than the engine's minimum lesion size
+    (``min_component_ml``, recorded in the result's parameters), so that no isolated speck is
+    drawn that the volumes do not count. The engine has normally removed them already."""
+    dy, dx = acquisition.pixel_spacing_mm
+    voxel_ml = dy * dx * float(acquisition.slice_spacing_mm) / 1000.0
+    minimum_ml = float(
+        result.parameters.get("min_component_ml", PerfusionParameters().min_component_ml)
+    )
+    min_voxels = int(np.ceil(minimum_ml / max(voxel_ml, 1e-9)))
+    return tuple(
+        clean_lesion(np.asarray(mask, bool), min_voxels)
+        for mask in (result.core_mask, result.tmax6_mask)
+    )
 
 
 def _montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ignore[no-untyped-def]

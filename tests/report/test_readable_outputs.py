@@ -30,7 +30,7 @@ from ctp_node.report.parametric_map import map_window
 from ctp_node.report.quality_page import quality_lines
 from ctp_node.report.rounding import display, rounded
 from ctp_node.report.settings import ReportSettings
-from ctp_node.report.summary_pages import _positions_along_normal
+from ctp_node.report.summary_pages import _positions_along_normal, render_mismatch_page
 
 EN_DASH_NOTE = "50–70 s recommended"
 
@@ -232,3 +232,25 @@ def test_the_ttp_window_lies_around_the_bolus(phantom_result: PerfusionResult) -
     assert lower <= low and late <= upper
     assert (high - low) / (upper - lower) > 0.4, (lower, upper, low, high)
     assert (high - low) / 60.0 < 0.25
+
+
+def test_the_overlay_draws_no_speck_below_the_minimum_lesion_size(
+    result: PerfusionResult, acquisition: Acquisition, source_headers: list[pydicom.Dataset]
+) -> None:
+    """A 2-voxel core and a 1-voxel Tmax > 6 s speck (0.007 ml, below the engine's 0.1 ml)
+    leave the mismatch page as it is without them; a lesion above the size is drawn."""
+    empty = np.zeros_like(result.core_mask)
+    specks = empty.copy()
+    specks[1, 10, 10:12] = True
+    lesion = empty.copy()
+    lesion[1, 8:20, 8:20] = True  # 144 voxels of 0.0036 ml: 0.52 ml
+
+    def page(core: np.ndarray, hypoperfused: np.ndarray) -> np.ndarray:
+        shown = replace(result, core_mask=core, tmax6_mask=hypoperfused)
+        return render_mismatch_page(
+            shown, acquisition, source_headers[0], footer="footer", research=True
+        )
+
+    clean = page(empty, empty)
+    np.testing.assert_array_equal(page(specks, specks), clean)
+    assert np.any(page(lesion, lesion) != clean)
