@@ -268,17 +268,19 @@ def _montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ign
         figure, tiles(shown_slices, (montage.tile_height, montage.tile_width)), montage
     )
     positions = _positions_along_normal(acquisition)
+    labels = []
     for index, z in enumerate(shown_slices):
-        figure.text(
-            0.02,
-            0.02,
-            pages.slice_label(z, n_z, positions),
-            color=pages.FOREGROUND,
-            fontsize=11,
-            transform=pages.tile_transform(figure, montage.tile_box(index)),
+        left, bottom, width, height = montage.tile_box(index)
+        labels.append(
+            pages.Label(
+                left + 0.02 * width,
+                bottom + 0.02 * height,
+                pages.slice_label(z, n_z, positions),
+                pages.style(color=pages.FOREGROUND, fontsize=11),
+            )
         )
-    first_tile = pages.tile_transform(figure, montage.tile_box(0))
-    pages.mark_sides(figure, acquisition.orientation, first_tile)
+    labels += pages.side_labels(acquisition.orientation, montage.tile_box(0))
+    pages.draw_labels(figure, labels)
     if len(shown_slices) < n_z:
         figure.text(0.01, 0.035, f"{len(shown_slices)} of {n_z} slices shown", color="#b0b0b0")
 
