@@ -235,12 +235,29 @@ def area_mean(
     if mask is None:
         mean = _area_resample(planes, shape)
         return mean.astype(np.float32), np.ones(mean.shape, np.float32)
-    mask = mask & np.isfinite(planes)
+    if not np.isfinite(planes).all():
+        mask = mask & np.isfinite(planes)
     total = _area_resample(np.where(mask, planes, np.float32(0)), shape)
-    coverage = _area_resample(mask.astype(np.float32), shape)
+    coverage = _mask_coverage(mask, shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(coverage > 1e-6, total / coverage, np.nan)
     return mean.astype(np.float32), np.clip(coverage, 0.0, 1.0).astype(np.float32)
+
+
+#: The last mask :func:`_mask_coverage` resampled (a reference to it, so that its identity
+#: cannot pass to another array), and the result: the five map pages share one tissue mask.
+_last_coverage: list[tuple[np.ndarray, tuple[int, int], np.ndarray]] = []
+
+
+def _mask_coverage(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` resampled by area (the fraction of each new pixel it covers), reused while the
+    same array (unchanged: its bytes are compared) is asked for at the same size."""
+    for previous, size, coverage in _last_coverage:
+        if size == shape and previous.shape == mask.shape and np.array_equal(previous, mask):
+            return coverage
+    coverage = _area_resample(mask.astype(np.float32), shape)
+    _last_coverage[:] = [(mask.copy(), shape, coverage)]
+    return coverage
 
 
 def _area_resample(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

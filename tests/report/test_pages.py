@@ -123,3 +123,14 @@ def test_labels_drawn_once_look_as_texts_drawn_on_the_page() -> None:
     hits = pages._label_layer.cache_info().hits
     page(cached=True)
     assert pages._label_layer.cache_info().hits == hits + 1
+
+
+def test_a_mask_changed_in_place_is_not_served_from_the_coverage_cache() -> None:
+    planes = np.ones((1, 8, 8), np.float32)
+    mask = np.ones((1, 8, 8), bool)
+    _, full = pages.area_mean(planes, (4, 4), mask=mask)
+    mask[:, :4] = False  # the same array, other content
+    _, half = pages.area_mean(planes, (4, 4), mask=mask)
+    np.testing.assert_allclose(full, 1.0)
+    np.testing.assert_allclose(half[:, :2], 0.0)
+    np.testing.assert_allclose(half[:, 2:], 1.0)
