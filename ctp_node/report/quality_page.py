@@ -266,5 +266,6 @@ def _show_location(axis, curve: InputCurve, acquisition: Acquisition) -> None:  
         f"({len(on_slice)} of {len(voxels)} voxels circled)\nimage at {peak_s:.0f} s (curve peak)",
         color=colour,
         fontsize=11,
+        y=pages.TITLE_Y,
     )
     pages.mark_sides(axis.figure, acquisition.orientation, axis.transAxes)

@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
+from ctp_node.report.pages import TITLE_Y
 from ctp_node.report.parametric_map import map_window
 
 
@@ -32,7 +33,7 @@ def write_summary_png(
     for axis, name in zip(axes.flat[:5], MAP_UNITS, strict=True):
         low, high = map_window(name, result)  # as the pages and the Parametric Maps
         shown = axis.imshow(result.maps[name][z], cmap="jet", vmin=low, vmax=high)
-        axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white")
+        axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white", y=TITLE_Y)
         bar = figure.colorbar(shown, ax=axis, fraction=0.046)
         bar.ax.tick_params(colors="white")
     baseline = acquisition.hu[0, z]
@@ -52,7 +53,7 @@ def write_summary_png(
         vmin=0,
         vmax=1,
     )
-    overlay.set_title("core (red), Tmax>6 s (yellow)", color="white")
+    overlay.set_title("core (red), Tmax>6 s (yellow)", color="white", y=TITLE_Y)
     for axis in axes.flat[:6]:
         axis.axis("off")
     curves = axes.flat[6]
@@ -62,7 +63,7 @@ def write_summary_png(
     curves.set_xlabel("time (s)")
     curves.set_ylabel("enhancement (HU)")
     curves.legend()
-    curves.set_title("input curves", color="white")
+    curves.set_title("input curves", color="white", y=TITLE_Y)
     text = axes.flat[7]
     text.axis("off")
     volumes = summary["volumes"]
