@@ -24,10 +24,11 @@ from ctp_node.report import (
     build_parametric_maps,
     build_secondary_captures,
     build_structured_report,
+    pages,
     parametric_map,
 )
 from ctp_node.report.parametric_map import map_window
-from ctp_node.report.quality_page import quality_lines
+from ctp_node.report.quality_page import _plot_curves, quality_lines
 from ctp_node.report.rounding import display, rounded
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.summary_pages import _positions_along_normal, render_mismatch_page
@@ -254,3 +255,13 @@ def test_the_overlay_draws_no_speck_below_the_minimum_lesion_size(
     clean = page(empty, empty)
     np.testing.assert_array_equal(page(specks, specks), clean)
     assert np.any(page(lesion, lesion) != clean)
+
+
+def test_the_chart_legend_says_which_baseline_it_shades(result: PerfusionResult) -> None:
+    """The chart shades the AIF's baseline (images before the arterial arrival); the check
+    line counts images before the tissue arrival: each says which it is."""
+    figure = pages.new_page()
+    axis = figure.add_axes((0.1, 0.1, 0.8, 0.8))
+    _plot_curves(axis, [result.aif])
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert labels[-1] == "AIF baseline: 3 images before arterial arrival"
