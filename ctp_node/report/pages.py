@@ -8,6 +8,7 @@ Secondary Capture is read without the header on screen. It must never be logged.
 
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import pydicom
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox, BboxTransformTo, Transform, TransformedBbox
+from matplotlib.transforms import Transform
 
 #: Page size in pixels (width, height) and the resolution the fonts are sized for.
 PAGE_WIDTH = 1280
@@ -32,6 +33,10 @@ BANNER_FRACTION = 0.085
 #: Most slices a montage shows; more are thinned to evenly spaced slices.
 MAX_MONTAGE_SLICES = 20
 
+#: Height of an axis' title over the axis (1 = its top edge). Given, matplotlib places the title
+#: there instead of measuring every tick label of the axis to clear them (the titled axes have
+#: none at the top), which cost as much as drawing the axis.
+TITLE_Y = 1.0
 FOREGROUND = "white"
 BACKGROUND = "black"
 ACCENT = "#ffd24d"
@@ -88,31 +93,26 @@ def draw_banner(
     ``version`` (from the second version of a result on) says what the page supersedes."""
     patient, study = identification_lines(source)
     top = 1.0 - 0.012
-    figure.text(0.012, top, patient, color=FOREGROUND, fontsize=14, va="top", weight="bold")
-    figure.text(0.012, top - 0.028, study, color=FOREGROUND, fontsize=12, va="top")
-    figure.text(0.988, top, title, color=ACCENT, fontsize=17, va="top", ha="right", weight="bold")
+    labels = [
+        Label(0.012, top, patient, style(color=FOREGROUND, fontsize=14, va="top", weight="bold")),
+        Label(0.012, top - 0.028, study, style(color=FOREGROUND, fontsize=12, va="top")),
+        Label(0.012, 0.008, footer, style(color="#b0b0b0", fontsize=10, va="bottom")),
+    ]
+    right = {"va": "top", "ha": "right"}
     if research:
-        figure.text(
-            0.988,
-            top - 0.03,
-            "RESEARCH USE - not a cleared medical device",
-            color="#ff7070",
-            fontsize=11,
-            va="top",
-            ha="right",
-        )
+        text = "RESEARCH USE - not a cleared medical device"
+        labels.append(Label(0.988, top - 0.03, text, style(color="#ff7070", fontsize=11, **right)))
     if version:
-        figure.text(
-            0.988,
-            top - 0.049,
-            version,
-            color=ACCENT,
-            fontsize=10,
-            va="top",
-            ha="right",
-            weight="bold",
+        labels.append(
+            Label(
+                0.988,
+                top - 0.049,
+                version,
+                style(color=ACCENT, fontsize=10, weight="bold", **right),
+            )
         )
-    figure.text(0.012, 0.008, footer, color="#b0b0b0", fontsize=10, va="bottom")
+    draw_labels(figure, labels)
+    figure.text(0.988, top, title, color=ACCENT, fontsize=17, weight="bold", **right)
     figure.add_artist(
         matplotlib.lines.Line2D(
             [0.0, 1.0],
@@ -213,21 +213,16 @@ class PagePixels(Artist):
 
     def __init__(self, rgb: np.ndarray, left: int, bottom: int) -> None:
         super().__init__()
-        opaque = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+        if rgb.shape[-1] == 3:
+            rgb = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=-1)
         # The renderer puts an image's first row at the bottom.
-        self._rgba = np.ascontiguousarray(np.concatenate([rgb, opaque], axis=-1)[::-1])
+        self._rgba = np.ascontiguousarray(rgb[::-1])
         self._left, self._bottom = left, bottom
 
     def draw(self, renderer) -> None:  # type: ignore[no-untyped-def]
         context = renderer.new_gc()
         renderer.draw_image(context, self._left, self._bottom, self._rgba)
         context.restore()
-
-
-def tile_transform(figure: Figure, box: tuple[float, float, float, float]) -> Transform:
-    """Coordinates 0-1 across a tile (from ``Montage.tile_box``) to the page, as an axis'
-    ``transAxes``."""
-    return BboxTransformTo(TransformedBbox(Bbox.from_bounds(*box), figure.transFigure))
 
 
 def area_mean(
@@ -244,12 +239,29 @@ def area_mean(
     if mask is None:
         mean = _area_resample(planes, shape)
         return mean.astype(np.float32), np.ones(mean.shape, np.float32)
-    mask = mask & np.isfinite(planes)
+    if not np.isfinite(planes).all():
+        mask = mask & np.isfinite(planes)
     total = _area_resample(np.where(mask, planes, np.float32(0)), shape)
-    coverage = _area_resample(mask.astype(np.float32), shape)
+    coverage = _mask_coverage(mask, shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(coverage > 1e-6, total / coverage, np.nan)
     return mean.astype(np.float32), np.clip(coverage, 0.0, 1.0).astype(np.float32)
+
+
+#: The last mask :func:`_mask_coverage` resampled (a reference to it, so that its identity
+#: cannot pass to another array), and the result: the five map pages share one tissue mask.
+_last_coverage: list[tuple[np.ndarray, tuple[int, int], np.ndarray]] = []
+
+
+def _mask_coverage(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` resampled by area (the fraction of each new pixel it covers), reused while the
+    same array (unchanged: its bytes are compared) is asked for at the same size."""
+    for previous, size, coverage in _last_coverage:
+        if size == shape and previous.shape == mask.shape and np.array_equal(previous, mask):
+            return coverage
+    coverage = _area_resample(mask.astype(np.float32), shape)
+    _last_coverage[:] = [(mask.copy(), shape, coverage)]
+    return coverage
 
 
 def _area_resample(planes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -304,13 +316,72 @@ def side_markers(orientation: Sequence[float]) -> tuple[str, str]:
     return _letter(-row), _letter(-column)
 
 
+def side_labels(
+    orientation: Sequence[float], box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+) -> list[Label]:
+    """The patient sides at the left and top edges of an image at ``box`` (left, bottom,
+    width, height; the default: coordinates 0-1 across the image)."""
+    left, top = side_markers(orientation)
+    x0, y0, width, height = box
+    marks = {"color": ACCENT, "fontsize": 12, "weight": "bold"}
+    return [
+        Label(x0 + 0.02 * width, y0 + 0.5 * height, left, style(va="center", ha="left", **marks)),
+        Label(x0 + 0.5 * width, y0 + 0.98 * height, top, style(va="top", ha="center", **marks)),
+    ]
+
+
 def mark_sides(figure: Figure, orientation: Sequence[float], transform: Transform) -> None:
     """The patient sides at an image's left and top edges; ``transform`` maps 0-1 across the
-    image to the page (an axis' ``transAxes``, or :func:`tile_transform`)."""
-    left, top = side_markers(orientation)
-    style = {"color": ACCENT, "fontsize": 12, "weight": "bold", "transform": transform}
-    figure.text(0.02, 0.5, left, va="center", ha="left", **style)
-    figure.text(0.5, 0.98, top, va="top", ha="center", **style)
+    image to the page (an axis' ``transAxes``)."""
+    for label in side_labels(orientation):
+        figure.text(label.x, label.y, label.text, transform=transform, **dict(label.style))
+
+
+@dataclass(frozen=True)
+class Label:
+    """A text at page fractions ``x``, ``y`` with matplotlib text properties ``style``
+    (:func:`style`)."""
+
+    x: float
+    y: float
+    text: str
+    style: tuple[tuple[str, object], ...]
+
+
+def style(**properties: object) -> tuple[tuple[str, object], ...]:
+    """Text properties as :class:`Label` holds them (hashable)."""
+    return tuple(sorted(properties.items()))
+
+
+def draw_labels(figure: Figure, labels: Sequence[Label]) -> None:
+    """Draw ``labels`` as one image, rendered once for all pages that show the same ones (the
+    banner's identification and footer, a montage's slice labels): drawing a text costs
+    ~2 ms, and a page has dozens. Pixel for pixel what drawing them on the page gives (the
+    same renderer, glyphs blended by their coverage)."""
+    rgba, bottom = _label_layer(tuple(labels))
+    if rgba.size:
+        layer = PagePixels(rgba, 0, bottom)
+        layer.set_zorder(matplotlib.text.Text.zorder)  # drawn where the texts would be
+        figure.add_artist(layer)
+
+
+@functools.lru_cache(maxsize=8)  # a job's pages use 3 (banner, two montage layouts)
+def _label_layer(labels: tuple[Label, ...]) -> tuple[np.ndarray, int]:
+    """``labels`` on a transparent page, cropped to the rows they cover: RGBA (not
+    premultiplied, as the renderer's own buffer) and the bottom row's height above the
+    page's bottom."""
+    figure = new_page()
+    figure.patch.set_alpha(0.0)
+    for label in labels:
+        figure.text(label.x, label.y, label.text, **dict(label.style))
+    figure.canvas.draw()
+    rgba = np.asarray(figure.canvas.buffer_rgba())
+    rows = np.flatnonzero(rgba[..., 3].any(axis=1))
+    if rows.size == 0:
+        return np.zeros((0, 0, 4), np.uint8), 0
+    layer = rgba[rows[0] : rows[-1] + 1].copy()
+    layer.flags.writeable = False
+    return layer, PAGE_HEIGHT - 1 - int(rows[-1])
 
 
 def wrap(text: str, width: int) -> str:

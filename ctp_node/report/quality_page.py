@@ -13,8 +13,10 @@ import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
 from ctp_node.perfusion.quality import QualityFinding
+from ctp_node.perfusion.quality_limits import BASELINE
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.report import pages
+from ctp_node.report.rounding import display
 from ctp_node.report.summary_pages import normal_reference_statement
 
 AIF_COLOUR = "#ff453a"
@@ -25,6 +27,10 @@ VESSEL_WINDOW_HU = (0.0, 300.0)
 DISPLAY_UNITS = {"mA.s": "mAs", "{images}": "images", "a": "years", "[hnsf'U]": "HU"}
 #: How each result is marked on the page.
 RESULT_MARKS = {"pass": "ok  ", "warn": "WARN", "not recorded": "n/r "}
+#: What a check's value counts, where another number on the page could be taken for it: the
+#: baseline check counts the images before contrast reaches the *tissue*, the curve chart
+#: shades the images before the *arterial* arrival (the AIF's baseline), which is earlier.
+QUALIFIERS = {BASELINE: " before tissue arrival"}
 
 
 def quality_lines(findings: Sequence[QualityFinding]) -> list[tuple[str, bool]]:
@@ -36,8 +42,8 @@ def quality_lines(findings: Sequence[QualityFinding]) -> list[tuple[str, bool]]:
             if finding.name == "Motion" and finding.result == "not recorded":
                 value = "not assessed"
         else:
-            unit = DISPLAY_UNITS.get(finding.unit, finding.unit)
-            value = f"{finding.value:.4g} {unit}".replace(" %", "%")
+            shown = DISPLAY_UNITS.get(finding.unit, finding.unit)
+            value = display(finding.value, finding.unit, shown) + QUALIFIERS.get(finding.name, "")
         lines.append(
             (
                 f"{RESULT_MARKS[finding.result]}  {finding.name}: {value}",
@@ -215,7 +221,7 @@ def _plot_curves(axis, curves: list[InputCurve]) -> None:  # type: ignore[no-unt
         float(aif.times_s[frames - 1]),
         color="#777777",
         alpha=0.35,
-        label=f"baseline ({frames} frames)",
+        label=f"AIF baseline: {frames} image{'s' if frames > 1 else ''} before arterial arrival",
     )
     axis.set_xlabel("time from first image (s)", color=pages.FOREGROUND, fontsize=13)
     axis.set_ylabel("enhancement above baseline (HU)", color=pages.FOREGROUND, fontsize=13)
@@ -260,5 +266,6 @@ def _show_location(axis, curve: InputCurve, acquisition: Acquisition) -> None:  
         f"({len(on_slice)} of {len(voxels)} voxels circled)\nimage at {peak_s:.0f} s (curve peak)",
         color=colour,
         fontsize=11,
+        y=pages.TITLE_Y,
     )
     pages.mark_sides(axis.figure, acquisition.orientation, axis.transAxes)

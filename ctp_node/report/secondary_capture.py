@@ -21,6 +21,7 @@ from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.report.quality_page import quality_banner, render_quality_page
 from ctp_node.report.settings import ReportSettings
+from ctp_node.report.source_headers import declare_utf8
 from ctp_node.report.summary_pages import render_map_page, render_mismatch_page
 
 #: SeriesNumber of the summary relative to ``settings.series_number_start``.
@@ -158,7 +159,7 @@ def sc_page(
         page.BodyPartExamined = source.BodyPartExamined
     elif "Laterality" not in page:
         page.Laterality = ""
-    return page
+    return declare_utf8(page)
 
 
 def _footer(result: PerfusionResult, settings: ReportSettings) -> str:

@@ -43,3 +43,17 @@ def _readable(element: DataElement) -> bool:
     except (ValueError, TypeError, OverflowError):
         return False
     return True
+
+
+#: The character set every output declares: UTF-8 (DICOM's ``ISO_IR 192``), so that any text
+#: (a patient's name in any script, "50–70 s", "≥") survives; a source's own character set
+#: (often ``ISO_IR 100``, Latin-1) cannot hold the node's own statements.
+UTF8 = "ISO_IR 192"
+
+
+def declare_utf8(dataset: Dataset) -> Dataset:
+    """``dataset`` with SpecificCharacterSet ``ISO_IR 192``: pydicom then writes every text
+    value (nested sequence items included, and names read in another character set, which
+    it re-encodes) as UTF-8."""
+    dataset.SpecificCharacterSet = UTF8
+    return dataset

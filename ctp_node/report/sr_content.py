@@ -18,7 +18,9 @@ from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve
+from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
+from ctp_node.report.source_headers import declare_utf8
 from ctp_node.report.uids import derive_uid
 
 #: Concept name of TID 1500/1501 qualitative evaluations.
@@ -155,7 +157,7 @@ def sr_document(
     document.SeriesDescription = settings.series_description(description)
     document.SoftwareVersions = settings.software_version
     document.ManufacturerModelName = settings.manufacturer_model_name
-    return document
+    return declare_utf8(document)
 
 
 def predecessor_documents(
@@ -241,7 +243,7 @@ def quality_control_container(findings: Sequence[QualityFinding]) -> hd.sr.Conta
             properties.append(
                 hd.sr.NumContentItem(
                     name=QUALITY_MEASURED_VALUE,
-                    value=float(finding.value),
+                    value=rounded(finding.value, finding.unit),
                     unit=Code(value=finding.unit, scheme_designator="UCUM", meaning=finding.unit),
                     relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES,
                 )

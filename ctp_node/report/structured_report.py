@@ -40,6 +40,7 @@ from ctp_node.perfusion.acquisition import AcquisitionFacts
 from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.report.quality_page import facts_lines
+from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.sr_content import (
     coding_scheme_identification,
@@ -149,9 +150,11 @@ def build_structured_report(
     )
 
     def measurement(name: Code, value: float, unit: Code) -> hd.sr.Measurement:
+        # To the resolution the method supports (ctp_node.report.rounding): 0.1 ml, 0.1 s,
+        # ratios 0.01.
         return hd.sr.Measurement(
             name=name,
-            value=float(value),
+            value=rounded(value, "ratio" if unit == RATIO else unit.value),
             unit=unit,
             method=CT_PERFUSION_METHOD,
             algorithm_id=algorithm,

@@ -16,9 +16,11 @@ from matplotlib.colors import Normalize, to_rgb
 from matplotlib.patches import Patch
 
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.perfusion.stroke import clean_lesion
 from ctp_node.report import pages
-from ctp_node.report.parametric_map import MAP_DEFINITIONS
+from ctp_node.report.parametric_map import map_window
 
 #: Units as people write them (the DICOM objects carry the UCUM codes).
 DISPLAY_UNITS = {"CBF": "ml/100 g/min", "CBV": "ml/100 g", "MTT": "s", "TTP": "s", "Tmax": "s"}
@@ -115,10 +117,7 @@ def render_map_page(
     Voxels outside the tissue mask are black; the colour bar gives the display window in the
     map's unit (the same window as the Parametric Map's default VOI).
     """
-    definition = next(d for d in MAP_DEFINITIONS if d.name == name)
-    lower, upper = definition.window
-    if upper is None:
-        upper = float(acquisition.times_s[-1] - acquisition.times_s[0])
+    lower, upper = map_window(name, result)
     colours = colormaps["jet"].with_extremes(bad="black")
     norm = Normalize(vmin=lower, vmax=upper)
     values = result.maps[name]
@@ -163,6 +162,7 @@ def render_mismatch_page(
     target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
     below it."""
     baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
+    core, hypoperfused = shown_lesions(result, acquisition)
 
     def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
         # The regions laid over the background as the viewer would blend them: each with its
@@ -172,8 +172,8 @@ def render_mismatch_page(
         low, high = BRAIN_WINDOW_HU
         rgb = np.repeat(np.clip((grey - low) / (high - low), 0.0, 1.0)[..., None], 3, axis=-1)
         for region, colour, opacity in (
-            (result.tmax6_mask, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
-            (result.core_mask, CORE_COLOUR, CORE_OPACITY),
+            (hypoperfused, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
+            (core, CORE_COLOUR, CORE_OPACITY),
         ):
             covered, _ = pages.area_mean(region[shown].astype(np.float32), shape)
             alpha = (opacity * covered)[..., None]
@@ -240,6 +240,23 @@ def render_mismatch_page(
     return pages.to_rgb(figure)
 
 
+def shown_lesions(result: PerfusionResult, acquisition: Acquisition) -> tuple[np.ndarray, ...]:
+    """The core and Tmax > 6 s masks as the overlay draws them: without connected components
+    (26-connectivity, as the engine counts them) smaller than the engine's minimum lesion size
+    (``min_component_ml``, recorded in the result's parameters), so that no isolated speck is
+    drawn that the volumes do not count. The engine has normally removed them already."""
+    dy, dx = acquisition.pixel_spacing_mm
+    voxel_ml = dy * dx * float(acquisition.slice_spacing_mm) / 1000.0
+    minimum_ml = float(
+        result.parameters.get("min_component_ml", PerfusionParameters().min_component_ml)
+    )
+    min_voxels = int(np.ceil(minimum_ml / max(voxel_ml, 1e-9)))
+    return tuple(
+        clean_lesion(np.asarray(mask, bool), min_voxels)
+        for mask in (result.core_mask, result.tmax6_mask)
+    )
+
+
 def _montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ignore[no-untyped-def]
     """The shown slices as one image of RGB tiles ``tiles(shown_slices, (rows, columns))``,
     each labelled with its slice, and the patient sides marked on the first."""
@@ -251,17 +268,19 @@ def _montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ign
         figure, tiles(shown_slices, (montage.tile_height, montage.tile_width)), montage
     )
     positions = _positions_along_normal(acquisition)
+    labels = []
     for index, z in enumerate(shown_slices):
-        figure.text(
-            0.02,
-            0.02,
-            pages.slice_label(z, n_z, positions),
-            color=pages.FOREGROUND,
-            fontsize=11,
-            transform=pages.tile_transform(figure, montage.tile_box(index)),
+        left, bottom, width, height = montage.tile_box(index)
+        labels.append(
+            pages.Label(
+                left + 0.02 * width,
+                bottom + 0.02 * height,
+                pages.slice_label(z, n_z, positions),
+                pages.style(color=pages.FOREGROUND, fontsize=11),
+            )
         )
-    first_tile = pages.tile_transform(figure, montage.tile_box(0))
-    pages.mark_sides(figure, acquisition.orientation, first_tile)
+    labels += pages.side_labels(acquisition.orientation, montage.tile_box(0))
+    pages.draw_labels(figure, labels)
     if len(shown_slices) < n_z:
         figure.text(0.01, 0.035, f"{len(shown_slices)} of {n_z} slices shown", color="#b0b0b0")
 

@@ -13,9 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
-
-#: Display ranges per map, in the map's units.
-DISPLAY_RANGE = {"CBF": (0, 60), "CBV": (0, 6), "MTT": (0, 12), "TTP": (0, 40), "Tmax": (0, 10)}
+from ctp_node.report.pages import TITLE_Y
+from ctp_node.report.parametric_map import map_window
 
 
 def write_summary_png(
@@ -32,11 +31,9 @@ def write_summary_png(
     axes = figure.subplots(2, 4)
     figure.subplots_adjust(left=0.01, right=0.955, bottom=0.06, top=0.95, wspace=0.22, hspace=0.2)
     for axis, name in zip(axes.flat[:5], MAP_UNITS, strict=True):
-        low, high = DISPLAY_RANGE[name]
-        if name == "TTP":
-            high = float(acquisition.times_s[-1])
+        low, high = map_window(name, result)  # as the pages and the Parametric Maps
         shown = axis.imshow(result.maps[name][z], cmap="jet", vmin=low, vmax=high)
-        axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white")
+        axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white", y=TITLE_Y)
         bar = figure.colorbar(shown, ax=axis, fraction=0.046)
         bar.ax.tick_params(colors="white")
     baseline = acquisition.hu[0, z]
@@ -56,7 +53,7 @@ def write_summary_png(
         vmin=0,
         vmax=1,
     )
-    overlay.set_title("core (red), Tmax>6 s (yellow)", color="white")
+    overlay.set_title("core (red), Tmax>6 s (yellow)", color="white", y=TITLE_Y)
     for axis in axes.flat[:6]:
         axis.axis("off")
     curves = axes.flat[6]
@@ -66,7 +63,7 @@ def write_summary_png(
     curves.set_xlabel("time (s)")
     curves.set_ylabel("enhancement (HU)")
     curves.legend()
-    curves.set_title("input curves", color="white")
+    curves.set_title("input curves", color="white", y=TITLE_Y)
     text = axes.flat[7]
     text.axis("off")
     volumes = summary["volumes"]

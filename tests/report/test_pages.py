@@ -95,3 +95,42 @@ def test_each_slice_of_a_map_page_shows_the_colour_of_its_values(
     x = round((left + width * 2 / columns) * pages.PAGE_WIDTH)
     y = round((1 - bottom - height + height * 2 / rows) * pages.PAGE_HEIGHT)
     assert np.all(page[y, x] == 0)
+
+
+def test_labels_drawn_once_look_as_texts_drawn_on_the_page() -> None:
+    """The cached label layer over a montage gives the page that drawing each text on it
+    gives, to one grey level (rounding of the two blends); a second page reuses the layer."""
+    grey = np.full((1, 200, 300, 3), 90, np.uint8)
+    montage = pages.montage_layout(1, (0.1, 0.1, 0.5, 0.5), aspect=200 / 300)
+    labels = [
+        pages.Label(0.12, 0.12, "3/16  z 10.0 mm", pages.style(color="white", fontsize=11)),
+        pages.Label(0.5, 0.98, "Ünïcödé – banner", pages.style(color="#ffd24d", va="top")),
+    ]
+
+    def page(cached: bool) -> np.ndarray:
+        figure = pages.new_page()
+        pages.draw_montage(figure, grey, montage)
+        if cached:
+            pages.draw_labels(figure, labels)
+        else:
+            for label in labels:
+                figure.text(label.x, label.y, label.text, **dict(label.style))
+        return pages.to_rgb(figure).astype(int)
+
+    direct = page(cached=False)
+    assert np.abs(page(cached=True) - direct).max() <= 1
+    assert np.count_nonzero(direct) > 0
+    hits = pages._label_layer.cache_info().hits
+    page(cached=True)
+    assert pages._label_layer.cache_info().hits == hits + 1
+
+
+def test_a_mask_changed_in_place_is_not_served_from_the_coverage_cache() -> None:
+    planes = np.ones((1, 8, 8), np.float32)
+    mask = np.ones((1, 8, 8), bool)
+    _, full = pages.area_mean(planes, (4, 4), mask=mask)
+    mask[:, :4] = False  # the same array, other content
+    _, half = pages.area_mean(planes, (4, 4), mask=mask)
+    np.testing.assert_allclose(full, 1.0)
+    np.testing.assert_allclose(half[:, :2], 0.0)
+    np.testing.assert_allclose(half[:, 2:], 1.0)

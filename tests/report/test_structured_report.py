@@ -60,7 +60,7 @@ def test_groups_and_volumes(sr_path: Path) -> None:
     assert _groups(sr_path) == {
         "Ischemic core (rCBF<30%)": {"Volume": (12.5, "ml")},
         "Hypoperfusion (Tmax>6s)": {"Volume": (80.0, "ml")},
-        "Hypoperfusion (Tmax>10s)": {"Volume": (30.0, "ml"), "Volume Ratio": (0.375, "{ratio}")},
+        "Hypoperfusion (Tmax>10s)": {"Volume": (30.0, "ml"), "Volume Ratio": (0.38, "{ratio}")},
         "Mismatch": {"Volume": (67.5, "ml"), "Volume Ratio": (6.4, "{ratio}")},
         "Arterial input function (AIF)": {"Bolus Arrival Time": (4.5, "s")},
     }
