@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from ctp_node.assemble import spill
 from ctp_node.assemble.headers import UnreadableImageError, read_header
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.assemble.loader import LoadedSeries, load_series
@@ -59,6 +61,11 @@ class PipelineSettings:
     report: ReportSettings = field(default_factory=ReportSettings)
     min_time_points: int = 10
     quality_limits: QualityLimits = field(default_factory=QualityLimits)
+    #: A whole-resolution HU array larger than this (bytes) is held in a file in ``spill_dir``
+    #: and its pages released while the engine works on its binned copy
+    #: (:mod:`ctp_node.assemble.spill`); with no ``spill_dir`` it is always in memory.
+    resident_hu_max_bytes: int | None = spill.RESIDENT_MAX_BYTES
+    spill_dir: Path | None = None
 
     def digest_text(self) -> str:
         """Everything of the settings that changes a result, as stable text for its version's
@@ -134,10 +141,20 @@ def compute_series(
     """
     started = time.perf_counter()
     try:
-        loaded = _engine_ready(load_series(paths, settings.min_time_points), settings.parameters)
+        loaded = load_series(
+            paths,
+            settings.min_time_points,
+            spill_dir=settings.spill_dir,
+            resident_max_bytes=settings.resident_hu_max_bytes,
+        )
+        loaded = _engine_ready(loaded, settings.parameters)
         loaded_s = time.perf_counter() - started
         result = compute_perfusion(
-            loaded.acquisition, settings.parameters, aif_zyx=aif_zyx, vof_zyx=vof_zyx
+            loaded.acquisition,
+            settings.parameters,
+            aif_zyx=aif_zyx,
+            vof_zyx=vof_zyx,
+            release_source=partial(spill.release, loaded.acquisition.hu),
         )
     except (UnreadableImageError, NotPerfusionError, PerfusionError) as exc:
         raise AcquisitionUnusableError(str(exc)) from exc
@@ -145,6 +162,7 @@ def compute_series(
     quality = assess_acquisition(
         loaded.acquisition, result, settings.quality_limits, other_slabs=other_slabs
     )
+    spill.release(loaded.acquisition.hu)  # the reports read only a few of its images
     return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s)
 
 
@@ -249,6 +267,8 @@ def process_series(
     ------
     AcquisitionUnusableError : as :func:`compute_series`.
     """
+    if settings.spill_dir is None:  # a study too large for memory is held beside the outputs
+        settings = replace(settings, spill_dir=out_dir)
     computed = compute_series(
         paths, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx, other_slabs=other_slabs
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
+from ctp_node.assemble.spill import SPILL_FOLDER
 from ctp_node.config import Config, ConfigError, ConfigProblem, database_password
 from ctp_node.file_modes import restrict_storage_root
 from ctp_node.perfusion.parameters import PerfusionParameters
@@ -107,6 +108,8 @@ def job_context(config: Config) -> JobContext:
             ),
             min_time_points=config.ingest.min_time_points,
             quality_limits=QualityLimits(**config.quality.model_dump()),
+            resident_hu_max_bytes=int(config.worker.resident_hu_max_mb * 2**20),
+            spill_dir=Path(config.storage.root) / SPILL_FOLDER,
         ),
         destinations={d.name: tuple(d.output_kinds()) for d in config.destinations},
         lease_s=config.worker.lease_s,

@@ -18,6 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ctp_node.assemble import spill
 from ctp_node.assemble.headers import (
     ImageRef,
     UnreadableImageError,
@@ -71,20 +72,28 @@ class LoadedSeries:
         return notes
 
 
-def load_series(paths: Sequence[Path], min_time_points: int = 10) -> LoadedSeries:
+def load_series(
+    paths: Sequence[Path],
+    min_time_points: int = 10,
+    *,
+    spill_dir: Path | None = None,
+    resident_max_bytes: int | None = None,
+) -> LoadedSeries:
     """Read, lay out and load a series; instances that cannot be read or placed are left out
-    and named in the notes.
+    and named in the notes. An HU array larger than ``resident_max_bytes`` is mapped from a
+    file in ``spill_dir`` (:mod:`ctp_node.assemble.spill`).
 
     Raises
     ------
     UnreadableImageError : no file is a usable CT image.
     NotPerfusionError : the series is not a dynamic perfusion acquisition (reason in message).
+    OSError : a spill file cannot be created (ENOSPC when the disk is full).
     """
     images = read_usable_images(paths)
     refs, header = images.refs, images.header
     check_modality(header)
     layout = layout_acquisition(refs, min_time_points)
-    hu = read_hu(layout)
+    hu = read_hu(layout, spill_dir=spill_dir, resident_max_bytes=resident_max_bytes)
     acquisition = Acquisition(
         hu=hu,
         times_s=layout.times_s,
@@ -111,21 +120,30 @@ def check_modality(header: Dataset) -> None:
         raise NotPerfusionError(f"modality is {modality or 'missing'}, not CT")
 
 
-def read_hu(layout: AcquisitionLayout, workers: int | None = None) -> np.ndarray:
+def read_hu(
+    layout: AcquisitionLayout,
+    workers: int | None = None,
+    *,
+    spill_dir: Path | None = None,
+    resident_max_bytes: int | None = None,
+) -> np.ndarray:
     """The HU array ``(t, z, y, x)``, each file read once, straight into its place.
 
     int16 when every image's rescale is a slope of 1 and a whole intercept (CT as scanners
     write it: HU are then whole numbers), which halves the memory of a wide-detector study;
     float32 otherwise. Files are read by ``workers`` threads (default: up to 4), so that
     compressed transfer syntaxes are decoded in parallel (the decoders release the GIL).
+    An array over ``resident_max_bytes`` is mapped from a file in ``spill_dir``
+    (:func:`spill.allocate`).
     """
     refs = [ref for row in layout.grid for ref in row]
+    allocate = partial(spill.allocate, folder=spill_dir, resident_max_bytes=resident_max_bytes)
     if all(_whole_hu_rescale(ref) for ref in refs):
         try:
-            return _read_into(layout, np.int16, workers)
+            return _read_into(layout, allocate(layout.shape, np.int16), workers)
         except _NotWholeHU:
             pass  # stored values beyond int16 once rescaled: rare, read again as float32
-    return _read_into(layout, np.float32, workers)
+    return _read_into(layout, allocate(layout.shape, np.float32), workers)
 
 
 #: Threads reading files when the caller does not say: disk and decoder, not CPU, bound.
@@ -141,8 +159,7 @@ def _whole_hu_rescale(ref: ImageRef) -> bool:
     return ref.rescale_slope == 1 and float(intercept).is_integer() and -32768 <= intercept < 32768
 
 
-def _read_into(layout: AcquisitionLayout, dtype: type, workers: int | None) -> np.ndarray:
-    hu = np.empty(layout.shape, dtype=dtype)
+def _read_into(layout: AcquisitionLayout, hu: np.ndarray, workers: int | None) -> np.ndarray:
     places: dict[Path, list[tuple[int, int, ImageRef]]] = {}
     for t, row in enumerate(layout.grid):
         for z, ref in enumerate(row):

@@ -422,6 +422,13 @@ class WorkerConfig(_Section):
     retry_for_s : seconds after its creation during which a job is still tried again after
         transient failures; then it fails and PACS gets a failure notice (itself retried until
         it can be written). The default, 6 h, outlasts an administrator's night-time fix.
+    resident_hu_max_mb : the largest whole-resolution HU array, in MiB, a worker keeps in
+        memory while it computes. A larger one (a wide-detector study: 512² × 320 slices ×
+        20 time points is 3 200 MiB) is held in an unlinked file below
+        ``storage.root/tmp/`` and its pages are released while the engine works on its
+        binned copy, so that such a study fits in about half the memory; reading it from
+        the file costs a few seconds. The default keeps every usual study (512² × 16 × 40
+        is 320 MiB) in memory.
     """
 
     count: int = Field(1, ge=0)
@@ -431,6 +438,7 @@ class WorkerConfig(_Section):
     retry_backoff_s: PositiveSeconds = 15.0
     retry_backoff_max_s: PositiveSeconds = 600.0
     retry_for_s: PositiveSeconds = 21600.0
+    resident_hu_max_mb: float = Field(1024.0, gt=0)
 
     @model_validator(mode="after")
     def _backoff_cap_above_first_delay(self) -> WorkerConfig:

@@ -12,6 +12,7 @@ parenchyma voxels are analysed, in float32, chunked so that memory stays bounded
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
@@ -58,6 +59,7 @@ def compute_perfusion(
     *,
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
+    release_source: Callable[[], None] | None = None,
 ) -> PerfusionResult:
     """Perfusion maps and stroke volumes of one acquisition.
 
@@ -67,6 +69,10 @@ def compute_perfusion(
     parameters : constants, thresholds and algorithm settings.
     aif_zyx, vof_zyx : voxel ``(z, y, x)`` of a manually placed arterial / venous input;
         overrides the automatic selection.
+    release_source : called each time the engine stops reading ``acquisition.hu`` for a
+        while — once it has its own binned copy, and once it has judged the tissue at the
+        acquisition's own pixels — so that the caller may release the array's memory pages
+        (a wide-detector study held in a file, :mod:`ctp_node.assemble.spill`).
 
     Raises
     ------
@@ -76,11 +82,13 @@ def compute_perfusion(
     binned = resolution.bin_acquisition(acquisition, factor)
     if binned.hu.dtype != np.float32:  # whole HU in int16, not binned
         binned = replace(binned, hu=binned.hu.astype(np.float32))
+    own_copy = binned.hu is not acquisition.hu
+    if release_source is not None and own_copy:
+        release_source()
     moved = None
     if parameters.motion_correction and binned.hu.shape[0] >= timing.MIN_FRAMES:
         # The engine's own array (binned or converted) is registered in place: no second copy.
-        own = binned.hu is not acquisition.hu
-        binned, moved = motion.correct_motion(binned, in_place=own)
+        binned, moved = motion.correct_motion(binned, in_place=own_copy)
     result = _compute_perfusion(
         binned,
         parameters,
@@ -90,7 +98,9 @@ def compute_perfusion(
     del binned  # before the maps are expanded to the acquisition's grid
     if moved is not None:
         result = _with_motion(result, moved, parameters.motion_limit_mm)
-    return resolution.expand_result(result, factor, acquisition, parameters)
+    return resolution.expand_result(
+        result, factor, acquisition, parameters, release_source=release_source
+    )
 
 
 def _with_motion(

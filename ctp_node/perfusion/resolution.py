@@ -10,6 +10,7 @@ keeps the acquisition's geometry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -72,10 +73,15 @@ def coarse_location(zyx: tuple[int, int, int] | None, factor: int):
 
 
 def expand_result(
-    result: PerfusionResult, factor: int, acquisition: Acquisition, parameters: PerfusionParameters
+    result: PerfusionResult,
+    factor: int,
+    acquisition: Acquisition,
+    parameters: PerfusionParameters,
+    release_source: Callable[[], None] | None = None,
 ) -> PerfusionResult:
     """The result of a binned acquisition on ``acquisition``'s own ``(z, y, x)`` grid, its
-    tissue judged again at those pixels (:func:`native_tissue`) and the volumes counted there."""
+    tissue judged again at those pixels (:func:`native_tissue`) and the volumes counted there;
+    ``release_source`` is called once ``acquisition.hu`` has been read."""
     report = dict(result.parameters)
     report["processing_block_voxels"] = float(factor)
     if factor <= 1:
@@ -98,6 +104,8 @@ def expand_result(
         return replace(c, voxels_zyx=voxels[inside])
 
     tissue = native_tissue(up(result.tissue_mask), acquisition, result, parameters)
+    if release_source is not None:
+        release_source()
     outside = ~tissue
     maps = {}
     for name, image in result.maps.items():
