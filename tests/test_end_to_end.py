@@ -136,12 +136,12 @@ def test_storescu_to_serve_to_orthanc(phantom_study, orthanc, serve_node) -> Non
     # The SR carries the volumes that were computed, against the phantom's truth.
     (sr_id,) = by_class[COMPREHENSIVE_3D_SR]
     report = hd.sr.srread(io.BytesIO(orthanc.get_bytes(f"/instances/{sr_id}/file")))
-    volumes = _sr_volumes_ml(report)
+    volumes = _sr_volumes_ml(report)  # rounded to 0.1 ml, what the method supports
     assert volumes["Ischemic core (rCBF<30%)"] == pytest.approx(
-        summary["volumes"]["core_ml"], abs=0.01
+        summary["volumes"]["core_ml"], abs=0.051
     )
     assert volumes["Hypoperfusion (Tmax>6s)"] == pytest.approx(
-        summary["volumes"]["tmax6_ml"], abs=0.01
+        summary["volumes"]["tmax6_ml"], abs=0.051
     )
     assert abs(volumes["Hypoperfusion (Tmax>6s)"] - phantom.truth.tmax6_ml) <= (
         TMAX6_VOLUME_TOLERANCE * phantom.truth.tmax6_ml
