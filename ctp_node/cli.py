@@ -6,20 +6,19 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from ctp_node import __version__
+from ctp_node import __version__, logs
 from ctp_node.config import (
     check_config,
     database_password,
     default_config_path,
     load_config,
 )
-from ctp_node.log_filter import withhold_values_in_logs
+from ctp_node.config.schema import LoggingConfig
 
 log = logging.getLogger("ctp_node")
 
@@ -30,7 +29,7 @@ FIELD_OF_VIEW_MM = 220.0
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    configure_logging(verbose=getattr(args, "verbose", False))
+    _configure_logging(args)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -41,32 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         return report_failure(args.command, exc, debug=args.debug)
 
 
-class OneLineFormatter(logging.Formatter):
-    """Writes each message on one line: control characters in it (a newline in an AE title
-    or a UID a peer sent, an escape sequence) are shown as ``\\xNN``, so nothing a peer
-    controls can forge a log line or drive a terminal. A traceback, when there is one, follows
-    as Python formats it."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", record.message)
-        return super().formatMessage(record)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def configure_logging(*, verbose: bool = False) -> None:
-    """One line per event on standard error: time, level, module, message; element values
-    that libraries quote are withheld (:mod:`ctp_node.log_filter`)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    withhold_values_in_logs()
-    # Python's warnings (pydicom's, quoting values a peer sent) go through the same formatter.
-    logging.captureWarnings(True)
-    # highdicom says at INFO which modules it copies, ~10 lines per output object
-    for noisy in ("pynetdicom", "matplotlib", "PIL", "highdicom"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _configure_logging(args: argparse.Namespace, settings: LoggingConfig | None = None) -> None:
+    """Logging as the configuration's ``logging:`` section says (:mod:`ctp_node.logs`) once a
+    command has loaded it, its defaults until then; ``--verbose`` is DEBUG whatever it says."""
+    verbose = getattr(args, "verbose", False)
+    logs.configure_logging(settings, level=logging.DEBUG if verbose else None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -268,6 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ctp_node.startup import refuse_unusable_listener
 
     config = _load(args.config)
+    _configure_logging(args, config.logging)
     refuse_unusable_listener(config)  # a port in use, a bind address of another machine
     node = Node(config)
     try:
@@ -285,6 +264,7 @@ def _worker(args: argparse.Namespace) -> int:
     from ctp_node.service import perfusion_parameters, run_workers
 
     config = _load(args.config)
+    _configure_logging(args, config.logging)
     perfusion_parameters(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

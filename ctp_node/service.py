@@ -258,18 +258,23 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _worker_process(config_path: str, serve_pid: int | None = None) -> None:
-    """A worker process of ``serve`` (forked from the fork server, modules already loaded)."""
-    from ctp_node.cli import configure_logging
+def _worker_process(
+    config_path: str, serve_pid: int | None = None, log_level: int | None = None
+) -> None:
+    """A worker process of ``serve`` (forked from the fork server, modules already loaded).
+    It logs as ``serve`` does (``logging:``, and ``serve``'s level: ``--verbose``), to the same
+    file, which ``serve`` rotates."""
     from ctp_node.config import load_config
+    from ctp_node.logs import configure_logging
 
-    configure_logging()
+    configure_logging(level=log_level)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # serve's Ctrl-C stops workers by SIGTERM
     try:
         # The fork server is the parent: when serve ends, so does it, and then the worker.
         config = load_config(Path(config_path))
+        configure_logging(config.logging, level=log_level, rotate=False)
         run_workers(config, stop, parent_pid=os.getppid(), serve_pid=serve_pid)
     except KeyboardInterrupt:
         stop.set()
@@ -509,7 +514,7 @@ class Node:
                 continue
             worker.process = self._context.Process(
                 target=_worker_process,
-                args=(worker.config_path, os.getpid()),
+                args=(worker.config_path, os.getpid(), logging.getLogger().level),
                 name="ctp-node worker",
             )
             worker.process.start()

@@ -158,6 +158,15 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
         exports=exports,
     ):
         log.info("job %d was superseded while it ran: its outputs are not sent", job.id)
+        return
+    log.info(
+        "job %d (series %s) done: %d outputs (version %d), %d export(s) queued",
+        job.id,
+        job.series_instance_uid,
+        len(processed.outputs),
+        version.number,
+        len(exports),
+    )
 
 
 def _failed(db: Database, job: Job, context: JobContext, worker_id: str, exc: Exception) -> None:

@@ -42,10 +42,10 @@ def load_config(path: Path | str) -> Config:
     """Read, validate and resolve the configuration file at ``path``.
 
     An empty file gives every default. Relative ``storage.root``, relative SQLite files in
-    ``database.url``, a relative ``database.password_file`` and the PEM files of ``node.tls``
-    and ``destinations[].tls`` are resolved against the file's folder; ``source_path`` is set
-    to the file's absolute path. The database password (file or variable) is checked to be
-    readable, not kept.
+    ``database.url``, a relative ``database.password_file``, the PEM files of ``node.tls``
+    and ``destinations[].tls`` and a relative ``logging.file`` are resolved against the
+    file's folder; ``source_path`` is set to the file's absolute path. The database password
+    (file or variable) is checked to be readable, not kept.
 
     Raises
     ------
@@ -273,6 +273,10 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
             "password_file": folder / password_file if password_file is not None else None,
         }
     )
+    log_file = config.logging.file
+    log_settings = config.logging.model_copy(
+        update={"file": folder / log_file if log_file is not None else None}
+    )
     node = config.node
     if node.tls is not None:
         node = node.model_copy(update={"tls": _resolve_files(node.tls, folder)})
@@ -286,6 +290,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
             "storage": storage,
             "database": database,
             "destinations": destinations,
+            "logging": log_settings,
             "source_path": file_path,
         }
     )

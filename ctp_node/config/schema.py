@@ -261,6 +261,39 @@ class HttpConfig(_Section):
     port: PortNumber = 8080
 
 
+class LoggingConfig(_Section):
+    """The node's log (:mod:`ctp_node.logs`): its lines name studies, series, AE titles and
+    addresses, never a patient's name, ID or birth date; times are UTC, ISO 8601 with the zone
+    (``2026-12-04T00:01:12.433Z``), as ``status`` shows them.
+
+    Attributes
+    ----------
+    level : the least severe level written: ``DEBUG``, ``INFO`` (the default: one line per
+        association, per job start and end, per send), ``WARNING`` or ``ERROR``. Libraries
+        (highdicom, pynetdicom, pydicom, uvicorn, matplotlib, PIL) write their INFO lines only
+        at ``DEBUG``: at INFO they drowned the node's own (~50 highdicom lines per job).
+        ``ctp-node --verbose`` is ``DEBUG`` whatever this says.
+    file : also write the log to this file (standard error gets it in any case), relative to
+        the configuration file's folder; created with its folder, readable by the node's user
+        only. ``null`` (the default): standard error only, e.g. for journald or Docker.
+    max_bytes : size in bytes at which the file is renamed ``<file>.1`` (``.1`` to ``.2``…)
+        and a new one begun, so that the log cannot fill the disk; ``serve`` rotates it for
+        its worker processes. 0: never rotated (for an external logrotate, which must then
+        copy and truncate).
+    backup_count : renamed files kept (``<file>.1`` … ``<file>.N``); the oldest is deleted.
+        With the defaults the log takes at most 6 × 50 MB.
+    format : ``text``: ``<time> <LEVEL> <logger>: <message>``, one line each (control
+        characters shown as ``\\xNN``); ``json``: one JSON object per line with ``time``,
+        ``level``, ``logger``, ``message`` (and ``traceback``), for a log collector.
+    """
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: Path | None = Field(None, strict=False)
+    max_bytes: int = Field(50_000_000, ge=0)
+    backup_count: int = Field(5, ge=0)
+    format: Literal["text", "json"] = "text"
+
+
 RetentionDays = Annotated[float, AfterValidator(_check_retention_days)] | None
 RetentionBytes = Annotated[int, AfterValidator(_check_retention_bytes)] | None
 
@@ -644,6 +677,7 @@ class Config(_Section):
     quality: QualityConfig = QualityConfig()
     perfusion: PerfusionConfig = {}
     http: HttpConfig = HttpConfig()
+    logging: LoggingConfig = LoggingConfig()
     source_path: SkipJsonSchema[Path | None] = Field(None, strict=False, exclude=True)
 
     @model_validator(mode="before")
