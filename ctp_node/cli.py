@@ -18,7 +18,7 @@ from ctp_node.config import (
     default_config_path,
     load_config,
 )
-from ctp_node.config.schema import LoggingConfig
+from ctp_node.config.schema import Config
 
 log = logging.getLogger("ctp_node")
 
@@ -40,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         return report_failure(args.command, exc, debug=args.debug)
 
 
-def _configure_logging(args: argparse.Namespace, settings: LoggingConfig | None = None) -> None:
+def _configure_logging(args: argparse.Namespace, config: Config | None = None) -> None:
     """Logging as the configuration's ``logging:`` section says (:mod:`ctp_node.logs`) once a
     command has loaded it, its defaults until then; ``--verbose`` is DEBUG whatever it says."""
-    verbose = getattr(args, "verbose", False)
-    logs.configure_logging(settings, level=logging.DEBUG if verbose else None)
+    level = logging.DEBUG if getattr(args, "verbose", False) else None
+    if config is None:
+        logs.configure_logging(level=level)
+    else:
+        logs.configure_logging(config.logging, level=level, source=config.source_path)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,7 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ctp_node.startup import refuse_unusable_listener
 
     config = _load(args.config)
-    _configure_logging(args, config.logging)
+    _configure_logging(args, config)
     refuse_unusable_listener(config)  # a port in use, a bind address of another machine
     node = Node(config)
     try:
@@ -264,7 +267,7 @@ def _worker(args: argparse.Namespace) -> int:
     from ctp_node.service import perfusion_parameters, run_workers
 
     config = _load(args.config)
-    _configure_logging(args, config.logging)
+    _configure_logging(args, config)
     perfusion_parameters(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.schema import LoggingConfig
 from ctp_node.file_modes import create_file, make_folders
 from ctp_node.log_filter import withhold_values_in_logs
@@ -87,6 +88,7 @@ def configure_logging(
     *,
     level: int | None = None,
     rotate: bool = True,
+    source: Path | None = None,
 ) -> None:
     """Log as ``settings`` say (the defaults without them): standard error and, with
     ``settings.file``, that file; replaces the handlers set up before (the defaults used
@@ -95,14 +97,21 @@ def configure_logging(
     ``rotate``: this process rotates the file at ``max_bytes``. Only one process may (the
     standard library's handler is not safe for several): ``serve``'s worker processes pass
     False and reopen the file once ``serve`` has renamed it (``WatchedFileHandler``), so that
-    no line is lost."""
+    no line is lost.
+
+    Raises :class:`ConfigError` (``logging.file``, in the configuration file ``source``)
+    when the file cannot be created or written; the handlers are then as they were."""
     settings = settings or LoggingConfig()
     if level is None:
         level = logging.getLevelName(settings.level)
     formatter = JsonLineFormatter() if settings.format == "json" else OneLineFormatter()
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if settings.file is not None:
-        handlers.append(_file_handler(settings, rotate))
+        try:
+            handlers.append(_file_handler(settings, rotate))
+        except OSError as exc:
+            problem = f"cannot write the log file {settings.file}: {exc.strerror or exc}"
+            raise ConfigError([ConfigProblem("logging.file", problem)], source) from exc
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(old)  # (others', e.g. pytest's capture, stay)

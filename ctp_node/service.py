@@ -274,7 +274,7 @@ def _worker_process(
     try:
         # The fork server is the parent: when serve ends, so does it, and then the worker.
         config = load_config(Path(config_path))
-        configure_logging(config.logging, level=log_level, rotate=False)
+        configure_logging(config.logging, level=log_level, rotate=False, source=config.source_path)
         run_workers(config, stop, parent_pid=os.getppid(), serve_pid=serve_pid)
     except KeyboardInterrupt:
         stop.set()

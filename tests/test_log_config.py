@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import stat
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -157,3 +159,22 @@ def test_serve_and_its_worker_processes_write_json_to_the_file(serve_node, tmp_p
     assert {"ctp_node.service", "ctp_node.receive.scp"} <= loggers, loggers
     assert all(UTC_TIME.match(line["time"]) for line in lines)
     assert stat.S_IMODE(Path(log_file).stat().st_mode) == 0o600
+
+
+def test_a_log_file_that_cannot_be_written_is_a_configuration_problem(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``serve`` says which key and why, exit 2, instead of a traceback."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    path = tmp_path / "ctp-node.yaml"
+    path.write_text(
+        f"storage:\n  root: {tmp_path / 'root'}\nlogging:\n  file: taken/node.log\n"
+        "worker:\n  count: 0\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ctp_node", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "logging.file" in result.stderr and "cannot write the log file" in result.stderr
+    assert "Traceback" not in result.stderr
