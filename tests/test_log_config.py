@@ -178,3 +178,24 @@ def test_a_log_file_that_cannot_be_written_is_a_configuration_problem(tmp_path) 
     assert result.returncode == 2, result.stderr
     assert "logging.file" in result.stderr and "cannot write the log file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_process_follows_the_file_that_serve_rotates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """serve's handler rotates; a worker's (``rotate=False``) reopens the new file after the
+    rename instead of writing on into ``.1`` for ever, and never rotates itself."""
+    from ctp_node.logs import _file_handler
+
+    log_file = tmp_path / "node.log"
+    settings = LoggingConfig(file=log_file, max_bytes=200, backup_count=3)
+    serve, worker = _file_handler(settings, rotate=True), _file_handler(settings, rotate=False)
+    try:
+        for handler, text in [(worker, "worker one"), (serve, "serve " + "x" * 250)]:
+            handler.emit(logging.makeLogRecord({"msg": text}))
+        worker.emit(logging.makeLogRecord({"msg": "worker two"}))
+    finally:
+        serve.close()
+        worker.close()
+    # serve rotated before its long line; the worker's next line follows it into the new file
+    assert log_file.read_text().splitlines() == ["serve " + "x" * 250, "worker two"]
+    assert (tmp_path / "node.log.1").read_text().splitlines() == ["worker one"]
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
