@@ -131,10 +131,14 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a first run: phantom → node → PACS, on loopback")
     demo.add_argument(
+        "--out",
         "--dir",
+        dest="out",
         type=Path,
-        default=Path("ctp-node-demo"),
-        help="working folder (default ./ctp-node-demo)",
+        default=None,
+        metavar="FOLDER",
+        help="folder for the demo's node, PACS and phantom (~80 MB; a previous demo's folder is "
+        "replaced); default: a new temporary folder, printed",
     )
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
     demo.set_defaults(run=_demo)
@@ -299,16 +303,12 @@ def _one_blas_thread() -> None:
 
 
 def _process(args: argparse.Namespace) -> int:
+    """Each series of the inputs in turn, one line as it starts and one for its outcome: maps,
+    skipped (not a perfusion acquisition, as ``serve`` would ignore it), or failed (a perfusion
+    acquisition without maps: a failure notice is written). Exit 0 when every perfusion series
+    has its maps, 1 when one failed or none was found, 2 when the inputs hold no DICOM file."""
     _one_blas_thread()
-    from ctp_node.pipeline import (
-        RESULTS_JSON,
-        AcquisitionUnusableError,
-        PipelineSettings,
-        group_files_by_series,
-        process_series,
-        write_failure_notice,
-    )
-    from ctp_node.status import print_result
+    from ctp_node.pipeline import RESULTS_JSON, PipelineSettings, group_files_by_series
 
     settings = PipelineSettings()
     if args.config is not None:
@@ -321,29 +321,52 @@ def _process(args: argparse.Namespace) -> int:
         print(f"ctp-node process: {exc}", file=sys.stderr)
         return 2
     for line in skipped:
-        log.warning("skipped %s", line)
+        print(f"skipped {line}")
     if not groups:
-        print("ctp-node process: no DICOM images found in the inputs", file=sys.stderr)
+        print("ctp-node process: no DICOM files found in the inputs", file=sys.stderr)
         return 2
     results = []
-    for series_uid, paths in groups.items():
+    for number, (series_uid, files) in enumerate(groups.items(), start=1):
+        images = f"{files.count} image{'s' if files.count != 1 else ''}"
+        print(f"series {number} of {len(groups)}: {series_uid} ({images}) ...")
         out = args.out if len(groups) == 1 else args.out / series_uid
-        try:
-            processed = process_series(paths, out, settings, aif_zyx=args.aif, vof_zyx=args.vof)
-        except AcquisitionUnusableError as exc:
-            notice = write_failure_notice(paths, out, str(exc), settings.report)
-            print(
-                f"series {series_uid}: no maps: {exc} (failure notice: {len(notice)} objects "
-                f"in {out})"
-            )
-            results.append({"series_instance_uid": series_uid, "error": str(exc)})
-            continue
-        results.append(processed.summary)
-        print_result(processed.summary, out)
+        results.append(_process_one(series_uid, files, out, settings, args))
     if len(groups) > 1:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
-    return 0 if any("error" not in r for r in results) else 1
+    computed = sum("outputs" in r for r in results)
+    failed = sum("error" in r for r in results)
+    print(
+        f"{len(groups)} series: {computed} with maps, {failed} failed, "
+        f"{len(groups) - computed - failed} skipped (not perfusion)"
+    )
+    if computed + failed == 0:
+        print("ctp-node process: no perfusion acquisition among the inputs", file=sys.stderr)
+    return 0 if failed == 0 and computed > 0 else 1
+
+
+def _process_one(series_uid, files, out: Path, settings, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
+    """One series of ``process``: its outcome printed, its entry of the results returned."""
+    from ctp_node.pipeline import AcquisitionUnusableError, process_series, write_failure_notice
+    from ctp_node.status import print_result
+
+    examination = files.examine(settings.min_time_points)
+    if examination.verdict == "other":
+        print(f"  skipped: not a perfusion acquisition: {examination.reason}")
+        return {"series_instance_uid": series_uid, "skipped": examination.reason}
+    if examination.verdict == "unreadable":
+        print(f"  failed: cannot be examined: {examination.reason}")
+        return {"series_instance_uid": series_uid, "error": examination.reason}
+    try:
+        processed = process_series(files.ct, out, settings, aif_zyx=args.aif, vof_zyx=args.vof)
+    except AcquisitionUnusableError as exc:
+        notice = write_failure_notice(files.ct, out, str(exc), settings.report)
+        print(f"  failed: no maps: {exc}")
+        print(f"  failure notice: {len(notice)} DICOM objects in {out}")
+        return {"series_instance_uid": series_uid, "error": str(exc)}
+    print(f"  maps: {len(processed.outputs)} DICOM objects in {out}")
+    print_result(processed.summary, out)
+    return processed.summary
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -493,4 +516,4 @@ def _config_example(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ctp_node.demo import run_demo
 
-    return run_demo(args.dir, timeout_s=args.timeout)
+    return run_demo(args.out, timeout_s=args.timeout)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +32,8 @@ from ctp_node.status import collect_status, print_result
 NODE_AE = "CTPNODE"
 PACS_AE = "DEMOPACS"
 SCANNER_AE = "DEMOCT"
+#: The configuration the demo writes into its folder: what marks a folder as a demo's.
+DEMO_CONFIG = "ctp-node.yaml"
 
 
 def free_port() -> int:
@@ -85,13 +89,41 @@ def write_phantom_study(phantom: Phantom, out_dir: Path, identity: StudyIdentity
     return paths
 
 
-def run_demo(folder: Path, timeout_s: float = 600.0) -> int:
-    folder = Path(folder).resolve()
-    if folder.exists():
+def demo_folder(out: Path | None) -> Path:
+    """Where the demo writes (~80 MB): ``out``, or a new temporary folder when None.
+
+    ``out`` may be new, empty, or a previous demo's folder (which is replaced); any other
+    folder is refused, so that a mistyped path never loses anyone's files.
+
+    Raises
+    ------
+    ValueError : ``out`` holds files that are not a previous demo's (message says so).
+    """
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="ctp-node-demo-")).resolve()
+    folder = Path(out).resolve()
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / DEMO_CONFIG).is_file():
+            raise ValueError(
+                f"{folder} holds files that are not a previous demo's: give a new or empty "
+                "folder with --out"
+            )
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_demo(out: Path | None = None, timeout_s: float = 600.0) -> int:
+    """Run the demo in ``out`` (see :func:`demo_folder`); 0 when the results reached the demo
+    PACS, 1 when not, 2 when ``out`` cannot be used."""
+    try:
+        folder = demo_folder(out)
+    except ValueError as exc:
+        print(f"ctp-node demo: {exc}", file=sys.stderr)
+        return 2
+    print(f"demo folder: {folder} (remove it when done)")
     node_port, pacs_port, http_port = free_port(), free_port(), free_port()
-    config_path = folder / "ctp-node.yaml"
+    config_path = folder / DEMO_CONFIG
     config_path.write_text(yaml.safe_dump(demo_config(folder, node_port, pacs_port, http_port)))
     config = load_config(config_path)
 

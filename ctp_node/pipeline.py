@@ -21,15 +21,16 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ctp_node.assemble import spill
-from ctp_node.assemble.headers import UnreadableImageError, read_header
+from ctp_node.assemble.headers import UnreadableImageError, element_name, read_header
 from ctp_node.assemble.layout import NotPerfusionError
-from ctp_node.assemble.loader import LoadedSeries, load_series
+from ctp_node.assemble.loader import Examination, LoadedSeries, examine_series, load_series
 from ctp_node.perfusion import PerfusionResult
 from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.perfusion.resolution import block_factor
+from ctp_node.receive.header import not_ct_reason
 from ctp_node.report import (
     ReportSettings,
     build_failure_notice,
@@ -382,16 +383,54 @@ def summarise(
     }
 
 
-def group_files_by_series(inputs: Iterable[Path]) -> tuple[dict[str, list[Path]], list[str]]:
-    """DICOM files below the inputs, grouped by Series Instance UID; plus what was skipped."""
-    groups: dict[str, list[Path]] = defaultdict(list)
+@dataclass
+class SeriesFiles:
+    """One series' files among ``process``'s inputs, sorted as the receiver sorts objects.
+
+    Attributes
+    ----------
+    ct : the CT images (CT or Enhanced CT Image Storage): what perfusion is computed from.
+    other_classes : the SOP Class UIDs of the series' other objects (e.g. MR, Secondary
+        Capture), one per object: never computed from, as ``serve`` never computes them.
+    """
+
+    ct: list[Path] = field(default_factory=list)
+    other_classes: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.ct) + len(self.other_classes)
+
+    def examine(self, min_time_points: int) -> Examination:
+        """``serve``'s decision for this series: only its CT images are examined
+        (:func:`~ctp_node.assemble.loader.examine_series`)."""
+        if not self.ct:
+            return Examination("other", not_ct_reason(self.other_classes[0]) or "not CT")
+        return examine_series(self.ct, min_time_points)
+
+
+def group_files_by_series(inputs: Iterable[Path]) -> tuple[dict[str, SeriesFiles], list[str]]:
+    """DICOM files below the inputs, grouped by Series Instance UID (in the order first met);
+    plus one line per file that was skipped, naming it and why."""
+    groups: dict[str, SeriesFiles] = defaultdict(SeriesFiles)
     skipped: list[str] = []
     for path in _files(inputs):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-            groups[str(ds.SeriesInstanceUID)].append(path)
-        except (InvalidDicomError, AttributeError, OSError, ValueError) as exc:
-            skipped.append(f"{path}: not a DICOM image ({exc.__class__.__name__})")
+            ds = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "SOPClassUID"]
+            )
+            series = groups[str(ds.SeriesInstanceUID)]
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            skipped.append(f"file {path}: not a DICOM file ({exc.__class__.__name__})")
+            continue
+        except AttributeError:
+            skipped.append(f"file {path}: no {element_name('SeriesInstanceUID')}")
+            continue
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        if not_ct_reason(sop_class) is None:
+            series.ct.append(path)
+        else:
+            series.other_classes.append(sop_class)
     return dict(groups), skipped
 
 

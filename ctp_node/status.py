@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from ctp_node.config import Config, database_password
 from ctp_node.http.health import disk_check
 from ctp_node.http.probe import ask_ready, ready_url
+from ctp_node.perfusion.result import DISPLAY_UNITS
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, list_associations
@@ -395,28 +396,31 @@ def _instance_outcomes(counts: AssociationAudit | SeriesCounts) -> str:
 
 
 def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:
-    """Print one series' volumes and map medians as a table (with the truth, if known)."""
+    """Print one series' volumes and map medians as a table, each with its unit (with the
+    truth, if known)."""
     volumes = summary["volumes"]
     rows = [
         ("core (rCBF<30%)", "ml", volumes["core_ml"], "core_ml"),
         ("hypoperfusion (Tmax>6s)", "ml", volumes["tmax6_ml"], "tmax6_ml"),
         ("hypoperfusion (Tmax>10s)", "ml", volumes["tmax10_ml"], "tmax10_ml"),
         ("mismatch", "ml", volumes["mismatch_ml"], "mismatch_ml"),
-        ("mismatch ratio", "", volumes["mismatch_ratio"], "mismatch_ratio"),
-        ("HIR", "", volumes["hypoperfusion_intensity_ratio"], "hypoperfusion_intensity_ratio"),
+        ("mismatch ratio", "ratio", volumes["mismatch_ratio"], "mismatch_ratio"),
+        ("HIR", "ratio", volumes["hypoperfusion_intensity_ratio"], "hypoperfusion_intensity_ratio"),
+    ]
+    rows += [
+        (f"median {name}", DISPLAY_UNITS.get(name, "?"), stats["median_in_tissue"], None)
+        for name, stats in summary["maps"].items()
     ]
     print(f"\nseries {summary['series_instance_uid']}  ({summary['algorithm']})")
-    header = f"  {'quantity':<26}{'unit':<6}{'ctp-node':>10}"
+    header = f"  {'quantity':<28}{'unit':<14}{'ctp-node':>10}"
     print(header + (f"{'truth':>10}" if truth else ""))
     for name, unit, value, key in rows:
-        line = f"  {name:<26}{unit:<6}{_fmt(value):>10}"
-        if truth:
+        line = f"  {name:<28}{unit:<14}{_fmt(value):>10}"
+        if truth and key:
             line += f"{_fmt(truth.get(key)):>10}"
         print(line)
     target = "yes" if volumes["target_mismatch"] else "no"
-    print(f"  {'target mismatch (DEFUSE 3)':<32}{target:>10}")
-    for name, stats in summary["maps"].items():
-        print(f"  median {name:<19}{'':<6}{_fmt(stats['median_in_tissue']):>10}")
+    print(f"  {'target mismatch (DEFUSE 3)':<28}{'yes/no':<14}{target:>10}")
     print(
         f"  outputs: {len(summary['outputs'])} DICOM objects, results.json and summary.png in {out}"
     )

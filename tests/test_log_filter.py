@@ -56,8 +56,10 @@ def test_a_command_that_fails_on_a_malformed_birth_date_logs_no_value(tmp_path) 
     from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
 
     acquisition = Acquisition(
-        hu=np.zeros((3, 2, 16, 16), np.float32),
-        times_s=np.array([0.0, 1.5, 3.0]),
+        # 12 time points: a perfusion acquisition to ``process`` (no tissue: a failure notice),
+        # so that highdicom copies the patient module into an output.
+        hu=np.zeros((12, 2, 16, 16), np.float32),
+        times_s=np.arange(12) * 1.5,
         pixel_spacing_mm=(1.0, 1.0),
         slice_spacing_mm=5.0,
     )

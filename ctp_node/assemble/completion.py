@@ -13,14 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctp_node.assemble.headers import UnreadableImageError, read_usable_images
-from ctp_node.assemble.layout import (
-    POSITION_TOLERANCE_MM,
-    NotPerfusionError,
-    cluster_positions,
-    layout_acquisition,
-)
-from ctp_node.assemble.loader import check_modality
+from ctp_node.assemble.layout import POSITION_TOLERANCE_MM, cluster_positions
+from ctp_node.assemble.loader import examine_series
 from ctp_node.store import Database
 from ctp_node.store.ingest import (
     AnnouncedSize,
@@ -124,40 +118,29 @@ def _decide(
     paths = instance_paths(db, series_uid)
     count = len(paths)
     how = "quiet" if quiet else "all announced images arrived"
-    images = None
-    try:
-        images = read_usable_images([storage_root / p for p in paths])
-        check_modality(images.header)
-        layout = layout_acquisition(images.refs, settings.min_time_points)
-    except NotPerfusionError as exc:
-        if not quiet:
-            return None  # what the headers announced may be wrong: wait for the quiet time
-        if images is not None and images.excluded:
-            # Bad members may be what keeps it from being laid out: let the job try, so that
-            # PACS gets maps or a failure notice that says why, never silence.
-            reason = f"{exc}; {len(images.excluded)} image(s) cannot be read"
-            return decide_series(
-                db, series_uid, perfusion=True, reason=reason, expected_instance_count=count
-            )
-        decide_series(
-            db, series_uid, perfusion=False, reason=str(exc), expected_instance_count=count
+    examination = examine_series([storage_root / p for p in paths], settings.min_time_points)
+    if not quiet and not (examination.perfusion and examination.laid_out):
+        return None  # what the headers announced may be wrong: wait for the quiet time
+    if examination.verdict == "unreadable":
+        if record_series_error(db, series_uid, examination.reason, expected_instance_count=count):
+            log.warning("series %s cannot be examined: %s", series_uid, examination.reason)
+        return None
+    if not examination.laid_out:
+        return decide_series(
+            db, series_uid, perfusion=True, reason=examination.reason, expected_instance_count=count
         )
-        log.info("series %s ignored: %s", series_uid, exc)
+    if not examination.perfusion:
+        reason = examination.reason
+        decide_series(db, series_uid, perfusion=False, reason=reason, expected_instance_count=count)
+        log.info("series %s ignored: %s", series_uid, examination.reason)
         return None
-    except UnreadableImageError as exc:
-        if not quiet:
-            return None
-        if record_series_error(db, series_uid, str(exc), expected_instance_count=count):
-            log.warning("series %s cannot be examined: %s", series_uid, exc)
-        return None
-    t, z, rows, columns = layout.shape
-    reason = f"dynamic perfusion acquisition: {t} time points x {z} slices of {rows}x{columns}"
-    excluded = len(images.excluded) + layout.excluded_images
-    if excluded:
-        reason += f"; {excluded} image(s) cannot be used and are left out"
     job_id = decide_series(
-        db, series_uid, perfusion=True, reason=f"{reason} ({how})", expected_instance_count=count
+        db,
+        series_uid,
+        perfusion=True,
+        reason=f"{examination.reason} ({how})",
+        expected_instance_count=count,
     )
     if job_id is not None:
-        log.info("series %s queued as job %d (%s; %s)", series_uid, job_id, reason, how)
+        log.info("series %s queued as job %d (%s; %s)", series_uid, job_id, examination.reason, how)
     return job_id

@@ -5,12 +5,14 @@ read from the headers only.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import dictionary_description, keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -62,7 +64,8 @@ def read_header(path: Path) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError, struct.error) as exc:
-        raise UnreadableImageError(f"{Path(path).name}: cannot be read as DICOM ({exc})") from exc
+        name = Path(path).name
+        raise UnreadableImageError(f"file {name}: cannot be read as DICOM ({exc})") from exc
 
 
 def image_refs(path: Path, ds: Dataset) -> list[ImageRef]:
@@ -72,10 +75,8 @@ def image_refs(path: Path, ds: Dataset) -> list[ImageRef]:
             return _enhanced_refs(path, ds)
         return [_single_frame_ref(path, ds)]
     except Exception as exc:  # any malformed element (pydicom raises many kinds)
-        raise UnreadableImageError(
-            f"{Path(path).name}: {_faulty_element(ds) or 'missing or invalid image geometry'}"
-            f" ({exc})"
-        ) from exc
+        problem = _faulty_element(ds) or _plain_problem(exc)
+        raise UnreadableImageError(f"file {Path(path).name}: {problem}") from exc
 
 
 #: The elements that place a classic CT image, in the order a reader would check them.
@@ -88,12 +89,24 @@ _PLACING_ELEMENTS = (
 )
 
 
+def element_name(keyword_or_tag: str | int) -> str:
+    """An element as the standard names it, with its tag: "Image Position (Patient)
+    (0020,0032)"."""
+    tag = Tag(keyword_or_tag)
+    try:
+        name = dictionary_description(tag)
+    except KeyError:
+        name = "private element"
+    return f"{name} ({tag.group:04X},{tag.element:04X})"
+
+
 def _faulty_element(ds: Dataset) -> str:
     """Which element keeps an image from being placed, e.g. "Rows (0028,0010) cannot be
-    decoded"; "" when none of the usual suspects is at fault."""
+    decoded", "no Image Position (Patient) (0020,0032)"; "" when none of the usual suspects is
+    at fault."""
     for keyword, multiplicity in _PLACING_ELEMENTS:
         tag = Tag(keyword)
-        name = f"{keyword} ({tag.group:04X},{tag.element:04X})"
+        name = element_name(tag)
         if "PerFrameFunctionalGroupsSequence" in ds and multiplicity > 1:
             continue  # per-frame geometry: in the functional groups
         try:
@@ -101,11 +114,27 @@ def _faulty_element(ds: Dataset) -> str:
         except Exception:
             return f"{name} cannot be decoded"
         if value in (None, ""):
-            return f"{name} is missing"
+            return f"no {name}"
         values = value if isinstance(value, MultiValue | list | tuple) else [value]
         if len(values) != multiplicity:
             return f"{name} has {len(values)} value(s), not {multiplicity}"
     return ""
+
+
+def _plain_problem(exc: Exception) -> str:
+    """What an exception from reading an image's header means, in words: pydicom names a
+    missing element by its keyword (AttributeError) or tag (KeyError); that becomes "no Frame
+    of Reference UID (0020,0052)"-style text, anything else its own message."""
+    missing: str | int | None = None
+    if isinstance(exc, AttributeError):
+        found = re.search(r"has no attribute '(\w+)'", str(exc))
+        missing = found.group(1) if found and keyword_dict.get(found.group(1)) else None
+    elif isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], int):
+        missing = exc.args[0]
+    if missing is not None:
+        return f"no {element_name(missing)}"
+    text = str(exc) or exc.__class__.__name__
+    return f"image geometry or timing cannot be read: {text}"
 
 
 @dataclass(frozen=True)
@@ -140,7 +169,7 @@ def read_usable_images(paths: Iterable[Path]) -> SeriesImages:
             ds = read_header(path)
             if not str(ds.get("SOPInstanceUID", "") or ""):
                 raise UnreadableImageError(
-                    f"{Path(path).name}: no SOP Instance UID in the data set"
+                    f"file {Path(path).name}: no SOP Instance UID in the data set"
                 )
             refs.extend(image_refs(path, ds))
         except UnreadableImageError as exc:
@@ -152,6 +181,14 @@ def read_usable_images(paths: Iterable[Path]) -> SeriesImages:
         shown = "; ".join(excluded[:3]) or "the series has no instances"
         raise UnreadableImageError(f"no usable image in the series ({shown})")
     return SeriesImages(refs, first, tuple(excluded))
+
+
+def unreadable_summary(excluded: tuple[str, ...] | list[str], named: int = 3) -> str:
+    """ "2 image(s) cannot be read: file a.dcm: no Image Position (Patient) (0020,0032); …", the
+    first ``named`` of :attr:`SeriesImages.excluded` quoted (each names its file)."""
+    shown = "; ".join(excluded[:named])
+    more = f"; and {len(excluded) - named} more" if len(excluded) > named else ""
+    return f"{len(excluded)} image(s) cannot be read: {shown}{more}"
 
 
 def read_series(paths: Iterable[Path]) -> tuple[list[ImageRef], Dataset]:

@@ -24,6 +24,7 @@ from ctp_node.assemble.headers import (
     UnreadableImageError,
     read_header,
     read_usable_images,
+    unreadable_summary,
 )
 from ctp_node.assemble.layout import (
     NAMED_IMAGES_MAX,
@@ -92,7 +93,12 @@ def load_series(
     images = read_usable_images(paths)
     refs, header = images.refs, images.header
     check_modality(header)
-    layout = layout_acquisition(refs, min_time_points)
+    try:
+        layout = layout_acquisition(refs, min_time_points)
+    except NotPerfusionError as exc:
+        if not images.excluded:
+            raise
+        raise NotPerfusionError(f"{exc}; {unreadable_summary(images.excluded)}") from exc
     hu = read_hu(layout, spill_dir=spill_dir, resident_max_bytes=resident_max_bytes)
     acquisition = Acquisition(
         hu=hu,
@@ -112,6 +118,54 @@ def load_series(
         images.excluded,
         tuple(sorted({ref.sop_instance_uid for ref in refs})),
     )
+
+
+@dataclass(frozen=True)
+class Examination:
+    """What a series' headers say it is (:func:`examine_series`).
+
+    Attributes
+    ----------
+    verdict : ``"perfusion"`` (compute it: maps or a failure notice follow), ``"other"`` (not a
+        perfusion acquisition: ignored, no notice) or ``"unreadable"`` (not one usable image).
+    reason : why, in words (for a perfusion acquisition its shape and what is left out).
+    laid_out : the images were arranged in time and space; False for a series let through only
+        because images that cannot be read may be what keeps it from being laid out.
+    """
+
+    verdict: str
+    reason: str
+    laid_out: bool = True
+
+    @property
+    def perfusion(self) -> bool:
+        return self.verdict == "perfusion"
+
+
+def examine_series(paths: list[Path], min_time_points: int) -> Examination:
+    """Whether the series in ``paths`` is a dynamic perfusion acquisition, from its headers
+    alone: the one decision of ``serve`` (which series get a job) and ``process`` (which series
+    get maps or a failure notice, which are skipped with a line)."""
+    images = None
+    try:
+        images = read_usable_images(paths)
+        check_modality(images.header)
+        layout = layout_acquisition(images.refs, min_time_points)
+    except NotPerfusionError as exc:
+        if images is not None and images.excluded:
+            # Bad members may be what keeps it from being laid out: let the job try, so that
+            # PACS gets maps or a failure notice that says why, never silence.
+            reason = f"{exc}; {unreadable_summary(images.excluded)}"
+            return Examination("perfusion", reason, laid_out=False)
+        return Examination("other", str(exc))
+    except UnreadableImageError as exc:
+        return Examination("unreadable", str(exc))
+    t, z, rows, columns = layout.shape
+    reason = f"dynamic perfusion acquisition: {t} time points x {z} slices of {rows}x{columns}"
+    excluded = len(images.excluded) + layout.excluded_images
+    if excluded:
+        reason += f"; {excluded} image(s) cannot be used and are left out"
+    return Examination("perfusion", reason)
 
 
 def check_modality(header: Dataset) -> None:

@@ -19,6 +19,18 @@ MAP_UNITS: dict[str, str] = {
     "Tmax": "s",
 }
 
+#: Every map's unit as people write it (pages, tables); the DICOM objects carry the UCUM codes
+#: of :data:`MAP_UNITS`. rCBF is CBF relative to the normal tissue's CBF: a ratio (1 = normal).
+DISPLAY_UNITS: dict[str, str] = {
+    "CBF": "ml/100 g/min",
+    "CBV": "ml/100 g",
+    "MTT": "s",
+    "TTP": "s",
+    "Tmax": "s",
+    "delay": "s",
+    "rCBF": "ratio",
+}
+
 
 @dataclass(frozen=True)
 class InputCurve:

@@ -14,12 +14,22 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import CTImageStorage, EnhancedCTImageStorage
+from pydicom.uid import UID, CTImageStorage, EnhancedCTImageStorage
 
 from ctp_node.receive.spool import is_valid_uid
 
 #: The storage SOP classes the node computes perfusion from; any other is an "other object".
 CT_STORAGE_CLASSES: frozenset[str] = frozenset({CTImageStorage, EnhancedCTImageStorage})
+
+
+def not_ct_reason(sop_class_uid: str) -> str | None:
+    """Why an object of this SOP class gives no perfusion maps, or None for CT: the receiver's
+    reason for an "other object" and ``process``'s for a series it skips."""
+    if sop_class_uid in CT_STORAGE_CLASSES:
+        return None
+    name = UID(sop_class_uid).name if sop_class_uid else "an object without SOP Class UID"
+    return f"{name} is not CT: the node computes perfusion from CT only"
+
 
 #: An integer element outside this range is not a count or a series number anyone meant.
 _INTEGER_LIMIT = 2**31

@@ -18,10 +18,9 @@ from functools import partial
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from ctp_node.receive.admission import Requestor
-from ctp_node.receive.header import ReceivedHeader
+from ctp_node.receive.header import ReceivedHeader, not_ct_reason
 from ctp_node.receive.quarantine import Quarantined
 from ctp_node.receive.spool import Spool, SpoolFullError, file_digest
 from ctp_node.store import Database
@@ -154,9 +153,7 @@ class Intake:
         self, received: Received, header: ReceivedHeader, sender: Requestor
     ) -> Status:
         """Record an object that is not CT (keep it if configured) and return Success."""
-        reason = (
-            f"{UID(header.sop_class_uid).name} is not CT: the node computes perfusion from CT only"
-        )
+        reason = not_ct_reason(header.sop_class_uid) or ""
         uid = header.sop_instance_uid
         path, written = "", False
         if self.keep_other_objects:

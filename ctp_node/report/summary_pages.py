@@ -17,13 +17,11 @@ from matplotlib.patches import Patch
 
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.perfusion.result import DISPLAY_UNITS, PerfusionResult
 from ctp_node.perfusion.stroke import clean_lesion
 from ctp_node.report import pages
 from ctp_node.report.parametric_map import map_window
 
-#: Units as people write them (the DICOM objects carry the UCUM codes).
-DISPLAY_UNITS = {"CBF": "ml/100 g/min", "CBV": "ml/100 g", "MTT": "s", "TTP": "s", "Tmax": "s"}
 #: Page titles (short: they share the banner with the identification).
 TITLES = {
     "CBF": "CBF: cerebral blood flow",

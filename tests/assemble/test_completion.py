@@ -178,3 +178,19 @@ def test_a_perfusion_series_with_an_unreadable_member_is_still_queued(db, tmp_pa
     (series,) = list_series(db)
     assert series.series_instance_uid == series_uid and series.state == "perfusion"
     assert "1 image(s) cannot be used" in series.reason
+
+
+def test_a_short_series_is_ignored_unless_unreadable_members_may_be_why(db, tmp_path) -> None:
+    """Too few time points: ignored with the reason; the same with a member that cannot be
+    read is queued (that member may be what is missing), the reason naming its file."""
+    settings = CompletionSettings(stable_after_s=0.0, min_time_points=10)
+    short = _series_on_disk(tmp_path, "short")[: 4 * Z]
+    short_uid = _record(db, tmp_path, short)
+    spoilt = _series_on_disk(tmp_path, "spoilt")[: 4 * Z + 1]
+    spoil_rows(spoilt[-1])
+    spoilt_uid = _record(db, tmp_path, spoilt)
+    assert len(decide_complete_series(db, tmp_path, settings)) == 1
+    states = {s.series_instance_uid: (s.state, s.reason) for s in list_series(db)}
+    assert states[short_uid][0] == "ignored" and "only 4 time point(s)" in states[short_uid][1]
+    assert states[spoilt_uid][0] == "perfusion", states[spoilt_uid]
+    assert f"file {spoilt[-1].name}: Rows (0028,0010) cannot be decoded" in states[spoilt_uid][1]

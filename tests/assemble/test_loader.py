@@ -149,7 +149,7 @@ def _other_matrix(ds: pydicom.Dataset) -> None:
 @pytest.mark.parametrize(
     ("spoil", "said"),
     [
-        (_no_position, "ImagePositionPatient (0020,0032) is missing"),
+        (_no_position, "file extra.dcm: no Image Position (Patient) (0020,0032)"),
         (_no_sop_instance_uid, "no SOP Instance UID"),
         (_other_matrix, "another matrix size"),
     ],
