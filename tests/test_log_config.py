@@ -97,7 +97,11 @@ def test_the_file_is_owner_only_and_rotates_at_max_bytes(tmp_path) -> None:  # t
     assert "line 099" in log_file.read_text()
 
 
-def test_library_info_is_off_at_info_and_on_at_debug(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_library_info_is_off_at_info_and_on_at_debug(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # An in-process HTTP face of another test turned uvicorn's access log off for the whole
+    # process (access_log=False: propagate off); this test starts from the default state.
+    for name in CHATTY_LIBRARIES:
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     configure_logging(LoggingConfig())
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).info("%s chatter", name)
