@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import (
@@ -62,7 +65,7 @@ def find_instance(db: Database, sop_instance_uid: str) -> InstanceRecord | None:
     return InstanceRecord(*row) if row else None
 
 
-def _instance_record(sop_instance_uid: str):  # type: ignore[no-untyped-def]
+def _instance_record(sop_instance_uid: Any):  # type: ignore[no-untyped-def]
     return select(
         Instance.sop_instance_uid,
         Instance.series_instance_uid,
@@ -101,80 +104,100 @@ def record_instances(
         return [_record(connection, db, item, now) for item in items]
 
 
+@dataclass(frozen=True)
+class _RecordStatements:
+    """The statements of :func:`_record`, built once per dialect: they run on every C-STORE,
+    and building a statement (``.values(…)`` per call) cost more CPU than executing it."""
+
+    new_series: Executable
+    new_instance: Executable
+    earlier: Executable
+    drop_series: Executable
+    count: Executable
+    reopen: Executable
+    supersede: Executable
+
+
+@functools.cache
+def _record_statements(insert: Callable[..., Any]) -> _RecordStatements:
+    """``insert``: the dialect's insert construct (:attr:`Database.insert`)."""
+    series, instance, job = Series.__table__, Instance.__table__, Job.__table__
+    uid, now = bindparam("b_series"), bindparam("b_now")
+    return _RecordStatements(
+        new_series=insert(series)
+        .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+        .returning(series.c.series_instance_uid),
+        new_instance=insert(instance)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(instance.c.id),
+        earlier=_instance_record(bindparam("b_sop")),
+        drop_series=delete(series).where(series.c.series_instance_uid == uid),
+        # a series sent again after retention purged it has files again
+        count=update(series)
+        .where(series.c.series_instance_uid == uid)
+        .values(instance_count=series.c.instance_count + 1, last_received_at=now, purged_at=None)
+        .returning(series.c.state),
+        reopen=update(series)
+        .where(series.c.series_instance_uid == uid)
+        .values(
+            state=SeriesState.RECEIVING,
+            reason="more instances arrived after the series was decided",
+            decided_at=None,
+        ),
+        supersede=update(job)
+        .where(job.c.series_instance_uid == uid, job.c.state == JobState.QUEUED)
+        .values(state=JobState.SUPERSEDED, finished_at=now),
+    )
+
+
 def _record(
     connection: Connection, db: Database, item: ReceivedInstance, now: dt.datetime
 ) -> InstanceRecord | None:
-    insert = db.insert
+    run = _record_statements(db.insert)
+    keys = {"b_series": item.series_instance_uid, "b_now": now}
     created = connection.execute(
-        insert(Series)
-        .values(
-            series_instance_uid=item.series_instance_uid,
-            study_instance_uid=item.study_instance_uid,
-            modality=item.modality,
-            accession_number=item.accession_number,
-            series_number=item.series_number,
-            instance_count=0,
-            first_received_at=now,
-            last_received_at=now,
-            state=SeriesState.RECEIVING,
-            reason="",
-        )
-        .on_conflict_do_nothing(index_elements=["series_instance_uid"])
-        .returning(Series.series_instance_uid)
+        run.new_series,
+        {
+            "series_instance_uid": item.series_instance_uid,
+            "study_instance_uid": item.study_instance_uid,
+            "modality": item.modality,
+            "accession_number": item.accession_number,
+            "series_number": item.series_number,
+            "instance_count": 0,
+            "first_received_at": now,
+            "last_received_at": now,
+            "state": SeriesState.RECEIVING,
+            "reason": "",
+        },
     ).all()
-    instance = {
-        "sop_class_uid": item.sop_class_uid,
-        "series_instance_uid": item.series_instance_uid,
-        "transfer_syntax_uid": item.transfer_syntax_uid,
-        "path": item.path,
-        "size_bytes": item.size_bytes,
-        "calling_ae_title": item.calling_ae_title,
-        "received_at": now,
-        "sha256": item.sha256,
-        "temporal_positions": item.temporal_positions,
-        "images_in_acquisition": item.images_in_acquisition,
-        "frames": item.frames,
-        "slice_position_mm": item.slice_position_mm,
-    }
     # RETURNING, not rowcount: drivers report -1 for INSERT … ON CONFLICT DO NOTHING.
     added = connection.execute(
-        insert(Instance)
-        .values(sop_instance_uid=item.sop_instance_uid, **instance)
-        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-        .returning(Instance.id)
+        run.new_instance,
+        {
+            "sop_instance_uid": item.sop_instance_uid,
+            "sop_class_uid": item.sop_class_uid,
+            "series_instance_uid": item.series_instance_uid,
+            "transfer_syntax_uid": item.transfer_syntax_uid,
+            "path": item.path,
+            "size_bytes": item.size_bytes,
+            "calling_ae_title": item.calling_ae_title,
+            "received_at": now,
+            "sha256": item.sha256,
+            "temporal_positions": item.temporal_positions,
+            "images_in_acquisition": item.images_in_acquisition,
+            "frames": item.frames,
+            "slice_position_mm": item.slice_position_mm,
+        },
     ).all()
     if not added:
-        row = connection.execute(_instance_record(item.sop_instance_uid)).one()
+        row = connection.execute(run.earlier, {"b_sop": item.sop_instance_uid}).one()
         if created:  # not even a new, empty series row
-            connection.execute(
-                delete(Series).where(Series.series_instance_uid == item.series_instance_uid)
-            )
+            connection.execute(run.drop_series, keys)
         return InstanceRecord(*row)
-    state = connection.execute(
-        update(Series)
-        .where(Series.series_instance_uid == item.series_instance_uid)
-        # a series sent again after retention purged it has files again
-        .values(instance_count=Series.instance_count + 1, last_received_at=now, purged_at=None)
-        .returning(Series.state)
-    ).scalar_one()
+    state = connection.execute(run.count, keys).scalar_one()
     if state != SeriesState.RECEIVING:
-        connection.execute(
-            update(Series)
-            .where(Series.series_instance_uid == item.series_instance_uid)
-            .values(
-                state=SeriesState.RECEIVING,
-                reason="more instances arrived after the series was decided",
-                decided_at=None,
-            )
-        )
-        connection.execute(
-            update(Job)
-            .where(
-                Job.series_instance_uid == item.series_instance_uid,
-                Job.state == JobState.QUEUED,
-            )
-            .values(state=JobState.SUPERSEDED, finished_at=now)
-        )
+        connection.execute(run.reopen, keys)
+        connection.execute(run.supersede, keys)
     return None
 
 
