@@ -179,10 +179,14 @@ def _engine_ready(loaded: LoadedSeries, parameters: PerfusionParameters) -> Load
 
 
 def write_outputs(
-    computed: ComputedSeries, out_dir: Path, report: ReportSettings
+    computed: ComputedSeries, out_dir: Path, report: ReportSettings, *, summary_png: bool = True
 ) -> ProcessedSeries:
     """Build the DICOM outputs of a computed series (the version in ``report.version``) and
-    write them, ``results.json`` and ``summary.png`` into ``out_dir``."""
+    write them, ``results.json`` and (with ``summary_png``) ``summary.png`` into ``out_dir``.
+
+    ``serve``'s worker writes ``summary.png`` (:func:`write_summary_page`) once the outputs
+    are queued for PACS: the page is for people reading the result folder, and rendering it
+    (about half a second) would otherwise delay every output's sending."""
     started = time.perf_counter()
     loaded, result, quality = computed.loaded, computed.result, computed.quality
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +227,8 @@ def write_outputs(
         "total": round(computed.load_s + computed.compute_s + time.perf_counter() - started, 2),
     }
     (out_dir / RESULTS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-    write_summary_png(result, loaded.acquisition, summary, out_dir / SUMMARY_PNG)
+    if summary_png:
+        write_summary_page(computed, summary, out_dir)
     log.info(
         "series %s: %d outputs (version %d) in %.1f s (core %.1f ml, Tmax>6s %.1f ml)",
         computed.series_instance_uid,
@@ -234,6 +239,14 @@ def write_outputs(
         result.volumes.tmax6_ml,
     )
     return ProcessedSeries(computed.series_instance_uid, outputs, summary)
+
+
+def write_summary_page(computed: ComputedSeries, summary: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``summary.png`` into ``out_dir`` (``summary``: what ``results.json`` holds, as
+    :func:`write_outputs` returned it); returns its path."""
+    path = out_dir / SUMMARY_PNG
+    write_summary_png(computed.result, computed.loaded.acquisition, summary, path)
+    return path
 
 
 def first_version(

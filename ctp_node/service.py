@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Protocol
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
 from ctp_node.assemble.spill import SPILL_FOLDER
@@ -187,10 +188,55 @@ def open_database(config: Config) -> Database:
     return store_database(config.database.url, database_password(config.database))
 
 
+class Waitable(Protocol):
+    """An event of :mod:`threading` or :mod:`multiprocessing`."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def clear(self) -> None: ...
+
+
+class Wakeups:
+    """Events that end a wait of the node's polling loops early, so that a study does not
+    wait a poll interval at each hand-over (about a second in all, on average).
+
+    Attributes
+    ----------
+    jobs_queued : set by the scheduler when it has queued a job; ``serve``'s workers wait on
+        it between claims.
+    results_ready : set by a worker when it has queued outputs for PACS; the sender waits on
+        it between rounds.
+
+    Polling stays as it was (``worker.poll_interval_s``, the sender's interval): a job queued
+    by another process (``reprocess``, a worker of another host) is found on the next round.
+    """
+
+    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+        self.jobs_queued = context.Event()
+        self.results_ready = context.Event()
+
+    def set_all(self) -> None:
+        self.jobs_queued.set()
+        self.results_ready.set()
+
+
+def pause(stop: threading.Event, wake: Waitable | None, seconds: float) -> None:
+    """Wait ``seconds``, less when ``wake`` is set (it is cleared) or ``stop`` is."""
+    if wake is None:
+        stop.wait(seconds)
+    elif not stop.is_set() and wake.wait(seconds):
+        wake.clear()
+
+
 def _loop(
-    name: str, stop: threading.Event, interval_s: float, step: Callable[[], object]
+    name: str,
+    stop: threading.Event,
+    interval_s: float,
+    step: Callable[[], object],
+    wake: Waitable | None = None,
 ) -> threading.Thread:
-    """Run ``step`` every ``interval_s`` until ``stop``; an error is logged, never fatal."""
+    """Run ``step`` every ``interval_s`` (sooner when ``wake`` is set) until ``stop``; an
+    error is logged, never fatal."""
 
     def run() -> None:
         while not stop.is_set():
@@ -198,7 +244,7 @@ def _loop(
                 step()
             except Exception:
                 log.exception("%s: step failed; trying again in %.0f s", name, interval_s)
-            stop.wait(interval_s)
+            pause(stop, wake, interval_s)
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
@@ -211,9 +257,12 @@ def run_workers(
     *,
     parent_pid: int | None = None,
     serve_pid: int | None = None,
+    wakeups: Wakeups | None = None,
 ) -> None:
     """Claim and run jobs until ``stop``, or until the parent process (``parent_pid``, the
-    fork server) or the ``serve`` process that started it (``serve_pid``) is gone."""
+    fork server) or the ``serve`` process that started it (``serve_pid``) is gone. With
+    ``wakeups`` (``serve``'s workers), a queued job ends the wait between claims and a done
+    job wakes the sender."""
     context = job_context(config)
     db = open_database(config)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -235,13 +284,21 @@ def run_workers(
                 notify_failed_jobs(db, context, worker_id)
             except Exception:
                 log.exception("sending the failure notices of failed jobs failed")
-            stop.wait(config.worker.poll_interval_s)
+            pause(stop, wakeups and wakeups.jobs_queued, config.worker.poll_interval_s)
             continue
         log.info(
             "job %d (series %s) started, attempt %d", job.id, job.series_instance_uid, job.attempts
         )
         try:
-            run_job(db, job, context, worker_id)
+            run_job(
+                db,
+                job,
+                context,
+                worker_id,
+                outputs_queued=wakeups.results_ready.set if wakeups is not None else None,
+            )
+            if wakeups is not None:  # a failure notice is an output too
+                wakeups.results_ready.set()
         except Exception:  # e.g. the database went away while recording the outcome
             log.exception("job %d: recording its outcome failed; its lease will expire", job.id)
             stop.wait(config.worker.poll_interval_s)
@@ -259,7 +316,10 @@ def _process_exists(pid: int) -> bool:
 
 
 def _worker_process(
-    config_path: str, serve_pid: int | None = None, log_level: int | None = None
+    config_path: str,
+    serve_pid: int | None = None,
+    log_level: int | None = None,
+    wakeups: Wakeups | None = None,
 ) -> None:
     """A worker process of ``serve`` (forked from the fork server, modules already loaded).
     It logs as ``serve`` does (``logging:``, and ``serve``'s level: ``--verbose``), to the same
@@ -275,7 +335,7 @@ def _worker_process(
         # The fork server is the parent: when serve ends, so does it, and then the worker.
         config = load_config(Path(config_path))
         configure_logging(config.logging, level=log_level, rotate=False, source=config.source_path)
-        run_workers(config, stop, parent_pid=os.getppid(), serve_pid=serve_pid)
+        run_workers(config, stop, parent_pid=os.getppid(), serve_pid=serve_pid, wakeups=wakeups)
     except KeyboardInterrupt:
         stop.set()
 
@@ -337,6 +397,7 @@ class Node:
         self._http = None
         self._workers: list[_WorkerProcess] = []
         self._context = multiprocessing.get_context("forkserver")
+        self._wakeups = Wakeups(self._context)
 
     def start(self) -> None:
         """Start everything; raises :class:`ConfigError` when the HTTP face's or a
@@ -371,7 +432,7 @@ class Node:
                 "scheduler",
                 self.stop_event,
                 config.ingest.scan_interval_s,
-                lambda: decide_complete_series(self.db, root, completion),
+                lambda: self._schedule(root, completion),
             )
         )
         policy = RetryPolicy(
@@ -384,6 +445,7 @@ class Node:
                 self.stop_event,
                 SENDER_INTERVAL_S,
                 lambda: send_due_exports(self.db, root, destinations, policy),
+                wake=self._wakeups.results_ready,
             )
         )
         retention = retention_policy(config)
@@ -514,14 +576,20 @@ class Node:
                 continue
             worker.process = self._context.Process(
                 target=_worker_process,
-                args=(worker.config_path, os.getpid(), logging.getLogger().level),
+                args=(worker.config_path, os.getpid(), logging.getLogger().level, self._wakeups),
                 name="ctp-node worker",
             )
             worker.process.start()
             worker.started_at = time.monotonic()
 
+    def _schedule(self, root: Path, completion: CompletionSettings) -> None:
+        """Queue the jobs of series now complete; wake the workers when there are any."""
+        if decide_complete_series(self.db, root, completion):
+            self._wakeups.jobs_queued.set()
+
     def stop(self) -> None:
         self.stop_event.set()
+        self._wakeups.set_all()  # the loops and workers waiting on them see the stop now
         if self._http is not None:
             self._http.stop()
         for server in (self._server, self._tls_server):

@@ -31,11 +31,14 @@ from ctp_node.file_modes import make_folders, restrict_tree
 from ctp_node.log_filter import withhold_values
 from ctp_node.pipeline import (
     AcquisitionUnusableError,
+    ComputedSeries,
     PipelineSettings,
+    ProcessedSeries,
     WrittenOutput,
     compute_series,
     write_failure_notice,
     write_outputs,
+    write_summary_page,
 )
 from ctp_node.report.versions import (
     FAILURE_SR_KIND,
@@ -97,9 +100,16 @@ class JobContext:
         return min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** min(retries, 30))
 
 
-def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None:
+def run_job(
+    db: Database,
+    job: Job,
+    context: JobContext,
+    worker_id: str,
+    outputs_queued: Callable[[], object] | None = None,
+) -> None:
     """Process a claimed job: record its result (a new version of the series' result, with one
-    export per output and destination) or its failure; the lease is renewed while it runs."""
+    export per output and destination) or its failure; the lease is renewed while it runs.
+    ``outputs_queued`` is called once the result's exports are queued (it wakes the sender)."""
     root = context.storage_root
     records = instance_records(db, job.series_instance_uid)
     paths = [root / path for _, path in records]
@@ -129,7 +139,7 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
             )
             report = replace(context.settings.report, version=version)
             make_folders(root / relative_out)  # owner-only before any output is in it
-            processed = write_outputs(computed, root / relative_out, report)
+            processed = write_outputs(computed, root / relative_out, report, summary_png=False)
             restrict_tree(root / relative_out)
     except AcquisitionUnusableError as exc:
         log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
@@ -159,6 +169,8 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
     ):
         log.info("job %d was superseded while it ran: its outputs are not sent", job.id)
         return
+    if outputs_queued is not None:
+        outputs_queued()
     log.info(
         "job %d (series %s) done: %d outputs (version %d), %d export(s) queued",
         job.id,
@@ -167,6 +179,16 @@ def run_job(db: Database, job: Job, context: JobContext, worker_id: str) -> None
         version.number,
         len(exports),
     )
+    _write_summary_page(computed, processed, root / relative_out)
+
+
+def _write_summary_page(computed: ComputedSeries, processed: ProcessedSeries, out: Path) -> None:
+    """``summary.png``, once the outputs are on their way to PACS (it is for people reading
+    the result folder); a failure to write it is logged, the result stands."""
+    try:
+        write_summary_page(computed, processed.summary, out)
+    except Exception as exc:
+        log.warning("series %s: summary.png not written: %s", processed.series_instance_uid, exc)
 
 
 def _failed(db: Database, job: Job, context: JobContext, worker_id: str, exc: Exception) -> None:

@@ -94,7 +94,9 @@ def _walk(sequence):
 
 def test_storescu_to_serve_to_orthanc(phantom_study, orthanc, serve_node) -> None:
     phantom, paths = phantom_study
-    node = serve_node([orthanc_destination(orthanc)])
+    # The worker's poll is longer than the wait for the maps below: the scheduler wakes the
+    # worker when it queues the job, the node does not wait a poll interval for it.
+    node = serve_node([orthanc_destination(orthanc)], worker={"poll_interval_s": 600})
     shuffled = list(paths)
     random.Random(7).shuffle(shuffled)
     sent = storescu(shuffled, node.port, node.ae_title, calling="CT1")

@@ -58,8 +58,9 @@ def test_spool_results_quarantine_and_database_are_owner_only(
         refused = storescu(collisions, node.port, node.ae_title, calling="CT2")
         assert "0x111" in refused.stderr
 
-        def done() -> bool:
-            return any(j["state"] == "done" for j in node.status()["jobs"])
+        def done() -> bool:  # summary.png is written once the outputs are queued
+            jobs = node.status()["jobs"]
+            return any(j["state"] == "done" for j in jobs) and any(storage.rglob("summary.png"))
 
         wait_until(done, 240, "the series to be computed")
         status = node.status()

@@ -447,7 +447,9 @@ class WorkerConfig(_Section):
         may take it over.
     max_attempts : attempts at a job that crash its worker or raise an unexpected error before
         it is marked failed (and PACS gets a failure notice).
-    poll_interval_s : seconds an idle worker waits before looking for a job again.
+    poll_interval_s : seconds an idle worker waits before looking for a job again. ``serve``'s
+        own workers are woken at once when ``serve`` queues a job; the interval bounds the
+        wait for jobs queued elsewhere (``reprocess``, a worker of another host).
     retry_backoff_s : seconds before a job is tried again after a transient failure (disk
         full, database locked or unreachable); the delay doubles at each further one. Such
         failures do not use up ``max_attempts``: time, not a retry, cures them.

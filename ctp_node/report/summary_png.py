@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ctp_node.file_modes import create_file
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
 from ctp_node.report.pages import TITLE_Y
 from ctp_node.report.parametric_map import map_window
@@ -80,8 +82,12 @@ def write_summary_png(
         result.algorithm,
     ]
     text.text(0.0, 1.0, "\n".join(lines), va="top", color="white", family="monospace")
-    # zlib's fastest level: the file is a quarter larger, written several times faster.
-    figure.savefig(path, facecolor=figure.get_facecolor(), pil_kwargs={"compress_level": 1})
+    # Owner-only from its creation (it shows patient images). zlib's fastest level: the file
+    # is a quarter larger, written several times faster.
+    with open(create_file(path, os.O_WRONLY | os.O_TRUNC), "wb") as file:
+        figure.savefig(
+            file, format="png", facecolor=figure.get_facecolor(), pil_kwargs={"compress_level": 1}
+        )
 
 
 def _slice_of_interest(result: PerfusionResult) -> int:
