@@ -21,11 +21,14 @@ unannounced]`` (a size is slices x time points, 2 s apart by default).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pydicom
@@ -67,6 +70,8 @@ def main() -> None:
                 "reference copy, s",
                 "storescu → node, s",
                 "complete → job done (load / compute / all), s",
+                "job queued → started, s",
+                "job done → first output sent, s",
                 "first image → all outputs in PACS, s",
                 "× reference",
             ],
@@ -143,15 +148,33 @@ def _run(
         raise SystemExit(f"{slices} x {time_points} {mode}: no results within 1800 s")
     timing = results["timing_s"]
     job = f"{timing['load']:.1f} / {timing['compute']:.1f} / {timing['total']:.1f}"
+    claimed_s, handed_s = _hand_overs(root / "node.db")
     return [
         f"{slices} × {time_points}",
         mode,
         f"{reference_s:.1f}",
         f"{send_s:.1f}",
         job,
+        f"{claimed_s:.2f}",
+        f"{handed_s:.2f}",
         f"{total_s:.1f}",
         f"{total_s / reference_s:.1f}",
     ]
+
+
+def _hand_overs(database: Path) -> tuple[float, float]:
+    """Seconds from the job's queueing to a worker's start, and from its end to the first
+    output sent: the waits between the node's loops, as the node recorded them."""
+    with closing(sqlite3.connect(database)) as db:
+        created, started, finished = db.execute(
+            "SELECT created_at, started_at, finished_at FROM jobs ORDER BY id LIMIT 1"
+        ).fetchone()
+        (first_sent,) = db.execute("SELECT min(sent_at) FROM exports").fetchone()
+    at = dt.datetime.fromisoformat
+    return (
+        (at(started) - at(created)).total_seconds(),
+        (at(first_sent) - at(finished)).total_seconds(),
+    )
 
 
 if __name__ == "__main__":
