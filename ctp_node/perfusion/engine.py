@@ -1,19 +1,30 @@
 """The perfusion engine: one acquisition in, maps, input curves and stroke volumes out.
 
-Steps: in-plane binning of very fine pixels (:mod:`resolution`) → baseline and bolus arrival →
-parenchyma mask → tissue curves projected onto a temporal basis and denoised (:mod:`profiles`)
-→ automatic (or manual) AIF and VOF → venous partial-volume correction of the AIF → oSVD
-deconvolution of every voxel at once as small matrix products (:mod:`deconvolution`) → CBF,
-CBV, MTT, TTP, Tmax → core and hypoperfusion volumes. Axis order ``(t, z, y, x)``; only the
-parenchyma voxels are analysed, in float32, chunked so that memory stays bounded on
-512 × 512 acquisitions.
+:func:`compute_perfusion` bins very fine pixels (:mod:`resolution`) and registers the frames
+(:mod:`motion`), then runs the stages of :func:`_compute_perfusion` in order, each taking and
+returning small frozen dataclasses:
+
+1. :func:`_prepare` → :class:`_Prepared`: time grid, baseline and bolus arrival, noise,
+   intracranial and parenchyma masks, vessel candidates;
+2. :func:`_tissue_curves` → :class:`_TissueCurves`: tissue curves projected onto a temporal
+   basis and denoised (:mod:`profiles`), time to peak;
+3. :func:`_arterial_input` → :class:`_Arterial`, :func:`_venous_correction` →
+   :class:`_InputCurves`: the automatic (or manual) AIF and VOF, the venous partial-volume
+   correction of the AIF;
+4. :func:`_residues` → :class:`_Residues`: oSVD deconvolution of every voxel at once as small
+   matrix products (:mod:`deconvolution`), the residue model fit (:mod:`parametric`);
+5. :func:`_maps`: CBF, CBV, MTT, TTP, Tmax and the tissue mask;
+6. :func:`_lesions` → :class:`_Lesions`: normal reference, core and hypoperfusion volumes.
+
+Axis order ``(t, z, y, x)``; only the parenchyma voxels are analysed, in float32, chunked so
+that memory stays bounded on 512 × 512 acquisitions.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -41,8 +52,8 @@ from ctp_node.perfusion.deconvolution import (
 from ctp_node.perfusion.errors import NoBrainTissueError
 from ctp_node.perfusion.grid import TimeGrid, input_curve, manual_voxels
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.profiles import build_profiles
-from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.perfusion.profiles import Profiles, build_profiles
+from ctp_node.perfusion.result import InputCurve, PerfusionResult, StrokeVolumes
 
 ALGORITHM = "ctp-node oSVD 0.18"
 #: The whole-brain curve must rise at least this much for contrast to count as arrived, HU.
@@ -137,14 +148,72 @@ def _compute_perfusion(
     aif_zyx: tuple[int, int, int] | None,
     vof_zyx: tuple[int, int, int] | None,
 ) -> PerfusionResult:
+    """The engine's stages in order, on the (binned, registered) acquisition."""
     p = parameters
-    acq = acquisition
-    timing.check_duration(acq.times_s)
-    warnings: list[str] = []
-    grid = TimeGrid(acq, p.resample_interval_s)
-    nt, nz, ny, nx = acq.hu.shape
-    workers = p.worker_threads if p.worker_threads > 0 else (os.cpu_count() or 1)
+    prepared = _prepare(acquisition, p)
+    tissue = _tissue_curves(acquisition, prepared, p)
+    arterial = _arterial_input(prepared, tissue, p, aif_zyx)
+    curves = _venous_correction(prepared, arterial, p, vof_zyx)
+    residues = _residues(prepared, tissue, curves, p)
+    maps, tissue_mask = _maps(prepared, tissue, residues, p)
+    lesions = _lesions(acquisition, maps, tissue_mask, p)
+    maps["rCBF"] = lesions.relative_cbf
+    return PerfusionResult(
+        maps=maps,
+        tissue_mask=tissue_mask,
+        core_mask=lesions.core,
+        tmax6_mask=lesions.tmax6,
+        tmax10_mask=lesions.tmax10,
+        aif=curves.aif,
+        vof=curves.vof,
+        volumes=lesions.volumes,
+        normal_cbf=lesions.normal_cbf,
+        parameters=_report(p, prepared, tissue, curves, residues),
+        algorithm=ALGORITHM,
+        warnings=(*prepared.warnings, *curves.warnings),
+    )
 
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What every later stage reads: the time grid, noise, baseline and masks.
+
+    Attributes
+    ----------
+    grid : the uniform time grid the curves are resampled onto.
+    shape : ``(z, y, x)`` of the acquisition.
+    workers : threads for the chunked stages.
+    noise : image noise σ, HU.
+    area_noise : σ of white noise that gives the noise of 3 × 3 means, HU.
+    baseline_frames : images before contrast arrival.
+    baseline : their mean, HU ``(z, y, x)``.
+    baseline_noise : its noise σ, HU.
+    intracranial, parenchyma : masks ``(z, y, x)``.
+    candidates : voxels that may be arterial or venous inputs.
+    features : the candidates' curve features.
+    warnings : for the report.
+    """
+
+    grid: TimeGrid
+    shape: tuple[int, int, int]
+    workers: int
+    noise: float
+    area_noise: float
+    baseline_frames: int
+    baseline: np.ndarray
+    baseline_noise: float
+    intracranial: np.ndarray
+    parenchyma: np.ndarray
+    candidates: np.ndarray
+    features: inputs.CurveFeatures
+    warnings: tuple[str, ...]
+
+
+def _prepare(acq: Acquisition, p: PerfusionParameters) -> _Prepared:
+    """Timing, noise, baseline and masks; raises when there is no brain or no usable timing."""
+    timing.check_duration(acq.times_s)
+    grid = TimeGrid(acq, p.resample_interval_s)
+    nt = acq.hu.shape[0]
     # Parenchyma from the first image (pre-contrast unless NoBaselineError below).
     brain0 = masks.parenchyma_mask(acq.hu[0], p.tissue_min_hu, p.tissue_max_hu)
     if brain0.sum() < 50:
@@ -158,23 +227,11 @@ def _compute_perfusion(
     baseline_frames, _ = timing.bolus_arrival(
         brain_curve, acq.times_s, min_rise_hu=_MIN_BRAIN_RISE_HU
     )
-    if baseline_frames < 2:
-        warnings.append(
-            f"Only {baseline_frames} image(s) before contrast arrival; at least 2 "
-            "baseline images are recommended."
-        )
-    if acq.times_s[-1] - acq.times_s[0] < 50.0:
-        warnings.append(
-            f"The acquisition lasts {acq.times_s[-1] - acq.times_s[0]:.0f} s; "
-            "50–70 s are recommended."
-        )
-
     noise = inputs.image_noise_hu(acq.hu, brain0)
     # The noise of 3 × 3 means, as the σ of white noise that would give it: CT noise is
     # spatially correlated (the reconstruction kernel), so averaging neighbours removes less
     # of it than it would of independent noise, and the filters must allow for that.
     area_noise = max(noise, 3.0 * inputs.image_noise_hu(acq.hu, brain0, window=3))
-
     baseline = acq.hu[:baseline_frames].mean(axis=0)
     baseline_noise = noise / np.sqrt(max(baseline_frames, 1))
     intracranial = masks.intracranial_mask(baseline)
@@ -191,49 +248,142 @@ def _compute_perfusion(
         & (smooth_base >= p.tissue_min_hu - 10)
         & (smooth_base <= _VESSEL_BASELINE_MAX_HU)
     )
-    feats = inputs.vessel_features(acq.hu, baseline, candidates, grid.slice_times_s, grid.times_s)
+    return _Prepared(
+        grid=grid,
+        shape=acq.hu.shape[1:],
+        workers=p.worker_threads if p.worker_threads > 0 else (os.cpu_count() or 1),
+        noise=noise,
+        area_noise=area_noise,
+        baseline_frames=baseline_frames,
+        baseline=baseline,
+        baseline_noise=baseline_noise,
+        intracranial=intracranial,
+        parenchyma=parenchyma,
+        candidates=candidates,
+        features=inputs.vessel_features(
+            acq.hu, baseline, candidates, grid.slice_times_s, grid.times_s
+        ),
+        warnings=_timing_warnings(acq.times_s, baseline_frames),
+    )
 
-    # Tissue curves: compressed, denoised, on the uniform grid.
+
+def _timing_warnings(times_s: np.ndarray, baseline_frames: int) -> tuple[str, ...]:
+    warnings = []
+    if baseline_frames < 2:
+        warnings.append(
+            f"Only {baseline_frames} image(s) before contrast arrival; at least 2 "
+            "baseline images are recommended."
+        )
+    if times_s[-1] - times_s[0] < 50.0:
+        warnings.append(
+            f"The acquisition lasts {times_s[-1] - times_s[0]:.0f} s; 50–70 s are recommended."
+        )
+    return tuple(warnings)
+
+
+@dataclass(frozen=True)
+class _TissueCurves:
+    """The parenchyma's curves, compressed and denoised on the uniform grid, and their time
+    to peak (s, ``(z, y, x)``; 0 outside the parenchyma)."""
+
+    profiles: Profiles
+    ttp_s: np.ndarray
+
+
+def _tissue_curves(acq: Acquisition, prepared: _Prepared, p: PerfusionParameters) -> _TissueCurves:
+    grid, noise = prepared.grid, prepared.area_noise
     profiles = build_profiles(
         acq.hu,
-        baseline,
-        parenchyma,
+        prepared.baseline,
+        prepared.parenchyma,
         grid.slice_times_s,
         grid.times_s,
-        area_noise,
+        noise,
         radius=p.denoise_radius_voxels,
         spatial_sigma_voxels=p.denoise_spatial_sigma_mm / min(acq.pixel_spacing_mm),
-        profile_sigma_hu=p.denoise_profile_sigma_factor * area_noise / 3.0,
-        workers=workers,
+        profile_sigma_hu=p.denoise_profile_sigma_factor * noise / 3.0,
+        workers=prepared.workers,
         min_components=p.temporal_components_min,
     )
-    ttp = np.zeros((nz, ny, nx), np.float32)
-    ttp[parenchyma] = grid.times_s[0] + grid.dt_s * profiles.peak_index()
+    ttp = np.zeros(prepared.shape, np.float32)
+    ttp[prepared.parenchyma] = grid.times_s[0] + grid.dt_s * profiles.peak_index()
+    return _TissueCurves(profiles, ttp)
 
-    # Side with delayed tissue: arteries there are distal to an occlusion.
-    avoid = _delayed_hemisphere(ttp, parenchyma, intracranial)
 
-    # Arterial input.
+@dataclass(frozen=True)
+class _Arterial:
+    """The arterial input as measured (before the venous correction): the curve, its values
+    on the uniform grid (HU) and the image half whose arteries were avoided (or None)."""
+
+    curve: InputCurve
+    on_grid: np.ndarray
+    avoided: np.ndarray | None
+
+
+def _arterial_input(
+    prepared: _Prepared,
+    tissue: _TissueCurves,
+    p: PerfusionParameters,
+    aif_zyx: tuple[int, int, int] | None,
+) -> _Arterial:
+    """The AIF at ``aif_zyx``, or chosen automatically away from the delayed side (arteries
+    there are distal to an occlusion)."""
+    grid, feats, candidates = prepared.grid, prepared.features, prepared.candidates
+    avoid = _delayed_hemisphere(tissue.ttp_s, prepared.parenchyma, prepared.intracranial)
     if aif_zyx is not None:
-        aif_vox = manual_voxels(aif_zyx, (nz, ny, nx), "AIF", feats.peak_hu, p.aif_voxels)
-        aif_sel = "manual"
+        voxels = manual_voxels(aif_zyx, prepared.shape, "AIF", feats.peak_hu, p.aif_voxels)
+        selection = "manual"
     else:
-        aif_vox = inputs.select_arterial(feats, candidates, noise, p.aif_voxels, avoid)
-        aif_vox = _grow_input(grid, feats, candidates, avoid, aif_vox, noise, p.aif_max_voxels)
-        aif_sel = "automatic"
-    aif_curve, aif_grid = input_curve(grid, "AIF", aif_vox, aif_sel, noise)
-    aif_ttp = float(grid.times_s[np.argmax(aif_grid)])
+        voxels = inputs.select_arterial(feats, candidates, prepared.noise, p.aif_voxels, avoid)
+        voxels = _grow_input(
+            grid, feats, candidates, avoid, voxels, prepared.noise, p.aif_max_voxels
+        )
+        selection = "automatic"
+    curve, on_grid = input_curve(grid, "AIF", voxels, selection, prepared.noise)
+    return _Arterial(curve, on_grid, avoid)
 
-    # Venous output and partial-volume correction.
-    vof_curve = None
-    scale = 1.0
+
+@dataclass(frozen=True)
+class _InputCurves:
+    """The inputs the deconvolution uses.
+
+    Attributes
+    ----------
+    aif : the arterial curve scaled by the venous partial-volume correction.
+    aif_on_grid : the same on the uniform grid, HU.
+    vof : the venous curve, or None when none was found.
+    scale : the partial-volume factor applied (1 = none).
+    warnings : for the report.
+    """
+
+    aif: InputCurve
+    aif_on_grid: np.ndarray
+    vof: InputCurve | None
+    scale: float
+    warnings: tuple[str, ...]
+
+
+def _venous_correction(
+    prepared: _Prepared,
+    arterial: _Arterial,
+    p: PerfusionParameters,
+    vof_zyx: tuple[int, int, int] | None,
+) -> _InputCurves:
+    """The VOF (at ``vof_zyx`` or automatic) and the AIF scaled so that its area is the
+    VOF's (partial volume), within ``aif_scale_max``."""
+    grid, feats = prepared.grid, prepared.features
+    warnings: list[str] = []
+    vof_curve, scale = None, 1.0
     if vof_zyx is not None:
         # The brightest at the peak, not above the baseline (see inputs.venous_rank).
-        brightest = feats.peak_hu + baseline
-        vof_vox = manual_voxels(vof_zyx, (nz, ny, nx), "VOF", brightest, p.vof_voxels)
+        brightest = feats.peak_hu + prepared.baseline
+        vof_vox = manual_voxels(vof_zyx, prepared.shape, "VOF", brightest, p.vof_voxels)
         vof_sel = "manual"
     else:
-        vof_vox = inputs.select_venous(feats, candidates, noise, aif_ttp, p.vof_voxels, baseline)
+        aif_ttp = float(grid.times_s[np.argmax(arterial.on_grid)])
+        vof_vox = inputs.select_venous(
+            feats, prepared.candidates, prepared.noise, aif_ttp, p.vof_voxels, prepared.baseline
+        )
         vof_sel = "automatic"
     if vof_vox is None:
         warnings.append(
@@ -247,7 +397,7 @@ def _compute_perfusion(
                 "The venous washout is truncated (the acquisition ends before the "
                 "venous curve returns towards baseline)."
             )
-        raw_scale = inputs.venous_scale(aif_grid, vof_grid, grid.dt_s)
+        raw_scale = inputs.venous_scale(arterial.on_grid, vof_grid, grid.dt_s)
         if p.venous_correction:
             scale = float(np.clip(raw_scale, 1.0, p.aif_scale_max))
             if raw_scale > p.aif_scale_max:
@@ -255,16 +405,85 @@ def _compute_perfusion(
                     f"The venous/arterial area ratio ({raw_scale:.2f}) exceeds "
                     f"{p.aif_scale_max:g}; the correction was capped, check the AIF."
                 )
-    aif_grid = aif_grid * scale
-    aif_curve = InputCurve(
-        **{**aif_curve.__dict__, "concentration_hu": aif_curve.concentration_hu * scale}
+    aif = arterial.curve
+    return _InputCurves(
+        aif=InputCurve(**{**aif.__dict__, "concentration_hu": aif.concentration_hu * scale}),
+        aif_on_grid=arterial.on_grid * scale,
+        vof=vof_curve,
+        scale=scale,
+        warnings=tuple(warnings),
     )
-    aif_area = float(aif_grid.sum())
 
-    # Deconvolution of every parenchyma voxel at once (per group of slices sharing times).
+
+@dataclass(frozen=True)
+class _Residues:
+    """Per parenchyma voxel (in :class:`Profiles` order), from the residue functions.
+
+    Attributes
+    ----------
+    flow : CBF before units (the residue's peak, or the model's amplitude), 1/s.
+    area : ∫k dt = ∫C / ∫AIF, the measured blood volume before units.
+    volume : the blood volume the maps show (``area``, or the fitted residue's area).
+    tmax_s, onset_s : Tmax and the oSVD residue's onset, s.
+    shape_prior : the residue shapes' prior the model fit used (None without it).
+    """
+
+    flow: np.ndarray
+    area: np.ndarray
+    volume: np.ndarray
+    tmax_s: np.ndarray
+    onset_s: np.ndarray
+    shape_prior: tuple[float, ...] | None
+
+
+def _residues(
+    prepared: _Prepared, tissue: _TissueCurves, curves: _InputCurves, p: PerfusionParameters
+) -> _Residues:
+    """oSVD deconvolution of every parenchyma voxel, the truncation-bias correction of its
+    peak, and (``model_based_flow``) the residue model fit that gives flow and volume."""
+    grid, profiles = prepared.grid, tissue.profiles
     levels = thresholds(p.svd_threshold_min, p.svd_threshold_max, p.svd_threshold_steps)
-    operators = residue_operators(aif_grid, grid.dt_s, levels)
-    density_ratio = p.hematocrit_factor / p.brain_density_g_ml
+    res = _deconvolve(prepared, profiles, curves.aif_on_grid, levels, p)
+    # ∫k dt = ∫C / ∫AIF (regularisation-independent).
+    aif_area = float(curves.aif_on_grid.sum())
+    area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
+    flow, volume = res.peak, area
+    tmax = res.onset_s if p.tmax_from_onset else res.peak_time_s
+    if p.exponential_peak_correction:
+        synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
+        z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
+        ratios = sampled_peak_ratio(
+            curves.aif.times_s,
+            curves.aif.concentration_hu,
+            grid.slice_times_s[:, z_group],
+            profiles.basis @ synthesis,
+            curves.aif_on_grid,
+            grid.dt_s,
+            levels,
+            _LUT_MTT_S,
+        )
+        flow = correct_peak(flow, area, res.level, ratios, _LUT_MTT_S)
+    if not p.model_based_flow:
+        return _Residues(flow, area, volume, tmax, res.onset_s, None)
+    model = _model_fit(prepared, profiles, curves.aif, res.onset_s, p)
+    flow = model.flow
+    if p.model_based_volume:
+        # The fitted residue's area: the measured curve's, matched to its signal.
+        volume = flow * model.mtt_s
+    if p.tmax_from_model:
+        tmax = model.delay_s
+    return _Residues(flow, area, volume, tmax, res.onset_s, tuple(model.shape_prior))
+
+
+def _deconvolve(
+    prepared: _Prepared,
+    profiles: Profiles,
+    aif_on_grid: np.ndarray,
+    levels: np.ndarray,
+    p: PerfusionParameters,
+) -> ResidueFeatures:
+    """oSVD of every parenchyma voxel at once (per group of slices sharing times)."""
+    operators = residue_operators(aif_on_grid, prepared.grid.dt_s, levels)
     parts = []
     for synthesis, rows in profiles.groups():
         bank = np.einsum("rg,kgl->krl", synthesis, operators)
@@ -272,140 +491,148 @@ def _compute_perfusion(
             deconvolve_projected(
                 profiles.coefficients[rows],
                 bank,
-                grid.dt_s,
+                prepared.grid.dt_s,
                 levels,
                 p.oscillation_index_max,
-                workers=workers,
+                workers=prepared.workers,
             )
         )
-    res = ResidueFeatures(
+    return ResidueFeatures(
         **{
             name: np.concatenate([getattr(q, name) for q in parts])
             for name in ResidueFeatures.__dataclass_fields__
         }
     )
-    # ∫k dt = ∫C / ∫AIF (regularisation-independent).
-    area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
-    peak = res.peak
-    volume = area
-    tmax = res.onset_s if p.tmax_from_onset else res.peak_time_s
-    if p.exponential_peak_correction:
-        synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
-        z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
-        ratios = sampled_peak_ratio(
-            aif_curve.times_s,
-            aif_curve.concentration_hu,
-            grid.slice_times_s[:, z_group],
-            profiles.basis @ synthesis,
-            aif_grid,
-            grid.dt_s,
-            levels,
-            _LUT_MTT_S,
-        )
-        peak = correct_peak(peak, area, res.level, ratios, _LUT_MTT_S)
-    if p.model_based_flow:
-        arterial = inputs.arterial_model(
-            aif_curve.times_s,
-            aif_curve.concentration_hu,
-            noise / np.sqrt(len(aif_curve.voxels_zyx)),
-        )
-        model = parametric.model_flow(
-            profiles,
-            grid.slice_times_s,
-            arterial,
-            float(aif_curve.times_s[0]),
-            partial(
-                pooling.pooled,
-                radius=p.model_pool_radius_voxels,
-                spatial_sigma_voxels=p.model_pool_spatial_sigma_voxels,
-                profile_sigma_hu=p.model_pool_profile_sigma_factor * max(area_noise, 1e-3),
-                iterations=p.model_pool_iterations,
-                workers=workers,
-                delay_s=res.onset_s,
-                delay_sigma_s=p.model_pool_delay_sigma_s,
-                delay_median_voxels=p.model_pool_delay_median_voxels,
-                baseline_hu=baseline[parenchyma],
-                # 0 = off; else not below the difference noise alone makes between two baselines.
-                baseline_sigma_hu=p.model_pool_baseline_sigma_hu
-                and max(p.model_pool_baseline_sigma_hu, 2 * np.sqrt(2) * baseline_noise),
-            ),
-            workers=workers,
-            delay_s=res.onset_s,
-            delay_window_s=p.model_delay_window_s,
-            flow_median=p.model_flow_median,
-            own_amplitude=p.model_own_amplitude,
-            study_prior=p.model_shape_prior_from_study,
-        )
-        if p.model_mtt_smoothing_voxels > 0:
-            model = regularise.smooth_mtt(model, profiles.mask, p.model_mtt_smoothing_voxels)
-        peak = model.flow
-        if p.model_based_volume:
-            # The fitted residue's area: the measured curve's, matched to its signal.
-            volume = peak * model.mtt_s
-        if p.tmax_from_model:
-            tmax = model.delay_s
-    maps = {name: np.zeros((nz, ny, nx), np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
-    m = parenchyma
-    maps["CBF"][m] = 6000.0 * density_ratio * peak
-    maps["CBV"][m] = 100.0 * density_ratio * area
-    maps["Tmax"][m] = tmax
-    maps["delay"][m] = res.onset_s
+
+
+def _model_fit(
+    prepared: _Prepared,
+    profiles: Profiles,
+    aif: InputCurve,
+    onset_s: np.ndarray,
+    p: PerfusionParameters,
+) -> parametric.ModelFit:
+    """The residue model fitted to each voxel's curve pooled with its like neighbours."""
+    arterial = inputs.arterial_model(
+        aif.times_s, aif.concentration_hu, prepared.noise / np.sqrt(len(aif.voxels_zyx))
+    )
+    baseline_noise = prepared.baseline_noise
+    model = parametric.model_flow(
+        profiles,
+        prepared.grid.slice_times_s,
+        arterial,
+        float(aif.times_s[0]),
+        partial(
+            pooling.pooled,
+            radius=p.model_pool_radius_voxels,
+            spatial_sigma_voxels=p.model_pool_spatial_sigma_voxels,
+            profile_sigma_hu=p.model_pool_profile_sigma_factor * max(prepared.area_noise, 1e-3),
+            iterations=p.model_pool_iterations,
+            workers=prepared.workers,
+            delay_s=onset_s,
+            delay_sigma_s=p.model_pool_delay_sigma_s,
+            delay_median_voxels=p.model_pool_delay_median_voxels,
+            baseline_hu=prepared.baseline[prepared.parenchyma],
+            # 0 = off; else not below the difference noise alone makes between two baselines.
+            baseline_sigma_hu=p.model_pool_baseline_sigma_hu
+            and max(p.model_pool_baseline_sigma_hu, 2 * np.sqrt(2) * baseline_noise),
+        ),
+        workers=prepared.workers,
+        delay_s=onset_s,
+        delay_window_s=p.model_delay_window_s,
+        flow_median=p.model_flow_median,
+        own_amplitude=p.model_own_amplitude,
+        study_prior=p.model_shape_prior_from_study,
+    )
+    if p.model_mtt_smoothing_voxels > 0:
+        model = regularise.smooth_mtt(model, profiles.mask, p.model_mtt_smoothing_voxels)
+    return model
+
+
+def _maps(
+    prepared: _Prepared, tissue: _TissueCurves, residues: _Residues, p: PerfusionParameters
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """CBF (mL/100 g/min), CBV (mL/100 g), MTT (s), TTP (s), Tmax (s) and the oSVD delay (s)
+    of the tissue, and the tissue mask (the parenchyma without its large vessels)."""
+    density_ratio = p.hematocrit_factor / p.brain_density_g_ml
+    m = prepared.parenchyma
+    maps = {name: np.zeros(prepared.shape, np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
+    maps["CBF"][m] = 6000.0 * density_ratio * residues.flow
+    maps["CBV"][m] = 100.0 * density_ratio * residues.area
+    maps["Tmax"][m] = residues.tmax_s
+    maps["delay"][m] = residues.onset_s
     # Vessels by the measured area: a vessel's curve is no tissue model's.
-    tissue = masks.remove_vessels(parenchyma, maps["CBV"], p.vessel_cbv_ml_100g)
-    maps["CBV"][m] = 100.0 * density_ratio * volume
+    tissue_mask = masks.remove_vessels(m, maps["CBV"], p.vessel_cbv_ml_100g)
+    maps["CBV"][m] = 100.0 * density_ratio * residues.volume
     maps["CBF"] = np.maximum(maps["CBF"], 0)
     maps["CBV"] = np.maximum(maps["CBV"], 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(maps["CBF"] > 0, 60.0 * maps["CBV"] / maps["CBF"], 0.0)
     maps["MTT"] = mtt.astype(np.float32)
-    maps["TTP"] = ttp
+    maps["TTP"] = tissue.ttp_s
     maps = {name: maps[name] for name in ("CBF", "CBV", "MTT", "TTP", "Tmax", "delay")}
     for name in maps:
-        maps[name] = np.where(tissue, maps[name], 0).astype(np.float32)
-    if tissue.sum() == 0:
+        maps[name] = np.where(tissue_mask, maps[name], 0).astype(np.float32)
+    if tissue_mask.sum() == 0:
         raise NoBrainTissueError("No perfused brain tissue remained after excluding vessels.")
+    return maps, tissue_mask
 
+
+@dataclass(frozen=True)
+class _Lesions:
+    """The normal reference CBF (mL/100 g/min), CBF relative to it, the core and Tmax
+    masks and their volumes."""
+
+    normal_cbf: float
+    relative_cbf: np.ndarray
+    core: np.ndarray
+    tmax6: np.ndarray
+    tmax10: np.ndarray
+    volumes: StrokeVolumes
+
+
+def _lesions(
+    acq: Acquisition, maps: dict[str, np.ndarray], tissue: np.ndarray, p: PerfusionParameters
+) -> _Lesions:
     normal = stroke.normal_reference_cbf(
         maps["CBF"], maps["Tmax"], tissue, p.core_reference_tmax_s, p.core_reference_mean
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        maps["rCBF"] = np.where(tissue, maps["CBF"] / max(normal, 1e-6), 0).astype(np.float32)
+        relative = np.where(tissue, maps["CBF"] / max(normal, 1e-6), 0).astype(np.float32)
     voxel_ml = acq.voxel_volume_ml
     core, tmax6, tmax10 = stroke.lesion_masks(
         maps["CBF"], maps["Tmax"], tissue, normal, voxel_ml, p, min(acq.pixel_spacing_mm)
     )
     volumes = stroke.stroke_volumes(core, tmax6, tmax10, voxel_ml, p)
+    return _Lesions(normal, relative, core, tmax6, tmax10, volumes)
+
+
+def _report(
+    p: PerfusionParameters,
+    prepared: _Prepared,
+    tissue: _TissueCurves,
+    curves: _InputCurves,
+    residues: _Residues,
+) -> dict[str, float]:
+    """The settings and the measured quantities the result reports."""
     report = p.as_report()
     report.update(
         {
-            "aif_partial_volume_scale": scale,
-            "noise_sigma_hu": noise,
-            "baseline_frames": float(baseline_frames),
-            "resample_interval_s": grid.dt_s,
-            "temporal_components": float(profiles.basis.shape[1]),
+            "aif_partial_volume_scale": curves.scale,
+            "noise_sigma_hu": prepared.noise,
+            "baseline_frames": float(prepared.baseline_frames),
+            "resample_interval_s": prepared.grid.dt_s,
+            "temporal_components": float(tissue.profiles.basis.shape[1]),
         }
     )
-    if p.model_based_flow:  # the residue shapes' prior the fit used
+    if residues.shape_prior is not None:  # the residue shapes' prior the fit used
         report.update(
             {
                 f"residue_prior_{name}": w
-                for name, w in zip(parametric.SHAPES, model.shape_prior, strict=True)
+                for name, w in zip(parametric.SHAPES, residues.shape_prior, strict=True)
             }
         )
-    return PerfusionResult(
-        maps=maps,
-        tissue_mask=tissue,
-        core_mask=core,
-        tmax6_mask=tmax6,
-        tmax10_mask=tmax10,
-        aif=aif_curve,
-        vof=vof_curve,
-        volumes=volumes,
-        normal_cbf=normal,
-        parameters=report,
-        algorithm=ALGORITHM,
-        warnings=tuple(warnings),
-    )
+    return report
 
 
 def _grow_input(
