@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
@@ -162,6 +162,19 @@ def mark_notification_failed(
         if gave_up:
             n.state = NotificationState.FAILED
         return gave_up
+
+
+def retry_failed_notifications(db: Database) -> int:
+    """Give notifications that gave up a new set of attempts, due now (at start-up: the
+    receiver or the configuration may have been mended). Returns how many."""
+    with db.session() as s:
+        result = s.execute(
+            update(Notification)
+            .where(Notification.state == NotificationState.FAILED)
+            .values(state=NotificationState.PENDING, attempts=0, next_attempt_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount or 0)
 
 
 def list_notifications(db: Database, state: str | None = None) -> list[Notification]:

@@ -12,6 +12,7 @@ from ctp_node.store.notifications import (
     list_notifications,
     mark_notification_failed,
     mark_notification_sent,
+    retry_failed_notifications,
 )
 from ctp_node.store.outbox import OutputObject, due_exports, enqueue_exports, mark_attempt_failed
 from ctp_node.store.queue import claim_job, finish_job, list_jobs
@@ -20,22 +21,25 @@ from tests.store.test_store import _queue_job, _version
 RESULT = NotificationEvent.RESULT
 
 
+def finish_with_notifications(db, job_id, summary, notifications, worker_id="w") -> bool:
+    """Record a claimed job's result (version 1, no exports) with its notifications."""
+    return finish_job(
+        db,
+        job_id,
+        worker_id=worker_id,
+        result_dir="results/1",
+        summary=summary,
+        version=_version(1, "k1"),
+        exports=[],
+        notifications=notifications,
+    )
+
+
 def test_a_result_queues_its_notifications_with_the_jobs_facts(db):
     job_id = _queue_job(db)
     claim_job(db, "w", 60, 3)
-    assert finish_job(
-        db,
-        job_id,
-        worker_id="w",
-        result_dir="results/1",
-        summary={"volumes": {"core_ml": 12.5}},
-        version=_version(1, "k1"),
-        exports=[],
-        notifications=[
-            PendingNotification("webhook:a", RESULT),
-            PendingNotification("email", RESULT),
-        ],
-    )
+    told = [PendingNotification("webhook:a", RESULT), PendingNotification("email", RESULT)]
+    assert finish_with_notifications(db, job_id, {"volumes": {"core_ml": 12.5}}, told)
     due = due_notifications(db)
     assert [(n.channel, n.event) for n in due] == [("webhook:a", "result"), ("email", "result")]
     first = due[0]
@@ -47,32 +51,16 @@ def test_a_result_queues_its_notifications_with_the_jobs_facts(db):
 def test_a_result_that_is_not_recorded_queues_no_notification(db):
     job_id = _queue_job(db)
     claim_job(db, "w", 60, 3)
-    recorded = finish_job(
-        db,
-        job_id,
-        worker_id="another worker",  # the claim was lost: nothing is recorded
-        result_dir="results/1",
-        summary={},
-        version=_version(1, "k1"),
-        exports=[],
-        notifications=[PendingNotification("email", RESULT)],
-    )
+    told = [PendingNotification("email", RESULT)]
+    # the claim was lost (another worker's): nothing is recorded
+    recorded = finish_with_notifications(db, job_id, {}, told, worker_id="another worker")
     assert not recorded and due_notifications(db) == [] and list_jobs(db)[0].state == "running"
 
 
 def test_backoff_then_give_up_then_listed(db):
     job_id = _queue_job(db)
     claim_job(db, "w", 60, 3)
-    finish_job(
-        db,
-        job_id,
-        worker_id="w",
-        result_dir="r",
-        summary={},
-        version=_version(1, "k1"),
-        exports=[],
-        notifications=[PendingNotification("email", RESULT)],
-    )
+    finish_with_notifications(db, job_id, {}, [PendingNotification("email", RESULT)])
     (n,) = due_notifications(db)
     policy = {"max_attempts": 2, "backoff_s": 30, "backoff_max_s": 60}
     assert not mark_notification_failed(db, n.id, "connection refused", **policy)
@@ -83,6 +71,8 @@ def test_backoff_then_give_up_then_listed(db):
     (failed,) = list_notifications(db, NotificationState.FAILED)
     assert (failed.attempts, failed.last_error) == (2, "connection refused")
     assert due_notifications(db, now=later + dt.timedelta(hours=1)) == []
+    assert retry_failed_notifications(db) == 1  # at start-up: new attempts, due now
+    assert [(d.id, d.attempts) for d in due_notifications(db)] == [(n.id, 0)]
 
 
 def test_sent_is_not_due_again(db):
