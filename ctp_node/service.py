@@ -442,14 +442,18 @@ class Node:
             notifications.retry_backoff_max_s,
         )
         settings = MessageSettings(
-            config.node.ae_title, console_url(config), notifications.large_core_ml
+            config.node.ae_title,
+            console_url(config),
+            notifications.large_core_ml,
+            notifications.include_patient_identity,
         )
+        root = Path(config.storage.root)
         self._threads.append(
             _loop(
                 "notifier",
                 self.stop_event,
                 NOTIFIER_INTERVAL_S,
-                lambda: send_due_notifications(self.db, channels, policy, settings),
+                lambda: send_due_notifications(self.db, channels, policy, settings, root),
             )
         )
 

@@ -717,6 +717,10 @@ class NotificationsConfig(_Section):
     large_core_ml : a core (rCBF < 30 %) of at least this volume, in ml, makes a result
         ``notable_result`` even without a target mismatch; 70 ml is the core limit of the
         late-window thrombectomy trials (DEFUSE 3).
+    include_patient_identity : also put the patient's name and ID (read from a received
+        image's header) into every message. Off by default: a chat channel or a mailbox is
+        rarely a place for patient data, and the accession number finds the study in the
+        PACS. Turn it on only where the receivers are cleared to hold patient data.
     console_url : the address people open the node's console at, put into every message;
         ``None``: ``http://<http.bind>:<http.port>/`` when ``http.enabled`` (the machine's
         name for 0.0.0.0), else no link.
@@ -729,6 +733,7 @@ class NotificationsConfig(_Section):
     webhooks: list[WebhookConfig] = []
     email: EmailConfig | None = None
     large_core_ml: float = Field(70.0, gt=0, strict=False)
+    include_patient_identity: bool = False
     console_url: WebURL | None = None
     max_attempts: int = Field(80, ge=1)
     retry_backoff_s: PositiveSeconds = 30.0

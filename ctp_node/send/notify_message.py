@@ -29,10 +29,23 @@ class MessageSettings:
     node: str
     console_url: str | None = None
     large_core_ml: float = 70.0
+    include_patient_identity: bool = False
 
 
-def notification_message(n: DueNotification, settings: MessageSettings) -> dict[str, Any]:
-    """The JSON summary of a notification (what a webhook receives)."""
+@dataclass(frozen=True)
+class PatientIdentity:
+    """The patient's name and ID from the series' header (``None``: not available, e.g. the
+    received images were purged); only with ``notifications.include_patient_identity``."""
+
+    name: str | None
+    id: str | None
+
+
+def notification_message(
+    n: DueNotification, settings: MessageSettings, patient: PatientIdentity | None = None
+) -> dict[str, Any]:
+    """The JSON summary of a notification (what a webhook receives); with ``patient``, the
+    patient's name and ID too."""
     summary = json.loads(n.summary_json) if n.summary_json else {}
     message: dict[str, Any] = {
         "event": n.event,
@@ -44,6 +57,9 @@ def notification_message(n: DueNotification, settings: MessageSettings) -> dict[
         "result_version": n.version or None,
         "console_url": settings.console_url,
     }
+    if patient is not None:
+        message["patient_name"] = patient.name
+        message["patient_id"] = patient.id
     if n.event == NotificationEvent.RESULT:
         volumes = summary.get("volumes") or {}
         message["volumes"] = {
@@ -105,6 +121,11 @@ def email_text(message: dict[str, Any]) -> tuple[str, str]:
             f"The node gave up sending result{version} to {message['destination']}: "
             f"{message['failure_reason']}"
         )
+    if "patient_name" in message:
+        who = (
+            f"{message['patient_name'] or 'name not available'}, ID {message['patient_id'] or '-'}"
+        )
+        lines += ["", f"patient: {who}"]
     lines += [
         "",
         f"study {message['study_instance_uid']}",

@@ -9,7 +9,7 @@ import pytest
 
 from ctp_node.send.notify import send_due_notifications
 from ctp_node.send.notify_channels import EmailChannel, WebhookChannel
-from ctp_node.send.notify_message import MessageSettings
+from ctp_node.send.notify_message import MessageSettings, email_text
 from ctp_node.send.notify_rules import NotifyRules
 from ctp_node.send.sender import RetryPolicy
 from ctp_node.status import collect_status
@@ -199,3 +199,27 @@ def test_a_wrong_smtp_password_is_retried_with_the_servers_answer(tmp_path, smtp
     (waiting,) = list_notifications(db)
     assert waiting.state == "pending" and "SMTPAuthenticationError" in waiting.last_error
     assert "wrong" not in waiting.last_error and smtp_sink.received == []
+
+
+def test_the_patient_is_named_only_when_the_configuration_says_so(
+    tmp_path, http_sink, outputs
+) -> None:
+    db, _ = _result(tmp_path)
+    root = tmp_path / "storage"
+    root.mkdir()
+    (root / "x").write_bytes(outputs[0].read_bytes())  # the series' received image ("x")
+    named = MessageSettings(node="CTPNODE", include_patient_identity=True)
+    assert send_due_notifications(db, _channels(http_sink), FAST, named, root) == 1
+    ((_, _, body),) = http_sink.received
+    assert (body["patient_name"], body["patient_id"]) == ("PHANTOM^CTP", "CTP-PHANTOM")
+    assert "patient: PHANTOM^CTP, ID CTP-PHANTOM" in email_text(body)[1]
+
+    db, _ = _result(tmp_path / "purged")  # its image is gone (retention): no name, still sent
+    assert send_due_notifications(db, _channels(http_sink), FAST, named, root / "gone") == 1
+    assert (http_sink.received[1][2]["patient_name"], http_sink.received[1][2]["patient_id"]) == (
+        None,
+        None,
+    )
+    db, _ = _result(tmp_path / "default")
+    assert send_due_notifications(db, _channels(http_sink), FAST, SETTINGS, root) == 1
+    assert "patient_name" not in http_sink.received[2][2]
