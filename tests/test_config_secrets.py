@@ -241,9 +241,10 @@ notifications:
 
 
 def test_notification_secrets_from_a_file_and_a_variable(tmp_path, monkeypatch) -> None:
-    from ctp_node.config import notification_secrets
+    from ctp_node.config import config_warnings, notification_secrets
 
     (tmp_path / "token").write_text(PASSWORD + "\n", encoding="utf-8")
+    (tmp_path / "token").chmod(0o600)
     monkeypatch.setenv("CTP_SMTP_PASSWORD", PASSWORD[::-1])
     config = load_config(
         _write(
@@ -259,6 +260,11 @@ def test_notification_secrets_from_a_file_and_a_variable(tmp_path, monkeypatch) 
         "email": PASSWORD[::-1],
     }
     assert PASSWORD not in repr(config)
+    assert config_warnings(config) == []  # written with the umask: say 0644, then 0600
+    (tmp_path / "token").chmod(0o644)
+    (warning,) = config_warnings(config)
+    assert warning.key_path == "notifications.webhooks.0.bearer_token_file"
+    assert "chmod 600" in warning.message
 
 
 def test_notification_secrets_that_cannot_be_read_are_named_by_key(tmp_path, monkeypatch) -> None:

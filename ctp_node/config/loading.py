@@ -90,7 +90,7 @@ def check_config(path: Path | str) -> list[ConfigProblem]:
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
     """What is valid but probably not meant, with its key path: an allowed caller without a
-    host (anyone presenting its AE title gets in), a password file other users can read.
+    host (anyone presenting its AE title gets in), a secret file other users can read.
     Host names that do not resolve are the listener's to check
     (:func:`ctp_node.receive.allow_list.unresolvable_hosts`)."""
     warnings = [
@@ -102,7 +102,7 @@ def config_warnings(config: Config) -> list[ConfigProblem]:
         for index, caller in enumerate(config.node.allowed_callers)
         if caller.host is None
     ]
-    return warnings + password_file_warnings(config.database)
+    return warnings + password_file_warnings(config)
 
 
 def _read_yaml(file_path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from ctp_node.config.problems import ConfigError, ConfigProblem
-from ctp_node.config.schema import DatabaseConfig, NotificationsConfig
+from ctp_node.config.schema import Config, DatabaseConfig, NotificationsConfig
 
 
 def database_password(database: DatabaseConfig) -> str | None:
@@ -88,23 +88,36 @@ def secret_value(
     return None
 
 
-def password_file_warnings(database: DatabaseConfig) -> list[ConfigProblem]:
-    """A warning when the password file can be read by other users than its owner."""
-    if database.password_file is None:
-        return []
-    try:
-        mode = stat.S_IMODE(database.password_file.stat().st_mode)
-    except OSError:
-        return []  # reported as a problem by database_password
-    if not mode & 0o077:
-        return []
-    return [
-        ConfigProblem(
-            "database.password_file",
-            f"{database.password_file} is open to other users than its owner ({mode:04o}); "
-            "chmod 600 it so that only the node's user can read it",
-        )
+def password_file_warnings(config: Config) -> list[ConfigProblem]:
+    """A warning for each secret file (the database password, a webhook's token, the SMTP
+    password) that other users than its owner can read."""
+    files = [("database.password_file", config.database.password_file)]
+    notifications = config.notifications
+    files += [
+        (f"notifications.webhooks.{index}.bearer_token_file", hook.bearer_token_file)
+        for index, hook in enumerate(notifications.webhooks)
     ]
+    if notifications.email is not None:
+        files.append(("notifications.email.password_file", notifications.email.password_file))
+    return [
+        warning
+        for key_path, path in files
+        if path is not None and (warning := _open_file_warning(key_path, path)) is not None
+    ]
+
+
+def _open_file_warning(key_path: str, path: Path) -> ConfigProblem | None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None  # reported as a problem when the secret is read
+    if not mode & 0o077:
+        return None
+    return ConfigProblem(
+        key_path,
+        f"{path} is open to other users than its owner ({mode:04o}); "
+        "chmod 600 it so that only the node's user can read it",
+    )
 
 
 def _problem(section: str, key: str, message: str) -> ConfigError:
