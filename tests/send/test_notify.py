@@ -11,11 +11,14 @@ from ctp_node.send.notify import send_due_notifications
 from ctp_node.send.notify_channels import EmailChannel, WebhookChannel
 from ctp_node.send.notify_message import MessageSettings, email_text
 from ctp_node.send.notify_rules import NotifyRules
-from ctp_node.send.sender import RetryPolicy
+from ctp_node.send.scu import Peer
+from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.status import collect_status
 from ctp_node.store.models import NotificationState
 from ctp_node.store.notifications import list_notifications
+from ctp_node.store.outbox import OutputObject, enqueue_exports
 from ctp_node.store.queue import VersionRecord, claim_job, fail_job, record_notice
+from tests.conftest import free_port
 from tests.notify_sinks import HttpSink, SmtpSink
 from tests.send.conftest import database_with_a_job
 from tests.store.test_notifications import finish_with_notifications
@@ -223,3 +226,25 @@ def test_the_patient_is_named_only_when_the_configuration_says_so(
     db, _ = _result(tmp_path / "default")
     assert send_due_notifications(db, _channels(http_sink), FAST, SETTINGS, root) == 1
     assert "patient_name" not in http_sink.received[2][2]
+
+
+def test_outputs_that_give_up_on_a_pacs_tell_the_failure_channels(
+    tmp_path, http_sink, outputs
+) -> None:
+    db, job_id = database_with_a_job(tmp_path)
+    enqueue_exports(
+        db,
+        job_id,
+        [
+            ("pacs", OutputObject(f"9.{n}", "parametric_maps", p.name))
+            for n, p in enumerate(outputs)
+        ],
+    )
+    nobody = {"pacs": Peer("PACS", "127.0.0.1", free_port(), timeout_s=5)}  # nothing listens
+    once = RetryPolicy(max_attempts=1)
+    assert send_due_exports(db, outputs[0].parent, nobody, once, RULES.failure_channels()) == 0
+    assert send_due_notifications(db, _channels(http_sink), FAST, SETTINGS) == 1  # one, not two
+    ((_, _, body),) = http_sink.received
+    assert (body["event"], body["destination"], body["job"]) == ("export_failed", "pacs", job_id)
+    assert "check that the destination is running" in body["failure_reason"]
+    assert [n.channel for n in list_notifications(db)] == ["webhook:chat", "email"]
