@@ -32,11 +32,16 @@ from ctp_node.receive.scp import Caller, ListenerSettings, start_listener
 from ctp_node.receive.spool import Spool
 from ctp_node.report.settings import ReportSettings
 from ctp_node.retention import apply_due_retention, retention_policy
+from ctp_node.send.notify import send_due_notifications
+from ctp_node.send.notify_channels import configured_channels
+from ctp_node.send.notify_message import MessageSettings
+from ctp_node.send.notify_rules import console_url, notify_rules
 from ctp_node.send.scu import Peer
 from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.store import Database
 from ctp_node.store import open_database as store_database
 from ctp_node.store.counts import stale_running_jobs
+from ctp_node.store.notifications import retry_failed_notifications
 from ctp_node.store.outbox import retry_failed_exports
 from ctp_node.store.queue import claim_job, release_worker_jobs, running_worker_ids
 from ctp_node.tls import ClientTLS, ServerTLS, describe, pem_problems, server_context
@@ -45,6 +50,8 @@ from ctp_node.worker import JobContext, notify_failed_jobs, run_job
 log = logging.getLogger(__name__)
 
 SENDER_INTERVAL_S = 1.0
+#: How often the notifications outbox is looked at, seconds.
+NOTIFIER_INTERVAL_S = 1.0
 #: How often the supervisor looks at its worker processes, seconds: a dead worker's job is
 #: given back and the worker replaced within about this time.
 WORKER_CHECK_INTERVAL_S = 1.0
@@ -118,6 +125,7 @@ def job_context(config: Config) -> JobContext:
         retry_backoff_s=config.worker.retry_backoff_s,
         retry_backoff_max_s=config.worker.retry_backoff_max_s,
         retry_for_s=config.worker.retry_for_s,
+        notify=notify_rules(config),
     )
 
 
@@ -439,15 +447,17 @@ class Node:
             config.send.max_attempts, config.send.retry_backoff_s, config.send.retry_backoff_max_s
         )
         destinations = peers(config)
+        told_of_failures = notify_rules(config).failure_channels()
         self._threads.append(
             _loop(
                 "sender",
                 self.stop_event,
                 SENDER_INTERVAL_S,
-                lambda: send_due_exports(self.db, root, destinations, policy),
+                lambda: send_due_exports(self.db, root, destinations, policy, told_of_failures),
                 wake=self._wakeups.results_ready,
             )
         )
+        self._start_notifier()
         retention = retention_policy(config)
         self._threads.append(
             _loop(
@@ -479,6 +489,34 @@ class Node:
             config.node.bind,
             config.node.port,
             config.worker.count,
+        )
+
+    def _start_notifier(self) -> None:
+        """The notifications outbox's sender (``notifications:``), in a thread of its own so
+        that a slow webhook or mail server holds up no export. Without channels it still runs:
+        a message queued before they were removed gives up, recorded, instead of waiting."""
+        config = self.config
+        notifications = config.notifications
+        channels = configured_channels(config)
+        policy = RetryPolicy(
+            notifications.max_attempts,
+            notifications.retry_backoff_s,
+            notifications.retry_backoff_max_s,
+        )
+        settings = MessageSettings(
+            config.node.ae_title,
+            console_url(config),
+            notifications.large_core_ml,
+            notifications.include_patient_identity,
+        )
+        root = Path(config.storage.root)
+        self._threads.append(
+            _loop(
+                "notifier",
+                self.stop_event,
+                NOTIFIER_INTERVAL_S,
+                lambda: send_due_notifications(self.db, channels, policy, settings, root),
+            )
         )
 
     def _start_http(self) -> None:
@@ -536,7 +574,7 @@ class Node:
 
     def _recover(self) -> None:
         """What a restart owes to the work of the previous run: the jobs its dead workers held
-        are given back, and exports that ran out of attempts get new ones."""
+        are given back, and exports and notifications that ran out of attempts get new ones."""
         host = socket.gethostname()
         for worker_id in running_worker_ids(self.db):
             name, _, pid = worker_id.rpartition(":")
@@ -548,6 +586,9 @@ class Node:
         retried = retry_failed_exports(self.db)
         if retried:
             log.warning("%d export(s) that had run out of attempts are tried again", retried)
+        retried = retry_failed_notifications(self.db)
+        if retried:
+            log.warning("%d notification(s) that had given up are tried again", retried)
 
     def _supervise_workers(self) -> None:
         """Replace dead workers, giving their jobs back at once (not after the lease)."""

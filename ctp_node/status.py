@@ -21,7 +21,15 @@ from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, list_associations
 from ctp_node.store.ingest import list_rejections, list_series
-from ctp_node.store.models import ExportState, Job, JobState, SeriesState, utcnow
+from ctp_node.store.models import (
+    ExportState,
+    Job,
+    JobState,
+    NotificationState,
+    SeriesState,
+    utcnow,
+)
+from ctp_node.store.notifications import list_notifications
 from ctp_node.store.others import list_other_series
 from ctp_node.store.outbox import list_exports
 from ctp_node.store.queue import list_jobs
@@ -56,6 +64,15 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
         ] += 1
         if export.last_error and export.state != ExportState.CANCELLED:
             export_errors[export.job_id] = export.last_error
+    notifications_by_job: dict[int, Counter] = {}
+    notification_problems: dict[int, list[str]] = {}
+    for n in list_notifications(db):
+        notifications_by_job.setdefault(n.job_id, Counter())[f"{n.channel}:{n.state}"] += 1
+        if n.state == NotificationState.FAILED:
+            notification_problems.setdefault(n.job_id, []).append(
+                f"job {n.job_id}: the {n.event} notification to {n.channel} gave up after "
+                f"{n.attempts} attempt(s) ({n.last_error}); a restart tries it again"
+            )
     all_jobs = list_jobs(db)
     latest = {job.series_instance_uid: job.id for job in all_jobs}  # ids increase with time
     attention: list[str] = []
@@ -64,6 +81,7 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
         summary = json.loads(job.summary_json) if job.summary_json else {}
         exports = dict(exports_by_job.get(job.id, {}))
         needs = _job_attention(job, exports, export_errors.get(job.id, ""), latest)
+        needs += notification_problems.get(job.id, [])
         if not _wanted(only, job.series_instance_uid, [job.created_at, job.finished_at], needs):
             continue
         attention += needs
@@ -89,6 +107,7 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
                 "result_dir": job.result_dir,
                 "exports": exports,
                 "last_export_error": export_errors.get(job.id, ""),
+                "notifications": dict(notifications_by_job.get(job.id, {})),
             }
         )
     series = []
@@ -271,6 +290,9 @@ def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | 
             )
         if j["last_export_error"]:
             print(f"      last export error: {j['last_export_error']}")
+        if j["notifications"]:
+            told = ", ".join(f"{k} {v}" for k, v in sorted(j["notifications"].items()))
+            print(f"      notifications: {told}")
     if status["other_objects"]:
         print(f"other objects, acknowledged but not CT ({len(status['other_objects'])} series)")
         for o in status["other_objects"]:

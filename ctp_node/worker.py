@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import sqlalchemy.exc
@@ -48,6 +48,7 @@ from ctp_node.report.versions import (
     content_digest,
     version_key,
 )
+from ctp_node.send.notify_rules import NotifyRules
 from ctp_node.store import Database
 from ctp_node.store.ingest import instance_records, other_perfusion_series
 from ctp_node.store.models import Job, JobState, utcnow
@@ -84,6 +85,8 @@ class JobContext:
     retry_backoff_max_s : longest delay between two retries, seconds.
     retry_for_s : how long after its creation a job is still retried after transient failures,
         seconds; then it fails with a failure notice.
+    notify : which notification channels a result or a failure tells (``notifications:``);
+        queued with it, in its transaction.
     """
 
     storage_root: Path
@@ -94,6 +97,7 @@ class JobContext:
     retry_backoff_s: float = 15.0
     retry_backoff_max_s: float = 600.0
     retry_for_s: float = 6 * 3600.0
+    notify: NotifyRules = field(default_factory=NotifyRules)
 
     def retry_delay_s(self, retries: int) -> float:
         """Delay before the next try after ``retries`` transient failures."""
@@ -166,6 +170,7 @@ def run_job(
         summary=processed.summary,
         version=record,
         exports=exports,
+        notifications=context.notify.for_result(processed.summary),
     ):
         log.info("job %d was superseded while it ran: its outputs are not sent", job.id)
         return
@@ -365,6 +370,7 @@ def _write_notice(db: Database, job: Job, context: JobContext, worker_id: str) -
         result_dir=relative_out.as_posix(),
         version=record,
         exports=exports,
+        notifications=context.notify.for_failure(reason),
     ):
         return False
     if notice:

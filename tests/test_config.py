@@ -449,3 +449,42 @@ def test_an_engine_value_the_engine_refuses_is_a_configuration_problem(tmp_path:
     assert result.returncode == 2
     assert "perfusion.svd_threshold_min" in result.stdout and "must be positive" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_notification_channels_and_their_problems(tmp_path: Path) -> None:
+    good = load_config(
+        write(
+            tmp_path,
+            "notifications:\n"
+            "  webhooks:\n"
+            "    - {name: chat, url: 'https://chat.example/h', when: [notable_result, failure]}\n"
+            "  email: {host: smtp.example, port: 465, security: ssl,\n"
+            "          from: 'CTP node <ctp@hospital.example>', to: [a@hospital.example]}\n"
+            "  large_core_ml: 50\n",
+        )
+    ).notifications
+    assert good.webhooks[0].when == ["notable_result", "failure"]
+    assert good.email.from_address == "CTP node <ctp@hospital.example>"
+    assert good.email.when == ["result", "failure"] and good.large_core_ml == 50.0
+    problems = problems_of(
+        write(
+            tmp_path,
+            "notifications:\n"
+            "  webhooks:\n"
+            "    - {name: chat, url: 'ftp://x/h', when: []}\n"
+            "    - {name: chat, url: 'http://x/h', when: [result, notable_result]}\n"
+            "  email: {host: smtp.example, from: a@b.example, to: [a@b.example], on: [result]}\n",
+        )
+    )
+    assert set(problems) == {
+        "notifications.webhooks.0.url",
+        "notifications.webhooks.0.when",
+        "notifications.webhooks.1.when",
+        "notifications.email.on",  # YAML 1.1 reads `on` as true: the key is `when`
+    }, problems
+    assert "the key is `when`" in problems["notifications.email.on"]
+    bad_sender = "notifications:\n  email: {host: smtp.example, from: nobody, to: [a@b.example]}\n"
+    assert (
+        "must be an e-mail address"
+        in problems_of(write(tmp_path, bad_sender))["notifications.email.from"]
+    )

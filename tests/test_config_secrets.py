@@ -221,3 +221,82 @@ def test_postgresql_password_from_a_file_or_a_variable_reaches_the_database(
     checked = _cli("config", "check", str(by_file))
     assert "warning: database.password_file:" in checked.stdout
     assert "chmod 600" in checked.stdout
+
+
+# --- Notification channels' secrets ----------------------------------------------------------
+
+_NOTIFY = """\
+notifications:
+  webhooks:
+    - name: chat
+      url: https://chat.example/hook
+      {token}
+  email:
+    host: smtp.example
+    user: ctp
+    {password}
+    from: ctp-node@hospital.example
+    to: [team@hospital.example]
+"""
+
+
+def test_notification_secrets_from_a_file_and_a_variable(tmp_path, monkeypatch) -> None:
+    from ctp_node.config import config_warnings, notification_secrets
+
+    (tmp_path / "token").write_text(PASSWORD + "\n", encoding="utf-8")
+    (tmp_path / "token").chmod(0o600)
+    monkeypatch.setenv("CTP_SMTP_PASSWORD", PASSWORD[::-1])
+    config = load_config(
+        _write(
+            tmp_path,
+            _NOTIFY.format(
+                token="bearer_token_file: token", password="password_env: CTP_SMTP_PASSWORD"
+            ),
+        )
+    )
+    assert config.notifications.webhooks[0].bearer_token_file == tmp_path / "token"
+    assert notification_secrets(config.notifications) == {
+        "webhook:chat": PASSWORD,
+        "email": PASSWORD[::-1],
+    }
+    assert PASSWORD not in repr(config)
+    assert config_warnings(config) == []  # written with the umask: say 0644, then 0600
+    (tmp_path / "token").chmod(0o644)
+    (warning,) = config_warnings(config)
+    assert warning.key_path == "notifications.webhooks.0.bearer_token_file"
+    assert "chmod 600" in warning.message
+
+
+def test_notification_secrets_that_cannot_be_read_are_named_by_key(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CTP_NOT_SET", raising=False)
+    problems = _problems(
+        _write(
+            tmp_path,
+            _NOTIFY.format(
+                token="bearer_token_file: missing", password="password_env: CTP_NOT_SET"
+            ),
+        )
+    )
+    # the first unreadable secret stops loading, named by its key and never shown
+    assert list(problems) == ["notifications.webhooks.0.bearer_token_file"]
+    assert "no file at" in problems["notifications.webhooks.0.bearer_token_file"]
+    problems = _problems(
+        _write(tmp_path, _NOTIFY.format(token="", password="password_env: CTP_NOT_SET"))
+    )
+    assert problems == {
+        "notifications.email.password_env": "the environment variable CTP_NOT_SET is not set"
+    }
+
+
+def test_a_secret_in_two_places_or_a_user_without_password_is_refused(tmp_path) -> None:
+    both = _NOTIFY.format(
+        token="bearer_token_file: t\n      bearer_token_env: T", password="password_env: P"
+    )
+    assert (
+        "not both" in _problems(_write(tmp_path, both))["notifications.webhooks.0.bearer_token_env"]
+    )
+    no_password = _problems(_write(tmp_path, _NOTIFY.format(token="", password="")))
+    assert no_password == {
+        "notifications.email.password_file": "user ctp needs a password: give password_file or "
+        "password_env"
+    }

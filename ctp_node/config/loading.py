@@ -21,7 +21,11 @@ from ctp_node.config.schema import (
     SYSTEM_CONFIG_PATH,
     Config,
 )
-from ctp_node.config.secrets import database_password, password_file_warnings
+from ctp_node.config.secrets import (
+    database_password,
+    notification_secrets,
+    password_file_warnings,
+)
 from ctp_node.config.values import _SQLITE_URL
 
 # --------------------------------------------------------------------------------------------
@@ -43,9 +47,10 @@ def load_config(path: Path | str) -> Config:
 
     An empty file gives every default. Relative ``storage.root``, relative SQLite files in
     ``database.url``, a relative ``database.password_file``, the PEM files of ``node.tls``
-    and ``destinations[].tls`` and a relative ``logging.file`` are resolved against the
-    file's folder; ``source_path`` is set to the file's absolute path. The database password
-    (file or variable) is checked to be readable, not kept.
+    and ``destinations[].tls``, the secret files of ``notifications`` and a relative
+    ``logging.file`` are resolved against the file's folder; ``source_path`` is set to the
+    file's absolute path. The secrets (files or variables) are checked to be readable, not
+    kept.
 
     Raises
     ------
@@ -67,7 +72,8 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(problems, file_path)
     config = _resolve_relative_paths(config, file_path)
     try:
-        database_password(config.database)  # the secret can be read (it is not kept)
+        database_password(config.database)  # the secrets can be read (they are not kept)
+        notification_secrets(config.notifications)
     except ConfigError as exc:
         raise ConfigError(exc.problems, file_path) from None
     return config
@@ -84,7 +90,7 @@ def check_config(path: Path | str) -> list[ConfigProblem]:
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
     """What is valid but probably not meant, with its key path: an allowed caller without a
-    host (anyone presenting its AE title gets in), a password file other users can read.
+    host (anyone presenting its AE title gets in), a secret file other users can read.
     Host names that do not resolve are the listener's to check
     (:func:`ctp_node.receive.allow_list.unresolvable_hosts`)."""
     warnings = [
@@ -96,7 +102,7 @@ def config_warnings(config: Config) -> list[ConfigProblem]:
         for index, caller in enumerate(config.node.allowed_callers)
         if caller.host is None
     ]
-    return warnings + password_file_warnings(config.database)
+    return warnings + password_file_warnings(config)
 
 
 def _read_yaml(file_path: Path) -> dict[str, Any]:
@@ -284,12 +290,22 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
         d if d.tls is None else d.model_copy(update={"tls": _resolve_files(d.tls, folder)})
         for d in config.destinations
     ]
+    notifications = config.notifications
+    notifications = notifications.model_copy(
+        update={
+            "webhooks": [_resolve_files(w, folder) for w in notifications.webhooks],
+            "email": None
+            if notifications.email is None
+            else _resolve_files(notifications.email, folder),
+        }
+    )
     return config.model_copy(
         update={
             "node": node,
             "storage": storage,
             "database": database,
             "destinations": destinations,
+            "notifications": notifications,
             "logging": log_settings,
             "source_path": file_path,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from email.utils import parseaddr
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -192,3 +193,32 @@ Host = Annotated[str, AfterValidator(_check_host)]
 CallerHost = Annotated[str, AfterValidator(_check_caller_host)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _check_web_url(value: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise PydanticCustomError(
+            "web_url",
+            "must be an http:// or https:// URL with a host, e.g. https://chat.example/hook; "
+            "got '{value}'",
+            {"value": hide_url_password(value)},
+        )
+    return value
+
+
+def _check_mail_address(value: str) -> str:
+    # "team@hospital.example" or "Stroke team <team@hospital.example>"
+    address = parseaddr(value)[1]
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() for c in address):
+        raise PydanticCustomError(
+            "mail_address",
+            "must be an e-mail address such as stroke-team@hospital.example; got '{value}'",
+            {"value": value},
+        )
+    return value
+
+
+WebURL = Annotated[str, AfterValidator(_check_web_url)]
+MailAddress = Annotated[str, AfterValidator(_check_mail_address)]

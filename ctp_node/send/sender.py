@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,14 @@ class RetryPolicy:
 
 
 def send_due_exports(
-    db: Database, storage_root: Path, peers: Mapping[str, Peer], policy: RetryPolicy
+    db: Database,
+    storage_root: Path,
+    peers: Mapping[str, Peer],
+    policy: RetryPolicy,
+    notify: Sequence[str] = (),
 ) -> int:
-    """Send every due export once; returns how many were stored by their destination."""
+    """Send every due export once; returns how many were stored by their destination. An
+    export that gives up tells the notification channels ``notify``."""
     by_destination: dict[str, list] = defaultdict(list)
     for export in due_exports(db):
         by_destination[export.destination].append(export)
@@ -43,6 +48,7 @@ def send_due_exports(
                 max_attempts=policy.max_attempts,
                 backoff_s=policy.backoff_s,
                 backoff_max_s=policy.backoff_max_s,
+                notify=notify,
                 final=True,
             )
             continue
@@ -55,6 +61,7 @@ def send_due_exports(
                 max_attempts=policy.max_attempts,
                 backoff_s=policy.backoff_s,
                 backoff_max_s=policy.backoff_max_s,
+                notify=notify,
                 final=True,
             )
             exports = [e for e in exports if e not in missing]
@@ -72,6 +79,7 @@ def send_due_exports(
                 max_attempts=policy.max_attempts,
                 backoff_s=policy.backoff_s,
                 backoff_max_s=policy.backoff_max_s,
+                notify=notify,
             )
             continue
         outcomes = association.outcomes
@@ -88,6 +96,7 @@ def send_due_exports(
                     max_attempts=policy.max_attempts,
                     backoff_s=policy.backoff_s,
                     backoff_max_s=policy.backoff_max_s,
+                    notify=notify,
                 )
         log.info("%d of %d output(s) stored by %s", len(sent), len(exports), destination)
     return stored

@@ -44,6 +44,20 @@ class ExportState(enum.StrEnum):
     CANCELLED = "cancelled"  # a newer version of the result replaced it before it was sent
 
 
+class NotificationState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after ``notifications.max_attempts`` (``ctp-node status`` shows it)
+
+
+class NotificationEvent(enum.StrEnum):
+    """What a notification tells."""
+
+    RESULT = "result"  # a job's result was recorded (its exports are queued)
+    FAILURE = "failure"  # a job failed for good (its failure notice is queued)
+    EXPORT_FAILED = "export_failed"  # an output gave up on a destination
+
+
 class AuditDirection(enum.StrEnum):
     RECEIVED = "received"  # a peer called the node's listener
     SENT = "sent"  # the node called a destination
@@ -159,6 +173,28 @@ class Export(Base):
     path: Mapped[str] = mapped_column(Text)  # relative to storage.root
     state: Mapped[str] = mapped_column(String(16), default=ExportState.PENDING, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Notification(Base):
+    """One event (a result, a failure) to tell one channel (a webhook, the e-mail), retried
+    with backoff until delivered or given up. What it says is read from its job when it is
+    sent; only the failure's reason is kept here."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(Integer, ForeignKey("jobs.id"), index=True)
+    event: Mapped[str] = mapped_column(String(16))  # NotificationEvent
+    channel: Mapped[str] = mapped_column(String(80))  # "webhook:<name>" or "email"
+    # export_failed: the destination that gave up; "" for the other events
+    destination: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")  # the failure's reason, no PHI
+    state: Mapped[str] = mapped_column(String(16), default=NotificationState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

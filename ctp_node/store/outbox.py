@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
-from ctp_node.store.models import Export, ExportState, utcnow
+from ctp_node.store.models import Export, ExportState, NotificationEvent, utcnow
+from ctp_node.store.notifications import PendingNotification, add_notifications
+from ctp_node.store.retries import count_failed_attempt
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,39 @@ def mark_attempt_failed(
     backoff_s: float,
     backoff_max_s: float,
     final: bool = False,
+    notify: Sequence[str] = (),
 ) -> None:
-    """Count a failed attempt; retry after an exponential backoff, or give up for good."""
+    """Count a failed attempt; retry after an exponential backoff, or give up for good. An
+    export that gives up queues an ``export_failed`` notification to each channel of
+    ``notify`` (one per job and destination)."""
     now = utcnow()
     with db.session() as s:
         for export_id in export_ids:
             export = s.get(Export, export_id)
             if export is None:
                 continue
-            export.attempts += 1
-            export.last_error = error
-            if final or export.attempts >= max_attempts:
+            gave_up = count_failed_attempt(
+                export,
+                error,
+                now,
+                max_attempts=max_attempts,
+                backoff_s=backoff_s,
+                backoff_max_s=backoff_max_s,
+                final=final,
+            )
+            if gave_up:
                 export.state = ExportState.FAILED
-            else:
-                delay = min(backoff_max_s, backoff_s * 2 ** (export.attempts - 1))
-                export.next_attempt_at = now + dt.timedelta(seconds=delay)
+                add_notifications(
+                    s,
+                    export.job_id,
+                    [
+                        PendingNotification(
+                            channel, NotificationEvent.EXPORT_FAILED, error, export.destination
+                        )
+                        for channel in notify
+                    ],
+                    now,
+                )
 
 
 def retry_failed_exports(

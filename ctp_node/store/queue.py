@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import Export, ExportState, Job, JobState, utcnow
+from ctp_node.store.notifications import PendingNotification, add_notifications
 from ctp_node.store.outbox import OutputObject, add_exports
 
 
@@ -140,9 +141,10 @@ def finish_job(
     summary: dict[str, Any],
     version: VersionRecord,
     exports: Iterable[tuple[str, OutputObject]],
+    notifications: Iterable[PendingNotification] = (),
 ) -> bool:
-    """Record a job's result, its version and its exports in one transaction, and cancel the
-    exports of the series' earlier versions that are not sent yet.
+    """Record a job's result, its version, its exports and its notifications in one
+    transaction, and cancel the exports of the series' earlier versions that are not sent yet.
 
     Returns False (and changes nothing) when the job is no longer this worker's: a newer job of
     the series superseded it, or its lease was taken over; its outputs must not be sent.
@@ -159,6 +161,7 @@ def finish_job(
         job.summary_json = json.dumps(summary)
         job.error = ""
         _record_version(s, job, version, exports, now)
+        add_notifications(s, job.id, notifications, now)
         return True
 
 
@@ -340,9 +343,11 @@ def record_notice(
     result_dir: str,
     version: VersionRecord,
     exports: Iterable[tuple[str, OutputObject]],
+    notifications: Iterable[PendingNotification] = (),
 ) -> bool:
-    """Record a written failure notice as the job's result version, with its exports (one
-    transaction). False when the claim was lost (the job was superseded meanwhile)."""
+    """Record a written failure notice as the job's result version, with its exports and
+    notifications (one transaction). False when the claim was lost (the job was superseded
+    meanwhile)."""
     now = utcnow()
     with db.session() as s:
         job = _owned(s, job_id, worker_id, JobState.FAILED)
@@ -352,6 +357,7 @@ def record_notice(
         job.lease_expires_at = None
         job.next_attempt_at = None
         _record_version(s, job, version, exports, now)
+        add_notifications(s, job.id, notifications, now)
         return True
 
 
