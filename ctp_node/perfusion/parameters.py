@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass
 class PerfusionParameters:
     """Settings of :func:`ctp_node.perfusion.engine.compute_perfusion`.
 
+    Each entry says what the setting means, its unit and why it exists or has its value. How a
+    value was tuned (engine versions, phantom figures) is in ``docs/measurements.md``, section
+    "Engine settings: how each was tuned", one heading per setting (linked as "Tuning:").
+
     Attributes
     ----------
     brain_density_g_ml : brain tissue density ρ in g/mL.
@@ -29,15 +33,12 @@ class PerfusionParameters:
         0 = everywhere. Acute core is hypoperfused tissue: low flow with a timely bolus is
         noise in faint white matter (or an old infarct), not acute core — as the
         "rCBF < 30 % within the delayed region" core of Lin et al. (Radiology 2016). 4 s, the
-        reference tissue's bound, so that no tissue is both reference and core. Independent
-        phantom (σ 6 HU, 10 studies): core found in normal tissue 0.3–5.2 ml → 0.2–0.5 ml.
-        The window's median, not each voxel's Tmax: a core's own Tmax, from its faintest
-        curves, scatters widely (each voxel's Tmax ≥ 4 s would leave out 9–17 % of the true
-        core; the window median 0–1.6 %).
+        reference tissue's bound, so that no tissue is both reference and core. The window's
+        median, not each voxel's Tmax, because a core's own Tmax, from its faintest curves,
+        scatters widely. Tuning: docs/measurements.md#core_tmax_min_s.
     core_tmax_window_mm : width of that window, in mm: an odd number of pixels, as
-        ``lesion_majority_mm`` (9 at 1.7 mm pixels, 17 at 0.9 mm). Engine 0.11–0.12 fixed it
-        at 9 pixels, 7.9 mm at 0.875 mm pixels; at 15 mm there, independent phantom (10
-        studies): core within ±15 % 7 → 8 of 10, mean |error| 9.0 → 8.8 %.
+        ``lesion_majority_mm`` (9 at 1.7 mm pixels, 17 at 0.9 mm), so that it covers the same
+        tissue whatever the pixel size. Tuning: docs/measurements.md#core_tmax_window_mm.
     tmax_threshold_s : hypoperfusion is tissue with Tmax above this, in s.
     tmax_severe_threshold_s : severe hypoperfusion (HIR numerator), in s.
     target_core_max_ml : DEFUSE 3 target mismatch: core volume below this, in mL.
@@ -55,23 +56,19 @@ class PerfusionParameters:
         the model fit) average a core's rim voxel with its brighter neighbours; its estimate
         then lies above the threshold though still nearer the core's level, and this filter
         draws it back. On a smooth gradient it changes nothing.
+        Tuning: docs/measurements.md#core_bilateral_sigma_mm.
     core_bilateral_rcbf : that filter's range width: neighbours whose relative CBF differs
         by much more than this (weight ``exp(−(Δ/w)²)``; 0.14 = 14 % of the normal
-        reference) hardly count.
-    core_bilateral_iterations : passes of that filter (0 = off). With 2.5 mm, 0.14 and 3
-        passes, engine 0.18 against 0.17: our phantom (σ 5 HU, seeds 0–9) core −12.0 →
-        −6.4 % on average, within ±15 % 8 → 10 of 10; independent phantom (10 studies)
-        mean |error| 17.6 → 16.2 %, mean −5.8 → −3.5 %, within ±15 % 5 → 5 of 10. The
-        grid around it (σ 2–3 mm, width 0.11–0.17, 2–4 passes) gives 9–10 of 10 and
-        15.6–17.2 %; a width of 0.25 or more merges a faint small core into its surround.
+        reference) hardly count; too wide a width merges a faint small core into its
+        surround. Tuning: docs/measurements.md#core_bilateral_sigma_mm.
+    core_bilateral_iterations : passes of that filter (0 = off).
+        Tuning: docs/measurements.md#core_bilateral_sigma_mm.
     lesion_majority_mm : the lesion masks' majority filter (:func:`stroke.local_majority`)
         votes over the tissue of an in-plane square about this wide, in mm: an odd number of
         pixels, the largest not above ``lesion_majority_mm / pixel + 1`` (3 at 1.7 mm pixels,
-        5 at 0.9 mm). A window fixed at 3 pixels spans 2.6 mm at 0.9 mm pixels, where a
-        faint white-matter curve's noise makes flecks of that size. Independent phantom
-        (0.875 mm pixels, σ 6 HU correlated, 10 studies): tissue mislabelled as core or
-        missed 50 → 45 % of the true core's volume; core volumes within 4 points of before
-        (mean |error| 8.9 → 9.0 %).
+        5 at 0.9 mm). In mm, not pixels: a window fixed at 3 pixels spans 2.6 mm at 0.9 mm
+        pixels, where a faint white-matter curve's noise makes flecks of that size.
+        Tuning: docs/measurements.md#lesion_majority_mm.
     resample_interval_s : the acquisition is interpolated onto a uniform time grid with this
         spacing, in s, before deconvolution (0 = the median spacing of the acquisition).
     oscillation_index_max : oSVD (Wu 2003): per voxel, the smallest truncation threshold whose
@@ -85,11 +82,9 @@ class PerfusionParameters:
     denoise_profile_sigma_factor : the profile-similarity width is this factor times the noise
         σ of the 3 × 3 mean profiles that are compared (σ / 3, σ estimated from the baseline
         images; unitless). The distance is taken over the temporal components weighted by
-        their signal share w (:func:`compress.signal_weights`). Measured with all r components
-        alike (engine 0.7): the squared distance of two such profiles of one tissue scatters
-        by about σ²/9·2√(2r)/t per frame (≈ 0.6 HU² at σ = 5 HU), while infarct core and
-        penumbra curves differ by ≈ 10 HU²: a width of σ/6 (0.5) separates them, one of σ
-        (3.0) averaged them with weight 0.75, blurring CBF across the core's edge.
+        their signal share w (:func:`compress.signal_weights`). Narrow enough that infarct
+        core and penumbra curves are not averaged together (a wide one blurs CBF across the
+        core's edge). Tuning: docs/measurements.md#denoise_profile_sigma_factor.
     tissue_min_hu, tissue_max_hu : pre-contrast attenuation range of brain parenchyma, in HU
         (excludes air, fat, CSF and bone).
     vessel_cbv_ml_100g : voxels with a CBV above this, in mL/100 g, are large vessels and are
@@ -123,19 +118,16 @@ class PerfusionParameters:
         many voxels along x, then along y (a single voxel's onset is too noisy in faint
         tissue): a difference of ``model_pool_delay_sigma_s`` seconds weighs as much as a
         profile distance of one width (0 = ignored). Pooling curves that arrive seconds apart
-        gives a dispersed curve whose fitted flow reads low (:func:`pooling.pooled`):
-        delayed oligaemia and penumbra fell into the core. Independent phantom c5 (σ 6 HU
-        correlated), white-matter oligaemia: CBF 13.8 against a true 18.2 (10.5 without the
-        delay term), core +16 % (+55 %). Our phantom at σ 10 HU: unsmoothed onsets split the
-        core's pool, so that its flow read high (core −43 %); smoothed, −23 % (−18 % without
-        the delay term).
+        gives a dispersed curve whose fitted flow reads low (:func:`pooling.pooled`), which
+        put delayed oligaemia and penumbra into the core.
+        Tuning: docs/measurements.md#model_pool_delay_sigma_s.
     model_pool_baseline_sigma_hu : the pool's likeness also counts the difference of the
         voxels' attenuation before contrast: a difference of this many HU (or of 2√2 × the
         baseline image's noise, if that is more) weighs as much as a profile distance of
         ``model_pool_profile_sigma_factor`` × the noise (0 = baselines ignored). Grey and
         white matter differ by about 10 HU before contrast; a pool that mixes them reads grey
-        matter low and white matter high. Independent phantom c0 (σ 6 HU correlated): normal
-        grey matter CBF −28 → −21 %, white matter +9 → −2 %; core −21 → −17 %.
+        matter low and white matter high.
+        Tuning: docs/measurements.md#model_pool_baseline_sigma_hu.
     model_flow_median : with ``model_based_flow``, F is the posterior median instead of the
         mean. A faint curve's posterior has a long tail towards the high flows of sharp
         models that fit its noise; the median is not pulled up by it.
@@ -143,48 +135,45 @@ class PerfusionParameters:
         (shape, MTT, delay) and the voxel's own denoised curve its amplitude F, by projection
         on that model (:func:`parametric.own_amplitude_fit`). The pooled curve's height is
         its like neighbours' mean, and at a faint curve's noise the pool reaches across
-        boundaries: the faint core beside brighter penumbra read high (independent phantom
-        c0, white-matter core CBV +45 %), the thin grey-matter ribbon beside white matter
-        low. Independent phantom, ten studies: core within ±15 % in 9 (8 without), mean
-        |error| 8.8 → 7.8 %; our phantom at σ 10 HU: core −21 → −7 %.
+        boundaries: the faint core beside brighter penumbra read high, the thin grey-matter
+        ribbon beside white matter low. Tuning: docs/measurements.md#model_own_amplitude.
     model_shape_prior_from_study : with ``model_based_flow``, the residue shapes (exponential,
         linear, box) are weighed by the prior the study's own voxels give them (expectation–
         maximisation over the voxels' likelihoods, :func:`parametric.study_shape_prior`)
         instead of equally. With equal priors, the shapes a faint curve does not have are half
         its posterior, and shape trades off against MTT: faint tissue's MTT, and its flow with
-        it, read long or short by 15–20 % depending on the noise. The study's prior is
-        reported (``residue_prior_exponential`` …). With ``model_mtt_smoothing_voxels``,
-        independent phantom, twenty studies (correlated and white noise, variable sampling,
-        motion, 512²): core within ±15 % in 18 (15 without either), mean |error| 9.4 → 6.6 %.
+        it, read long or short depending on the noise. The study's prior is reported
+        (``residue_prior_exponential`` …).
+        Tuning: docs/measurements.md#model_shape_prior_from_study.
     model_mtt_smoothing_voxels : with ``model_based_flow``, the fitted MTT is averaged
         in-plane (Gaussian σ in voxels, log MTT weighed by the square of each voxel's volume;
         :func:`regularise.smooth_mtt`) and the flow is the volume over it (0 = off). A faint
         curve's MTT is its least determined parameter; the voxels with more signal around it
-        pin it down. Alone (equal shape priors) it reads the independent phantom's cores
-        high (+13 % on average): shape confusion lengthens every MTT, smoothing keeps that
-        and removes the scatter that hid it; with the study's prior, see above.
+        pin it down. Meant to be used with ``model_shape_prior_from_study`` (alone it keeps
+        the shape confusion's bias and removes the scatter that hid it).
+        Tuning: docs/measurements.md#model_mtt_smoothing_voxels.
     temporal_components_min : the fewest temporal components the curves are compressed to.
         The basis is learnt from the voxels' curves, and shapes too rare to rise above the
         noise floor (the delayed, low, wide curves of a small infarct core) are distorted by
-        too small a basis: narrowed, so that their flow reads low or high by 20–40 %.
+        too small a basis: narrowed, so that their flow reads low or high.
+        Tuning: docs/measurements.md#temporal_components_min.
     model_based_volume : with ``model_based_flow``, CBV is the area F · MTT of the fitted
         residue instead of the area under the measured curve (matched to the signal, so less
         noisy, and not cut short when the acquisition ends before the washout does).
     model_delay_window_s : with ``model_based_flow``, the fitted delay δ stays within this
         many seconds of the voxel's deconvolved residue onset (its Tmax); 0 leaves δ free. In
         a low curve, an earlier δ with a longer, flatter residue fits the noise as well as the
-        true model does, and reads the flow low by a third or more (delayed oligaemia and
-        penumbra towards the core); the oSVD onset is not traded off against the residue
-        shape, so it pins δ down (:func:`parametric.fit`).
+        true model does, and reads the flow low (delayed oligaemia and penumbra towards the
+        core); the oSVD onset is not traded off against the residue shape, so it pins δ down
+        (:func:`parametric.fit`). Tuning: docs/measurements.md#model_delay_window_s.
     tmax_from_onset : estimate the time of the residue maximum from the half-maximum of the
         rising edge of k(t) (unbiased by truncation blur for any non-increasing residue); when
         False, the time of the blurred peak itself (lags by about half the blur width).
     tmax_from_model : with ``model_based_flow``, Tmax is the fitted model's delay δ (the time
         of its residue maximum), fitted to the voxel's pool of like curves within
         ``model_delay_window_s`` of the onset, instead of the deconvolved residue's own.
-        The pool's curve is less noisy than the voxel's. Our phantom at σ 5 HU: Tmax's
-        region error 0.47 → 0.09 s, 90th centile of the voxels' error 1.3 → 0.25 s;
-        independent phantom (σ 6 HU correlated), Tmax > 6 s mean error −5.0 → −4.2 %.
+        The pool's curve is less noisy than the voxel's.
+        Tuning: docs/measurements.md#tmax_from_model.
     processing_pixel_mm : in-plane pixels finer than this, in mm, are averaged in blocks (2 × 2
         for 0.43–0.5 mm pixels) before the curves are analysed; maps and masks are returned on
         the acquisition's grid, where each pixel's own pre-contrast attenuation decides again
