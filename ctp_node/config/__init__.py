@@ -41,7 +41,7 @@ from ctp_node.config.schema import (
     StorageConfig,
     WorkerConfig,
 )
-from ctp_node.config.secrets import database_password
+from ctp_node.config.secrets import bearer_token, database_password
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -65,6 +65,7 @@ __all__ = [
     "SendConfig",
     "StorageConfig",
     "WorkerConfig",
+    "bearer_token",
     "check_config",
     "config_warnings",
     "database_password",

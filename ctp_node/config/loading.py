@@ -21,7 +21,7 @@ from ctp_node.config.schema import (
     SYSTEM_CONFIG_PATH,
     Config,
 )
-from ctp_node.config.secrets import database_password, password_file_warnings
+from ctp_node.config.secrets import bearer_token, database_password, password_file_warnings
 from ctp_node.config.values import _SQLITE_URL
 
 # --------------------------------------------------------------------------------------------
@@ -66,10 +66,18 @@ def load_config(path: Path | str) -> Config:
     if problems:
         raise ConfigError(problems, file_path)
     config = _resolve_relative_paths(config, file_path)
-    try:
-        database_password(config.database)  # the secret can be read (it is not kept)
-    except ConfigError as exc:
-        raise ConfigError(exc.problems, file_path) from None
+    problems = []
+    secrets = [lambda: database_password(config.database)] + [
+        lambda d=d, i=i: bearer_token(d, f"destinations.{i}")
+        for i, d in enumerate(config.destinations)
+    ]
+    for read in secrets:  # each secret can be read (it is not kept)
+        try:
+            read()
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems, file_path)
     return config
 
 
@@ -280,10 +288,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     node = config.node
     if node.tls is not None:
         node = node.model_copy(update={"tls": _resolve_files(node.tls, folder)})
-    destinations = [
-        d if d.tls is None else d.model_copy(update={"tls": _resolve_files(d.tls, folder)})
-        for d in config.destinations
-    ]
+    destinations = [_resolve_files(d, folder) for d in config.destinations]
     return config.model_copy(
         update={
             "node": node,
@@ -297,12 +302,17 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
 
 
 def _resolve_files(section: BaseModel, folder: Path) -> BaseModel:
-    """``section`` with its relative file paths (every ``Path`` value) made relative to
-    ``folder``."""
-    files = {
+    """``section`` with its relative file paths (every ``Path`` value, also in its
+    subsections, such as a destination's ``tls``) made relative to ``folder``."""
+    files: dict[str, Any] = {
         name: folder / value
         for name, value in section
         if isinstance(value, Path) and not value.is_absolute()
+    }
+    files |= {
+        name: _resolve_files(value, folder)
+        for name, value in section
+        if isinstance(value, BaseModel)
     }
     return section.model_copy(update=files)
 

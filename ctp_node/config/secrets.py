@@ -1,15 +1,18 @@
-"""The database password, read from where the configuration says (``database.password_file``
-or ``database.password_env``) rather than from the YAML. It is never put into the
-configuration itself, logged or printed: :func:`database_password` hands it to the code that
-opens the database, and every problem names the key, not the secret."""
+"""Secrets read from where the configuration says rather than from the YAML: the database
+password (``database.password_file`` or ``database.password_env``) and a DICOMweb
+destination's bearer token (``bearer_token_file`` or ``bearer_token_env``). They are never put
+into the configuration itself, logged or printed: :func:`database_password` and
+:func:`bearer_token` hand them to the code that uses them, and every problem names the key,
+not the secret."""
 
 from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 from ctp_node.config.problems import ConfigError, ConfigProblem
-from ctp_node.config.schema import DatabaseConfig
+from ctp_node.config.schema import DatabaseConfig, DestinationConfig
 
 
 def database_password(database: DatabaseConfig) -> str | None:
@@ -20,32 +23,47 @@ def database_password(database: DatabaseConfig) -> str | None:
     ------
     ConfigError : the file cannot be read or is empty, or the variable is not set or empty.
     """
-    if database.password_file is not None:
-        path = database.password_file
+    return _secret(database.password_file, database.password_env, "database.password")
+
+
+def bearer_token(destination: DestinationConfig, key_path: str) -> str | None:
+    """The bearer token of a DICOMweb destination (``key_path``: ``destinations.N``), or
+    None when it has none.
+
+    Raises
+    ------
+    ConfigError : the file cannot be read or is empty, or the variable is not set or empty.
+    """
+    return _secret(
+        destination.bearer_token_file, destination.bearer_token_env, f"{key_path}.bearer_token"
+    )
+
+
+def _secret(path: Path | None, variable: str | None, key_stem: str) -> str | None:
+    """The secret in file ``path`` or environment variable ``variable`` (at most one is
+    given), problems reported at ``{key_stem}_file`` or ``{key_stem}_env``."""
+    if path is not None:
+        key = f"{key_stem}_file"
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise _problem("password_file", f"no file at {path}") from None
+            raise _problem(key, f"no file at {path}") from None
         except IsADirectoryError:
-            raise _problem("password_file", f"{path} is a folder, not a file") from None
+            raise _problem(key, f"{path} is a folder, not a file") from None
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-            raise _problem("password_file", f"cannot read {path}: {why}") from None
-        password = text.removesuffix("\n").removesuffix("\r")
-        if not password:
-            raise _problem("password_file", f"{path} is empty")
-        return password
-    if database.password_env is not None:
-        password = os.environ.get(database.password_env)
-        if password is None:
-            raise _problem(
-                "password_env", f"the environment variable {database.password_env} is not set"
-            )
-        if not password:
-            raise _problem(
-                "password_env", f"the environment variable {database.password_env} is empty"
-            )
-        return password
+            raise _problem(key, f"cannot read {path}: {why}") from None
+        secret = text.removesuffix("\n").removesuffix("\r")
+        if not secret:
+            raise _problem(key, f"{path} is empty")
+        return secret
+    if variable is not None:
+        secret = os.environ.get(variable)
+        if secret is None:
+            raise _problem(f"{key_stem}_env", f"the environment variable {variable} is not set")
+        if not secret:
+            raise _problem(f"{key_stem}_env", f"the environment variable {variable} is empty")
+        return secret
     return None
 
 
@@ -68,5 +86,5 @@ def password_file_warnings(database: DatabaseConfig) -> list[ConfigProblem]:
     ]
 
 
-def _problem(key: str, message: str) -> ConfigError:
-    return ConfigError([ConfigProblem(f"database.{key}", message)])
+def _problem(key_path: str, message: str) -> ConfigError:
+    return ConfigError([ConfigProblem(key_path, message)])
