@@ -119,13 +119,24 @@ def test_token_problems_name_the_key_and_never_the_secret(tmp_path, monkeypatch)
     }
 
 
-def test_config_check_warns_of_a_url_whose_host_does_not_resolve(tmp_path) -> None:
+def test_config_check_warns_of_an_unresolved_host_and_a_token_over_plain_http(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("CTP_TEST_TOKEN", "t0ken")
     web = {"name": "web", "kind": "dicomweb", "url": "https://pacs.example.invalid/dicomweb"}
-    checked = run_cli("config", "check", str(_write(tmp_path, web)))
+    plain = {"name": "plain", "kind": "dicomweb", "url": "http://10.1.2.3/dicom-web/studies"}
+    local = {"name": "local", "kind": "dicomweb", "url": URL}
+    with_token = [{**d, "bearer_token_env": "CTP_TEST_TOKEN"} for d in (web, plain, local)]
+    no_token = {**plain, "name": "no-token"}
+    checked = run_cli("config", "check", str(_write(tmp_path, *with_token, no_token)))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "warning: destinations.0.url: host 'pacs.example.invalid' does not resolve" in (
-        checked.stdout
+    warnings = [line for line in checked.stdout.splitlines() if "warning: destinations" in line]
+    assert len(warnings) == 2, checked.stdout  # not the https one, nor loopback, nor no token
+    assert (
+        "warning: destinations.0.url: host 'pacs.example.invalid' does not resolve" in (warnings[0])
     )
+    assert "warning: destinations.1.url: the bearer token would cross the network" in (warnings[1])
+    assert "t0ken" not in checked.stdout + checked.stderr
 
 
 @pytest.mark.parametrize("orthanc", ["dicomweb"], indirect=True)

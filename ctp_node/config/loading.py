@@ -6,6 +6,7 @@ import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -92,7 +93,8 @@ def check_config(path: Path | str) -> list[ConfigProblem]:
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
     """What is valid but probably not meant, with its key path: an allowed caller without a
-    host (anyone presenting its AE title gets in), a password file other users can read.
+    host (anyone presenting its AE title gets in), a password file other users can read, a
+    bearer token sent over plain http to another machine.
     Host names that do not resolve are the listener's to check
     (:func:`ctp_node.receive.allow_list.unresolvable_hosts`)."""
     warnings = [
@@ -104,7 +106,23 @@ def config_warnings(config: Config) -> list[ConfigProblem]:
         for index, caller in enumerate(config.node.allowed_callers)
         if caller.host is None
     ]
+    warnings += [
+        ConfigProblem(
+            f"destinations.{index}.url",
+            "the bearer token would cross the network unencrypted over http://; give the "
+            "destination's https:// url",
+        )
+        for index, d in enumerate(config.destinations)
+        if (d.bearer_token_file or d.bearer_token_env) and not _loopback_or_https(str(d.url))
+    ]
     return warnings + password_file_warnings(config.database)
+
+
+def _loopback_or_https(url: str) -> bool:
+    """``url`` is https, or http to this machine's loopback (where nothing crosses a wire)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return parts.scheme == "https" or host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _read_yaml(file_path: Path) -> dict[str, Any]:

@@ -46,6 +46,7 @@ _REASONS = {
     0xC000: "cannot understand",
     0xC122: "transfer syntax not supported",
 }
+#: Tags of the FailedSOPSequence's items, for the XML answer (pydicom reads the JSON one).
 _FAILED_SOP_SEQUENCE = "00081198"
 _REFERENCED_SOP_INSTANCE_UID = "00081155"
 _FAILURE_REASON = "00081197"
@@ -249,16 +250,20 @@ def _failures(response: httpx.Response) -> dict[str, int | None]:
         return {}
     if isinstance(body, list):
         body = body[0] if body else {}
-    if not isinstance(body, dict):
+    try:
+        answer = pydicom.Dataset.from_json(body)
+        items = answer.get("FailedSOPSequence") or []
+        return {
+            str(item.ReferencedSOPInstanceUID): _reason(item.get("FailureReason"))
+            for item in items
+            if item.get("ReferencedSOPInstanceUID")
+        }
+    except (TypeError, ValueError, KeyError, AttributeError):
         return {}
-    items = (body.get(_FAILED_SOP_SEQUENCE) or {}).get("Value") or []
-    found: dict[str, int | None] = {}
-    for item in items:
-        uid = ((item.get(_REFERENCED_SOP_INSTANCE_UID) or {}).get("Value") or [None])[0]
-        reason = ((item.get(_FAILURE_REASON) or {}).get("Value") or [None])[0]
-        if isinstance(uid, str):
-            found[uid] = int(reason) if isinstance(reason, int | float | str) else None
-    return found
+
+
+def _reason(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
 
 
 def _xml_failures(content: bytes) -> dict[str, int | None]:
