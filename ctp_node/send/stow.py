@@ -98,7 +98,7 @@ def send_stow(peer: StowPeer, paths: Sequence[Path]) -> SentAssociation:
                 },
             )
     except (httpx.HTTPError, OSError) as exc:
-        reason = f"no answer from {peer}: {_why(exc)}; {_ADVICE_UNREACHABLE}"
+        reason = _unanswered(peer, exc)
         outcomes = [SendOutcome(p, False, None, reason) for p in paths]
         return SentAssociation(
             peer,
@@ -127,17 +127,27 @@ def reach(peer: StowPeer) -> EchoResult:
                 peer.url, params={"limit": "1"}, headers={"Accept": "application/dicom+json"}
             )
     except (httpx.HTTPError, OSError) as exc:
-        return EchoResult(peer, False, f"no answer from {peer}: {_why(exc)}; {_ADVICE_UNREACHABLE}")
+        return EchoResult(peer, False, _unanswered(peer, exc))
     elapsed_ms = (time.monotonic() - started) * 1000
     if response.status_code in (200, 204):
         return EchoResult(peer, True, f"{peer} answered a search in {elapsed_ms:.0f} ms")
     return EchoResult(peer, False, _answered(peer, response))
 
 
-_ADVICE_UNREACHABLE = (
-    "check that the destination is running, its url, and for https its certificate and "
-    "the destination's tls.ca_certificates"
-)
+def _unanswered(peer: StowPeer, exc: BaseException) -> str:
+    """Why a request to ``peer`` got no answer, in a sentence with what to check."""
+    if not isinstance(exc, httpx.HTTPError):  # building the TLS context: the files
+        return f"the TLS files for {peer} cannot be used ({exc}); run ctp-node config check"
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return (
+            f"TLS handshake with {peer} failed: {_why(exc)}; the destination's "
+            "tls.ca_certificates (or, without tls, the system's CAs) must hold the CA that "
+            "signed its certificate, and the certificate must name the url's host"
+        )
+    return f"no answer from {peer}: {_why(exc)}; check that the destination is running and its url"
 
 
 def _client(peer: StowPeer) -> httpx.Client:

@@ -289,9 +289,14 @@ def test_https_with_the_hospital_ca(tls_files, outputs) -> None:
         other = StowPeer(sink.url, tls=ClientTLS(tls_files.wrong_ca), timeout_s=5)
         refused = send_stow(other, outputs)
         assert refused.outcome == "unreachable"
+        assert refused.reason.startswith(f"TLS handshake with {sink.url} failed: ")
         assert "CERTIFICATE_VERIFY_FAILED" in refused.reason
+        assert "tls.ca_certificates" in refused.reason
         assert not any(o.stored or o.permanent for o in refused.outcomes)  # retried
         assert len(sink.requests) == 1
+
+        unusable = StowPeer(sink.url, tls=ClientTLS(tls_files.ca.with_name("none.pem")))
+        assert "the TLS files for" in send_stow(unusable, outputs).reason
 
 
 # --- Through ctp-node serve ------------------------------------------------------------------
