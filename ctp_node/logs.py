@@ -22,7 +22,8 @@ from ctp_node.file_modes import create_file, make_folders
 from ctp_node.log_filter import withhold_values_in_logs
 
 #: Libraries whose INFO lines drown the node's own (highdicom names each module it copies, ~50
-#: lines per job; uvicorn one line per health check): WARNING and above unless ``DEBUG``.
+#: lines per job; uvicorn one line per health check; httpx one per STOW-RS request): WARNING
+#: and above unless ``DEBUG``.
 CHATTY_LIBRARIES = (
     "highdicom",
     "pynetdicom",
@@ -32,6 +33,8 @@ CHATTY_LIBRARIES = (
     "uvicorn.error",
     "matplotlib",
     "PIL",
+    "httpx",
+    "httpcore",
 )
 
 #: Marks the handlers :func:`configure_logging` installed, which it replaces when called again.

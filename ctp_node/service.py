@@ -20,7 +20,13 @@ from typing import Protocol
 
 from ctp_node.assemble.completion import CompletionSettings, decide_complete_series
 from ctp_node.assemble.spill import SPILL_FOLDER
-from ctp_node.config import Config, ConfigError, ConfigProblem, database_password
+from ctp_node.config import (
+    Config,
+    ConfigError,
+    ConfigProblem,
+    bearer_token,
+    database_password,
+)
 from ctp_node.file_modes import restrict_storage_root
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.quality import QualityLimits
@@ -38,6 +44,7 @@ from ctp_node.send.notify_message import MessageSettings
 from ctp_node.send.notify_rules import console_url, notify_rules
 from ctp_node.send.scu import Peer
 from ctp_node.send.sender import RetryPolicy, send_due_exports
+from ctp_node.send.stow import StowPeer
 from ctp_node.store import Database
 from ctp_node.store import open_database as store_database
 from ctp_node.store.counts import stale_running_jobs
@@ -129,18 +136,30 @@ def job_context(config: Config) -> JobContext:
     )
 
 
-def peers(config: Config) -> dict[str, Peer]:
-    return {
-        d.name: Peer(
-            ae_title=d.ae_title,
-            host=d.host,
-            port=d.port,
+def peers(config: Config) -> dict[str, Peer | StowPeer]:
+    """Each destination as the sender reaches it, by name: a DICOM peer (``kind: dimse``) or
+    a STOW-RS endpoint with its bearer token (``kind: dicomweb``).
+
+    Raises
+    ------
+    ConfigError : a bearer token cannot be read (its file or variable).
+    """
+    found: dict[str, Peer | StowPeer] = {}
+    for index, d in enumerate(config.destinations):
+        tls = None if d.tls is None else ClientTLS(**d.tls.model_dump())
+        if d.kind == "dicomweb":
+            token = bearer_token(d, f"destinations.{index}")
+            found[d.name] = StowPeer(str(d.url), token, d.timeout_s, tls)
+            continue
+        found[d.name] = Peer(
+            ae_title=str(d.ae_title),
+            host=str(d.host),
+            port=int(d.port or 0),
             calling_ae_title=d.calling_ae_title or config.node.ae_title,
             timeout_s=d.timeout_s,
-            tls=None if d.tls is None else ClientTLS(**d.tls.model_dump()),
+            tls=tls,
         )
-        for d in config.destinations
-    }
+    return found
 
 
 def server_tls(config: Config) -> ServerTLS | None:

@@ -2,10 +2,10 @@
 is told: one or two sentences and an exit code, never a traceback (unless ``--debug``).
 
 Exit codes of every command: 0 ok; 1 something needs attention (``status``: a failed job or an
-undelivered output; ``config check --echo``: a destination that does not answer; an
-unexpected error); 2 configuration or usage (an invalid file, a port another program holds, a
-bind address of another machine, a database driver not installed or a database that cannot be
-reached, a missing database for ``status``, a bad argument).
+undelivered output; ``config check --echo``: a destination that does not answer a C-ECHO, or a
+DICOMweb search; an unexpected error); 2 configuration or usage (an invalid file, a port another
+program holds, a bind address of another machine, a database driver not installed or a database
+that cannot be reached, a missing database for ``status``, a bad argument).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ctp_node.config import (
     Config,
     ConfigError,
     ConfigProblem,
+    DestinationConfig,
     config_warnings,
     database_password,
     relative_path_warnings,
@@ -65,9 +67,10 @@ def preflight(config: Config, *, connect: bool = False) -> Preflight:
         found.problems.append(ConfigProblem("database.url", why))
     found.problems += destinations_to_self(config)
     found.warnings += [
-        ConfigProblem(f"destinations.{index}.host", why)
+        ConfigProblem(f"destinations.{index}.{key}", why)
         for index, destination in enumerate(config.destinations)
-        if (why := unresolved_host(destination.host)) is not None
+        for key, host in [_destination_host(destination)]
+        if (why := unresolved_host(host)) is not None
     ]
     callers = [Caller(c.ae_title, c.host) for c in config.node.allowed_callers]
     found.warnings += [
@@ -115,19 +118,31 @@ def destinations_to_self(config: Config) -> list[ConfigProblem]:
             "the PACS's AE title, host and port",
         )
         for index, destination in enumerate(config.destinations)
-        if destination.ae_title == config.node.ae_title
+        if destination.kind == "dimse"
+        and destination.ae_title == config.node.ae_title
         and destination.port in ports
         and is_local_host(destination.host)
     ]
 
 
 def echo_destinations(config: Config) -> list[tuple[str, EchoResult]]:
-    """A C-ECHO to each destination, as the sender would call it: (key path, result)."""
+    """A C-ECHO to each DICOM destination, a search (QIDO-RS) on each DICOMweb one, as the
+    sender would call it: (key path, result)."""
+    from ctp_node.send.stow import StowPeer, reach
     from ctp_node.service import peers
 
     return [
-        (f"destinations.{index}", echo(peer)) for index, peer in enumerate(peers(config).values())
+        (f"destinations.{index}", reach(peer) if isinstance(peer, StowPeer) else echo(peer))
+        for index, peer in enumerate(peers(config).values())
     ]
+
+
+def _destination_host(destination: DestinationConfig) -> tuple[str, str]:
+    """The key that names a destination's host (``host``, or ``url`` for DICOMweb) and the
+    host."""
+    if destination.kind == "dicomweb":
+        return "url", urlsplit(str(destination.url)).hostname or ""
+    return "host", str(destination.host)
 
 
 def report_failure(command: str, exc: BaseException, *, debug: bool = False) -> int:

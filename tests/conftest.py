@@ -141,14 +141,33 @@ class Orthanc:
     def instances(self) -> list[dict]:
         return [self.get(f"/instances/{i}/simplified-tags") for i in self.get("/instances")]
 
+    @property
+    def stow_url(self) -> str:
+        """The STOW-RS endpoint of the DICOMweb plugin (started with ``dicomweb=True``)."""
+        return f"http://127.0.0.1:{self.http_port}/dicom-web/studies"
 
-def start_orthanc(folder: Path, dicom_port: int | None = None) -> Orthanc:
+
+#: Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb); STOW-RS at /dicom-web/studies.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def start_orthanc(
+    folder: Path,
+    dicom_port: int | None = None,
+    *,
+    http_port: int | None = None,
+    dicomweb: bool = False,
+) -> Orthanc:
+    """A real Orthanc on loopback; with ``dicomweb``, its DICOMweb plugin loaded (STOW-RS at
+    ``Orthanc.stow_url``)."""
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(binary).exists():
         pytest.fail("Orthanc is not installed: run .ci/run (installs orthanc)")
+    if dicomweb and not DICOMWEB_PLUGIN.is_file():
+        pytest.fail("Orthanc's DICOMweb plugin is not installed: run .ci/run (orthanc-dicomweb)")
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port = dicom_port or free_port()
-    http_port = free_port()
+    http_port = http_port or free_port()
     config = {
         "Name": "ctp-node-test",
         "StorageDirectory": str(folder / "storage"),
@@ -161,7 +180,8 @@ def start_orthanc(folder: Path, dicom_port: int | None = None) -> Orthanc:
         "DicomCheckCalledAet": True,
         "DicomAlwaysAllowStore": True,
         "DicomAlwaysAllowEcho": True,
-        "Plugins": [],
+        "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+        "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
         "StableAge": 1,
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
@@ -198,8 +218,12 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
 
 
 @pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    server = start_orthanc(tmp_path / "orthanc")
+def orthanc(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Orthanc]:
+    """A real Orthanc; with ``@pytest.mark.parametrize("orthanc", ["dicomweb"],
+    indirect=True)``, with its DICOMweb plugin too."""
+    server = start_orthanc(
+        tmp_path / "orthanc", dicomweb=getattr(request, "param", None) == "dicomweb"
+    )
     yield server
     stop_process(server.process)
 

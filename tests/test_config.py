@@ -314,9 +314,9 @@ def test_missing_required_destination_keys(tmp_path: Path) -> None:
     problems = problems_of(path)
 
     assert problems == {
-        "destinations.0.ae_title": "required key is missing",
-        "destinations.0.host": "required key is missing",
-        "destinations.0.port": "required key is missing",
+        "destinations.0.ae_title": "a destination of kind dimse needs ae_title",
+        "destinations.0.host": "a destination of kind dimse needs host",
+        "destinations.0.port": "a destination of kind dimse needs port",
     }
 
 

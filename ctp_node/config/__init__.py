@@ -44,7 +44,7 @@ from ctp_node.config.schema import (
     WebhookConfig,
     WorkerConfig,
 )
-from ctp_node.config.secrets import database_password, notification_secrets
+from ctp_node.config.secrets import bearer_token, database_password, notification_secrets
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -71,6 +71,7 @@ __all__ = [
     "StorageConfig",
     "WebhookConfig",
     "WorkerConfig",
+    "bearer_token",
     "check_config",
     "config_warnings",
     "database_password",

@@ -6,6 +6,7 @@ import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,6 +23,7 @@ from ctp_node.config.schema import (
     Config,
 )
 from ctp_node.config.secrets import (
+    bearer_token,
     database_password,
     notification_secrets,
     password_file_warnings,
@@ -71,11 +73,21 @@ def load_config(path: Path | str) -> Config:
     if problems:
         raise ConfigError(problems, file_path)
     config = _resolve_relative_paths(config, file_path)
-    try:
-        database_password(config.database)  # the secrets can be read (they are not kept)
-        notification_secrets(config.notifications)
-    except ConfigError as exc:
-        raise ConfigError(exc.problems, file_path) from None
+    problems = []
+    secrets = [
+        lambda: database_password(config.database),
+        lambda: notification_secrets(config.notifications),
+    ] + [
+        lambda d=d, i=i: bearer_token(d, f"destinations.{i}")
+        for i, d in enumerate(config.destinations)
+    ]
+    for read in secrets:  # each secret can be read (it is not kept)
+        try:
+            read()
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems, file_path)
     return config
 
 
@@ -90,7 +102,8 @@ def check_config(path: Path | str) -> list[ConfigProblem]:
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
     """What is valid but probably not meant, with its key path: an allowed caller without a
-    host (anyone presenting its AE title gets in), a secret file other users can read.
+    host (anyone presenting its AE title gets in), a secret file other users can read, a
+    bearer token sent over plain http to another machine.
     Host names that do not resolve are the listener's to check
     (:func:`ctp_node.receive.allow_list.unresolvable_hosts`)."""
     warnings = [
@@ -102,7 +115,23 @@ def config_warnings(config: Config) -> list[ConfigProblem]:
         for index, caller in enumerate(config.node.allowed_callers)
         if caller.host is None
     ]
+    warnings += [
+        ConfigProblem(
+            f"destinations.{index}.url",
+            "the bearer token would cross the network unencrypted over http://; give the "
+            "destination's https:// url",
+        )
+        for index, d in enumerate(config.destinations)
+        if (d.bearer_token_file or d.bearer_token_env) and not _loopback_or_https(str(d.url))
+    ]
     return warnings + password_file_warnings(config)
+
+
+def _loopback_or_https(url: str) -> bool:
+    """``url`` is https, or http to this machine's loopback (where nothing crosses a wire)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return parts.scheme == "https" or host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _read_yaml(file_path: Path) -> dict[str, Any]:
@@ -286,10 +315,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     node = config.node
     if node.tls is not None:
         node = node.model_copy(update={"tls": _resolve_files(node.tls, folder)})
-    destinations = [
-        d if d.tls is None else d.model_copy(update={"tls": _resolve_files(d.tls, folder)})
-        for d in config.destinations
-    ]
+    destinations = [_resolve_files(d, folder) for d in config.destinations]
     notifications = config.notifications
     notifications = notifications.model_copy(
         update={
@@ -313,12 +339,17 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
 
 
 def _resolve_files(section: BaseModel, folder: Path) -> BaseModel:
-    """``section`` with its relative file paths (every ``Path`` value) made relative to
-    ``folder``."""
-    files = {
+    """``section`` with its relative file paths (every ``Path`` value, also in its
+    subsections, such as a destination's ``tls``) made relative to ``folder``."""
+    files: dict[str, Any] = {
         name: folder / value
         for name, value in section
         if isinstance(value, Path) and not value.is_absolute()
+    }
+    files |= {
+        name: _resolve_files(value, folder)
+        for name, value in section
+        if isinstance(value, BaseModel)
     }
     return section.model_copy(update=files)
 

@@ -5,6 +5,7 @@ See :mod:`ctp_node.config` for loading; ``config/ctp-node.yaml`` is the referenc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -55,6 +56,9 @@ FILE_KEY_PATH = "(file)"
 
 OutputKind = Literal["parametric_maps", "secondary_captures", "structured_report"]
 OUTPUT_KINDS: tuple[OutputKind, ...] = get_args(OutputKind)
+
+#: A STOW-RS URL: http or https, a host, no user or password (a token goes in its own key).
+_STOW_URL = re.compile(r"^https?://[^/@\s?#]+(/[^\s?#]*)?$")
 
 
 class _Section(BaseModel):
@@ -483,28 +487,111 @@ class WorkerConfig(_Section):
         return self
 
 
+DestinationKind = Literal["dimse", "dicomweb"]
+
+#: The keys that belong to one kind of destination only.
+_KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "dimse": ("ae_title", "host", "port", "calling_ae_title"),
+    "dicomweb": ("url", "bearer_token_file", "bearer_token_env"),
+}
+
+
 class DestinationConfig(_Section):
-    """A DICOM peer (usually a PACS) that receives the results by C-STORE.
+    """A peer (usually a PACS) that receives the results: by C-STORE (``kind: dimse``) or by
+    DICOMweb STOW-RS (``kind: dicomweb``). Both go through the same outbox and retries.
 
     Attributes
     ----------
     name : short unique name used in logs, the outbox and ``ctp-node status``.
-    ae_title : the destination's (called) AE title.
-    host, port : where it listens.
+    kind : ``dimse`` (the default): DICOM C-STORE to ``ae_title``@``host``:``port``;
+        ``dicomweb``: an HTTP POST of the files to ``url`` (PS3.18 STOW-RS).
+    ae_title : the destination's (called) AE title (dimse only, required).
+    host, port : where it listens (dimse only, required).
+    calling_ae_title : AE title the node presents; ``None`` uses ``node.ae_title`` (dimse).
+    url : the STOW-RS endpoint, ``http(s)://host[:port]/…/studies`` (dicomweb only,
+        required), e.g. Orthanc's ``http://pacs:8042/dicom-web/studies``.
+    bearer_token_file : file holding an OAuth bearer token sent as ``Authorization: Bearer``
+        (its final newline is not part of it), relative to the configuration file's folder;
+        read at each start, never logged (dicomweb only).
+    bearer_token_env : name of an environment variable holding that token instead; at most
+        one of the two (dicomweb only).
     send : output kinds it receives; ``None`` means every output.
-    calling_ae_title : AE title the node presents; ``None`` uses ``node.ae_title``.
-    timeout_s : network timeout in seconds for one association.
-    tls : send over DICOM TLS (:class:`DestinationTLSConfig`); ``None``: plain TCP.
+    timeout_s : network timeout in seconds: one association (dimse), or the connection and
+        each read of one STOW-RS request (dicomweb).
+    tls : dimse: send over DICOM TLS; dicomweb: the CAs (and client certificate) for an
+        ``https`` url, instead of the system's CAs (:class:`DestinationTLSConfig`). ``None``:
+        plain TCP (dimse) or the system's CAs, host name verified (https).
     """
 
     name: str
-    ae_title: AETitle
-    host: Host
-    port: PortNumber
+    kind: DestinationKind = "dimse"
+    ae_title: AETitle | None = None
+    host: Host | None = None
+    port: PortNumber | None = None
+    url: str | None = None
+    bearer_token_file: Path | None = Field(None, strict=False)
+    bearer_token_env: Annotated[str, AfterValidator(_check_environment_name)] | None = None
     send: list[OutputKind] | None = None
     calling_ae_title: AETitle | None = None
     timeout_s: PositiveSeconds = 30.0
     tls: DestinationTLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> DestinationConfig:
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "destination_kind",
+                    "belongs to a destination of kind {other}; this one is kind {kind}",
+                    {"other": other, "kind": self.kind},
+                ),
+                loc=(key,),
+                input=getattr(self, key),
+            )
+            for other, keys in _KIND_KEYS.items()
+            if other != self.kind
+            for key in keys
+            if getattr(self, key) is not None
+        ]
+        required = ("ae_title", "host", "port") if self.kind == "dimse" else ("url",)
+        errors += [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "destination_needs",
+                    "a destination of kind {kind} needs {key}",
+                    {"kind": self.kind, "key": key},
+                ),
+                loc=(key,),
+                input=None,
+            )
+            for key in required
+            if getattr(self, key) is None
+        ]
+        if errors:
+            raise ValidationError.from_exception_data("destination", errors)
+        if self.kind == "dicomweb":
+            self._check_dicomweb()
+        return self
+
+    def _check_dicomweb(self) -> None:
+        url = self.url or ""
+        if not _STOW_URL.match(url):
+            _raise_at(
+                ("url",),
+                "must be an http:// or https:// URL with a host, such as "
+                "http://pacs:8042/dicom-web/studies, without user or password; got '{url}'",
+                {"url": hide_url_password(url)},
+                url,
+            )
+        if self.tls is not None and not url.startswith("https://"):
+            _raise_at(("tls",), "TLS settings need an https:// url", {}, None)
+        if self.bearer_token_file is not None and self.bearer_token_env is not None:
+            _raise_at(
+                ("bearer_token_env",),
+                "give the token in one place: bearer_token_file or bearer_token_env, not both",
+                {},
+                self.bearer_token_env,
+            )
 
     @field_validator("name")
     @classmethod

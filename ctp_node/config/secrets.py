@@ -1,7 +1,7 @@
-"""Secrets — the database password, a webhook's bearer token, the SMTP password — read from
-where the configuration says (a ``*_file`` or a ``*_env`` key) rather than from the YAML. A
-secret is never put into the configuration itself, logged or printed: it is handed to the code
-that uses it, and every problem names the key, not the secret."""
+"""Secrets — the database password, a DICOMweb destination's or a webhook's bearer token, the
+SMTP password — read from where the configuration says (a ``*_file`` or a ``*_env`` key) rather
+than from the YAML. A secret is never put into the configuration itself, logged or printed: it
+is handed to the code that uses it, and every problem names the key, not the secret."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from ctp_node.config.problems import ConfigError, ConfigProblem
-from ctp_node.config.schema import Config, DatabaseConfig, NotificationsConfig
+from ctp_node.config.schema import Config, DatabaseConfig, DestinationConfig, NotificationsConfig
 
 
 def database_password(database: DatabaseConfig) -> str | None:
@@ -25,6 +25,21 @@ def database_password(database: DatabaseConfig) -> str | None:
         "database",
         ("password_file", database.password_file),
         ("password_env", database.password_env),
+    )
+
+
+def bearer_token(destination: DestinationConfig, key_path: str) -> str | None:
+    """The bearer token of a DICOMweb destination (``key_path``: ``destinations.N``), or
+    None when it has none.
+
+    Raises
+    ------
+    ConfigError : the file cannot be read or is empty, or the variable is not set or empty.
+    """
+    return secret_value(
+        key_path,
+        ("bearer_token_file", destination.bearer_token_file),
+        ("bearer_token_env", destination.bearer_token_env),
     )
 
 
@@ -89,9 +104,13 @@ def secret_value(
 
 
 def password_file_warnings(config: Config) -> list[ConfigProblem]:
-    """A warning for each secret file (the database password, a webhook's token, the SMTP
-    password) that other users than its owner can read."""
+    """A warning for each secret file (the database password, a destination's or a webhook's
+    token, the SMTP password) that other users than its owner can read."""
     files = [("database.password_file", config.database.password_file)]
+    files += [
+        (f"destinations.{index}.bearer_token_file", d.bearer_token_file)
+        for index, d in enumerate(config.destinations)
+    ]
     notifications = config.notifications
     files += [
         (f"notifications.webhooks.{index}.bearer_token_file", hook.bearer_token_file)

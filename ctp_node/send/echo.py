@@ -7,18 +7,23 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pynetdicom.sop_class import Verification
 
 from ctp_node.send.scu import Peer, client_ae, open_association
 
+if TYPE_CHECKING:
+    from ctp_node.send.stow import StowPeer
+
 
 @dataclass(frozen=True)
 class EchoResult:
-    """How a destination answered a C-ECHO: ``answered`` with status Success, and a
-    sentence (the round trip in ms, or why not and what to check)."""
+    """How a destination answered a C-ECHO (or, for DICOMweb, a search): ``answered`` with
+    status Success (HTTP 200), and a sentence (the round trip in ms, or why not and what to
+    check)."""
 
-    peer: Peer
+    peer: Peer | StowPeer
     answered: bool
     message: str
 

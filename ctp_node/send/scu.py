@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -15,6 +16,9 @@ from pynetdicom import AE
 
 from ctp_node.store.models import AuditOutcome, utcnow
 from ctp_node.tls import ClientTLS, client_context, last_handshake_failure
+
+if TYPE_CHECKING:
+    from ctp_node.send.stow import StowPeer
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,24 @@ class Peer:
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
+    @property
+    def address(self) -> str:
+        """Where it listens, for the audit trail."""
+        return f"{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class SendOutcome:
     """What the peer answered for one file: stored, or why not; and which series it is of
-    (for the audit trail; "" when the file does not say)."""
+    (for the audit trail; "" when the file does not say).
+
+    Attributes
+    ----------
+    status : the C-STORE status; for STOW-RS the instance's FailureReason (a DIMSE status
+        too) when the answer gives one, else the HTTP status code; ``None``: no answer.
+    permanent : sending it again would fail the same way (a STOW-RS 4xx answer): the outbox
+        gives up at once and asks for attention instead of retrying.
+    """
 
     path: Path
     stored: bool
@@ -54,23 +71,26 @@ class SendOutcome:
     series_instance_uid: str = ""
     accession_number: str = ""
     modality: str = ""
+    permanent: bool = False
 
 
 @dataclass(frozen=True)
 class SentAssociation:
-    """One association with a peer, how it ended, and what became of each file.
+    """One association with a peer (or one STOW-RS request), how it ended, and what became
+    of each file.
 
     Attributes
     ----------
     started_at, ended_at : naive UTC, from the request to the end (release or abort).
     outcome : ``AuditOutcome``: "released"; "aborted" (it ended before every file was
         answered, or without a release); "refused" (A-ASSOCIATE-RJ); "unreachable" (no
-        connection, or no answer to the request).
+        connection, or no answer to the request). For STOW-RS: "released" for HTTP 200 or
+        202, "refused" for any other HTTP answer.
     reason : why, a sentence, when the outcome is not "released".
     outcomes : one per file, in order.
     """
 
-    peer: Peer
+    peer: Peer | StowPeer
     started_at: dt.datetime
     ended_at: dt.datetime
     outcome: str
@@ -99,7 +119,7 @@ def send_over_association(peer: Peer, paths: Sequence[Path]) -> SentAssociation:
     the uncompressed syntaxes), so files are sent as they are stored.
     """
     headers = [
-        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS) for path in paths
+        pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS) for path in paths
     ]
     ae = client_ae(peer)
     contexts: dict[str, set[str]] = {}
@@ -134,7 +154,7 @@ def send_over_association(peer: Peer, paths: Sequence[Path]) -> SentAssociation:
             "connection was lost)"
         )
     return SentAssociation(
-        peer, started_at, utcnow(), outcome, reason, _identified(outcomes, headers)
+        peer, started_at, utcnow(), outcome, reason, identified(outcomes, headers)
     )
 
 
@@ -169,8 +189,9 @@ def open_association(ae: AE, peer: Peer):  # type: ignore[no-untyped-def]
 
 
 #: What is read of each file before sending: its SOP class, and its series for the audit.
-_HEADER_TAGS = [
+HEADER_TAGS = [
     "SOPClassUID",
+    "SOPInstanceUID",
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "AccessionNumber",
@@ -178,7 +199,7 @@ _HEADER_TAGS = [
 ]
 
 
-def _identified(outcomes: list[SendOutcome], headers: list) -> tuple[SendOutcome, ...]:
+def identified(outcomes: list[SendOutcome], headers: list) -> tuple[SendOutcome, ...]:
     """``outcomes`` with the study, series, accession number and modality of each file."""
     return tuple(
         replace(
@@ -198,7 +219,7 @@ def _not_established(  # type: ignore[no-untyped-def]
     """How an association that was never established went: every file "not sent"."""
     not_sent = [SendOutcome(Path(p), False, None, reason) for p in paths]
     return SentAssociation(
-        peer, started_at, utcnow(), outcome, reason, _identified(not_sent, headers)
+        peer, started_at, utcnow(), outcome, reason, identified(not_sent, headers)
     )
 
 

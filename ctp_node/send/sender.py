@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctp_node.send.scu import Peer, SendOutcome, SentAssociation, send_over_association
+from ctp_node.send.stow import StowPeer, send_stow
 from ctp_node.store import Database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, record_association
 from ctp_node.store.models import AuditDirection, AuditOutcome
@@ -24,10 +25,15 @@ class RetryPolicy:
     backoff_max_s: float = 600.0
 
 
+#: Most bytes of files POSTed in one STOW-RS request (the body is built in memory; a
+#: destination may limit uploads): due exports beyond it go in further requests.
+STOW_BATCH_BYTES = 64 * 2**20
+
+
 def send_due_exports(
     db: Database,
     storage_root: Path,
-    peers: Mapping[str, Peer],
+    peers: Mapping[str, Peer | StowPeer],
     policy: RetryPolicy,
     notify: Sequence[str] = (),
 ) -> int:
@@ -39,67 +45,118 @@ def send_due_exports(
     stored = 0
     for destination, exports in by_destination.items():
         peer = peers.get(destination)
-        ids = [export.id for export in exports]
         if peer is None:
-            mark_attempt_failed(
+            _failed(
                 db,
-                ids,
+                exports,
                 f"destination {destination!r} is no longer configured",
-                max_attempts=policy.max_attempts,
-                backoff_s=policy.backoff_s,
-                backoff_max_s=policy.backoff_max_s,
-                notify=notify,
+                policy,
+                notify,
                 final=True,
             )
             continue
         missing = [e for e in exports if not (storage_root / e.path).is_file()]
-        if missing:
-            mark_attempt_failed(
-                db,
-                [e.id for e in missing],
-                "the output file is missing from the results folder",
-                max_attempts=policy.max_attempts,
-                backoff_s=policy.backoff_s,
-                backoff_max_s=policy.backoff_max_s,
-                notify=notify,
-                final=True,
+        why = "the output file is missing from the results folder"
+        _failed(db, missing, why, policy, notify, final=True)
+        exports = [e for e in exports if e not in missing]
+        batches = _batches(peer, storage_root, exports)
+        for index, batch in enumerate(batches):
+            sent, unreachable = _send_batch(
+                db, storage_root, destination, peer, batch, policy, notify
             )
-            exports = [e for e in exports if e not in missing]
-        if not exports:
-            continue
-        association = send_over_association(peer, [storage_root / e.path for e in exports])
-        audit(db, association)
-        if association.outcome in (AuditOutcome.REFUSED, AuditOutcome.UNREACHABLE):
-            why = association.reason
-            log.warning("%d output(s) for %s wait for a retry: %s", len(exports), destination, why)
-            mark_attempt_failed(
-                db,
-                [e.id for e in exports],
-                why,
-                max_attempts=policy.max_attempts,
-                backoff_s=policy.backoff_s,
-                backoff_max_s=policy.backoff_max_s,
-                notify=notify,
-            )
-            continue
-        outcomes = association.outcomes
-        sent = [e.id for e, o in zip(exports, outcomes, strict=True) if o.stored]
-        mark_sent(db, sent)
-        stored += len(sent)
-        for export, outcome in zip(exports, outcomes, strict=True):
-            if not outcome.stored:
-                log.warning("%s to %s: %s", export.sop_instance_uid, destination, outcome.message)
-                mark_attempt_failed(
-                    db,
-                    [export.id],
-                    outcome.message,
-                    max_attempts=policy.max_attempts,
-                    backoff_s=policy.backoff_s,
-                    backoff_max_s=policy.backoff_max_s,
-                    notify=notify,
-                )
-        log.info("%d of %d output(s) stored by %s", len(sent), len(exports), destination)
+            stored += sent
+            if unreachable:  # the later batches would wait for the same timeout: not now
+                later = [e for b in batches[index + 1 :] for e in b]
+                _failed(db, later, unreachable, policy, notify)
+                break
     return stored
+
+
+def _send_batch(
+    db: Database,
+    storage_root: Path,
+    destination: str,
+    peer: Peer | StowPeer,
+    exports: list,
+    policy: RetryPolicy,
+    notify: Sequence[str],
+) -> tuple[int, str]:
+    """Send ``exports`` in one association (or one STOW-RS request) and record what became of
+    each: sent, retried later, or given up (a permanent failure). Returns how many were
+    stored, and why the destination could not be reached ("" when it could)."""
+    paths = [storage_root / e.path for e in exports]
+    if isinstance(peer, StowPeer):
+        association = send_stow(peer, paths)
+    else:
+        association = send_over_association(peer, paths)
+    audit(db, association)
+    established = association.outcome not in (AuditOutcome.REFUSED, AuditOutcome.UNREACHABLE)
+    if not established:
+        why = association.reason
+        log.warning("%d output(s) for %s not sent: %s", len(exports), destination, why)
+    outcomes = association.outcomes
+    sent = [e.id for e, o in zip(exports, outcomes, strict=True) if o.stored]
+    mark_sent(db, sent)
+    failed: dict[tuple[str, bool], list] = defaultdict(list)  # one update per reason
+    for export, outcome in zip(exports, outcomes, strict=True):
+        if outcome.stored:
+            continue
+        if established:
+            log.warning("%s to %s: %s", export.sop_instance_uid, destination, outcome.message)
+        failed[(outcome.message, outcome.permanent)].append(export)
+    for (why, permanent), group in failed.items():
+        _failed(db, group, why, policy, notify, final=permanent)
+    if any(o.permanent for o in outcomes):
+        log.error(
+            "%d output(s) for %s will not be retried (a permanent failure); fix the cause, "
+            "then ctp-node resend",
+            sum(o.permanent for o in outcomes),
+            destination,
+        )
+    log.info("%d of %d output(s) stored by %s", len(sent), len(exports), destination)
+    unreachable = association.outcome == AuditOutcome.UNREACHABLE
+    return len(sent), association.reason if unreachable else ""
+
+
+def _batches(peer: Peer | StowPeer, storage_root: Path, exports: list) -> list[list]:
+    """``exports`` in the groups sent together: all in one association for a DIMSE peer; for
+    STOW-RS, requests of at most :data:`STOW_BATCH_BYTES` (at least one file each)."""
+    if not isinstance(peer, StowPeer):
+        return [exports] if exports else []
+    batches: list[list] = []
+    size = 0
+    for export in exports:
+        length = (storage_root / export.path).stat().st_size
+        if not batches or size + length > STOW_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(export)
+        size += length
+    return batches
+
+
+def _failed(
+    db: Database,
+    exports: list,
+    why: str,
+    policy: RetryPolicy,
+    notify: Sequence[str],
+    *,
+    final: bool = False,
+) -> None:
+    """Count a failed attempt for ``exports``: retried after the backoff, or (``final``, or
+    out of attempts) given up, telling the notification channels ``notify``."""
+    if exports:
+        mark_attempt_failed(
+            db,
+            [e.id for e in exports],
+            why,
+            max_attempts=policy.max_attempts,
+            backoff_s=policy.backoff_s,
+            backoff_max_s=policy.backoff_max_s,
+            notify=notify,
+            final=final,
+        )
 
 
 #: The status a peer answers for a SOP Instance UID it holds with other content (PS3.7 C).
@@ -129,7 +186,7 @@ def audit(db: Database, association: SentAssociation) -> None:
                 started_at=association.started_at,
                 ended_at=association.ended_at,
                 peer_ae_title=peer.ae_title,
-                peer_address=f"{peer.host}:{peer.port}",
+                peer_address=peer.address[:128],
                 local_ae_title=peer.calling_ae_title,
                 outcome=association.outcome,
                 reason=association.reason,

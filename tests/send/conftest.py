@@ -51,3 +51,25 @@ def database_with_a_job(tmp_path: Path) -> tuple[Database, int]:
     )
     job_id = decide_series(db, "1.2.3.4", perfusion=True, reason="", expected_instance_count=1)
     return db, job_id
+
+
+def database_with_exports(tmp_path: Path, outputs: list[Path], destination: str) -> Database:
+    """A node database whose outbox holds ``outputs`` (as parametric maps) for
+    ``destination``, due now."""
+    import pydicom
+
+    from ctp_node.store.outbox import OutputObject, enqueue_exports
+
+    db, job_id = database_with_a_job(tmp_path)
+    enqueue_exports(
+        db,
+        job_id,
+        [
+            (
+                destination,
+                OutputObject(pydicom.dcmread(p).SOPInstanceUID, "parametric_maps", p.name),
+            )
+            for p in outputs
+        ],
+    )
+    return db

@@ -15,7 +15,7 @@ from ctp_node.store.audit import SeriesCounts, list_associations
 from ctp_node.store.models import ExportState, utcnow
 from ctp_node.store.outbox import OutputObject, enqueue_exports, list_exports
 from tests.conftest import FAST_TCP_ENV, dcmtk, free_port, start_orthanc, stop_process, wait_until
-from tests.send.conftest import database_with_a_job
+from tests.send.conftest import database_with_a_job, database_with_exports
 
 
 @pytest.fixture
@@ -50,16 +50,8 @@ def test_unreachable_peer_raises_a_clear_error(outputs) -> None:
 
 
 def test_pacs_down_then_up_loses_nothing(outputs, tmp_path) -> None:
-    db, job_id = database_with_a_job(tmp_path)
+    db = database_with_exports(tmp_path, outputs, "pacs")
     root = outputs[0].parent
-    enqueue_exports(
-        db,
-        job_id,
-        [
-            ("pacs", OutputObject(pydicom.dcmread(p).SOPInstanceUID, "parametric_maps", p.name))
-            for p in outputs
-        ],
-    )
     port = free_port()
     peers = {"pacs": Peer("ORTHANC", "127.0.0.1", port, timeout_s=5)}
     policy = RetryPolicy(max_attempts=5, backoff_s=0.0, backoff_max_s=0.0)
@@ -99,15 +91,7 @@ def test_gives_up_after_max_attempts(outputs, tmp_path) -> None:
 def test_every_association_with_a_destination_is_audited(outputs, tmp_path) -> None:
     """Unreachable, refused (a wrong called AE title), then stored: three records that say
     which series went to whom, and what the peer answered."""
-    db, job_id = database_with_a_job(tmp_path)
-    enqueue_exports(
-        db,
-        job_id,
-        [
-            ("pacs", OutputObject(pydicom.dcmread(p).SOPInstanceUID, "parametric_maps", p.name))
-            for p in outputs
-        ],
-    )
+    db = database_with_exports(tmp_path, outputs, "pacs")
     root = outputs[0].parent
     port = free_port()
     policy = RetryPolicy(max_attempts=5, backoff_s=0.0, backoff_max_s=0.0)

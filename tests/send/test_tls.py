@@ -12,10 +12,10 @@ import pytest
 from ctp_node.send.scu import Peer, PeerUnreachableError, send_files
 from ctp_node.send.sender import RetryPolicy, send_due_exports
 from ctp_node.store.models import ExportState
-from ctp_node.store.outbox import OutputObject, enqueue_exports, list_exports
+from ctp_node.store.outbox import list_exports
 from ctp_node.tls import ClientTLS
 from tests.conftest import FAST_TCP_ENV, dcmtk, free_port, stop_process, wait_until
-from tests.send.conftest import database_with_a_job
+from tests.send.conftest import database_with_exports
 from tests.tls_certificates import Pair
 
 
@@ -156,15 +156,7 @@ def test_the_outbox_retries_a_refused_tls_destination_with_the_reason(
     tls_files,
     tmp_path,
 ) -> None:
-    db, job_id = database_with_a_job(tmp_path)
-    enqueue_exports(
-        db,
-        job_id,
-        [
-            ("pacs", OutputObject(pydicom.dcmread(p).SOPInstanceUID, "parametric_maps", p.name))
-            for p in outputs
-        ],
-    )
+    db = database_with_exports(tmp_path, outputs, "pacs")
     port, folder = tls_storescp()
     client = tls_files.client
     policy = RetryPolicy(max_attempts=5, backoff_s=0.0, backoff_max_s=0.0)
