@@ -131,6 +131,8 @@ def test_the_job_page_shows_curves_voxels_quality_maps_and_pages(processed):
     vof = ",".join(map(str, summary["vof"]["centre_zyx"]))
     assert re.search(rf'id="aif-row">.*<td class="zyx">{aif}</td>', page)
     assert re.search(rf'id="vof-row">.*<td class="zyx">{vof}</td>', page)
+    scale = summary["parameters"]["aif_partial_volume_scale"]
+    assert f"The AIF is scaled by {scale:.2f} for partial volume" in page
     for finding in summary["quality"]:
         assert f"<td>{finding['name']}</td><td>{finding['result']}</td>" in page
     assert "orthanc" in page[page.index('id="exports"') :]
