@@ -52,6 +52,11 @@ def build_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     if console is not None:
+        from starlette.exceptions import HTTPException
+
+        from ctp_node.http.console import console_error
+
+        app.add_exception_handler(HTTPException, console_error)
         app.include_router(console)
         static = Path(__file__).parent / "static"
         app.mount("/static", StaticFiles(directory=static), name="static")

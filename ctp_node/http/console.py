@@ -17,8 +17,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ctp_node import operations
 from ctp_node.config import Config
@@ -93,6 +95,14 @@ def parse_zyx(text: str, name: str) -> tuple[int, int, int] | None:
     except ValueError:
         raise HTTPException(400, f"{name} must be slice,row,column (0-based integers)") from None
     return z, y, x
+
+
+async def console_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A refused request as a page with its sentence (health and metrics keep JSON)."""
+    if request.url.path.startswith(("/health", "/metrics")):
+        return await http_exception_handler(request, exc)
+    context = {"title": "Not done", "status": exc.status_code, "detail": exc.detail}
+    return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=exc.status_code)
 
 
 def build_console(db: Database, config: Config) -> APIRouter:

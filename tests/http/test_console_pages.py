@@ -4,6 +4,7 @@ session (clicking a new AIF) is tests/http/test_console_browser.py."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -53,7 +54,7 @@ def http_post(port: int, path: str, fields: dict[str, str], headers: dict | None
     except urllib.error.HTTPError as exc:
         if exc.code == 303:
             return 303, exc.headers["Location"]
-        return exc.code, exc.read().decode()
+        return exc.code, html.unescape(exc.read().decode())  # the error page's sentence
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,10 @@ def test_the_job_page_shows_curves_voxels_quality_maps_and_pages(processed):
     assert shown.shape == (first.Rows, first.Columns, 3)
     assert np.array_equal(shown, first.pixel_array.reshape(shown.shape))
     assert _png(node, f"/jobs/{job['id']}/summary.png").shape[1] > 1000
-    assert node.http_get("/jobs/9999")[0] == 404
+    code, body = node.http_get("/jobs/9999")
+    assert code == 404 and b'<p class="error" id="problem">there is no job 9999</p>' in body
+    code, body = node.http_get("/health/nothing")
+    assert code == 404 and body == b'{"detail":"Not Found"}'  # JSON below /health
 
 
 def _hu(ds: pydicom.Dataset) -> np.ndarray:
@@ -187,6 +191,7 @@ def test_the_candidate_curve_at_the_automatic_aif_is_the_arterial_curve(processe
 
     code, body = node.http_get(f"/series/{series}/curve?z=99&y=0&x=0")
     assert code == 400 and b"lies outside the images: slice 0-3" in body
+    assert b'id="problem"' in body  # a page with the sentence, not JSON
     image = _png(node, f"/series/{series}/baseline.png?slice={z}")
     rows, columns = summary["acquisition"]["matrix"]
     assert image.shape[:2] == (rows, columns)  # one pixel per voxel: a click is a voxel
