@@ -12,11 +12,12 @@ only through :mod:`ctp_node.store.console_queries`, acts only through
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -83,6 +84,22 @@ def who(request: Request) -> str:
     user = request.headers.get("x-forwarded-user", "").strip()
     peer = request.client.host if request.client else "unknown"
     return f"console {user or peer}"[:REQUESTED_BY_MAX]
+
+
+def same_site(request: Request) -> None:
+    """Refuse (403) a form posted from another site's page: a browser says where a POST comes
+    from (``Origin``, else ``Referer``), and a page elsewhere must not make a browser on this
+    machine reprocess or resend (the console has no sign-in yet). Its host must be the
+    request's ``Host`` (or ``X-Forwarded-Host``, set by a reverse proxy). A request that names no
+    origin (curl, a script) is let through: it does not ride on a person's browser."""
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    if not origin:
+        return
+    host = urllib.parse.urlsplit(origin).netloc
+    # behind a reverse proxy, the address the browser used is its X-Forwarded-Host
+    ours = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
+    if host not in ours - {""}:
+        raise HTTPException(403, f"a form posted from {origin} (another site) is refused")
 
 
 def parse_zyx(text: str, name: str) -> tuple[int, int, int] | None:
@@ -248,7 +265,7 @@ def _add_correction_routes(
         drawn = _input_curves(latest_summary(db, series_uid), (label, series.times_s, values))
         return Response(images.curves_png(drawn), media_type="image/png")
 
-    @router.post("/series/{series_uid}/reprocess")
+    @router.post("/series/{series_uid}/reprocess", dependencies=[Depends(same_site)])
     def reprocess(
         request: Request, series_uid: str, aif: str = Form(""), vof: str = Form("")
     ) -> Response:
@@ -274,7 +291,7 @@ def _add_correction_routes(
 def _add_action_routes(router: APIRouter, db: Database, config: Config) -> None:
     """Resend a result, retry a failed job: the CLI's ``resend`` and ``reprocess``."""
 
-    @router.post("/jobs/{job_id}/resend")
+    @router.post("/jobs/{job_id}/resend", dependencies=[Depends(same_site)])
     def resend(request: Request, job_id: int, destination: str = Form("")) -> Response:
         try:
             sent = operations.resend(db, config, job_id=job_id, destination=destination or None)
@@ -286,7 +303,7 @@ def _add_action_routes(router: APIRouter, db: Database, config: Config) -> None:
         message = f"{sent.queued} export(s) queued to {', '.join(sent.destinations)}"
         return RedirectResponse(f"/jobs/{job_id}?message={quote(message)}", status_code=303)
 
-    @router.post("/jobs/{job_id}/retry")
+    @router.post("/jobs/{job_id}/retry", dependencies=[Depends(same_site)])
     def retry(request: Request, job_id: int) -> Response:
         """Compute a failed job's series again, with the same AIF/VOF choice."""
         detail = job_detail(db, job_id)

@@ -211,6 +211,14 @@ def test_actions_refuse_what_cannot_be_done_with_a_sentence(processed):
     assert code == 400 and "is done, not failed" in body
     code, body = http_post(node.http_port, f"/jobs/{job['id']}/resend", {"destination": "nope"})
     assert code == 400 and "no destination 'nope'" in body
+    # a form on another site's page, posted by a browser on this machine
+    for path in (f"/series/{series}/reprocess", f"/jobs/{job['id']}/resend"):
+        code, body = http_post(node.http_port, path, {}, {"Origin": "http://elsewhere.example"})
+        assert code == 403 and "from http://elsewhere.example (another site) is refused" in body
+    code, body = http_post(
+        node.http_port, f"/jobs/{job['id']}/retry", {}, {"Referer": "http://elsewhere.example/x"}
+    )
+    assert code == 403
     assert len(node.status()["jobs"]) == 1  # nothing queued
 
 
@@ -224,7 +232,10 @@ def test_resend_from_the_console_sends_the_result_again(processed):
             ),
             timeout=10,
         ).close()
-    code, location = http_post(node.http_port, f"/jobs/{job['id']}/resend", {"destination": ""})
+    same_site = {"Origin": f"http://127.0.0.1:{node.http_port}"}  # as the browser sends it
+    code, location = http_post(
+        node.http_port, f"/jobs/{job['id']}/resend", {"destination": ""}, same_site
+    )
     assert code == 303 and location.startswith(f"/jobs/{job['id']}?message=")
     assert f"{before} export(s) queued to orthanc" in _page(node, location)
     wait_until(lambda: len(orthanc.get("/instances")) == before, 60, "the result sent again")
