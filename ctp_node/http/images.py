@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw
 
 #: Pixels per inch of the drawn figures (a map is ~5 × 4 inches).
 DPI = 80
@@ -75,16 +75,31 @@ def map_png(path: Path, frame_index: int) -> bytes:
     return _png(figure)
 
 
+#: Top of a page that holds the banner's patient line (name, ID, birth date, sex), as a
+#: fraction of its height: the line hangs from 0.012 and the study line (accession, date)
+#: starts at 0.04 (:func:`ctp_node.report.pages.draw_banner`).
+PATIENT_LINE_FRACTION = 0.04
+#: What the console shows in its place (access control, and with it identity, comes later).
+WITHHELD = "patient identification withheld in the console"
+
+
 def page_png(path: Path) -> bytes:
-    """A stored Secondary Capture page (RGB or grey) as PNG, pixel for pixel."""
+    """A stored Secondary Capture page (RGB or grey) as PNG, pixel for pixel, except its
+    banner's patient line, blacked out (:data:`PATIENT_LINE_FRACTION`) and replaced by
+    :data:`WITHHELD`."""
     ds = pydicom.dcmread(path)
     pixels = ds.pixel_array
     if pixels.ndim == 4 or (pixels.ndim == 3 and pixels.shape[-1] != 3):
         pixels = pixels[0]  # a multi-frame page: its first frame
     if pixels.dtype != np.uint8:
         pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    pixels = pixels.copy()
+    band = round(pixels.shape[0] * PATIENT_LINE_FRACTION)
+    pixels[:band] = 0
+    image = Image.fromarray(pixels)
+    ImageDraw.Draw(image).text((12, max(0, band // 2 - 6)), WITHHELD, fill="grey")
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -155,7 +155,13 @@ def test_the_job_page_shows_curves_voxels_quality_maps_and_pages(processed):
     first = pydicom.dcmread(storage / job["result_dir"] / pages[0]["file"])
     shown = _png(node, f"/jobs/{job['id']}/pages/0.png")
     assert shown.shape == (first.Rows, first.Columns, 3)
-    assert np.array_equal(shown, first.pixel_array.reshape(shown.shape))
+    stored = first.pixel_array.reshape(shown.shape)
+    # the banner's patient line (name, ID, birth date) is withheld; the rest pixel for pixel
+    band = round(first.Rows * 0.04)
+    assert stored[12:band].any(axis=2).sum() > 500  # the stored page has the line there
+    assert np.array_equal(shown[band:], stored[band:])
+    assert not np.array_equal(shown[:band], stored[:band])
+    assert shown[:band].max(axis=2).mean() < 10  # black, but for the short "withheld" note
     assert _png(node, f"/jobs/{job['id']}/summary.png").shape[1] > 1000
     code, body = node.http_get("/jobs/9999")
     assert code == 404 and b'<p class="error" id="problem">there is no job 9999</p>' in body
