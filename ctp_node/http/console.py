@@ -127,31 +127,6 @@ def build_console(db: Database, config: Config) -> APIRouter:
     root = Path(config.storage.root)
     router = APIRouter()
 
-    def read(series_uid: str) -> SeriesImages:
-        paths = [root / p for p in instance_paths(db, series_uid)]
-        if not paths or not all(p.is_file() for p in paths):
-            raise HTTPException(404, f"the images of series {series_uid} are not on disk")
-        aif = latest_summary(db, series_uid).get("aif") or {}
-        return read_series_images(paths, aif.get("baseline_frames") or DEFAULT_BASELINE_FRAMES)
-
-    cache = SeriesCache(read)
-
-    def detail_or_404(job_id: int) -> JobDetail:
-        detail = job_detail(db, job_id)
-        if detail is None:
-            raise HTTPException(404, f"there is no job {job_id}")
-        return detail
-
-    def output_path(job_id: int, kind: str, index: int) -> Path:
-        detail = detail_or_404(job_id)
-        chosen = [o for o in outputs_of(root, detail) if o.kind == kind]
-        if not 0 <= index < len(chosen):
-            raise HTTPException(404, f"job {job_id} has no {kind} number {index}")
-        path = root / detail.job.result_dir / chosen[index].file
-        if not path.is_file():
-            raise HTTPException(404, f"{chosen[index].file} is no longer on disk (retention)")
-        return path
-
     @router.get("/", response_class=HTMLResponse)
     def studies_page(request: Request) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(
@@ -169,7 +144,7 @@ def build_console(db: Database, config: Config) -> APIRouter:
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: int, message: str = "") -> HTMLResponse:
-        detail = detail_or_404(job_id)
+        detail = _detail_or_404(db, job_id)
         context = {
             "title": f"Job {job_id}",
             "d": detail,
@@ -181,9 +156,49 @@ def build_console(db: Database, config: Config) -> APIRouter:
         }
         return TEMPLATES.TemplateResponse(request, "job.html", context)
 
+    _add_picture_routes(router, db, root)
+    _add_correction_routes(router, db, config, _series_cache(db, root))
+    _add_action_routes(router, db, config)
+    return router
+
+
+def _detail_or_404(db: Database, job_id: int) -> JobDetail:
+    detail = job_detail(db, job_id)
+    if detail is None:
+        raise HTTPException(404, f"there is no job {job_id}")
+    return detail
+
+
+def _series_cache(db: Database, root: Path) -> SeriesCache:
+    """The cache of source images, reading a series' spooled files (404 when retention has
+    deleted them) with the pre-contrast frames of its latest result."""
+
+    def read(series_uid: str) -> SeriesImages:
+        paths = [root / p for p in instance_paths(db, series_uid)]
+        if not paths or not all(p.is_file() for p in paths):
+            raise HTTPException(404, f"the images of series {series_uid} are not on disk")
+        aif = latest_summary(db, series_uid).get("aif") or {}
+        return read_series_images(paths, aif.get("baseline_frames") or DEFAULT_BASELINE_FRAMES)
+
+    return SeriesCache(read)
+
+
+def _add_picture_routes(router: APIRouter, db: Database, root: Path) -> None:
+    """A result's pictures: its summary image, maps, pages and input curves."""
+
+    def output_path(job_id: int, kind: str, index: int) -> Path:
+        detail = _detail_or_404(db, job_id)
+        chosen = [o for o in outputs_of(root, detail) if o.kind == kind]
+        if not 0 <= index < len(chosen):
+            raise HTTPException(404, f"job {job_id} has no {kind} number {index}")
+        path = root / detail.job.result_dir / chosen[index].file
+        if not path.is_file():
+            raise HTTPException(404, f"{chosen[index].file} is no longer on disk (retention)")
+        return path
+
     @router.get("/jobs/{job_id}/summary.png")
     def summary_png(job_id: int) -> FileResponse:
-        detail = detail_or_404(job_id)
+        detail = _detail_or_404(db, job_id)
         path = root / detail.job.result_dir / "summary.png"
         if not detail.job.result_dir or not path.is_file():
             raise HTTPException(404, f"job {job_id} has no summary image on disk")
@@ -204,12 +219,8 @@ def build_console(db: Database, config: Config) -> APIRouter:
 
     @router.get("/jobs/{job_id}/curves.png")
     def curves_png(job_id: int) -> Response:
-        summary = detail_or_404(job_id).summary
+        summary = _detail_or_404(db, job_id).summary
         return Response(images.curves_png(_input_curves(summary)), media_type="image/png")
-
-    _add_correction_routes(router, db, config, cache)
-    _add_action_routes(router, db, config)
-    return router
 
 
 def _input_curves(summary: dict, candidate: tuple[str, list, list] | None = None) -> list:
@@ -306,9 +317,7 @@ def _add_action_routes(router: APIRouter, db: Database, config: Config) -> None:
     @router.post("/jobs/{job_id}/retry", dependencies=[Depends(same_site)])
     def retry(request: Request, job_id: int) -> Response:
         """Compute a failed job's series again, with the same AIF/VOF choice."""
-        detail = job_detail(db, job_id)
-        if detail is None:
-            raise HTTPException(404, f"there is no job {job_id}")
+        detail = _detail_or_404(db, job_id)
         if detail.job.state != "failed":
             raise HTTPException(400, f"job {job_id} is {detail.job.state}, not failed")
         try:

@@ -48,11 +48,6 @@ def _map_unit(ds: pydicom.Dataset) -> str:
         return ""
 
 
-def map_frame_count(path: Path) -> int:
-    """How many frames (slices) a stored Parametric Map has."""
-    return int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1))
-
-
 def map_png(path: Path, frame_index: int) -> bytes:
     """Frame ``frame_index`` (0-based, source order: one per slice) of a stored Parametric
     Map, in the jet colour map over its stored window, with a colour bar in its unit."""
