@@ -15,7 +15,6 @@ import logging
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -24,6 +23,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ctp_node import operations
+from ctp_node.assemble.headers import UnreadableImageError
+from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.config import Config
 from ctp_node.http import images
 from ctp_node.http.series_cache import (
@@ -178,7 +179,11 @@ def _series_cache(db: Database, root: Path) -> SeriesCache:
         if not paths or not all(p.is_file() for p in paths):
             raise HTTPException(404, f"the images of series {series_uid} are not on disk")
         aif = latest_summary(db, series_uid).get("aif") or {}
-        return read_series_images(paths, aif.get("baseline_frames") or DEFAULT_BASELINE_FRAMES)
+        try:
+            return read_series_images(paths, aif.get("baseline_frames") or DEFAULT_BASELINE_FRAMES)
+        except (UnreadableImageError, NotPerfusionError) as exc:
+            why = f"series {series_uid} has no images to choose on: {exc}"
+            raise HTTPException(400, why) from None
 
     return SeriesCache(read)
 
@@ -312,7 +317,8 @@ def _add_action_routes(router: APIRouter, db: Database, config: Config) -> None:
             "console: %s resent job %d to %s", who(request), job_id, ", ".join(sent.destinations)
         )
         message = f"{sent.queued} export(s) queued to {', '.join(sent.destinations)}"
-        return RedirectResponse(f"/jobs/{job_id}?message={quote(message)}", status_code=303)
+        location = f"/jobs/{job_id}?message={urllib.parse.quote(message)}"
+        return RedirectResponse(location, status_code=303)
 
     @router.post("/jobs/{job_id}/retry", dependencies=[Depends(same_site)])
     def retry(request: Request, job_id: int) -> Response:

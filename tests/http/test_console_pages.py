@@ -195,6 +195,8 @@ def test_the_candidate_curve_at_the_automatic_aif_is_the_arterial_curve(processe
     aif_peak_s = summary["aif"]["times_s"][int(np.argmax(summary["aif"]["concentration_hu"]))]
     assert abs(peak_s - aif_peak_s) < 4
 
+    code, body = node.http_get("/series/1.2.3/curve?z=0&y=0&x=0")
+    assert code == 404 and b"the images of series 1.2.3 are not on disk" in body
     code, body = node.http_get(f"/series/{series}/curve?z=99&y=0&x=0")
     assert code == 400 and b"lies outside the images: slice 0-3" in body
     assert b'id="problem"' in body  # a page with the sentence, not JSON
