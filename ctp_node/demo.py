@@ -45,7 +45,7 @@ def free_port() -> int:
 
 def demo_config(folder: Path, node_port: int, pacs_port: int, http_port: int) -> dict:
     """A configuration for a node on loopback that sends to the demo PACS, with its HTTP
-    face (health, metrics) on ``http_port``."""
+    face (health, metrics, web console) on ``http_port``."""
     return {
         "node": {"ae_title": NODE_AE, "port": node_port, "bind": "127.0.0.1"},
         "storage": {"root": "node", "min_free_bytes": 100_000_000},
@@ -136,7 +136,7 @@ def run_demo(out: Path | None = None, timeout_s: float = 600.0) -> int:
         node.start()
         print(f"2. node ({NODE_AE}) listening on 127.0.0.1:{node_port}; config {config_path}")
         http = f"http://127.0.0.1:{http_port}"
-        print(f"   health: {http}/health/ready  metrics: {http}/metrics")
+        print(f"   console: {http}/  health: {http}/health/ready  metrics: {http}/metrics")
         phantom = make_phantom(PhantomSpec())
         paths = write_phantom_study(phantom, folder / "phantom", StudyIdentity.new())
         print(f"3. phantom study written: {len(paths)} CT images in {folder / 'phantom'}")
@@ -167,6 +167,10 @@ def run_demo(out: Path | None = None, timeout_s: float = 600.0) -> int:
         print(f"\n   the demo PACS received {len(received)} objects: {folder / 'pacs'}")
         print(f"   summary image: {result_dir / 'summary.png'}")
         print(f"   node status: ctp-node status --config {config_path}")
+        print(
+            f"   web console (the results, a new AIF): ctp-node serve --config {config_path}, "
+            f"then open {http}/jobs/{job['id']}"
+        )
         return 0
     finally:
         node.stop()

@@ -90,11 +90,14 @@ def reprocess(
     series_uid: str,
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
+    requested_by: str = "operator",
 ) -> int:
     """Queue a series to be computed again, optionally with a person's arterial input and
     venous output locations (``(slice, row, column)``, 0-based voxel indices of the source
     images). Its result is a new version when anything differs from the last one; the same
-    inputs and choices give the same version again. Returns the job's id."""
+    inputs and choices give the same version again. ``requested_by`` is recorded with the job
+    (at most 32 characters: "operator" for the CLI, "console <user or address>" for the web
+    console). Returns the job's id."""
     series = get_series(db, series_uid)
     if series is None:
         raise OperatorError(f"the node has no series {series_uid}; `ctp-node status` lists them")
@@ -127,4 +130,5 @@ def reprocess(
         series_uid,
         ",".join(map(str, aif_zyx)) if aif_zyx else "",
         ",".join(map(str, vof_zyx)) if vof_zyx else "",
+        requested_by=requested_by,
     )

@@ -539,10 +539,12 @@ class Node:
         )
 
     def _start_http(self) -> None:
-        """The HTTP face (``http:``): health checks and metrics, served by uvicorn in a thread."""
+        """The HTTP face (``http:``): health checks, metrics and the web console, served by
+        uvicorn in a thread."""
         # Imported here: FastAPI and uvicorn stay out of serve without http, and out of the
         # workers' fork server, which preloads this module.
         from ctp_node.http.app import build_app
+        from ctp_node.http.console import build_console
         from ctp_node.http.health import database_check, disk_check, listener_check
         from ctp_node.http.metrics import node_registry
         from ctp_node.http.server import HttpFace, HttpStartError
@@ -555,7 +557,8 @@ class Node:
             "workers": self._worker_problem,
         }
         registry = node_registry(self.db, self.spool.free_bytes, min_free)
-        face = HttpFace(build_app(checks, registry), self.config.http.bind, self.config.http.port)
+        app = build_app(checks, registry, build_console(self.db, self.config))
+        face = HttpFace(app, self.config.http.bind, self.config.http.port)
         try:
             face.start()
         except HttpStartError as exc:

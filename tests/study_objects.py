@@ -159,3 +159,13 @@ def _single_volume_ct(source: Dataset, folder: Path) -> list[Path]:
     return write_ct_series(
         acquisition, folder, identity=identity, series_description="Head", series_number=2
     )
+
+
+def write_series_without_bolus(acquisition: Acquisition, folder: Path, seed: int) -> list[Path]:
+    """``acquisition``'s first frame repeated at every time point with 5 HU of noise: a
+    perfusion series in which contrast never arrives (the engine must fail it), in a study of
+    its own, written to ``folder``."""
+    rng = np.random.default_rng(seed)
+    still = np.repeat(acquisition.hu[:1], acquisition.hu.shape[0], axis=0)
+    still = still + rng.normal(0, 5, still.shape).astype(np.float32)
+    return write_ct_series(replace(acquisition, hu=still), folder, identity=StudyIdentity.new())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ctp_node.demo import DEMO_CONFIG, demo_folder
 from ctp_node.status import print_result
@@ -98,6 +99,12 @@ def test_the_demo_writes_nothing_where_it_is_run_and_its_table_has_units(tmp_pat
     (folder,) = temporary.iterdir()
     assert folder.name.startswith("ctp-node-demo-")
     assert f"demo folder: {folder}" in result.stdout
+    config = folder / DEMO_CONFIG
+    port = yaml.safe_load(config.read_text())["http"]["port"]
+    assert f"   console: http://127.0.0.1:{port}/  health:" in result.stdout
+    assert f"ctp-node serve --config {config}, then open http://127.0.0.1:{port}/jobs/1" in (
+        result.stdout
+    )
     assert (folder / "pacs").is_dir()
     rows = _table_rows(result.stdout)
     assert rows and all(rows), result.stdout

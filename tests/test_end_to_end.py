@@ -5,7 +5,6 @@ Accuracy is judged against the phantom's truth, not against numbers copied from 
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import random
@@ -19,7 +18,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
 from tests.conftest import (
     FAST_TCP_ENV,
     dcmtk,
@@ -36,7 +34,11 @@ from tests.dicom_checks import (
     map_volume,
     parametric_maps_in,
 )
-from tests.study_objects import PRIVATE_PROFILE, write_other_objects
+from tests.study_objects import (
+    PRIVATE_PROFILE,
+    write_other_objects,
+    write_series_without_bolus,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -164,13 +166,7 @@ def test_failure_notice_when_contrast_never_arrives(
     phantom_study, orthanc, serve_node, tmp_path
 ) -> None:
     phantom, _ = phantom_study
-    acquisition = phantom.acquisition
-    rng = np.random.default_rng(5)
-    still = np.repeat(acquisition.hu[:1], acquisition.hu.shape[0], axis=0)
-    still = still + rng.normal(0, 5, still.shape).astype(np.float32)  # noise, no bolus
-    paths = write_ct_series(
-        dataclasses.replace(acquisition, hu=still), tmp_path / "flat", identity=StudyIdentity.new()
-    )
+    paths = write_series_without_bolus(phantom.acquisition, tmp_path / "flat", seed=5)
     node = serve_node([orthanc_destination(orthanc)])
     assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
 

@@ -103,7 +103,8 @@ def test_health_check_asks_the_configured_http_face() -> None:
 
 def test_the_wheel_carries_the_reference_configuration(tmp_path: Path) -> None:
     """Built from a copy of the sources (as pip builds it), the wheel holds the reference as
-    package data, whole: `ctp-node config example` works from an installed node."""
+    package data, whole: `ctp-node config example` works from an installed node; and the web
+    console's templates and static files."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -125,6 +126,12 @@ def test_the_wheel_carries_the_reference_configuration(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("ctp_node-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = archive.read("ctp_node/config/example.yaml").decode("utf-8")
+        names = set(archive.namelist())
+    # the web console's templates, script and style sheet
+    console = ROOT / "ctp_node" / "http"
+    for folder in ("templates", "static"):
+        for path in (console / folder).iterdir():
+            assert f"ctp_node/http/{folder}/{path.name}" in names
     assert shipped == (ROOT / "config" / "ctp-node.yaml").read_text(encoding="utf-8")
 
 

@@ -1,26 +1,33 @@
-"""The FastAPI application of the HTTP face: health and metrics, nothing else."""
+"""The FastAPI application of the HTTP face: health, metrics and, when given, the web console
+(:mod:`ctp_node.http.console`) with its static files."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ctp_node import __version__
 from ctp_node.http.health import Check, run_checks
 
 
-def build_app(checks: Mapping[str, Check], registry: CollectorRegistry) -> FastAPI:
+def build_app(
+    checks: Mapping[str, Check], registry: CollectorRegistry, console: APIRouter | None = None
+) -> FastAPI:
     """The application.
 
     Parameters
     ----------
     checks : the readiness checks by name (:mod:`ctp_node.http.health`).
     registry : what ``/metrics`` shows (:func:`ctp_node.http.metrics.node_registry`).
+    console : the web console's routes (:func:`ctp_node.http.console.build_console`), served
+        at ``/`` with its files at ``/static``; None: health and metrics only.
     """
-    # No interactive docs: the face has three fixed endpoints, and no page to sign in to.
+    # No interactive docs: the face's endpoints are fixed, and it has no page to sign in to.
     app = FastAPI(
         title="ctp-node", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -44,4 +51,13 @@ def build_app(checks: Mapping[str, Check], registry: CollectorRegistry) -> FastA
         """Prometheus' text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    if console is not None:
+        from starlette.exceptions import HTTPException
+
+        from ctp_node.http.console import console_error
+
+        app.add_exception_handler(HTTPException, console_error)
+        app.include_router(console)
+        static = Path(__file__).parent / "static"
+        app.mount("/static", StaticFiles(directory=static), name="static")
     return app

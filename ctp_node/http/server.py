@@ -102,7 +102,7 @@ class HttpFace:
                     f"{START_TIMEOUT_S:.0f} s (see the log above)"
                 )
             time.sleep(0.02)
-        log.info("HTTP face (health, metrics) on http://%s:%d/", self.bind, self.port)
+        log.info("HTTP face (health, metrics, console) on http://%s:%d/", self.bind, self.port)
 
     def stop(self) -> None:
         if self._thread is None:
