@@ -626,7 +626,7 @@ class Node:
                     self.config.worker.max_attempts,
                 )
                 log.error(
-                    "worker process %d exited with %s; job(s) %s given back; starting another",
+                    "worker process %s exited with %s; job(s) %s given back; starting another",
                     process.pid,
                     process.exitcode,
                     released or "none",
@@ -637,12 +637,15 @@ class Node:
                     worker.restart_at = time.monotonic() + WORKER_RESTART_DELAY_S
             if time.monotonic() < worker.restart_at:
                 continue
-            worker.process = self._context.Process(
+            process = self._context.Process(
                 target=_worker_process,
                 args=(worker.config_path, os.getpid(), logging.getLogger().level, self._wakeups),
                 name="ctp-node worker",
             )
-            worker.process.start()
+            # Kept only once started: a start that fails (the loop logs it and tries again)
+            # must not leave a never-started process, whose pid is None, to be "replaced".
+            process.start()
+            worker.process = process
             worker.started_at = time.monotonic()
 
     def _schedule(self, root: Path, completion: CompletionSettings) -> None:
