@@ -35,9 +35,9 @@ from ctp_node.report import (
     ReportSettings,
     build_failure_notice,
     build_parametric_maps,
-    build_secondary_captures,
     build_structured_report,
 )
+from ctp_node.report.secondary_capture import SummaryCaptures
 from ctp_node.report.source_headers import with_readable_dates
 from ctp_node.report.summary_png import write_summary_png
 from ctp_node.report.versions import ResultVersion, content_digest, version_key
@@ -191,29 +191,23 @@ def write_outputs(
     loaded, result, quality = computed.loaded, computed.result, computed.quality
     out_dir.mkdir(parents=True, exist_ok=True)
     sources, notes = _output_sources(loaded.source_images, loaded.notes)
-    outputs = [
-        _save(dataset, out_dir, "parametric_maps")
-        for dataset in build_parametric_maps(result, sources, report)
-    ]
-    outputs += [
-        _save(dataset, out_dir, "secondary_captures")
-        for dataset in build_secondary_captures(
+    # The summary pages are drawn in other processes while the maps and the SR are built.
+    with SummaryCaptures(
+        result, loaded.acquisition, sources, report, notes=notes, quality=quality
+    ) as captures:
+        outputs = [
+            _save(dataset, out_dir, "parametric_maps")
+            for dataset in build_parametric_maps(result, sources, report)
+        ]
+        structured_report = build_structured_report(
             result,
-            loaded.acquisition,
             sources,
             report,
+            acquisition_facts=loaded.acquisition.facts,
             notes=notes,
             quality=quality,
         )
-    ]
-    structured_report = build_structured_report(
-        result,
-        sources,
-        report,
-        acquisition_facts=loaded.acquisition.facts,
-        notes=notes,
-        quality=quality,
-    )
+        outputs += [_save(page, out_dir, "secondary_captures") for page in captures.datasets()]
     outputs.append(_save(structured_report, out_dir, "structured_report"))
     summary = summarise(loaded, result, outputs, quality)
     summary["version"] = {

@@ -10,7 +10,8 @@ per page, in reading order:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -20,6 +21,7 @@ from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.report.quality_page import quality_banner, render_quality_page
+from ctp_node.report.render_pool import PageRenders
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.source_headers import declare_utf8
 from ctp_node.report.summary_pages import render_map_page, render_mismatch_page
@@ -33,15 +35,19 @@ MAP_PAGES = ("CBF", "CBV", "MTT", "Tmax", "TTP")
 
 
 def build_secondary_captures(
-    result: PerfusionResult,
-    acquisition: Acquisition,
-    source_images: Sequence[pydicom.Dataset],
-    settings: ReportSettings,
-    *,
-    notes: Sequence[str] = (),
-    quality: Sequence[QualityFinding] = (),
+    *args: Any, processes: int = 0, **kwargs: Any
 ) -> list[pydicom.Dataset]:
-    """The summary pages of ``result`` as RGB Secondary Capture images, in one series.
+    """The summary pages of a result as RGB Secondary Capture images, in one series: the
+    arguments are :class:`SummaryCaptures`'s, and by default the pages are drawn in this
+    process."""
+    with SummaryCaptures(*args, processes=processes, **kwargs) as captures:
+        return captures.datasets()
+
+
+class SummaryCaptures:
+    """The summary series being built: its pages are being drawn from construction on, and
+    :meth:`datasets` returns them as Secondary Capture instances. Use as a context manager, so
+    that the drawing processes stop if the caller fails first.
 
     Parameters
     ----------
@@ -54,61 +60,108 @@ def build_secondary_captures(
     notes : further findings to print on the quality page (e.g. the assembler's notes).
     quality : the acquisition quality findings: listed on the quality page, and a banner on the
         mismatch page names the checks that warned.
+    processes : other processes drawing the pages while the caller does something else
+        (:class:`~ctp_node.report.render_pool.PageRenders`; default one per usable CPU but
+        one); 0 draws them in this process when :meth:`datasets` is called.
 
-    Returns
-    -------
-    ``highdicom.sc.SCImage`` datasets, 8-bit RGB, 1280 × 1024 pixels, with Series and SOP
-    Instance UIDs derived from the source series UID, ``"SC"`` and the version key
-    (:meth:`ReportSettings.uid`).
+    :meth:`datasets` returns ``highdicom.sc.SCImage`` datasets, 8-bit RGB, 1280 × 1024 pixels,
+    with Series and SOP Instance UIDs derived from the source series UID, ``"SC"`` and the
+    version key (:meth:`ReportSettings.uid`).
     """
-    source_images = list(source_images)
-    if not source_images:
-        raise ValueError("source_images is empty: pass the CT images of the source series")
-    if result.tissue_mask.shape != acquisition.hu.shape[1:]:
-        raise ValueError(
-            f"the result's grid {result.tissue_mask.shape} does not match the acquisition's "
-            f"{acquisition.hu.shape[1:]}"
-        )
-    source = source_images[0]
-    footer = _footer(result, settings)
-    research = settings.content_qualification != "PRODUCT"
-    style = {"footer": footer, "research": research, "version": settings.version.statement()}
+
+    def __init__(
+        self,
+        result: PerfusionResult,
+        acquisition: Acquisition,
+        source_images: Sequence[pydicom.Dataset],
+        settings: ReportSettings,
+        *,
+        notes: Sequence[str] = (),
+        quality: Sequence[QualityFinding] = (),
+        processes: int | None = None,
+    ) -> None:
+        source_images = list(source_images)
+        if not source_images:
+            raise ValueError("source_images is empty: pass the CT images of the source series")
+        if result.tissue_mask.shape != acquisition.hu.shape[1:]:
+            raise ValueError(
+                f"the result's grid {result.tissue_mask.shape} does not match the "
+                f"acquisition's {acquisition.hu.shape[1:]}"
+            )
+        self._source, self._settings = source_images[0], settings
+        self._orientation = acquisition.orientation
+        renders = _page_renders(result, acquisition, self._source, settings, notes, quality)
+        self._names = [name for name, _ in renders]
+        self._pages = PageRenders([render for _, render in renders], processes)
+
+    def __enter__(self) -> SummaryCaptures:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pages.close()
+
+    def datasets(self) -> list[pydicom.Dataset]:
+        """The pages, once drawn, as Secondary Capture instances in reading order."""
+        descriptions = {
+            "mismatch": "Core/hypoperfusion mismatch and volumes",
+            "quality": "AIF/VOF curves and acquisition quality",
+        }
+        settings = self._settings
+        return [
+            sc_page(
+                pixels,
+                self._source,
+                settings,
+                kind=KIND,
+                number=index + 1,
+                series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
+                series_description=settings.series_description("CTP summary"),
+                page_description=descriptions.get(name, f"{name} colour map"),
+                orientation=self._orientation,
+            )
+            for index, (name, pixels) in enumerate(
+                zip(self._names, self._pages.results(), strict=True)
+            )
+        ]
+
+
+def _page_renders(
+    result: PerfusionResult,
+    acquisition: Acquisition,
+    source: pydicom.Dataset,
+    settings: ReportSettings,
+    notes: Sequence[str],
+    quality: Sequence[QualityFinding],
+) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """Each page's name and the function that draws it, in reading order."""
+    style = {
+        "footer": _footer(result, settings),
+        "research": settings.content_qualification != "PRODUCT",
+        "version": settings.version.statement(),
+    }
     banner = quality_banner(quality)
-    rendered = [
+    renders: list[tuple[str, Callable[[], np.ndarray]]] = [
         (
             "mismatch",
-            render_mismatch_page(result, acquisition, source, quality_banner=banner, **style),
+            lambda: render_mismatch_page(
+                result, acquisition, source, quality_banner=banner, **style
+            ),
         )
     ]
-    rendered += [
-        (name, render_map_page(name, result, acquisition, source, **style))
+    renders += [
+        (name, lambda name=name: render_map_page(name, result, acquisition, source, **style))
         for name in MAP_PAGES
         if name in result.maps
     ]
-    rendered.append(
+    renders.append(
         (
             "quality",
-            render_quality_page(result, acquisition, source, notes=notes, quality=quality, **style),
+            lambda: render_quality_page(
+                result, acquisition, source, notes=notes, quality=quality, **style
+            ),
         )
     )
-    descriptions = {
-        "mismatch": "Core/hypoperfusion mismatch and volumes",
-        "quality": "AIF/VOF curves and acquisition quality",
-    }
-    return [
-        sc_page(
-            pixels,
-            source,
-            settings,
-            kind=KIND,
-            number=index + 1,
-            series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
-            series_description=settings.series_description("CTP summary"),
-            page_description=descriptions.get(name, f"{name} colour map"),
-            orientation=acquisition.orientation,
-        )
-        for index, (name, pixels) in enumerate(rendered)
-    ]
+    return renders
 
 
 def sc_page(
