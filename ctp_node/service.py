@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import socket
@@ -67,6 +68,28 @@ WORKER_CHECK_INTERVAL_S = 1.0
 #: WORKER_RESTART_DELAY_S, so that the supervisor does not spin.
 WORKER_MIN_LIFETIME_S = 2.0
 WORKER_RESTART_DELAY_S = 5.0
+
+
+#: Longest path of an AF_UNIX socket, in bytes (Linux's ``sun_path`` holds 108, with its NUL).
+UNIX_SOCKET_PATH_MAX = 107
+
+
+def fork_server_problem() -> str | None:
+    """Why ``serve`` could not start its workers, in a sentence, or ``None``.
+
+    The workers are forked by multiprocessing's fork server, whose socket is a file in its
+    temporary folder (in ``TMPDIR``). A ``TMPDIR`` so long that the socket's path passes
+    :data:`UNIX_SOCKET_PATH_MAX` would let the node receive studies that no worker ever
+    computes, so ``serve`` refuses to start instead."""
+    folder = multiprocessing.util.get_temp_dir()  # the folder the fork server will use
+    socket_path = os.path.join(folder, "listener-" + "x" * 8)  # as multiprocessing names it
+    if len(os.fsencode(socket_path)) <= UNIX_SOCKET_PATH_MAX:
+        return None
+    return (
+        f"the workers' fork server cannot start: its socket would be in {folder}, and a socket "
+        f"path may have at most {UNIX_SOCKET_PATH_MAX} bytes; set TMPDIR to a shorter folder "
+        "(e.g. /tmp) for ctp-node serve"
+    )
 
 
 class StartupError(Exception):
@@ -410,6 +433,8 @@ class Node:
         for problem in tls_problems(config):
             if problem not in unusable:
                 log.error("%s; TLS peers will refuse it", problem)
+        if config.worker.count and (why := fork_server_problem()) is not None:
+            raise ConfigError([ConfigProblem("worker.count", why)], config.source_path)
         self.stop_event = threading.Event()
         restrict_storage_root(Path(config.storage.root))  # patient data: owner only
         self.db = open_database(config)

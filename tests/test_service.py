@@ -10,8 +10,11 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from tests.conftest import (
+    free_port,
+    node_config,
     orthanc_destination,
     stop_process,
     stored_count,
@@ -156,3 +159,24 @@ def test_job_that_kills_its_workers_ends_with_a_failure_notice(
         for i in orthanc.get("/instances")
     }
     assert classes == {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.34"}
+
+
+def test_serve_refuses_to_start_when_its_workers_could_not_start(tmp_path) -> None:
+    """A TMPDIR so long that the fork server's socket path cannot exist: without the check,
+    serve received studies that no worker ever computed (it retried in its log each second)."""
+    long_tmp = tmp_path / ("t" * 60) / ("m" * 60)
+    long_tmp.mkdir(parents=True)
+    config = node_config(tmp_path, free_port(), [])
+    config_path = tmp_path / "ctp-node.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    served = subprocess.run(
+        [sys.executable, "-m", "ctp_node", "serve", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(long_tmp)},
+    )
+    assert served.returncode == 2, served.stdout + served.stderr
+    assert "worker.count: the workers' fork server cannot start" in served.stderr
+    assert "set TMPDIR to a shorter folder" in served.stderr
+    assert "Traceback" not in served.stderr
