@@ -60,8 +60,17 @@ class InputCurve:
 
     @property
     def centre_zyx(self) -> tuple[int, int, int]:
-        c = np.round(self.voxels_zyx.mean(axis=0)).astype(int)
-        return int(c[0]), int(c[1]), int(c[2])
+        """The voxel that stands for the curve's location: on the slice holding most of its
+        voxels, the one nearest their mean. The voxels may lie in two vessels or both
+        hemispheres, where their rounded mean is no voxel of the curve, even on no slice of
+        it. The quality page's crosshair, ``results.json``, the SR and the console name this
+        voxel."""
+        voxels = np.asarray(self.voxels_zyx)
+        slices, counts = np.unique(voxels[:, 0], return_counts=True)
+        on_slice = voxels[voxels[:, 0] == slices[np.argmax(counts)]]
+        distance = np.abs(on_slice - voxels.mean(axis=0)).sum(axis=1)
+        z, y, x = on_slice[np.argmin(distance)]
+        return int(z), int(y), int(x)
 
 
 @dataclass(frozen=True)

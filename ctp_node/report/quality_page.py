@@ -234,13 +234,10 @@ def _plot_curves(axis, curves: list[InputCurve]) -> None:  # type: ignore[no-unt
 
 def _show_location(axis, curve: InputCurve, acquisition: Acquisition) -> None:  # type: ignore[no-untyped-def]
     """The slice holding most of the curve's voxels, at the curve's peak, each voxel circled and
-    a crosshair on the voxel nearest their centre (the voxels may lie in both hemispheres)."""
+    a crosshair on the voxel that stands for them (``InputCurve.centre_zyx``)."""
     voxels = np.asarray(curve.voxels_zyx)
-    slices, counts = np.unique(voxels[:, 0], return_counts=True)
-    z = int(slices[np.argmax(counts)])
+    z, y, x = curve.centre_zyx
     on_slice = voxels[voxels[:, 0] == z]
-    nearest = on_slice[np.argmin(np.abs(on_slice - voxels.mean(axis=0)).sum(axis=1))]
-    y, x = int(nearest[1]), int(nearest[2])
     peak_s = float(np.asarray(curve.times_s)[int(np.argmax(curve.concentration_hu))])
     frame = int(np.argmin(np.abs(acquisition.times_s - peak_s)))
     dy, dx = acquisition.pixel_spacing_mm
