@@ -361,10 +361,15 @@ def start_node(root: Path, config: dict) -> ServedNode:
         http["port"] if http.get("enabled") else None,
     )
 
+    tls = bool(config["node"].get("tls"))
+
     def ready() -> bool:
         if process.poll() is not None:
             pytest.fail(f"ctp-node serve exited: {log_path.read_text()[-3000:]}")
-        return echo_ok(port, node.ae_title)
+        # The TLS listener starts after the plain one, and says so in the log (a probe of
+        # its port without a certificate would be recorded as a refused connection).
+        tls_up = not tls or "TLS listener's certificate" in log_path.read_text()
+        return tls_up and echo_ok(port, node.ae_title)
 
     wait_until(ready, 60, "ctp-node serve to answer C-ECHO")
     return node
