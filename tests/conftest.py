@@ -6,8 +6,10 @@ Everything listens on 127.0.0.1 only; every wait is a bounded loop with a timeou
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,10 +39,40 @@ def dcmtk(tool: str) -> str:
     return str(path)
 
 
+#: Listening ports for the servers the tests start come from a block of ports below Linux's
+#: ephemeral range (32768–60999: the kernel's choice for bind(0) and for the source port of
+#: every outgoing connection), one block per pytest-xdist worker (``PYTEST_XDIST_WORKER`` is
+#: ``gw0``, ``gw1``, …), so two workers never hand out the same port, and a port is free until
+#: its server binds it, not only at the instant the kernel chose it. Twelve blocks of 1000
+#: span 20000–31999; a run with more workers shares blocks, from different starting points.
+PORT_BLOCKS, PORT_BLOCK_SIZE, FIRST_PORT = 12, 1000, 20000
+
+
+def _port_sequence() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    block = int(worker.removeprefix("gw") or 0) % PORT_BLOCKS
+    first = FIRST_PORT + block * PORT_BLOCK_SIZE
+    # a different starting point for each process: two runs side by side rarely meet
+    start = random.Random(os.getpid()).randrange(PORT_BLOCK_SIZE)
+    for step in itertools.count():
+        yield first + (start + step) % PORT_BLOCK_SIZE
+
+
+_ports = _port_sequence()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now, from this test process's block,
+    handed out again only after the other 999 of its block."""
+    for _ in range(PORT_BLOCK_SIZE):
+        port = next(_ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # another program's, or an earlier test's not yet released
+            return port
+    pytest.fail(f"no free port on 127.0.0.1 in this test process's block of {PORT_BLOCK_SIZE}")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
