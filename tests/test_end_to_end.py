@@ -59,6 +59,16 @@ def run_process(inputs: Path, out: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.fixture(scope="module")
+def offline(phantom_study, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The phantom study through ``ctp-node process``, once for the tests that read its outputs
+    (none of them writes there)."""
+    _, paths = phantom_study
+    out = tmp_path_factory.mktemp("offline")
+    run_process(paths[0].parent, out)
+    return out
+
+
 def _orthanc_objects_by_class(orthanc) -> dict[str, list[str]]:
     objects: dict[str, list[str]] = {}
     for instance_id in orthanc.get("/instances"):
@@ -152,11 +162,8 @@ def test_storescu_to_serve_to_orthanc(phantom_study, orthanc, serve_node) -> Non
     )
 
 
-def test_every_output_passes_dciodvfy(phantom_study, tmp_path) -> None:
-    _, paths = phantom_study
-    out = tmp_path / "offline"
-    run_process(paths[0].parent, out)
-    outputs = sorted(out.glob("*.dcm"))
+def test_every_output_passes_dciodvfy(offline: Path) -> None:
+    outputs = sorted(offline.glob("*.dcm"))
     assert len(outputs) >= 9
     for path in outputs:
         assert dciodvfy_errors(path) == [], path.name
@@ -195,7 +202,7 @@ def test_failure_notice_when_contrast_never_arrives(
 
 
 def test_jpeg_lossless_input_gives_the_same_maps(
-    phantom_study, orthanc, serve_node, tmp_path
+    phantom_study, offline, orthanc, serve_node, tmp_path
 ) -> None:
     phantom, paths = phantom_study
     compressed = tmp_path / "jpeg"
@@ -224,26 +231,22 @@ def test_jpeg_lossless_input_gives_the_same_maps(
     stored = pydicom.dcmread(next(received.rglob("*.dcm")), stop_before_pixels=True)
     assert stored.file_meta.TransferSyntaxUID == syntax  # kept as received
     # Lossless compression: the maps must equal those computed offline from the originals.
-    out = tmp_path / "offline"
-    run_process(paths[0].parent, out)
-    offline = {
+    originals = {
         str(ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].LUTLabel): ds
-        for ds in map(pydicom.dcmread, out.glob("parametric_maps-*.dcm"))
+        for ds in map(pydicom.dcmread, offline.glob("parametric_maps-*.dcm"))
     }
     positions = phantom.acquisition.slice_positions_mm
     for name in MAP_NAMES:
         np.testing.assert_array_equal(
-            map_volume(maps[name], positions), map_volume(offline[name], positions)
+            map_volume(maps[name], positions), map_volume(originals[name], positions)
         )
 
 
-def test_process_gives_the_same_maps_as_serve(phantom_study, orthanc, serve_node, tmp_path) -> None:
+def test_process_gives_the_same_maps_as_serve(phantom_study, offline, orthanc, serve_node) -> None:
     __, paths = phantom_study
-    out = tmp_path / "offline"
-    run_process(paths[0].parent, out)
-    assert (out / "results.json").is_file() and (out / "summary.png").is_file()
-    offline = list(out.glob("parametric_maps-*.dcm"))
-    assert len(offline) == len(MAP_NAMES)
+    assert (offline / "results.json").is_file() and (offline / "summary.png").is_file()
+    offline_maps = list(offline.glob("parametric_maps-*.dcm"))
+    assert len(offline_maps) == len(MAP_NAMES)
 
     node = serve_node([orthanc_destination(orthanc)])
     assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
@@ -252,7 +255,7 @@ def test_process_gives_the_same_maps_as_serve(phantom_study, orthanc, serve_node
         180,
         "five Parametric Maps in Orthanc",
     )
-    for ds in map(pydicom.dcmread, offline):
+    for ds in map(pydicom.dcmread, offline_maps):
         label = str(ds.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0].LUTLabel)
         other = served[label]
         assert other.SOPInstanceUID == ds.SOPInstanceUID  # deterministic output UIDs
