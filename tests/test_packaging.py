@@ -300,3 +300,21 @@ def test_dockerignore_keeps_history_and_data_out_but_not_what_the_image_copies()
     for source in copied:
         excluded = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]
         assert not excluded, f"{source} is copied by the Dockerfile but ignored by {excluded}"
+
+
+# --- CI runs README's test command ------------------------------------------------------------
+
+
+def test_ci_runs_readmes_test_command_on_two_workers() -> None:
+    """.ci/run runs exactly the test command README gives, which spreads the suite over two
+    pytest-xdist workers (a file's tests stay on one worker, its module fixtures made once);
+    the ``test`` extra installs pytest-xdist."""
+    readme = (ROOT / "README.md").read_text()
+    (install,) = [line for line in readme.splitlines() if "apt-get install" in line]
+    command = install.split(" && ")[-1]
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert [line for line in ci_lines if "-m pytest" in line] == [command]
+    assert shlex.split(command) == ["python3", "-m", "pytest", "-n", "2", "--dist", "loadfile"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    test_extra = pyproject["project"]["optional-dependencies"]["test"]
+    assert any(re.match(r"pytest-xdist\s*>=", requirement) for requirement in test_extra)
