@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,12 +82,18 @@ def test_without_out_a_new_temporary_folder(tmp_path: Path, monkeypatch) -> None
 
 
 @pytest.mark.slow
-def test_the_demo_writes_nothing_where_it_is_run_and_its_table_has_units(tmp_path: Path) -> None:
+def test_the_demo_writes_nothing_where_it_is_run_and_its_table_has_units(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The whole demo, run from an empty folder: the folder stays empty, the results are in the
     temporary folder it prints, and the table has a unit on every row."""
-    here, temporary = tmp_path / "here", tmp_path / "tmp"
+    here = tmp_path / "here"
     here.mkdir()
-    temporary.mkdir()
+    # The temporary folder in /tmp itself: multiprocessing's forkserver puts its socket there,
+    # and an AF_UNIX path has at most 107 bytes (under pytest-xdist's deeper tmp_path it had
+    # more, the node's worker never started and the demo waited out its 600 s).
+    temporary = Path(tempfile.mkdtemp(prefix="ctp-demo-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(temporary, ignore_errors=True))
     result = subprocess.run(
         [sys.executable, "-m", "ctp_node", "demo"],
         cwd=here,
