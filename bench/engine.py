@@ -21,7 +21,8 @@ import sys
 import time
 import tracemalloc
 
-from ctp_node.perfusion import PhantomSpec, compute_perfusion, make_phantom
+from ctp_node.perfusion import compute_perfusion
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 CASES = {
     "256²×16×40": dict(

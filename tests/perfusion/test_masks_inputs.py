@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctp_node.perfusion import PhantomSpec, make_phantom
 from ctp_node.perfusion.inputs import curve_features, noise_sigma_hu, select_arterial
 from ctp_node.perfusion.masks import intracranial_mask, parenchyma_mask
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 
 def test_parenchyma_excludes_csf_bone_and_air() -> None:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctp_node.perfusion import PhantomSpec, compute_perfusion, make_phantom
+from ctp_node.perfusion import compute_perfusion
 from ctp_node.perfusion.motion import correct_motion, estimate_motion
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 SPEC = PhantomSpec(matrix=96, slices=4, pixel_spacing_mm=2.3, noise_hu=5.0)
 

@@ -4,7 +4,7 @@ contrast volume and injection rate, patient age."""
 from __future__ import annotations
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.perfusion.quality_limits import (
+from ctp_node.qc.limits import (
     CONTRAST_VOLUME,
     CTDIVOL,
     INJECTION_RATE,

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ctp_node.perfusion import PhantomSpec, make_phantom
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 
 def test_default_phantom_is_realistic() -> None:

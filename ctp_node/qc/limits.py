@@ -1,5 +1,5 @@
 """Quality-control vocabulary: check names, results, limits (with the practice parameter's
-defaults) and findings. See :mod:`ctp_node.perfusion.quality`."""
+defaults) and findings. See :mod:`ctp_node.qc`."""
 
 from __future__ import annotations
 

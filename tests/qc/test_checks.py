@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ctp_node.perfusion import Acquisition, PerfusionResult, compute_perfusion, make_phantom
-from ctp_node.perfusion.phantom import PhantomSpec
-from ctp_node.perfusion.quality import (
+from ctp_node.perfusion import Acquisition, PerfusionResult, compute_perfusion
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.qc import (
     CHECK_NAMES,
     NOT_RECORDED,
     PASS,

@@ -13,7 +13,7 @@ import pytest
 from pydicom.valuerep import DT
 
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
 N_T, N_Z, N_Y, N_X = 4, 3, 16, 20
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.perfusion.quality_headers import header_checks
-from ctp_node.perfusion.quality_limits import (
+from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.qc.headers import header_checks
+from ctp_node.qc.limits import (
     _ARRIVAL_FRACTION,
     _MAX_TISSUE_VOXELS,
     _MIN_TISSUE_RISE_HU,
@@ -44,7 +45,6 @@ from ctp_node.perfusion.quality_limits import (
     _within,
     warned_checks,
 )
-from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
 
 def assess_acquisition(

@@ -1,0 +1,61 @@
+"""The layering of docs/architecture.md, read from the imports: the engine is pure and imports
+neither the QC nor the phantom; the QC imports only numpy and the engine's types."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ctp_node"
+
+#: What each part may import besides the standard library (top-level names, or ``ctp_node.x``).
+ALLOWED = {
+    "perfusion": {"numpy", "scipy", "ctp_node.perfusion"},
+    "qc": {"numpy", "ctp_node.perfusion", "ctp_node.qc"},
+    "phantom/generator.py": {"numpy", "scipy", "ctp_node.perfusion"},
+}
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, at any depth of the file (also inside functions)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def _allowed(name: str, allowed: set[str]) -> bool:
+    top = name.split(".")[0]
+    if top in sys.stdlib_module_names:
+        return True
+    if top != "ctp_node":
+        return top in allowed
+    return any(name == a or name.startswith(a + ".") for a in allowed if a.startswith("ctp_node"))
+
+
+@pytest.mark.parametrize("part", sorted(ALLOWED))
+def test_part_imports_only_what_it_may(part: str) -> None:
+    target = PACKAGE / part
+    files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    assert files
+    wrong = {
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in files
+        for name in imported(path)
+        if not _allowed(name, ALLOWED[part])
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import os\n\ndef f():\n    from ctp_node.qc import limits\n")
+    names = imported(module)
+    assert not all(_allowed(n, ALLOWED["perfusion"]) for n in names)
+    assert all(_allowed(n, ALLOWED["qc"]) for n in names)
