@@ -1,5 +1,6 @@
 """The layering of docs/architecture.md, read from the imports: the engine is pure and imports
-neither the QC nor the phantom; the QC imports only numpy and the engine's types."""
+neither the QC nor the phantom; the QC imports only numpy and the engine's types; each stage of
+the engine imports only the stages before it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,25 @@ def test_part_imports_only_what_it_may(part: str) -> None:
         for path in files
         for name in imported(path)
         if not _allowed(name, ALLOWED[part])
+    }
+    assert not wrong, sorted(wrong)
+
+
+#: The engine's stage sub-packages in the order the engine runs them.
+STAGES = ("prepare", "tissue", "inputs", "residues", "maps", "lesions")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_imports_only_earlier_stages(stage: str) -> None:
+    later = {f"ctp_node.perfusion.{s}" for s in STAGES[STAGES.index(stage) + 1 :]}
+    top = {"ctp_node.perfusion.engine", "ctp_node.perfusion.resolution"}
+    files = sorted((PACKAGE / "perfusion" / stage).glob("*.py"))
+    assert len(files) >= 2  # the package and its stage
+    wrong = {
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in files
+        for name in imported(path)
+        if any(name == x or name.startswith(x + ".") for x in later | top)
     }
     assert not wrong, sorted(wrong)
 

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from ctp_node.perfusion.compress import interpolation_matrix, temporal_basis
-from ctp_node.perfusion.denoise import tips
+from ctp_node.perfusion.prepare.grid import interpolation_matrix
+from ctp_node.perfusion.tissue.compress import temporal_basis
+from ctp_node.perfusion.tissue.denoise import tips
 
 
 def _bolus(times: np.ndarray, arrival: float, width: float) -> np.ndarray:
@@ -127,7 +128,7 @@ def _ribbons(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def test_signal_weights_keep_the_signal_components_and_drop_the_noise_ones() -> None:
-    from ctp_node.perfusion.compress import signal_weights
+    from ctp_node.perfusion.tissue.compress import signal_weights
 
     _, _, _, noisy = _ribbons(0)
     basis, values = temporal_basis(noisy.reshape(38, -1), 16, 16)
@@ -144,7 +145,7 @@ def _ribbon_blend(seed: int, signal_weighted: bool) -> float:
     3 × 3 guides and their noise allowance, with or without the signal weights."""
     from scipy import ndimage
 
-    from ctp_node.perfusion.compress import signal_weights
+    from ctp_node.perfusion.tissue.compress import signal_weights
 
     grey, white, ribbon, noisy = _ribbons(seed)
     basis, values = temporal_basis(noisy.reshape(38, -1), 16, 16)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ctp_node.perfusion.deconvolution import (
+from ctp_node.perfusion.residues.deconvolution import (
     correct_peak,
     deconvolve,
     exponential_peak_ratio,
@@ -66,7 +66,7 @@ def test_noisy_voxels_are_deconvolved_together() -> None:
 
 def test_projected_deconvolution_equals_deconvolution_of_the_curves() -> None:
     """Deconvolving basis coefficients with composed operators is the same linear operation."""
-    from ctp_node.perfusion.deconvolution import deconvolve_projected, residue_operators
+    from ctp_node.perfusion.residues.deconvolution import deconvolve_projected, residue_operators
 
     rng = np.random.default_rng(3)
     aif = _aif(50)

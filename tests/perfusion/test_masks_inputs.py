@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctp_node.perfusion.inputs import curve_features, noise_sigma_hu, select_arterial
-from ctp_node.perfusion.masks import intracranial_mask, parenchyma_mask
+from ctp_node.perfusion.inputs.selection import select_arterial
+from ctp_node.perfusion.prepare.features import curve_features, noise_sigma_hu
+from ctp_node.perfusion.prepare.masks import intracranial_mask, parenchyma_mask
 from ctp_node.phantom import PhantomSpec, make_phantom
 
 
@@ -88,7 +89,8 @@ def test_the_venous_voxels_are_chosen_without_favouring_a_low_baseline() -> None
     baseline), the VOF is made of the voxels whose baseline noise happened to be low, and its
     area — the partial-volume scale of every flow — reads high. Chosen by the attenuation at
     the peak, which no baseline frame enters, its area is unbiased."""
-    from ctp_node.perfusion.inputs import select_venous, vessel_features
+    from ctp_node.perfusion.inputs.selection import select_venous
+    from ctp_node.perfusion.prepare.features import vessel_features
 
     times = np.arange(0.0, 60.0, 1.5)
     lag = np.clip(times - 14.0, 0.0, None)

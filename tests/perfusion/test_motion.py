@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from ctp_node.perfusion import compute_perfusion
-from ctp_node.perfusion.motion import correct_motion, estimate_motion
+from ctp_node.perfusion.prepare.motion import correct_motion, estimate_motion
 from ctp_node.phantom import PhantomSpec, make_phantom
 
 SPEC = PhantomSpec(matrix=96, slices=4, pixel_spacing_mm=2.3, noise_hu=5.0)
@@ -106,7 +106,7 @@ def test_a_single_moved_frame_in_a_quiet_phase_is_registered_not_excluded() -> N
 
 
 def test_soft_tissue_beside_bone_is_interpolated_from_soft_tissue() -> None:
-    from ctp_node.perfusion.motion import _aligned, _aligned_tissue
+    from ctp_node.perfusion.prepare.motion import _aligned, _aligned_tissue
 
     frame = np.full((2, 40, 40), 40.0, np.float32)  # brain, 40 HU
     frame[:, :, :12] = 1500.0  # skull

@@ -5,8 +5,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from ctp_node.perfusion import inputs, model_curves, parametric, pooling, regularise
-from ctp_node.perfusion.profiles import build_profiles
+from ctp_node.perfusion.inputs import selection
+from ctp_node.perfusion.residues import model_curves, parametric, pooling, regularise
+from ctp_node.perfusion.tissue.profiles import build_profiles
 
 
 def _aif(t: np.ndarray) -> np.ndarray:
@@ -110,7 +111,7 @@ def test_matching_curves_keeps_partial_volume_copies_and_rejects_mixtures() -> N
     delayed = [0.9 * late for _ in range(10)]
     curves = np.column_stack(seeds + copies + mixed + delayed) + 100.0
     curves += rng.normal(0, 5.0, curves.shape)
-    keep = inputs.matching_curves(curves, np.ones(curves.shape[1]), 4, 5.0, 48)
+    keep = selection.matching_curves(curves, np.ones(curves.shape[1]), 4, 5.0, 48)
     assert set(range(14)) <= set(keep.tolist())
     assert not set(range(14, 34)) & set(keep.tolist())
 
@@ -119,10 +120,10 @@ def test_arterial_model_is_continuous_between_frames() -> None:
     """Between 1.5 s frames the gamma-variate fit restores the bolus peak that interpolation
     flattens."""
     times = np.arange(0.0, 60.0, 1.5)
-    model = inputs.arterial_model(times, _aif(times), 0.0)
+    model = selection.arterial_model(times, _aif(times), 0.0)
     fine = np.arange(0.0, 60.0, 0.05)
     assert model(fine).max() == pytest.approx(_aif(fine).max(), rel=0.01)
-    assert np.allclose(inputs.denoise_arterial(times, _aif(times), 0.0), model(times))
+    assert np.allclose(selection.denoise_arterial(times, _aif(times), 0.0), model(times))
 
 
 def _noisy_low_curves(rng, times, basis, delay, n, sigma):

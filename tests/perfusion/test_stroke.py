@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from ctp_node.perfusion import PerfusionParameters
-from ctp_node.perfusion.stroke import (
+from ctp_node.perfusion.lesions.stroke import (
     edge_preserving_mean,
     lesion_masks,
     normal_reference_cbf,

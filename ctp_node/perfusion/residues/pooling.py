@@ -2,7 +2,7 @@
 neighbours, judged on the curves and on when the bolus arrives.
 
 A low curve in noise is fitted best by a sharp model that fits its noise; the fit of a pool of
-like voxels is not (:func:`ctp_node.perfusion.parametric.model_flow`).
+like voxels is not (:func:`ctp_node.perfusion.residues.parametric.model_flow`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from ctp_node.perfusion import denoise
-from ctp_node.perfusion.masks import in_plane_box
-from ctp_node.perfusion.profiles import Profiles
+from ctp_node.perfusion.prepare.masks import in_plane_box
+from ctp_node.perfusion.tissue import denoise
+from ctp_node.perfusion.tissue.profiles import Profiles
 
 
 def pooled(

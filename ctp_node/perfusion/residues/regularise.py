@@ -1,4 +1,4 @@
-"""Spatial regularisation of the fitted model (:mod:`ctp_node.perfusion.parametric`): the
+"""Spatial regularisation of the fitted model (:mod:`ctp_node.perfusion.residues.parametric`): the
 parameters a faint curve leaves undetermined borrow from the neighbours that pin them down."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from ctp_node.perfusion.model_curves import fine_axes
-from ctp_node.perfusion.parametric import ModelFit
+from ctp_node.perfusion.residues.model_curves import fine_axes
+from ctp_node.perfusion.residues.parametric import ModelFit
 
 
 def smooth_mtt(fitted: ModelFit, mask: np.ndarray, sigma_voxels: float) -> ModelFit:

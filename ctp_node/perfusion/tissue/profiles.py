@@ -1,7 +1,7 @@
 """The tissue concentration profiles of a whole acquisition, compressed and denoised.
 
 Each parenchyma voxel's baseline-subtracted curve is stored as its coefficients in a temporal
-basis (:mod:`ctp_node.perfusion.compress`), rows ``(v, r)`` in the C order of the mask
+basis (:mod:`ctp_node.perfusion.tissue.compress`), rows ``(v, r)`` in the C order of the mask
 ``(z, y, x)``. Resampling onto the uniform time grid is linear, so it is folded into a per-slice
 ``(r, grid)`` synthesis matrix (slices may have their own acquisition times) instead of being
 applied to the voxels.
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctp_node.perfusion import compress, denoise
+from ctp_node.perfusion.prepare.grid import interpolation_matrix
+from ctp_node.perfusion.tissue import compress, denoise
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,6 @@ def build_profiles(
     for z in range(nz):
         key = slice_times_s[:, z].tobytes()
         if key not in cache:
-            cache[key] = (compress.interpolation_matrix(slice_times_s[:, z], grid_s) @ basis).T
+            cache[key] = (interpolation_matrix(slice_times_s[:, z], grid_s) @ basis).T
         synthesis[z] = cache[key]
     return Profiles(coefficients, mask, basis, synthesis, slice_rows, eigenvalues)

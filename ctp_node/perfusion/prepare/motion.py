@@ -22,6 +22,7 @@ import numpy as np
 from scipy import fft, ndimage, optimize
 
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.result import PerfusionResult
 
 #: Registration images are at most this many pixels wide (speed; edges suffice).
 _REGISTRATION_PIXELS = 128
@@ -317,3 +318,28 @@ def correct_motion(
                 out[t] = out[before[-1] if before.size else after[0]]
     estimate = replace(estimate, corrected=correct, excluded=excluded)
     return replace(acquisition, hu=out), estimate
+
+
+def with_motion(result: PerfusionResult, moved: MotionEstimate, limit_mm: float) -> PerfusionResult:
+    """The result with the measured motion and, when the head moved visibly, a warning."""
+    warnings = list(result.warnings)
+    largest = float(moved.displacement_mm.max()) if moved.displacement_mm.size else 0.0
+    excluded = tuple(int(i) for i in np.flatnonzero(moved.excluded))
+    if largest > limit_mm:
+        warnings.append(
+            f"Head motion up to {largest:.1f} mm (limit {limit_mm:g} mm) in "
+            f"{int((moved.displacement_mm > limit_mm).sum())} of {moved.displacement_mm.size} "
+            "images; the frames were registered in-plane, but the maps may be degraded."
+        )
+    if excluded:
+        warnings.append(
+            f"{len(excluded)} image(s) could not be registered (through-plane motion?) and were "
+            "replaced by interpolation in time: " + ", ".join(str(i) for i in excluded) + "."
+        )
+    return replace(
+        result,
+        warnings=tuple(warnings),
+        motion_mm=moved.displacement_mm.astype(np.float32),
+        motion_corrected_frames=tuple(int(i) for i in np.flatnonzero(moved.corrected)),
+        motion_excluded_frames=excluded,
+    )

@@ -3,10 +3,10 @@
 Each voxel becomes a weighted mean of its in-plane neighbours; the weight is a spatial Gaussian
 times a Gaussian of the distance between the two time profiles, so neighbours across a tissue
 boundary (different curves) hardly contribute. The profiles are given by their coefficients in
-an orthonormal temporal basis (:mod:`ctp_node.perfusion.compress`): distances and weighted means
-are the same as on the curves themselves, at a fraction of the cost. The weight of a pair of
-voxels is symmetric, so it is computed once per pair of opposite offsets. Loops over neighbour
-offsets only, each on contiguous memory.
+an orthonormal temporal basis (:mod:`ctp_node.perfusion.tissue.compress`): distances and
+weighted means are the same as on the curves themselves, at a fraction of the cost. The weight
+of a pair of voxels is symmetric, so it is computed once per pair of opposite offsets. Loops
+over neighbour offsets only, each on contiguous memory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ctp_node.perfusion.masks import in_plane_box
+from ctp_node.perfusion.prepare.masks import in_plane_box
 
 
 def tips(

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ctp_node.perfusion.denoise import tips
-from ctp_node.perfusion.masks import in_plane_box
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.prepare.masks import in_plane_box
 from ctp_node.perfusion.result import StrokeVolumes
+from ctp_node.perfusion.tissue.denoise import tips
 
 
 def normal_reference_cbf(

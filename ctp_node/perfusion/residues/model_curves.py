@@ -1,7 +1,7 @@
 """The dictionary of model tissue curves ``(AIF ⊗ R)(t − δ)`` the model fit searches
-(:mod:`ctp_node.perfusion.parametric`): every residue shape R of :data:`SHAPES`, mean transit
-time and delay δ on a fine grid, sampled at a slice group's acquisition times and projected
-once onto the temporal basis (:mod:`ctp_node.perfusion.compress`)."""
+(:mod:`ctp_node.perfusion.residues.parametric`): every residue shape R of :data:`SHAPES`, mean
+transit time and delay δ on a fine grid, sampled at a slice group's acquisition times and
+projected once onto the temporal basis (:mod:`ctp_node.perfusion.tissue.compress`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft
 
-from ctp_node.perfusion import compress
+from ctp_node.perfusion.prepare.grid import interpolation_matrix
 
 SHAPES = ("exponential", "linear", "box")
 #: Delay and MTT ranges of the dictionary (s): delays up to the longest clinically seen.
@@ -67,7 +67,8 @@ def build_dictionary(
 ) -> Dictionary:
     """All fine-grid models sampled at ``tissue_times_s`` ``(t,)`` and projected on ``basis``
     ``(t, r)``. ``arterial`` maps times (s) to the arterial concentration (HU above baseline,
-    partial-volume corrected; e.g. :func:`inputs.arterial_model`), 0 before ``start_s``."""
+    partial-volume corrected; e.g. :func:`ctp_node.perfusion.inputs.selection.arterial_model`),
+    0 before ``start_s``."""
     delays, mtts = fine_axes()
     interval = float(np.median(np.diff(tissue_times_s)))
     fine_dt = min(FINE_DELAY_S, interval) / 4
@@ -85,7 +86,7 @@ def build_dictionary(
         conv *= fine_dt
         for j, delay in enumerate(delays):
             # C(t) = (AIF ⊗ R)(t − δ), sampled at the tissue times.
-            to_tissue = compress.interpolation_matrix(fine_t, tissue_times_s - delay)
+            to_tissue = interpolation_matrix(fine_t, tissue_times_s - delay)
             atoms.append(conv @ (to_tissue.T @ basis))
             shape_of.append(np.full(mtts.size, SHAPES.index(name)))
             mtt_of.append(np.arange(mtts.size))

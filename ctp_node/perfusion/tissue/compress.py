@@ -59,16 +59,3 @@ def signal_weights(eigenvalues: np.ndarray, count: int) -> np.ndarray:
     values = eigenvalues[:count]
     floor = noise_floor(eigenvalues)
     return np.clip((values - floor) / np.maximum(values, 1e-12), 0.0, 1.0).astype(np.float32)
-
-
-def interpolation_matrix(times_s: np.ndarray, grid_s: np.ndarray) -> np.ndarray:
-    """Linear interpolation from samples at ``times_s`` onto ``grid_s`` as a ``(grid, t)``
-    matrix (constant beyond the ends)."""
-    upper = np.clip(np.searchsorted(times_s, grid_s, side="right"), 1, times_s.size - 1)
-    lower = upper - 1
-    weight = np.clip((grid_s - times_s[lower]) / (times_s[upper] - times_s[lower]), 0.0, 1.0)
-    matrix = np.zeros((grid_s.size, times_s.size))
-    rows = np.arange(grid_s.size)
-    np.add.at(matrix, (rows, lower), 1.0 - weight)
-    np.add.at(matrix, (rows, upper), weight)
-    return matrix

@@ -8,13 +8,13 @@ family — exponential (a well-mixed compartment), linear or box (plug flow) —
 transit time MTT. The amplitude F is linear and is solved in closed form; (shape, MTT, δ)
 are found by searching a dictionary of model curves, coarse first, then finely around the
 coarse optimum. Every voxel's curve is given by its coefficients in the temporal basis
-(:mod:`ctp_node.perfusion.compress`), so every model curve is projected once onto the basis
+(:mod:`ctp_node.perfusion.tissue.compress`), so every model curve is projected once onto the basis
 and the search is a matrix product.
 
 Model curves are built from the study's own arterial input (a continuous model of it: the
 fitted gamma-variate first pass, not an interpolation between frames) and sampled at the
 tissue slices' own acquisition times, so sub-sample delays and the sampling itself are part
-of the model (:mod:`ctp_node.perfusion.model_curves`).
+of the model (:mod:`ctp_node.perfusion.residues.model_curves`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ctp_node.perfusion.model_curves import (
+from ctp_node.perfusion.residues.model_curves import (
     FINE_DELAY_S,
     SHAPES,
     Dictionary,
     build_dictionary,
     fine_axes,
 )
-from ctp_node.perfusion.profiles import Profiles
+from ctp_node.perfusion.tissue.profiles import Profiles
 
 _COARSE_DELAY_S = 1.0
 _COARSE_MTT_STEPS = 12
