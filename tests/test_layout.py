@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ctp_node"
 ALLOWED = {
     "perfusion": {"numpy", "scipy", "ctp_node.perfusion"},
     "qc": {"numpy", "ctp_node.perfusion", "ctp_node.qc"},
-    "phantom/generator.py": {"numpy", "scipy", "ctp_node.perfusion"},
+    "phantom/anatomy.py": {"numpy"},
+    "phantom/generator.py": {"numpy", "scipy", "ctp_node.perfusion", "ctp_node.phantom.anatomy"},
 }
 
 
@@ -79,3 +80,19 @@ def test_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     names = imported(module)
     assert not all(_allowed(n, ALLOWED["perfusion"]) for n in names)
     assert all(_allowed(n, ALLOWED["qc"]) for n in names)
+
+
+#: The longest a function of the engine, the QC or the phantom may be, lines with its docstring.
+MAX_FUNCTION_LINES = 80
+
+
+@pytest.mark.parametrize("part", ["perfusion", "qc", "phantom"])
+def test_functions_are_short(part: str) -> None:
+    long = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
+        for path in sorted((PACKAGE / part).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, long

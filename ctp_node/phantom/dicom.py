@@ -23,7 +23,7 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 
 import ctp_node
-from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
 
 #: Stored values are HU + 1024 in 12 bits, the convention of most CT scanners.
 RESCALE_INTERCEPT_HU = -1024.0
@@ -142,12 +142,7 @@ def write_ct_series(
     stored = np.clip(np.rint(acquisition.hu - RESCALE_INTERCEPT_HU), 0, _MAX_STORED).astype(
         np.uint16
     )
-    if acquisition.slice_times_s is not None:
-        image_times_s = np.asarray(acquisition.slice_times_s, dtype=np.float64)
-    else:
-        image_times_s = np.repeat(
-            np.asarray(acquisition.times_s, dtype=np.float64)[:, None], n_z, 1
-        )
+    image_times_s = _image_times_s(acquisition)
     positions_mm = _slice_positions_mm(acquisition)
     normal = np.cross(acquisition.orientation[:3], acquisition.orientation[3:])
     slice_locations_mm = positions_mm @ normal
@@ -181,6 +176,14 @@ def write_ct_series(
     return paths
 
 
+def _image_times_s(acquisition: Acquisition) -> np.ndarray:
+    """Each image's time ``(t, z)``, s: the slices' own times, or the frame's."""
+    if acquisition.slice_times_s is not None:
+        return np.asarray(acquisition.slice_times_s, dtype=np.float64)
+    n_z = acquisition.hu.shape[1]
+    return np.repeat(np.asarray(acquisition.times_s, dtype=np.float64)[:, None], n_z, 1)
+
+
 def _slice_positions_mm(acquisition: Acquisition) -> np.ndarray:
     """ImagePositionPatient per slice; synthesised along the slice normal when absent."""
     n_z = acquisition.hu.shape[1]
@@ -211,16 +214,8 @@ def _ct_image(
     slice_location_mm: float,
     shape: tuple[int, int],
 ) -> Dataset:
-    facts = acquisition.facts
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"CTPNODE_{ctp_node.__version__}"[:16]
-
     ds = Dataset()
-    ds.file_meta = meta
+    ds.file_meta = _file_meta(sop_instance_uid)
     # SOP Common
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -228,51 +223,9 @@ def _ct_image(
     ds.InstanceCreationTime = _tm(image_datetime)
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = sop_instance_uid
-    # General Study
-    ds.StudyDate = _da(identity.study_datetime)
-    ds.SeriesDate = _da(series_datetime)
-    ds.AcquisitionDate = _da(image_datetime)
-    ds.ContentDate = _da(image_datetime)
-    ds.AcquisitionDateTime = _dt(image_datetime)
-    ds.StudyTime = _tm(identity.study_datetime)
-    ds.SeriesTime = _tm(series_datetime)
-    ds.AcquisitionTime = _tm(image_datetime)
-    ds.ContentTime = _tm(image_datetime)
-    ds.AccessionNumber = identity.accession_number
-    ds.Modality = "CT"
-    ds.Manufacturer = facts.manufacturer if facts.manufacturer is not None else "ctp-node phantom"
-    ds.InstitutionName = "ctp-node"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = identity.study_description
+    _set_study_and_patient(ds, identity, acquisition.facts, series_datetime, image_datetime)
     ds.SeriesDescription = series_description
-    ds.ManufacturerModelName = facts.model if facts.model is not None else "digital phantom"
-    # Patient
-    ds.PatientName = identity.patient_name
-    ds.PatientID = identity.patient_id
-    ds.PatientBirthDate = (
-        identity.patient_birth_date.strftime("%Y%m%d") if identity.patient_birth_date else ""
-    )
-    ds.PatientSex = identity.patient_sex
-    if facts.patient_age_years is not None:
-        ds.PatientAge = f"{min(int(facts.patient_age_years), 999):03d}Y"
-    # Contrast/Bolus (only what the acquisition records)
-    if facts.contrast_agent is not None:
-        ds.ContrastBolusAgent = facts.contrast_agent
-    ds.BodyPartExamined = "HEAD"
-    # CT Image acquisition parameters
-    ds.SliceThickness = _ds(acquisition.slice_spacing_mm)
-    ds.KVP = _ds(facts.kvp) if facts.kvp is not None else None
-    ds.SpacingBetweenSlices = _ds(acquisition.slice_spacing_mm)
-    ds.SoftwareVersions = ctp_node.__version__
-    ds.ExposureTime = _EXPOSURE_TIME_MS
-    if facts.exposure_mas is not None:
-        ds.XRayTubeCurrent = round(facts.exposure_mas * 1000.0 / _EXPOSURE_TIME_MS)
-        ds.Exposure = round(facts.exposure_mas)
-    ds.PatientPosition = "HFS"
-    if facts.contrast_volume_ml is not None:
-        ds.ContrastBolusVolume = _ds(facts.contrast_volume_ml)
-    if facts.contrast_rate_ml_s is not None:
-        ds.ContrastFlowRate = [_ds(facts.contrast_rate_ml_s)]
+    _set_technique(ds, acquisition)
     # General Series / Study / Acquisition / Image identification
     ds.StudyInstanceUID = identity.study_instance_uid
     ds.SeriesInstanceUID = identity.series_instance_uid
@@ -289,7 +242,87 @@ def _ct_image(
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = _ds(slice_location_mm)
     ds.TemporalPositionIndex = temporal_position_index
-    # Image Pixel
+    _set_pixel_module(ds, acquisition, shape)
+    return ds
+
+
+def _file_meta(sop_instance_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"CTPNODE_{ctp_node.__version__}"[:16]
+    return meta
+
+
+def _set_study_and_patient(
+    ds: Dataset,
+    identity: StudyIdentity,
+    facts: AcquisitionFacts,
+    series_datetime: datetime,
+    image_datetime: datetime,
+) -> None:
+    """General Study, dates and times, equipment and Patient."""
+    ds.StudyDate = _da(identity.study_datetime)
+    ds.SeriesDate = _da(series_datetime)
+    ds.AcquisitionDate = _da(image_datetime)
+    ds.ContentDate = _da(image_datetime)
+    ds.AcquisitionDateTime = _dt(image_datetime)
+    ds.StudyTime = _tm(identity.study_datetime)
+    ds.SeriesTime = _tm(series_datetime)
+    ds.AcquisitionTime = _tm(image_datetime)
+    ds.ContentTime = _tm(image_datetime)
+    ds.AccessionNumber = identity.accession_number
+    ds.Modality = "CT"
+    ds.Manufacturer = facts.manufacturer if facts.manufacturer is not None else "ctp-node phantom"
+    ds.InstitutionName = "ctp-node"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = identity.study_description
+    ds.ManufacturerModelName = facts.model if facts.model is not None else "digital phantom"
+    # Patient
+    ds.PatientName = identity.patient_name
+    ds.PatientID = identity.patient_id
+    ds.PatientBirthDate = (
+        identity.patient_birth_date.strftime("%Y%m%d") if identity.patient_birth_date else ""
+    )
+    ds.PatientSex = identity.patient_sex
+    if facts.patient_age_years is not None:
+        ds.PatientAge = f"{min(int(facts.patient_age_years), 999):03d}Y"
+
+
+def _set_technique(ds: Dataset, acquisition: Acquisition) -> None:
+    """Contrast/Bolus (only what the acquisition records), the CT acquisition parameters and,
+    when recorded, CTDIvol."""
+    facts = acquisition.facts
+    if facts.contrast_agent is not None:
+        ds.ContrastBolusAgent = facts.contrast_agent
+    ds.BodyPartExamined = "HEAD"
+    ds.SliceThickness = _ds(acquisition.slice_spacing_mm)
+    ds.KVP = _ds(facts.kvp) if facts.kvp is not None else None
+    ds.SpacingBetweenSlices = _ds(acquisition.slice_spacing_mm)
+    ds.SoftwareVersions = ctp_node.__version__
+    ds.ExposureTime = _EXPOSURE_TIME_MS
+    if facts.exposure_mas is not None:
+        ds.XRayTubeCurrent = round(facts.exposure_mas * 1000.0 / _EXPOSURE_TIME_MS)
+        ds.Exposure = round(facts.exposure_mas)
+    ds.PatientPosition = "HFS"
+    if facts.contrast_volume_ml is not None:
+        ds.ContrastBolusVolume = _ds(facts.contrast_volume_ml)
+    if facts.contrast_rate_ml_s is not None:
+        ds.ContrastFlowRate = [_ds(facts.contrast_rate_ml_s)]
+    if facts.ctdivol_mgy is not None:
+        ds.CTDIvol = float(facts.ctdivol_mgy)
+        # A brain perfusion CTDIvol refers to the 16 cm head phantom.
+        phantom = Dataset()
+        phantom.CodeValue = "113690"
+        phantom.CodingSchemeDesignator = "DCM"
+        phantom.CodeMeaning = "IEC Head Dosimetry Phantom"
+        ds.CTDIPhantomTypeCodeSequence = [phantom]
+
+
+def _set_pixel_module(ds: Dataset, acquisition: Acquisition, shape: tuple[int, int]) -> None:
+    """Image Pixel and the CT Image rescale: ``round(HU) + 1024`` in 12 bits."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = shape
@@ -303,15 +336,6 @@ def _ct_image(
     ds.RescaleIntercept = _ds(RESCALE_INTERCEPT_HU)
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
-    if facts.ctdivol_mgy is not None:
-        ds.CTDIvol = float(facts.ctdivol_mgy)
-        # A brain perfusion CTDIvol refers to the 16 cm head phantom.
-        phantom = Dataset()
-        phantom.CodeValue = "113690"
-        phantom.CodingSchemeDesignator = "DCM"
-        phantom.CodeMeaning = "IEC Head Dosimetry Phantom"
-        ds.CTDIPhantomTypeCodeSequence = [phantom]
-    return ds
 
 
 def _ds(value: float) -> str:

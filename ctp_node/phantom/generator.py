@@ -19,29 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
+from ctp_node.phantom.anatomy import HU, Head, Layout, head_of, layout_of
 
 _FINE_DT_S = 0.05
-#: Pre-contrast attenuation in HU.
-_HU = {
-    "air": -1000.0,
-    "scalp": 40.0,
-    "bone": 1000.0,
-    "csf": 5.0,
-    "gm": 38.0,
-    "wm": 28.0,
-    "grid": 33.0,
-    "blood": 42.0,
-}
-#: CBF (ml/100g/min) and MTT (s) of the grid; of normal tissue; of the stroke compartments
-#: (CBF, MTT, delay s).
-GRID_CBF = (20.0, 35.0, 50.0, 65.0)
-GRID_MTT_S = (3.0, 4.5, 6.0, 8.0)
-_GM = (55.0, 4.0)
-_WM = (22.0, 5.0)
-_BACKGROUND = (25.0, 5.0)
-_CORE = (6.0, 10.0, 12.0)
-_PENUMBRA = (25.0, 8.0, 8.0)
-_OLIGAEMIA = (38.0, 6.0, 4.5)
 
 
 @dataclass(frozen=True)
@@ -205,124 +185,56 @@ def tissue_curve(
     return (density_g_ml / hematocrit_factor) * cbf / 6000.0 * shifted
 
 
-def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float):
-    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
-
-
-def _disc_fraction(
-    yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float, spacing: float
-) -> np.ndarray:
-    """Fraction of each pixel inside a disc (4 × 4 supersampling), all in mm."""
-    offsets = (np.arange(4) + 0.5) / 4 - 0.5
-    frac = np.zeros(yy.shape)
-    for oy in offsets:
-        for ox in offsets:
-            frac += (yy + oy * spacing - cy) ** 2 + (xx + ox * spacing - cx) ** 2 <= r * r
-    return frac / 16.0
-
-
 def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
     """Build the phantom acquisition (HU, ``(t, z, y, x)``) and its truth."""
     times = _times(spec)
+    head = head_of(spec.matrix, spec.pixel_spacing_mm, spec.artery_fraction)
+    layout = layout_of(spec.slices, spec.max_grid_delay_s, head)
+    offsets = np.where(np.arange(spec.slices) % 2 == 1, spec.slice_offset_s, 0.0)
     fine_t = np.arange(0.0, spec.duration_s + 40.0, _FINE_DT_S)
     aif_fine = _arterial_input(spec, fine_t)
-    n, nz = spec.matrix, spec.slices
-    dx = spec.pixel_spacing_mm
-    coords = (np.arange(n) - (n - 1) / 2) * dx
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    hu = _enhanced_hu(spec, head, layout, times, offsets, fine_t, aif_fine)
+    if spec.motion_mm or spec.motion_deg:
+        _move(spec, hu, times)
+    rng = np.random.default_rng(spec.seed)
+    if spec.noise_hu > 0:
+        hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(spec.noise_hu)
+    aif = np.interp(times, fine_t, aif_fine)
+    return Phantom(
+        acquisition=_acquisition(spec, hu, times, offsets),
+        truth=_truth(spec, head, layout, aif),
+    )
 
-    head = _ellipse(yy, xx, 0, 0, 96, 78)
-    skull_outer = _ellipse(yy, xx, 0, 0, 92, 74)
-    brain = _ellipse(yy, xx, 0, 0, 85, 67)
-    cortex = brain & ~_ellipse(yy, xx, 0, 0, 77, 59)
-    ventricles = _ellipse(yy, xx, -5, -12, 18, 6) | _ellipse(yy, xx, -5, 12, 18, 6)
-    sinus = _disc_fraction(yy, xx, 78.0, 0.0, 4.5, dx)
-    artery_left = _disc_fraction(yy, xx, 0.0, -57.0, 1.6, dx) * spec.artery_fraction / 0.85
-    artery_right = _disc_fraction(yy, xx, 0.0, 57.0, 1.6, dx) * spec.artery_fraction / 0.85
-    artery_left, artery_right = np.clip(artery_left, 0, 1), np.clip(artery_right, 0, 1)
-    vessel = (sinus > 0) | (artery_left > 0) | (artery_right > 0)
 
-    n_stroke = 2 if nz >= 4 else 0
-    n_grid = nz - n_stroke
-    delays = np.linspace(0.0, spec.max_grid_delay_s, n_grid) if n_grid > 1 else np.zeros(n_grid)
-
-    params: list[tuple[float, float, float]] = []  # (cbf, mtt, delay) per tissue label
-
-    def label_of(p: tuple[float, float, float]) -> int:
-        if p not in params:
-            params.append(p)
-        return params.index(p) + 1
-
-    shape = (nz, n, n)
-    labels = np.zeros(shape, np.int32)
-    base = np.full(shape, _HU["air"], np.float32)
-    region_labels = np.zeros(shape, np.int32)
-    region_values: list[tuple[float, float, float, float]] = []
-    core = np.zeros(shape, bool)
-    tmax6 = np.zeros(shape, bool)
-    csf = np.zeros(shape, bool)
-    block_mm, gap_mm = 20.0, 3.0
-    starts = -(4 * block_mm + 3 * gap_mm) / 2 + np.arange(4) * (block_mm + gap_mm)
-    for z in range(nz):
-        b = base[z]
-        b[head] = _HU["scalp"]
-        b[skull_outer] = _HU["bone"]
-        b[brain] = _HU["wm"]
-        lab = labels[z]
-        if z < n_grid:
-            d = float(delays[z])
-            b[brain] = _HU["grid"]
-            lab[brain] = label_of((*_BACKGROUND, d))
-            for i, cbf in enumerate(GRID_CBF):
-                for j, mtt in enumerate(GRID_MTT_S):
-                    block = (
-                        (yy >= starts[i])
-                        & (yy < starts[i] + block_mm)
-                        & (xx >= starts[j])
-                        & (xx < starts[j] + block_mm)
-                    )
-                    lab[block] = label_of((cbf, mtt, d))
-                    region_values.append((cbf, cbf * mtt / 60.0, mtt, d))
-                    region_labels[z][block] = len(region_values)
-        else:
-            b[cortex] = _HU["gm"]
-            lab[brain] = label_of((*_WM, 0.0))
-            lab[cortex] = label_of((*_GM, 0.0))
-            right = brain & (xx > 3.0)
-            olig = right & _ellipse(yy, xx, -5, 32, 42, 31)
-            pen = right & _ellipse(yy, xx, -5, 32, 33, 25)
-            cor = right & _ellipse(yy, xx, -5, 32, 20, 15)
-            lab[olig] = label_of(_OLIGAEMIA)
-            lab[pen] = label_of(_PENUMBRA)
-            lab[cor] = label_of(_CORE)
-            b[ventricles] = _HU["csf"]
-            lab[ventricles] = 0
-            csf[z] = ventricles
-            core[z] = cor & ~ventricles & ~vessel
-            tmax6[z] = pen & ~ventricles & ~vessel
-    tissue = (labels > 0) & ~vessel[None]
-    tmax10 = core.copy()
-
-    # Curves for every tissue label on each slice's acquisition times.
-    offsets = np.where(np.arange(nz) % 2 == 1, spec.slice_offset_s, 0.0)
-    hu = np.empty((times.size, nz, n, n), np.float32)
-    blood = _HU["blood"]
+def _enhanced_hu(
+    spec: PhantomSpec,
+    head: Head,
+    layout: Layout,
+    times: np.ndarray,
+    offsets: np.ndarray,
+    fine_t: np.ndarray,
+    aif_fine: np.ndarray,
+) -> np.ndarray:
+    """HU ``(t, z, y, x)``: every tissue label's curve on its slice's acquisition times, and the
+    vessels' partial volumes (the occluded right artery delayed on the stroke slices)."""
+    hu = np.empty((times.size, spec.slices, spec.matrix, spec.matrix), np.float32)
+    blood = HU["blood"]
     for offset in np.unique(offsets):
         zs = np.flatnonzero(offsets == offset)
         when = times + offset
-        table = np.zeros((len(params) + 1, times.size), np.float32)
-        for i, (cbf, mtt, d) in enumerate(params, start=1):
+        table = np.zeros((len(layout.params) + 1, times.size), np.float32)
+        for i, (cbf, mtt, d) in enumerate(layout.params, start=1):
             table[i] = np.interp(when, fine_t, tissue_curve(aif_fine, cbf, mtt, d, spec.residue))
         aif = np.interp(when, fine_t, aif_fine)
         vein = np.interp(when, fine_t, _disperse(aif_fine, 4.0, 2.5))
         occluded = np.interp(when, fine_t, _disperse(aif_fine, 2.0, 2.0))
-        part = np.moveaxis(table[labels[zs]], -1, 0) + base[zs][None]
-        grid_z = zs < n_grid
+        part = np.moveaxis(table[layout.labels[zs]], -1, 0) + layout.base[zs][None]
+        grid_z = zs < layout.n_grid
         for frac, curve, sel_z in (
-            (sinus, vein, np.ones(zs.size, bool)),
-            (artery_left, aif, np.ones(zs.size, bool)),
-            (artery_right, aif, grid_z),
-            (artery_right, occluded, ~grid_z),
+            (head.sinus, vein, np.ones(zs.size, bool)),
+            (head.artery_left, aif, np.ones(zs.size, bool)),
+            (head.artery_right, aif, grid_z),
+            (head.artery_right, occluded, ~grid_z),
         ):
             if not sel_z.any():
                 continue
@@ -332,37 +244,35 @@ def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
             sub += f * (blood + curve[:, None, None, None].astype(np.float32))
             part[:, sel_z] = sub
         hu[:, zs] = part
-    aif = np.interp(times, fine_t, aif_fine)
-    if spec.motion_mm or spec.motion_deg:
-        from scipy.ndimage import affine_transform
+    return hu
 
-        theta = np.deg2rad(spec.motion_deg)
-        rot = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
-        matrix = np.eye(3)
-        matrix[1:, 1:] = rot
-        centre = np.full(2, (n - 1) / 2)
-        offset = np.zeros(3)
-        offset[1:] = centre - rot @ centre - np.array([0.0, spec.motion_mm / dx])
-        moved = times >= spec.motion_start_fraction * spec.duration_s
-        for ti in np.flatnonzero(moved):
-            hu[ti] = affine_transform(hu[ti], matrix, offset=offset, order=1, mode="nearest")
-    rng = np.random.default_rng(spec.seed)
-    if spec.noise_hu > 0:
-        hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(spec.noise_hu)
 
-    def tmap(column: int) -> np.ndarray:
-        values = np.zeros(len(params) + 1)
-        for i, p in enumerate(params, start=1):
-            cbf, mtt, d = p
-            values[i] = (cbf, cbf * mtt / 60.0, mtt, d)[column]
-        return np.where(tissue, values[labels], 0.0).astype(np.float32)
+def _move(spec: PhantomSpec, hu: np.ndarray, times: np.ndarray) -> None:
+    """Rotate and shift (in place) the frames from ``motion_start_fraction`` of the scan on."""
+    from scipy.ndimage import affine_transform
 
-    voxel_ml = dx * dx * spec.slice_thickness_mm / 1000.0
+    n, dx = spec.matrix, spec.pixel_spacing_mm
+    theta = np.deg2rad(spec.motion_deg)
+    rot = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+    matrix = np.eye(3)
+    matrix[1:, 1:] = rot
+    centre = np.full(2, (n - 1) / 2)
+    offset = np.zeros(3)
+    offset[1:] = centre - rot @ centre - np.array([0.0, spec.motion_mm / dx])
+    moved = times >= spec.motion_start_fraction * spec.duration_s
+    for ti in np.flatnonzero(moved):
+        hu[ti] = affine_transform(hu[ti], matrix, offset=offset, order=1, mode="nearest")
+
+
+def _acquisition(
+    spec: PhantomSpec, hu: np.ndarray, times: np.ndarray, offsets: np.ndarray
+) -> Acquisition:
+    n, nz, dx = spec.matrix, spec.slices, spec.pixel_spacing_mm
     positions = np.zeros((nz, 3))
     positions[:, 0] = -(n - 1) / 2 * dx
     positions[:, 1] = -(n - 1) / 2 * dx
     positions[:, 2] = np.arange(nz) * spec.slice_thickness_mm
-    acquisition = Acquisition(
+    return Acquisition(
         hu=hu.astype(np.float32, copy=False),
         times_s=(times + offsets.mean()).astype(np.float64),
         pixel_spacing_mm=(dx, dx),
@@ -382,7 +292,23 @@ def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
             model="digital phantom (Kudo 2013 style)",
         ),
     )
-    truth = PhantomTruth(
+
+
+def _truth(spec: PhantomSpec, head: Head, layout: Layout, aif: np.ndarray) -> PhantomTruth:
+    shape = layout.labels.shape
+    tissue = (layout.labels > 0) & ~head.vessel[None]
+    core, tmax6, tmax10 = layout.core, layout.tmax6, layout.core.copy()
+
+    def tmap(column: int) -> np.ndarray:
+        values = np.zeros(len(layout.params) + 1)
+        for i, p in enumerate(layout.params, start=1):
+            cbf, mtt, d = p
+            values[i] = (cbf, cbf * mtt / 60.0, mtt, d)[column]
+        return np.where(tissue, values[layout.labels], 0.0).astype(np.float32)
+
+    dx = spec.pixel_spacing_mm
+    voxel_ml = dx * dx * spec.slice_thickness_mm / 1000.0
+    return PhantomTruth(
         cbf=tmap(0),
         cbv=tmap(1),
         mtt=tmap(2),
@@ -394,11 +320,10 @@ def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
         core_ml=float((core & tissue).sum()) * voxel_ml,
         tmax6_ml=float(((core | tmax6) & tissue).sum()) * voxel_ml,
         tmax10_ml=float((tmax10 & tissue).sum()) * voxel_ml,
-        region_labels=region_labels,
-        region_values=np.asarray(region_values).reshape(-1, 4),
-        artery_mask=np.broadcast_to((artery_left > 0) | (artery_right > 0), shape).copy(),
-        sinus_mask=np.broadcast_to(sinus > 0, shape).copy(),
-        csf_mask=csf,
+        region_labels=layout.region_labels,
+        region_values=np.asarray(layout.region_values).reshape(-1, 4),
+        artery_mask=np.broadcast_to((head.artery_left > 0) | (head.artery_right > 0), shape).copy(),
+        sinus_mask=np.broadcast_to(head.sinus > 0, shape).copy(),
+        csf_mask=layout.csf,
         aif_hu=aif.astype(np.float32),
     )
-    return Phantom(acquisition=acquisition, truth=truth)

@@ -88,6 +88,23 @@ def _half_offsets(radius: int) -> list[tuple[int, int]]:
     ]
 
 
+def _guide(
+    c: np.ndarray, mask: np.ndarray, guide_window: int, guide_weights: np.ndarray | None
+) -> np.ndarray:
+    """The profiles similarity is judged on: ``c`` itself, or local means of the profiles (a
+    cross-bilateral guide; a single raw voxel's profile is too noisy to tell core from
+    penumbra, nine are not), each component weighted by ``guide_weights``."""
+    guide = c
+    if guide_window > 1:
+        size = (1, guide_window, guide_window)
+        inside = ndimage.uniform_filter(mask.astype(np.float32), guide_window, mode="constant")
+        guide = ndimage.uniform_filter(c, size, mode="constant") / np.maximum(inside, 1e-6)
+        guide = np.where(mask, guide, 0).astype(np.float32)
+    if guide_weights is not None:
+        guide = guide * np.sqrt(guide_weights, dtype=np.float32)[:, None, None]
+    return guide
+
+
 def _tips_box(
     c: np.ndarray,
     mask: np.ndarray,
@@ -104,16 +121,7 @@ def _tips_box(
     pad = radius + shift
     width = nx + 2 * pad
     c = np.where(mask, c, 0).astype(np.float32)
-    # Similarity is judged on local means of the profiles (a cross-bilateral guide): a single
-    # raw voxel's profile is too noisy to tell core from penumbra; nine are not.
-    guide = c
-    if guide_window > 1:
-        size = (1, guide_window, guide_window)
-        inside = ndimage.uniform_filter(mask.astype(np.float32), guide_window, mode="constant")
-        guide = ndimage.uniform_filter(c, size, mode="constant") / np.maximum(inside, 1e-6)
-        guide = np.where(mask, guide, 0).astype(np.float32)
-    if guide_weights is not None:
-        guide = guide * np.sqrt(guide_weights, dtype=np.float32)[:, None, None]
+    guide = _guide(c, mask, guide_window, guide_weights)
 
     # Padded images flattened row by row: the neighbour at (dy, dx) of every voxel is then
     # the one `dy · width + dx` further on, and each offset works on contiguous memory. The

@@ -92,14 +92,8 @@ def build_profiles(
     n_t, nz = hu.shape[:2]
     counts = mask.reshape(nz, -1).sum(axis=1)
     slice_rows = np.concatenate([[0], np.cumsum(counts)])
-    # Basis from a spread-out sample of the voxels.
-    step = max(1, int(slice_rows[-1] // max_sample))
-    sample = []
-    for z in range(nz):
-        if counts[z]:
-            sample.append(hu[:, z][:, mask[z]][:, ::step] - baseline[z][mask[z]][::step])
-    basis, eigenvalues = compress.temporal_basis(
-        np.concatenate(sample, axis=1), min_components, max(16, min_components)
+    basis, eigenvalues = _sampled_basis(
+        hu, baseline, mask, int(slice_rows[-1]), max_sample, min_components
     )
     r = basis.shape[1]
     ones = basis.sum(axis=0)
@@ -142,11 +136,39 @@ def build_profiles(
         for z in range(nz):
             one_slice(z)
 
-    synthesis = np.empty((nz, r, grid_s.size), np.float32)
+    synthesis = _synthesis(slice_times_s, grid_s, basis)
+    return Profiles(coefficients, mask, basis, synthesis, slice_rows, eigenvalues)
+
+
+def _sampled_basis(
+    hu: np.ndarray,
+    baseline: np.ndarray,
+    mask: np.ndarray,
+    total: int,
+    max_sample: int,
+    min_components: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The temporal basis and its eigenvalues, from a spread-out sample of at most about
+    ``max_sample`` of the ``total`` mask voxels."""
+    step = max(1, total // max_sample)
+    sample = []
+    for z in range(hu.shape[1]):
+        if mask[z].any():
+            sample.append(hu[:, z][:, mask[z]][:, ::step] - baseline[z][mask[z]][::step])
+    return compress.temporal_basis(
+        np.concatenate(sample, axis=1), min_components, max(16, min_components)
+    )
+
+
+def _synthesis(slice_times_s: np.ndarray, grid_s: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Per slice ``(r, grid)``: the basis resampled from the slice's times onto the grid (one
+    matrix per distinct set of times)."""
+    nz = slice_times_s.shape[1]
+    synthesis = np.empty((nz, basis.shape[1], grid_s.size), np.float32)
     cache: dict[bytes, np.ndarray] = {}
     for z in range(nz):
         key = slice_times_s[:, z].tobytes()
         if key not in cache:
             cache[key] = (interpolation_matrix(slice_times_s[:, z], grid_s) @ basis).T
         synthesis[z] = cache[key]
-    return Profiles(coefficients, mask, basis, synthesis, slice_rows, eigenvalues)
+    return synthesis
