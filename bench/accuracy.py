@@ -13,7 +13,8 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from ctp_node.perfusion import PerfusionParameters, PhantomSpec, compute_perfusion, make_phantom
+from ctp_node.perfusion import PerfusionParameters, compute_perfusion
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 ENGINE = PerfusionParameters()
 #: Plain bSVD: one fixed 20 % threshold, no denoising, no venous correction of the AIF, the

@@ -21,7 +21,12 @@ import sys
 import time
 import tracemalloc
 
-from ctp_node.perfusion import PhantomSpec, compute_perfusion, make_phantom
+from ctp_node.perfusion import compute_perfusion
+
+try:
+    from ctp_node.phantom import PhantomSpec, make_phantom
+except ImportError:  # a --reference tree from before the phantom had a package of its own
+    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom  # type: ignore[no-redef]
 
 CASES = {
     "256²×16×40": dict(

@@ -37,8 +37,8 @@ from peers import ENV, free_port, markdown_table, timed_storescu, wait_for_echo
 
 from ctp_node.assemble.completion import ANNOUNCED_SETTLE_S
 from ctp_node.demo import write_phantom_study
-from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity
 
 QUIET_S = 10.0  # the default configuration's ingest.series_stable_after_s
 

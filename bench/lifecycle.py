@@ -29,8 +29,8 @@ import pydicom
 from peers import Node, timed_storescu, wait_for
 
 from ctp_node.demo import write_phantom_study
-from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 VOLUME_NAMES = {

@@ -48,8 +48,8 @@ def write_computed_study(folder: Path) -> Path:
     """Write the phantom study's images, load and compute them; the pickled
     ``ComputedSeries`` (what ``write_outputs`` takes) is in the returned file."""
     from ctp_node.demo import write_phantom_study
-    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-    from ctp_node.phantom_dicom import StudyIdentity
+    from ctp_node.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom.dicom import StudyIdentity
     from ctp_node.pipeline import PipelineSettings, compute_series
 
     files = write_phantom_study(

@@ -29,7 +29,7 @@ import numpy as np
 from peers import ENV, SOURCE_TREE, free_port, wait_for_echo
 
 from ctp_node.perfusion import Acquisition
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
 PARALLEL = 4
 

@@ -56,8 +56,8 @@ from scanner import send_study
 from soak_fuzz import fuzz
 
 from ctp_node.demo import write_phantom_study
-from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity
 
 
 def emit(text: str) -> None:

@@ -31,8 +31,8 @@ import numpy as np
 import pydicom
 from peers import SOURCE_TREE, markdown_table
 
-from ctp_node.perfusion import PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
 FIELD_OF_VIEW_MM = 220.0
 #: Slices synthesised at once: the phantom of one slab fits in about 1 GB at 512².

@@ -372,8 +372,8 @@ def _process_one(series_uid, files, out: Path, settings, args: argparse.Namespac
 def _phantom(args: argparse.Namespace) -> int:
 
     from ctp_node.demo import write_phantom_study
-    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-    from ctp_node.phantom_dicom import StudyIdentity
+    from ctp_node.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom.dicom import StudyIdentity
 
     spec = PhantomSpec(
         matrix=args.matrix,

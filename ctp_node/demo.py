@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 
 from ctp_node.config import load_config
-from ctp_node.perfusion.phantom import Phantom, PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom import Phantom, PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.receive.folder_scp import start_folder_scp
 from ctp_node.send.scu import Peer, send_files
 from ctp_node.service import Node, open_database

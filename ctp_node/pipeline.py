@@ -28,8 +28,8 @@ from ctp_node.perfusion import PerfusionResult
 from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.quality import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.perfusion.resolution import block_factor
+from ctp_node.qc import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.receive.header import not_ct_reason
 from ctp_node.report import (
     ReportSettings,

@@ -30,8 +30,8 @@ from ctp_node.config import (
 )
 from ctp_node.file_modes import restrict_storage_root
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.quality import QualityLimits
 from ctp_node.pipeline import PipelineSettings
+from ctp_node.qc import QualityLimits
 from ctp_node.receive.admission import record_refused_connection
 from ctp_node.receive.listen_check import bind_failure
 from ctp_node.receive.reconcile import reconcile_spool

@@ -17,8 +17,8 @@ import pydicom
 from PIL import Image
 
 from ctp_node.perfusion.engine import compute_perfusion
-from ctp_node.perfusion.phantom import make_phantom
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom import make_phantom
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.report import ReportSettings, build_failure_notice, build_secondary_captures
 
 DOCS = Path(__file__).resolve().parent

@@ -267,8 +267,8 @@ def orthanc(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Orthanc]
 @pytest.fixture(scope="session")
 def phantom_study(tmp_path_factory: pytest.TempPathFactory):
     from ctp_node.demo import write_phantom_study
-    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-    from ctp_node.phantom_dicom import StudyIdentity
+    from ctp_node.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom.dicom import StudyIdentity
 
     folder = tmp_path_factory.mktemp("phantom")
     phantom = make_phantom(PhantomSpec())
@@ -281,8 +281,8 @@ def small_study(tmp_path_factory: pytest.TempPathFactory):
     """A quick phantom study (64² × 4 slices × 41 time points) for tests of what the node does
     with a study (versions, recovery, operator commands) rather than of the maps' accuracy."""
     from ctp_node.demo import write_phantom_study
-    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-    from ctp_node.phantom_dicom import StudyIdentity
+    from ctp_node.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom.dicom import StudyIdentity
 
     folder = tmp_path_factory.mktemp("small-phantom")
     phantom = make_phantom(PhantomSpec(matrix=64, slices=4, pixel_spacing_mm=220.0 / 64))

@@ -21,7 +21,7 @@ from pydicom.uid import (
 )
 
 from ctp_node.perfusion import Acquisition
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
 
 def write_other_objects(ct_image: Path, folder: Path) -> dict[str, list[Path]]:

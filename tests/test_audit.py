@@ -52,8 +52,8 @@ class Exchange:
 def exchange(tmp_path_factory) -> Exchange:
     """One study in, its results out, one refused association: run once for this module."""
     from ctp_node.demo import write_phantom_study
-    from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-    from ctp_node.phantom_dicom import StudyIdentity
+    from ctp_node.phantom import PhantomSpec, make_phantom
+    from ctp_node.phantom.dicom import StudyIdentity
 
     folder = tmp_path_factory.mktemp("audit")
     identity = StudyIdentity.new(

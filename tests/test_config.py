@@ -381,7 +381,7 @@ def test_quality_section_matches_the_engine_limits() -> None:
     # Same names, units and defaults as the QC limits, so the service can pass them across.
     from dataclasses import asdict
 
-    from ctp_node.perfusion.quality import QualityLimits
+    from ctp_node.qc import QualityLimits
 
     assert Config().quality.model_dump() == asdict(QualityLimits())
 

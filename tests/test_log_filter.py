@@ -53,7 +53,7 @@ def test_a_command_that_fails_on_a_malformed_birth_date_logs_no_value(tmp_path) 
     """``ctp-node process`` reads the header, and highdicom refuses the malformed date when it
     copies the patient module: whatever fails, the log withholds the value."""
     from ctp_node.perfusion import Acquisition
-    from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+    from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
     acquisition = Acquisition(
         # 12 time points: a perfusion acquisition to ``process`` (no tissue: a failure notice),

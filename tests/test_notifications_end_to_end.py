@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.store import Database
 from ctp_node.store.notifications import list_notifications
 from tests.conftest import stored_count, storescu, wait_until

@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.pipeline import PipelineSettings, process_series
 from tests.assemble.enhanced_ct import enhanced_ct_per_time_point
 from tests.dicom_checks import dciodvfy_errors, map_volume

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from tests.conftest import orthanc_destination, stored_count, storescu, wait_until
 from tests.dicom_checks import MAP_NAMES, check_maps_against_truth, parametric_maps_in
 

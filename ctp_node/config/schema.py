@@ -865,7 +865,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 class QualityConfig(_Section):
     """Limits of the acquisition quality checks (ACR–ASNR–SPR CT perfusion practice
     parameter); the same names, units and defaults as
-    :class:`ctp_node.perfusion.quality.QualityLimits`.
+    :class:`ctp_node.qc.QualityLimits`.
 
     Attributes
     ----------

@@ -11,7 +11,6 @@ from ctp_node.perfusion.errors import (
     PerfusionError,
 )
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.phantom import Phantom, PhantomSpec, PhantomTruth, make_phantom
 from ctp_node.perfusion.result import MAP_UNITS, InputCurve, PerfusionResult, StrokeVolumes
 
 __all__ = [
@@ -28,10 +27,6 @@ __all__ = [
     "PerfusionError",
     "PerfusionParameters",
     "PerfusionResult",
-    "Phantom",
-    "PhantomSpec",
-    "PhantomTruth",
     "StrokeVolumes",
     "compute_perfusion",
-    "make_phantom",
 ]

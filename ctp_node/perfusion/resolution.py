@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ctp_node.perfusion import inputs, masks, stroke
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.lesions import stroke
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.prepare import features, masks
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 
 
@@ -146,7 +147,7 @@ def native_tissue(
     enough. The maps and the reference CBF stay those of the blocks.
     """
     frames = max(int(result.parameters.get("baseline_frames", 1)), 1)
-    noise = inputs.image_noise_hu(acquisition.hu, tissue) / np.sqrt(frames)
+    noise = features.image_noise_hu(acquisition.hu, tissue) / np.sqrt(frames)
     own = masks.parenchyma_mask(
         acquisition.hu[:frames].mean(axis=0, dtype=np.float32),
         parameters.tissue_min_hu,

@@ -12,9 +12,9 @@ import numpy as np
 import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
-from ctp_node.perfusion.quality import QualityFinding
-from ctp_node.perfusion.quality_limits import BASELINE
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.qc import QualityFinding
+from ctp_node.qc.limits import BASELINE
 from ctp_node.report import pages
 from ctp_node.report.rounding import display
 from ctp_node.report.summary_pages import normal_reference_statement

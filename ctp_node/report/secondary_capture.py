@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.qc import QualityFinding
 from ctp_node.report.quality_page import quality_banner, render_quality_page
 from ctp_node.report.render_pool import PageRenders
 from ctp_node.report.settings import ReportSettings

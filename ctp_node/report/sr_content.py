@@ -16,8 +16,8 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve
+from ctp_node.qc import QualityFinding
 from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.source_headers import declare_utf8

@@ -37,8 +37,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.acquisition import AcquisitionFacts
-from ctp_node.perfusion.quality import QualityFinding
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.qc import QualityFinding
 from ctp_node.report.quality_page import facts_lines
 from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings

@@ -16,9 +16,9 @@ from matplotlib.colors import Normalize, to_rgb
 from matplotlib.patches import Patch
 
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.lesions.stroke import clean_lesion
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.result import DISPLAY_UNITS, PerfusionResult
-from ctp_node.perfusion.stroke import clean_lesion
 from ctp_node.report import pages
 from ctp_node.report.parametric_map import map_window
 

@@ -16,7 +16,7 @@ from ctp_node.assemble.completion import (
     decide_complete_series,
 )
 from ctp_node.perfusion import Acquisition
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.store import Database
 from ctp_node.store.ingest import (
     AnnouncedSize,

@@ -14,7 +14,7 @@ from ctp_node.assemble.headers import UnreadableImageError
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.assemble.loader import load_series
 from ctp_node.perfusion import Acquisition, AcquisitionFacts
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
 T, Z, N = 12, 3, 24
 

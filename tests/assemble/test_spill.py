@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ctp_node.assemble import spill
-from ctp_node.perfusion import PhantomSpec, compute_perfusion, make_phantom
+from ctp_node.perfusion import compute_perfusion
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 
 def _resident_bytes() -> int:

@@ -11,8 +11,8 @@ from ctp_node.perfusion import (
     NoContrastError,
     PerfusionError,
     compute_perfusion,
-    make_phantom,
 )
+from ctp_node.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_no_contrast_and_short_scan_are_explained() -> None:
 
 
 def test_input_is_not_modified_when_already_on_the_grid() -> None:
-    from ctp_node.perfusion import PhantomSpec
+    from ctp_node.phantom import PhantomSpec
 
     ph = make_phantom(
         PhantomSpec(interval_s=1.0, duration_s=50.0, slices=4, matrix=96, pixel_spacing_mm=2.3)
@@ -139,7 +139,7 @@ def test_shuttle_slices_use_their_own_times() -> None:
     """Odd slices acquired 1 s after even ones (toggling table): maps still match the truth."""
     from dataclasses import replace
 
-    from ctp_node.perfusion import PhantomSpec
+    from ctp_node.phantom import PhantomSpec
 
     ph = make_phantom(PhantomSpec(slice_offset_s=1.0, noise_hu=0.0))
     st = ph.acquisition.slice_times_s
@@ -161,7 +161,7 @@ def test_shuttle_slices_use_their_own_times() -> None:
 
 def test_linear_residue_flow_within_target() -> None:
     """The flow is not tied to an exponential residue (issue 3: linear within 15 %)."""
-    from ctp_node.perfusion import PhantomSpec
+    from ctp_node.phantom import PhantomSpec
 
     ph = make_phantom(PhantomSpec(residue="linear"))
     res = compute_perfusion(ph.acquisition)
@@ -174,7 +174,7 @@ def test_core_volume_against_truth(seed: int) -> None:
     """Core (rCBF < 30 %) at σ = 5 HU against the phantom's planted core, within the ±15 % of
     issue 3, on the two seeds this test has always used. Over ten seeds 9 of 10 are within
     (``bench/accuracy.py --seeds``), so a change that breaks this is a real loss."""
-    from ctp_node.perfusion import PhantomSpec
+    from ctp_node.phantom import PhantomSpec
 
     ph = make_phantom(PhantomSpec(noise_hu=5.0, seed=seed))
     res = compute_perfusion(ph.acquisition)

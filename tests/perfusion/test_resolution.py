@@ -5,8 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ctp_node.perfusion import PhantomSpec, compute_perfusion, make_phantom
+from ctp_node.perfusion import compute_perfusion
 from ctp_node.perfusion.resolution import bin_acquisition, block_factor
+from ctp_node.phantom import PhantomSpec, make_phantom
 
 
 def test_block_factor() -> None:

@@ -59,7 +59,7 @@ def listener(tmp_path):
 def small_series(tmp_path_factory) -> list[Path]:
     """Three time points × two slices of a small CT series."""
     from ctp_node.perfusion import Acquisition
-    from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+    from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
     rng = np.random.default_rng(3)
     hu = rng.normal(40, 30, size=(3, 2, 48, 48)).astype(np.float32)

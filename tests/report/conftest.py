@@ -14,7 +14,7 @@ import pytest
 
 from ctp_node.perfusion.acquisition import Acquisition, AcquisitionFacts
 from ctp_node.perfusion.result import MAP_UNITS, InputCurve, PerfusionResult, StrokeVolumes
-from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from tests.dicom_checks import dciodvfy_errors as dciodvfy_errors_of
 
 N_T, N_Z, N_Y, N_X = 12, 3, 32, 32

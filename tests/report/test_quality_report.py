@@ -12,8 +12,8 @@ import pydicom
 import pytest
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.perfusion.quality import CHECK_NAMES, QualityFinding, assess_acquisition
 from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.qc import CHECK_NAMES, QualityFinding, assess_acquisition
 from ctp_node.report import build_secondary_captures, build_structured_report
 from ctp_node.report.quality_page import quality_banner, quality_lines
 from ctp_node.report.settings import ReportSettings

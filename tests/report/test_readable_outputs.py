@@ -16,9 +16,9 @@ import pydicom
 import pytest
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.perfusion.phantom import PhantomSpec, make_phantom
-from ctp_node.perfusion.quality import CHECK_NAMES, QualityFinding
 from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.phantom import PhantomSpec, make_phantom
+from ctp_node.qc import CHECK_NAMES, QualityFinding
 from ctp_node.report import (
     build_failure_notice,
     build_parametric_maps,

@@ -16,7 +16,7 @@ def outputs(tmp_path_factory) -> list[Path]:
     import numpy as np
 
     from ctp_node.perfusion import Acquisition
-    from ctp_node.phantom_dicom import StudyIdentity, write_ct_series
+    from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 
     acquisition = Acquisition(
         hu=np.zeros((1, 2, 16, 16), np.float32),

@@ -1,0 +1,102 @@
+"""The dictionary of model tissue curves ``(AIF ⊗ R)(t − δ)`` the model fit searches
+(:mod:`ctp_node.perfusion.residues.parametric`): every residue shape R of :data:`SHAPES`, mean
+transit time and delay δ on a fine grid, sampled at a slice group's acquisition times and
+projected once onto the temporal basis (:mod:`ctp_node.perfusion.tissue.compress`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft
+
+from ctp_node.perfusion.prepare.grid import interpolation_matrix
+
+SHAPES = ("exponential", "linear", "box")
+#: Delay and MTT ranges of the dictionary (s): delays up to the longest clinically seen.
+_DELAY_RANGE_S = (-3.0, 18.0)
+_MTT_RANGE_S = (1.0, 24.0)
+#: The fine grid's delay step (s) and number of MTTs.
+FINE_DELAY_S = 0.25
+_FINE_MTT_STEPS = 34
+
+
+def residue(lag_s: np.ndarray, mtt_s: float, shape: str) -> np.ndarray:
+    """``R(t)`` of mean transit time ``mtt_s`` (``R(0) = 1``), 0 before the onset."""
+    lag = np.asarray(lag_s, np.float64)
+    if shape == "exponential":
+        r = np.exp(-np.maximum(lag, 0.0) / mtt_s)
+    elif shape == "linear":
+        r = np.clip(1.0 - lag / (2.0 * mtt_s), 0.0, None)
+    elif shape == "box":
+        r = (lag < mtt_s).astype(np.float64)
+    else:
+        raise ValueError(f"unknown residue shape {shape!r}")
+    return np.where(lag >= 0, r, 0.0)
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    """Model curves for F = 1 on one set of sampling times, projected onto a basis.
+
+    atoms : float32 ``(k, r)``, unit-norm projections; norms : ``(k,)`` their norms.
+    shape, mtt_index, delay_index : ``(k,)`` the model of each atom on the fine grid.
+    """
+
+    atoms: np.ndarray
+    norms: np.ndarray
+    shape: np.ndarray
+    mtt_index: np.ndarray
+    delay_index: np.ndarray
+
+
+def fine_axes() -> tuple[np.ndarray, np.ndarray]:
+    """The fine grid: delays (s) and MTTs (s) every atom lies on."""
+    delays = np.arange(_DELAY_RANGE_S[0], _DELAY_RANGE_S[1] + 1e-9, FINE_DELAY_S)
+    mtts = np.geomspace(*_MTT_RANGE_S, _FINE_MTT_STEPS)
+    return delays, mtts
+
+
+def build_dictionary(
+    arterial: Callable[[np.ndarray], np.ndarray],
+    start_s: float,
+    tissue_times_s: np.ndarray,
+    basis: np.ndarray,
+    shapes: tuple[str, ...] = SHAPES,
+) -> Dictionary:
+    """All fine-grid models sampled at ``tissue_times_s`` ``(t,)`` and projected on ``basis``
+    ``(t, r)``. ``arterial`` maps times (s) to the arterial concentration (HU above baseline,
+    partial-volume corrected; e.g. :func:`ctp_node.perfusion.inputs.selection.arterial_model`),
+    0 before ``start_s``."""
+    delays, mtts = fine_axes()
+    interval = float(np.median(np.diff(tissue_times_s)))
+    fine_dt = min(FINE_DELAY_S, interval) / 4
+    t0 = float(min(start_s, tissue_times_s[0]))
+    fine_t = t0 + np.arange(int((tissue_times_s[-1] - t0) / fine_dt) + 2) * fine_dt
+    aif_fine = np.nan_to_num(np.asarray(arterial(fine_t), np.float64))
+    n = fine_t.size
+    length = fft.next_fast_len(2 * n, real=True)
+    spectrum = fft.rfft(aif_fine, length)
+    lag = fine_t - t0
+    atoms, shape_of, mtt_of, delay_of = [], [], [], []
+    for name in shapes:
+        residues = np.stack([residue(lag, m, name) for m in mtts])
+        conv = fft.irfft(spectrum * fft.rfft(residues, length, axis=1), length, axis=1)[:, :n]
+        conv *= fine_dt
+        for j, delay in enumerate(delays):
+            # C(t) = (AIF ⊗ R)(t − δ), sampled at the tissue times.
+            to_tissue = interpolation_matrix(fine_t, tissue_times_s - delay)
+            atoms.append(conv @ (to_tissue.T @ basis))
+            shape_of.append(np.full(mtts.size, SHAPES.index(name)))
+            mtt_of.append(np.arange(mtts.size))
+            delay_of.append(np.full(mtts.size, j))
+    projected = np.concatenate(atoms).astype(np.float64)
+    norms = np.linalg.norm(projected, axis=1)
+    return Dictionary(
+        atoms=(projected / np.maximum(norms, 1e-12)[:, None]).astype(np.float32),
+        norms=norms,
+        shape=np.concatenate(shape_of),
+        mtt_index=np.concatenate(mtt_of),
+        delay_index=np.concatenate(delay_of),
+    )
