@@ -130,7 +130,7 @@ class PageRenders:
             self._pool.shutdown(wait=not at_once, cancel_futures=True)
             for child in self._children:
                 if at_once and child.is_alive():
-                    child.terminate()
+                    child.kill()  # not SIGTERM: a child keeps its parent's handler of it
             for child in self._children:
                 child.join(timeout=5)
             self._pool = None

@@ -39,7 +39,13 @@ def page(value: int, *, in_child: Callable[[], None] | None = None) -> Callable[
 
 
 def no_drawing_children() -> bool:
-    return not multiprocessing.active_children()
+    """No process of ours is left (a killed one may take a moment to be reaped)."""
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = multiprocessing.active_children()
+    print("children left:", [(c.name, c.pid, c.exitcode) for c in left])
+    return not left
 
 
 def test_pages_drawn_by_other_processes_are_the_pages_drawn_here(
