@@ -173,17 +173,18 @@ def server_tls(config: Config) -> ServerTLS | None:
 
 
 def tls_problems(config: Config, *, lapsed: bool = True) -> list[ConfigProblem]:
-    """Every problem with the PEM files of ``node.tls`` and ``destinations[].tls``, with its
-    key path; with ``lapsed=False``, without certificates that are only expired or not valid
-    yet (see :class:`ctp_node.tls.PemProblem`)."""
-    sections = [("node.tls", config.node.tls)] + [
+    """Every problem with the PEM files of ``node.tls``, ``http.tls`` and
+    ``destinations[].tls``, with its key path; with ``lapsed=False``, without certificates
+    that are only expired or not valid yet (see :class:`ctp_node.tls.PemProblem`)."""
+    sections = [("node.tls", config.node.tls), ("http.tls", config.http.tls)] + [
         (f"destinations.{index}.tls", d.tls) for index, d in enumerate(config.destinations)
     ]
     problems = []
     for key_path, tls in sections:
         if tls is None:
             continue
-        found = pem_problems(tls.certificate, tls.private_key, tls.ca_certificates)
+        cas = getattr(tls, "ca_certificates", None)  # http.tls: no client certificates
+        found = pem_problems(tls.certificate, tls.private_key, cas)
         problems += [
             ConfigProblem(f"{key_path}.{p.key}", p.message) for p in found if lapsed or not p.lapsed
         ]

@@ -49,7 +49,8 @@ def load_config(path: Path | str) -> Config:
 
     An empty file gives every default. Relative ``storage.root``, relative SQLite files in
     ``database.url``, a relative ``database.password_file``, the PEM files of ``node.tls``
-    and ``destinations[].tls``, the secret files of ``notifications`` and a relative
+    and ``destinations[].tls``, the secret files of ``notifications``, ``http.auth.users_file``,
+    the PEM files of ``http.tls`` and a relative
     ``logging.file`` are resolved against the file's folder; ``source_path`` is set to the
     file's absolute path. The secrets (files or variables) are checked to be readable, not
     kept.
@@ -316,6 +317,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     if node.tls is not None:
         node = node.model_copy(update={"tls": _resolve_files(node.tls, folder)})
     destinations = [_resolve_files(d, folder) for d in config.destinations]
+    http = _resolve_files(config.http, folder)
     notifications = config.notifications
     notifications = notifications.model_copy(
         update={
@@ -328,6 +330,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     return config.model_copy(
         update={
             "node": node,
+            "http": http,
             "storage": storage,
             "database": database,
             "destinations": destinations,
