@@ -544,6 +544,7 @@ class Node:
         uvicorn in a thread."""
         # Imported here: FastAPI and uvicorn stay out of serve without http, and out of the
         # workers' fork server, which preloads this module.
+        from ctp_node.http.access import Access
         from ctp_node.http.app import build_app
         from ctp_node.http.console import build_console
         from ctp_node.http.health import database_check, disk_check, listener_check
@@ -558,8 +559,9 @@ class Node:
             "workers": self._worker_problem,
         }
         registry = node_registry(self.db, self.spool.free_bytes, min_free)
-        app = build_app(checks, registry, build_console(self.db, self.config))
-        face = HttpFace(app, self.config.http.bind, self.config.http.port)
+        access = Access(self.config.http, self.db, Path(self.config.storage.root))
+        app = build_app(checks, registry, build_console(self.db, self.config, access), access)
+        face = HttpFace(app, self.config.http.bind, self.config.http.port, self.config.http.tls)
         try:
             face.start()
         except HttpStartError as exc:

@@ -224,7 +224,9 @@ def node_health(config: Config, free_bytes: int) -> list[str]:
     and no answer means serve is not running. Without it, what the command line can see:
     the free space against ``storage.min_free_bytes`` (the database was reached already)."""
     if config.http.enabled:
-        problems = ask_ready(ready_url(config.http.bind, config.http.port)).problems
+        problems = ask_ready(
+            ready_url(config.http.bind, config.http.port, config.http.tls is not None)
+        ).problems
     else:
         disk = disk_check(lambda: free_bytes, config.storage.min_free_bytes)()
         problems = () if disk is None else (f"disk: {disk}",)

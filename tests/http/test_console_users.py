@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 from argon2 import PasswordHasher
 
 from ctp_node.http.users import Users
+from tests.conftest import run_cli
 
 
 def _user(config: Path, *args: str, password: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ctp_node", "user", *args, "--config", str(config)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli("user", *args, "--config", str(config), stdin=password + "\n")
 
 
 def _config(tmp_path: Path, auth: dict) -> Path:
