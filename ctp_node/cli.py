@@ -155,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the audit trail: associations received and sent, with their studies "
         "(with --json: JSON lines, one association per line)",
     )
+    status.add_argument(
+        "--console",
+        action="store_true",
+        help="the web console's audit trail (sign-ins, failed ones, sign-outs, refused "
+        "requests, reprocess/resend/retry, by whom; --failed: only the refused; with --json: "
+        "JSON lines)",
+    )
     status.add_argument("--series", metavar="UID", help="only this series, its jobs and exports")
     status.add_argument(
         "--since",
@@ -433,10 +440,11 @@ def _status(args: argparse.Namespace) -> int:
     from ctp_node.status import StatusFilter, print_status
 
     chosen = StatusFilter(series=args.series, since_s=args.since, failed=args.failed)
-    if args.audit:
-        from ctp_node.status import print_audit
+    if args.audit or args.console:
+        from ctp_node.status import print_audit, print_console_audit
 
-        return print_audit(_load(args.config), as_json=args.json, only=chosen)
+        show = print_console_audit if args.console else print_audit
+        return show(_load(args.config), as_json=args.json, only=chosen)
     return print_status(_load(args.config), as_json=args.json, only=chosen)
 
 

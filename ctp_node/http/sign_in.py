@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def _safe_next(target: str) -> str:
-    """Where to go after signing in: a path of this site only (never ``//elsewhere``)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Where to go after signing in: a path of this site only (never ``//elsewhere``, nor
+    ``/\\elsewhere``, which browsers read alike)."""
+    ours = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if ours else "/"
 
 
 def build_sign_in(access: Access, templates: Jinja2Templates, same_site) -> APIRouter:  # type: ignore[no-untyped-def]

@@ -48,9 +48,31 @@ def record_console_action(db: Database, record: ConsoleActionRecord) -> int:
         return row.id
 
 
-def list_console_actions(db: Database, *, latest: int = 500) -> list[ConsoleActionRecord]:
-    """The last ``latest`` console actions, newest first."""
-    chosen = select(ConsoleAction).order_by(ConsoleAction.id.desc()).limit(latest)
+def list_console_actions(
+    db: Database,
+    *,
+    latest: int | None = 500,
+    since: dt.datetime | None = None,
+    series_instance_uid: str | None = None,
+    refused: bool = False,
+) -> list[ConsoleActionRecord]:
+    """Console actions, newest first.
+
+    Parameters
+    ----------
+    latest : only the last ``latest`` of them (None: every one).
+    since : only those at or after this time (naive UTC).
+    series_instance_uid : only those on this series.
+    refused : only those refused (failed sign-ins, refused requests and actions).
+    """
+    chosen = select(ConsoleAction)
+    if since is not None:
+        chosen = chosen.where(ConsoleAction.at >= since)
+    if series_instance_uid is not None:
+        chosen = chosen.where(ConsoleAction.series_instance_uid == series_instance_uid)
+    if refused:
+        chosen = chosen.where(ConsoleAction.outcome == "refused")
+    chosen = chosen.order_by(ConsoleAction.id.desc()).limit(latest)
     with db.session() as s:
         return [
             ConsoleActionRecord(

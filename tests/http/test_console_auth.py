@@ -6,6 +6,7 @@ and action in the console's audit trail (the ``/audit`` page)."""
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import time
@@ -104,6 +105,21 @@ def test_sign_in_session_cookie_actions_audited_and_sign_out(users_node: ServedN
     assert "failed sign-in as 'mallory' from 127.0.0.1" in log
     assert PASSWORD not in log and "wrong horse" not in log
 
+    # the same trail from the command line: a table, and JSON lines of the refused only
+    config = str(users_node.config_path)
+    table = run_cli("status", "--console", "--config", config)
+    assert table.returncode == 0, table.stderr
+    assert "console audit trail: 6 action(s), newest first" in table.stdout
+    assert "alice from 127.0.0.1  sign-out  done" in table.stdout
+    refused = run_cli("status", "--console", "--failed", "--json", "--config", config)
+    lines = [json.loads(line) for line in refused.stdout.splitlines()]
+    assert [(x["action"], x["user"]) for x in lines] == [
+        ("sign-in failed", "alice"),
+        ("sign-in failed", "mallory"),
+        ("reprocess", "alice"),
+    ]
+    assert lines[2]["series_instance_uid"] == "1.2.3.4" and lines[2]["at"].endswith("Z")
+
 
 def test_idle_sessions_and_removed_users_are_signed_out(users_node: ServedNode) -> None:
     with _client(users_node) as client:
@@ -111,7 +127,8 @@ def test_idle_sessions_and_removed_users_are_signed_out(users_node: ServedNode) 
         assert client.get("/").status_code == 200
         time.sleep(3.5)  # session_minutes: 0.05 = 3 s without a request
         assert client.get("/").status_code == 303
-        assert _sign_in(client, "alice", PASSWORD).status_code == 303
+        elsewhere = _sign_in(client, "alice", PASSWORD, "/\\evil.example/")
+        assert (elsewhere.status_code, elsewhere.headers["location"]) == (303, "/")
         _user(users_node, "remove", "alice")
         assert client.get("/").status_code == 303  # no restart needed
 
