@@ -27,6 +27,9 @@ def test_loopback_without_sign_in_and_users_beyond_it_are_valid(tmp_path: Path) 
     path = _config(tmp_path, http={"enabled": True, "bind": "0.0.0.0", "auth": remote})
     checked = _check(path)
     assert checked.returncode == 0, checked.stdout
+    assert "valid, with 2 warning(s)" in checked.stdout
+    assert "http.auth.users_file: " in checked.stdout and "nobody can sign in" in checked.stdout
+    assert "http.tls: passwords and session cookies would cross the network" in checked.stdout
     auth = load_config(path).http.auth
     assert auth.users_file == tmp_path / "users.yaml"  # relative to the configuration
     assert auth.session_minutes == 5

@@ -14,6 +14,7 @@ from pydantic import (
     ValidationError,
 )
 
+from ctp_node.config.http import is_loopback
 from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
@@ -125,7 +126,26 @@ def config_warnings(config: Config) -> list[ConfigProblem]:
         for index, d in enumerate(config.destinations)
         if (d.bearer_token_file or d.bearer_token_env) and not _loopback_or_https(str(d.url))
     ]
-    return warnings + password_file_warnings(config)
+    return warnings + password_file_warnings(config) + _console_warnings(config)
+
+
+def _console_warnings(config: Config) -> list[ConfigProblem]:
+    """A console with users but none in its file yet; passwords over plain HTTP."""
+    http, warnings = config.http, []
+    if not http.enabled or http.auth.mode != "users" or http.auth.users_file is None:
+        return []
+    if not http.auth.users_file.is_file():
+        why = f"{http.auth.users_file} does not exist yet: nobody can sign in to the console"
+        warnings.append(ConfigProblem("http.auth.users_file", f"{why}; `ctp-node user add NAME`"))
+    if http.tls is None and not is_loopback(http.bind):
+        warnings.append(
+            ConfigProblem(
+                "http.tls",
+                "passwords and session cookies would cross the network unencrypted; give "
+                "http.tls a certificate (or let a reverse proxy serve HTTPS)",
+            )
+        )
+    return warnings
 
 
 def _loopback_or_https(url: str) -> bool:

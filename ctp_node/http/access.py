@@ -29,7 +29,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from ctp_node.config.http import HttpConfig
 from ctp_node.file_modes import create_file
-from ctp_node.http.users import Users
+from ctp_node.http.users import Users, UsersFileError
 from ctp_node.store import Database
 from ctp_node.store.console_audit import ConsoleActionRecord, record_console_action
 from ctp_node.store.models import ConsoleActionKind
@@ -165,11 +165,28 @@ class Access:
         name, seen = session.get("user"), session.get("seen", 0.0)
         if not name:
             return None
-        if time.time() - seen > self.idle_s or self.users is None or not self.users.exists(name):
+        if time.time() - seen > self.idle_s or not self.known(name):
             session.clear()  # idle too long, or removed by `user remove`
             return None
         session["seen"] = time.time()
         return name
+
+    def known(self, name: str, password: str | None = None) -> bool:
+        """``name`` is in the users file (and ``password`` is theirs, when given).
+
+        Raises
+        ------
+        HTTPException : 503 with a sentence when the users file cannot be read.
+        """
+        if self.users is None:
+            return False
+        try:
+            if password is None:
+                return self.users.exists(name)
+            return self.users.verify(name, password)
+        except UsersFileError as exc:
+            log.error("console: %s", exc)
+            raise HTTPException(503, f"nobody can sign in now: {exc}") from None
 
     def require(self, request: Request) -> None:
         """A FastAPI dependency of every console route: the signed-in user in

@@ -56,8 +56,7 @@ def build_sign_in(access: Access, templates: Jinja2Templates, same_site) -> APIR
                 f"too many failed sign-ins for this name or address; try again in {minutes} min"
             )
             return form(request, next, problem, 429)
-        assert access.users is not None  # mode users has a users_file
-        if not access.users.verify(name, password):
+        if not access.known(name, password):
             access.throttle.failed(f"name:{name}", f"address:{address}")
             access.record(request, ConsoleActionKind.SIGN_IN_FAILED, outcome="refused", user=name)
             log.warning("console: failed sign-in as %r from %s", name[:64], address)

@@ -118,6 +118,12 @@ class Users:
         self._users: dict[str, str] = {}
 
     def _current(self) -> dict[str, str]:
+        """The users, read again when the file changed.
+
+        Raises
+        ------
+        UsersFileError : it cannot be read, or is not a users file.
+        """
         try:
             stat = self.path.stat()
             key = (stat.st_mtime_ns, stat.st_ino)

@@ -131,6 +131,11 @@ def test_idle_sessions_and_removed_users_are_signed_out(users_node: ServedNode) 
         assert (elsewhere.status_code, elsewhere.headers["location"]) == (303, "/")
         _user(users_node, "remove", "alice")
         assert client.get("/").status_code == 303  # no restart needed
+        (users_node.root / "console-users.yaml").write_text("- not\n- users\n")  # by hand
+        broken = _sign_in(client, "alice", PASSWORD)
+        assert broken.status_code == 503
+        assert "nobody can sign in now: the users file" in broken.text
+        assert "is not a list of `name: hash` lines" in broken.text
 
 
 def test_repeated_failures_lock_the_name_out(users_node: ServedNode) -> None:
