@@ -86,6 +86,10 @@ class HttpFace:
             access_log=False,  # a health check every few seconds is not news
             lifespan="off",
             timeout_graceful_shutdown=STOP_TIMEOUT_S,
+            # The client address is the TCP peer's, never an X-Forwarded-For's: the console
+            # believes a proxy's header by the proxy's own address (http.auth.trusted_proxies),
+            # and audits and throttles sign-ins by it.
+            proxy_headers=False,
             ssl_certfile=str(tls.certificate) if tls is not None else None,
             ssl_keyfile=str(tls.private_key) if tls is not None else None,
         )

@@ -156,6 +156,9 @@ def test_a_proxy_header_is_believed_only_from_a_trusted_address(serve_node) -> N
     with _client(node) as proxy:
         page = proxy.get("/", headers=header)
         assert page.status_code == 200 and "signed in as <b>dr.who</b>" in page.text
+        # as nginx sends it: the browser's address does not replace the proxy's
+        forwarded = proxy.get("/", headers={**header, "X-Forwarded-For": "10.9.9.9"})
+        assert forwarded.status_code == 200
         assert proxy.get("/").status_code == 403  # no user named: not through the proxy
         refused = proxy.post("/series/9.9/reprocess", data={"aif": ""}, headers=header)
         assert refused.status_code == 400
