@@ -28,7 +28,7 @@ from fastapi.responses import RedirectResponse
 from starlette.middleware.sessions import SessionMiddleware
 
 from ctp_node.config.http import HttpConfig
-from ctp_node.file_modes import create_file
+from ctp_node.file_modes import create_file, make_folders
 from ctp_node.http.users import Users, UsersFileError
 from ctp_node.store import Database
 from ctp_node.store.console_audit import ConsoleActionRecord, record_console_action
@@ -41,6 +41,7 @@ SESSION_COOKIE = "ctp_node_session"
 #: The file below ``storage.root`` holding the key that signs session cookies (owner-only), so
 #: that a restart does not sign everyone out.
 SECRET_FILE = ".http-session-key"
+SECRET_HEX_CHARS = 64
 #: Failed sign-ins (per name, and per address) within :data:`LOCKOUT_WINDOW_S` after which
 #: sign-ins for that name or from that address are refused until the window has passed.
 LOCKOUT_FAILURES = 5
@@ -61,15 +62,21 @@ class SignInRequired(Exception):
 
 def session_secret(root: Path) -> str:
     """The key that signs session cookies: made once (256 random bits) in ``root`` owner-only,
-    then read."""
+    then read; made again if the file is not a key (a start that stopped half-way)."""
     path = root / SECRET_FILE
     try:
-        fd = create_file(path, os.O_WRONLY | os.O_EXCL)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    with open(fd, "w", encoding="ascii") as out:
-        out.write(secrets.token_hex(32))
-    return path.read_text(encoding="ascii").strip()
+        key = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) == SECRET_HEX_CHARS:
+        return key
+    key = secrets.token_hex(SECRET_HEX_CHARS // 2)
+    make_folders(root)
+    temporary = path.with_name(f"{SECRET_FILE}.{os.getpid()}")
+    with os.fdopen(create_file(temporary, os.O_WRONLY | os.O_TRUNC), "w") as out:
+        out.write(key)
+    os.replace(temporary, path)
+    return key
 
 
 class Throttle:

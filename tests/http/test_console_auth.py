@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import stat
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from ctp_node.http.access import SESSION_COOKIE
-from tests.conftest import ServedNode, run_cli
+from tests.conftest import ServedNode, run_cli, wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -197,6 +198,10 @@ def test_https_with_a_certificate_and_a_secure_cookie(serve_node, tls_files) -> 
         assert signed_in.status_code == 303
         assert "secure" in signed_in.headers["set-cookie"].lower()
         assert client.get("/").status_code == 200
+        key = node.root / "storage" / ".http-session-key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        node.restart()  # the key is kept: still signed in
+        assert client.get("/").status_code == 200
     with _client(node) as plain, pytest.raises(httpx.HTTPError):
         plain.get("/health/live")  # no plain HTTP on the HTTPS port
     with (
@@ -206,4 +211,5 @@ def test_https_with_a_certificate_and_a_secure_cookie(serve_node, tls_files) -> 
         pytest.raises(httpx.ConnectError),
     ):
         client.get("/health/live")
-    assert node.status()["health"] == []  # `ctp-node status` asks /health/ready over HTTPS
+    # `ctp-node status` asks /health/ready over HTTPS (the restarted workers may take a while)
+    wait_until(lambda: node.status()["health"] == [], 120, "status to find the node ready")
