@@ -155,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the audit trail: associations received and sent, with their studies "
         "(with --json: JSON lines, one association per line)",
     )
+    status.add_argument(
+        "--console",
+        action="store_true",
+        help="the web console's audit trail (sign-ins, failed ones, sign-outs, refused "
+        "requests, reprocess/resend/retry, by whom; --failed: only the refused; with --json: "
+        "JSON lines)",
+    )
     status.add_argument("--series", metavar="UID", help="only this series, its jobs and exports")
     status.add_argument(
         "--since",
@@ -203,6 +210,25 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be freed; delete nothing"
     )
     purge.set_defaults(run=_purge)
+
+    user = commands.add_parser(
+        "user", help="the web console's users (http.auth.mode: users; http.auth.users_file)"
+    )
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    for name, what in (
+        (
+            "add",
+            "add a user, or give one a new password (asked for; read from stdin when "
+            "it is not a terminal)",
+        ),
+        ("remove", "remove a user (signed out at their next request)"),
+        ("list", "list the users' names"),
+    ):
+        sub = user_commands.add_parser(name, help=what)
+        with_config(sub)
+        if name != "list":
+            sub.add_argument("name", metavar="NAME")
+        sub.set_defaults(run=_user)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -414,10 +440,11 @@ def _status(args: argparse.Namespace) -> int:
     from ctp_node.status import StatusFilter, print_status
 
     chosen = StatusFilter(series=args.series, since_s=args.since, failed=args.failed)
-    if args.audit:
-        from ctp_node.status import print_audit
+    if args.audit or args.console:
+        from ctp_node.status import print_audit, print_console_audit
 
-        return print_audit(_load(args.config), as_json=args.json, only=chosen)
+        show = print_console_audit if args.console else print_audit
+        return show(_load(args.config), as_json=args.json, only=chosen)
     return print_status(_load(args.config), as_json=args.json, only=chosen)
 
 
@@ -465,6 +492,47 @@ def _operator_command(name: str, args: argparse.Namespace, run) -> int:  # type:
     finally:
         db.dispose()
     return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    """``user add|remove|list``: exit 2 with a sentence when refused."""
+    from ctp_node.http.users import UsersFileError, add_user, read_users, remove_user
+
+    path = _load(args.config).http.auth.users_file
+    if path is None:
+        print(
+            "ctp-node user: http.auth.users_file is not set in the configuration; set it (and "
+            "http.auth.mode: users) first",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.user_command == "list":
+            print("\n".join(sorted(read_users(path))))
+        elif args.user_command == "remove":
+            remove_user(path, args.name)
+            print(f"removed {args.name} from {path}")
+        else:
+            existed = add_user(path, args.name, _read_password())
+            print(f"{'new password for' if existed else 'added'} {args.name} in {path}")
+    except UsersFileError as exc:
+        print(f"ctp-node user {args.user_command}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _read_password() -> str:
+    """A new password: asked twice on a terminal, else the first line of standard input."""
+    from ctp_node.http.users import UsersFileError
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise UsersFileError("the two passwords differ; nothing changed")
+    return password
 
 
 def _purge(args: argparse.Namespace) -> int:

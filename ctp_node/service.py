@@ -196,17 +196,18 @@ def server_tls(config: Config) -> ServerTLS | None:
 
 
 def tls_problems(config: Config, *, lapsed: bool = True) -> list[ConfigProblem]:
-    """Every problem with the PEM files of ``node.tls`` and ``destinations[].tls``, with its
-    key path; with ``lapsed=False``, without certificates that are only expired or not valid
-    yet (see :class:`ctp_node.tls.PemProblem`)."""
-    sections = [("node.tls", config.node.tls)] + [
+    """Every problem with the PEM files of ``node.tls``, ``http.tls`` and
+    ``destinations[].tls``, with its key path; with ``lapsed=False``, without certificates
+    that are only expired or not valid yet (see :class:`ctp_node.tls.PemProblem`)."""
+    sections = [("node.tls", config.node.tls), ("http.tls", config.http.tls)] + [
         (f"destinations.{index}.tls", d.tls) for index, d in enumerate(config.destinations)
     ]
     problems = []
     for key_path, tls in sections:
         if tls is None:
             continue
-        found = pem_problems(tls.certificate, tls.private_key, tls.ca_certificates)
+        cas = getattr(tls, "ca_certificates", None)  # http.tls: no client certificates
+        found = pem_problems(tls.certificate, tls.private_key, cas)
         problems += [
             ConfigProblem(f"{key_path}.{p.key}", p.message) for p in found if lapsed or not p.lapsed
         ]
@@ -568,6 +569,7 @@ class Node:
         uvicorn in a thread."""
         # Imported here: FastAPI and uvicorn stay out of serve without http, and out of the
         # workers' fork server, which preloads this module.
+        from ctp_node.http.access import Access
         from ctp_node.http.app import build_app
         from ctp_node.http.console import build_console
         from ctp_node.http.health import database_check, disk_check, listener_check
@@ -582,8 +584,9 @@ class Node:
             "workers": self._worker_problem,
         }
         registry = node_registry(self.db, self.spool.free_bytes, min_free)
-        app = build_app(checks, registry, build_console(self.db, self.config))
-        face = HttpFace(app, self.config.http.bind, self.config.http.port)
+        access = Access(self.config.http, self.db, Path(self.config.storage.root))
+        app = build_app(checks, registry, build_console(self.db, self.config, access), access)
+        face = HttpFace(app, self.config.http.bind, self.config.http.port, self.config.http.tls)
         try:
             face.start()
         except HttpStartError as exc:

@@ -20,6 +20,7 @@ from ctp_node.perfusion.result import DISPLAY_UNITS
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, list_associations
+from ctp_node.store.console_audit import list_console_actions
 from ctp_node.store.ingest import list_rejections, list_series
 from ctp_node.store.models import (
     ExportState,
@@ -224,7 +225,9 @@ def node_health(config: Config, free_bytes: int) -> list[str]:
     and no answer means serve is not running. Without it, what the command line can see:
     the free space against ``storage.min_free_bytes`` (the database was reached already)."""
     if config.http.enabled:
-        problems = ask_ready(ready_url(config.http.bind, config.http.port)).problems
+        problems = ask_ready(
+            ready_url(config.http.bind, config.http.port, config.http.tls is not None)
+        ).problems
     else:
         disk = disk_check(lambda: free_bytes, config.storage.min_free_bytes)()
         problems = () if disk is None else (f"disk: {disk}",)
@@ -363,6 +366,43 @@ def print_audit(config: Config, *, as_json: bool = False, only: StatusFilter | N
                 f"  series {series.series_instance_uid or '?'}  {series.modality or '-'}"
                 f"  {_instance_outcomes(series)}"
             )
+    return 0
+
+
+def print_console_audit(
+    config: Config, *, as_json: bool = False, only: StatusFilter | None = None
+) -> int:
+    """Print the web console's audit trail (sign-ins, failed ones, sign-outs, refusals,
+    actions): a table of the latest, newest first, or (``as_json``) every one as JSON lines,
+    oldest first. ``--failed``: only what was refused. Returns 0."""
+    only = only or StatusFilter()
+    since = utcnow() - dt.timedelta(seconds=only.since_s) if only.since_s is not None else None
+    db = open_database(config.database.url, database_password(config.database), must_exist=True)
+    try:
+        actions = list_console_actions(
+            db,
+            latest=None if as_json else AUDIT_TABLE_ROWS,
+            since=since,
+            series_instance_uid=only.series,
+            refused=only.failed,
+        )
+    finally:
+        db.dispose()
+    if as_json:
+        for action in reversed(actions):
+            record = asdict(action)
+            record["at"] = action.at.isoformat(timespec="milliseconds") + "Z"
+            print(json.dumps(record))
+        return 0
+    print(f"console audit trail: {len(actions)} action(s), newest first")
+    for a in actions:
+        where = f"  series {a.series_instance_uid}" if a.series_instance_uid else ""
+        job = f"  job {a.job_id}" if a.job_id is not None else ""
+        detail = f"  {a.detail}" if a.detail else ""
+        print(
+            f"  {a.at:%Y-%m-%d %H:%M:%S}  {a.user or '-'} from {a.address}  {a.action}"
+            f"  {a.outcome}{where}{job}{detail}"
+        )
     return 0
 
 

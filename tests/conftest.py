@@ -75,10 +75,14 @@ def free_port() -> int:
     pytest.fail(f"no free port on 127.0.0.1 in this test process's block of {PORT_BLOCK_SIZE}")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """``ctp-node ARGS`` as a process, its output captured."""
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``ctp-node ARGS`` as a process, its output captured; ``stdin`` its standard input."""
     return subprocess.run(
-        [sys.executable, "-m", "ctp_node", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ctp_node", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -410,12 +414,16 @@ def start_node(root: Path, config: dict) -> ServedNode:
 @pytest.fixture
 def serve_node(tmp_path: Path):
     """A factory: ``serve_node(destinations, **sections)`` starts ``ctp-node serve``; with
-    ``http=True``, its HTTP face on a free loopback port (``node.http_port``)."""
+    ``http=True`` (or a dict of ``http`` keys, e.g. ``auth``), its HTTP face on a free loopback
+    port (``node.http_port``)."""
     started: list[ServedNode] = []
 
-    def factory(destinations: list[dict], http: bool = False, **sections: dict) -> ServedNode:
+    def factory(
+        destinations: list[dict], http: bool | dict = False, **sections: dict
+    ) -> ServedNode:
         if http:
-            sections["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port()}
+            given = http if isinstance(http, dict) else {}
+            sections["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port(), **given}
         root = tmp_path / f"node{len(started)}"
         node = start_node(root, node_config(root, free_port(), destinations, **sections))
         started.append(node)

@@ -14,6 +14,7 @@ from pydantic import (
     ValidationError,
 )
 
+from ctp_node.config.http import is_loopback
 from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
@@ -49,7 +50,8 @@ def load_config(path: Path | str) -> Config:
 
     An empty file gives every default. Relative ``storage.root``, relative SQLite files in
     ``database.url``, a relative ``database.password_file``, the PEM files of ``node.tls``
-    and ``destinations[].tls``, the secret files of ``notifications`` and a relative
+    and ``destinations[].tls``, the secret files of ``notifications``, ``http.auth.users_file``,
+    the PEM files of ``http.tls`` and a relative
     ``logging.file`` are resolved against the file's folder; ``source_path`` is set to the
     file's absolute path. The secrets (files or variables) are checked to be readable, not
     kept.
@@ -124,7 +126,26 @@ def config_warnings(config: Config) -> list[ConfigProblem]:
         for index, d in enumerate(config.destinations)
         if (d.bearer_token_file or d.bearer_token_env) and not _loopback_or_https(str(d.url))
     ]
-    return warnings + password_file_warnings(config)
+    return warnings + password_file_warnings(config) + _console_warnings(config)
+
+
+def _console_warnings(config: Config) -> list[ConfigProblem]:
+    """A console with users but none in its file yet; passwords over plain HTTP."""
+    http, warnings = config.http, []
+    if not http.enabled or http.auth.mode != "users" or http.auth.users_file is None:
+        return []
+    if not http.auth.users_file.is_file():
+        why = f"{http.auth.users_file} does not exist yet: nobody can sign in to the console"
+        warnings.append(ConfigProblem("http.auth.users_file", f"{why}; `ctp-node user add NAME`"))
+    if http.tls is None and not is_loopback(http.bind):
+        warnings.append(
+            ConfigProblem(
+                "http.tls",
+                "passwords and session cookies would cross the network unencrypted; give "
+                "http.tls a certificate (or let a reverse proxy serve HTTPS)",
+            )
+        )
+    return warnings
 
 
 def _loopback_or_https(url: str) -> bool:
@@ -316,6 +337,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     if node.tls is not None:
         node = node.model_copy(update={"tls": _resolve_files(node.tls, folder)})
     destinations = [_resolve_files(d, folder) for d in config.destinations]
+    http = _resolve_files(config.http, folder)
     notifications = config.notifications
     notifications = notifications.model_copy(
         update={
@@ -328,6 +350,7 @@ def _resolve_relative_paths(config: Config, file_path: Path) -> Config:
     return config.model_copy(
         update={
             "node": node,
+            "http": http,
             "storage": storage,
             "database": database,
             "destinations": destinations,

@@ -23,13 +23,16 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ctp_node.config.http import HttpConfig
 from ctp_node.config.values import (
     _DATABASE_URL,
     _DESTINATION_NAME,
+    SECTION_CONFIG,
     AETitle,
     CallerHost,
     Host,
     MailAddress,
+    PemFile,
     PerfusionValue,
     PortNumber,
     PositiveSeconds,
@@ -41,6 +44,7 @@ from ctp_node.config.values import (
     _check_perfusion_value,
     _check_retention_bytes,
     _check_retention_days,
+    _raise_at,
     hide_url_password,
     url_password,
 )
@@ -62,8 +66,7 @@ _STOW_URL = re.compile(r"^https?://[^/@\s?#]+(/[^\s?#]*)?$")
 
 
 class _Section(BaseModel):
-    # strict: YAML's `yes`, `on` and `1.5` are not silently turned into integers or strings.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = SECTION_CONFIG
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,13 +90,6 @@ class AllowedCaller(_Section):
 
     ae_title: AETitle
     host: CallerHost | None = None
-
-
-PemFile = Annotated[Path, Field(strict=False)]
-"""A PEM file; relative to the configuration file's folder once loaded by :func:`load_config`.
-Whether it exists and holds what it should is checked by ``config check`` and at the start of
-``serve`` (:func:`ctp_node.service.tls_problems`), not here: a certificate that expires must
-not stop ``status`` or a worker from reading the configuration."""
 
 
 class ListenerTLSConfig(_Section):
@@ -245,26 +241,6 @@ class NodeConfig(_Section):
                 self.tls.port,
             )
         return self
-
-
-class HttpConfig(_Section):
-    """The node's HTTP face inside ``serve``: health checks and Prometheus metrics
-    (:mod:`ctp_node.http`). It shows counts and states, no patient data.
-
-    Attributes
-    ----------
-    enabled : serve ``/health/live``, ``/health/ready`` and ``/metrics``. Off by default: a
-        node that is not asked for an HTTP face opens no second port.
-    bind : IP address the HTTP face listens on. ``127.0.0.1`` (the default) keeps it to this
-        machine: it has no sign-in, and the counts say what the node is doing. ``0.0.0.0`` in
-        a container, where the host publishes the port only where it chooses.
-    port : TCP port it listens on; not ``node.port`` (nor ``node.tls.port``) when both bind
-        the same address. ``serve`` refuses to start, with a sentence, when it is in use.
-    """
-
-    enabled: bool = False
-    bind: Annotated[str, AfterValidator(_check_ip_address)] = "127.0.0.1"
-    port: PortNumber = 8080
 
 
 class LoggingConfig(_Section):
@@ -1020,10 +996,3 @@ def _error_details(exc: ValidationError) -> list[InitErrorDetails]:
         )
         for error in exc.errors()
     ]
-
-
-def _raise_at(loc: tuple[str | int, ...], template: str, ctx: dict[str, Any], value: Any) -> None:
-    raise ValidationError.from_exception_data(
-        "config",
-        [InitErrorDetails(type=PydanticCustomError("config", template, ctx), loc=loc, input=value)],
-    )

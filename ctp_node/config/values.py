@@ -5,16 +5,33 @@ from __future__ import annotations
 import ipaddress
 import re
 from email.utils import parseaddr
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    Field,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 PerfusionValue = bool | int | float | str
+
+
+#: Every section's pydantic settings: unknown keys refused; strict, so that YAML's `yes`, `on`
+#: and `1.5` are not silently turned into integers or strings; frozen.
+SECTION_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PemFile = Annotated[Path, Field(strict=False)]
+"""A PEM file; relative to the configuration file's folder once loaded by :func:`load_config`.
+Whether it exists and holds what it should is checked by ``config check`` and at the start of
+``serve`` (:func:`ctp_node.service.tls_problems`), not here: a certificate that expires must
+not stop ``status`` or a worker from reading the configuration."""
+
+
+def _raise_at(loc: tuple[str | int, ...], template: str, ctx: dict[str, Any], value: Any) -> None:
+    raise ValidationError.from_exception_data(
+        "config",
+        [InitErrorDetails(type=PydanticCustomError("config", template, ctx), loc=loc, input=value)],
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,11 +12,15 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ctp_node import __version__
+from ctp_node.http.access import Access
 from ctp_node.http.health import Check, run_checks
 
 
 def build_app(
-    checks: Mapping[str, Check], registry: CollectorRegistry, console: APIRouter | None = None
+    checks: Mapping[str, Check],
+    registry: CollectorRegistry,
+    console: APIRouter | None = None,
+    access: Access | None = None,
 ) -> FastAPI:
     """The application.
 
@@ -26,8 +30,10 @@ def build_app(
     registry : what ``/metrics`` shows (:func:`ctp_node.http.metrics.node_registry`).
     console : the web console's routes (:func:`ctp_node.http.console.build_console`), served
         at ``/`` with its files at ``/static``; None: health and metrics only.
+    access : who may use the console (:class:`ctp_node.http.access.Access`): its session
+        cookie and its redirect to ``/login`` are installed on the app.
     """
-    # No interactive docs: the face's endpoints are fixed, and it has no page to sign in to.
+    # No interactive docs: the face's endpoints are fixed.
     app = FastAPI(
         title="ctp-node", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -57,6 +63,8 @@ def build_app(
         from ctp_node.http.console import console_error
 
         app.add_exception_handler(HTTPException, console_error)
+        if access is not None:
+            access.install(app)
         app.include_router(console)
         static = Path(__file__).parent / "static"
         app.mount("/static", StaticFiles(directory=static), name="static")

@@ -6,13 +6,16 @@ associations that did not end well; ``/jobs/N`` one result (pages, maps with col
 input curves and where they were taken, QC findings, warnings, failure notice) with the
 supervised choice of a new AIF/VOF and the resend and retry actions. It reads the database
 only through :mod:`ctp_node.store.console_queries`, acts only through
-:mod:`ctp_node.operations`, and shows no patient name or ID (access control comes later).
+:mod:`ctp_node.operations`, and shows no patient name or ID, signed in or not (the database
+holds none). Who may use it: :mod:`ctp_node.http.access`; ``/audit`` lists what was done in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from ctp_node.assemble.headers import UnreadableImageError
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.config import Config
 from ctp_node.http import images
+from ctp_node.http.access import Access, who
 from ctp_node.http.series_cache import (
     DEFAULT_BASELINE_FRAMES,
     SeriesCache,
@@ -35,6 +39,7 @@ from ctp_node.http.series_cache import (
 )
 from ctp_node.store import Database
 from ctp_node.store.audit import list_associations
+from ctp_node.store.console_audit import list_console_actions
 from ctp_node.store.console_queries import (
     JobDetail,
     job_detail,
@@ -43,15 +48,16 @@ from ctp_node.store.console_queries import (
     studies,
 )
 from ctp_node.store.ingest import instance_paths
+from ctp_node.store.models import ConsoleActionKind
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
-#: Longest ``requested_by`` the jobs table keeps (``jobs.requested_by`` is 32 characters).
-REQUESTED_BY_MAX = 32
 #: Audited associations the refusals page lists (the latest that needed attention).
 AUDIT_ROWS = 200
+#: Console actions the audit page lists (the latest).
+CONSOLE_AUDIT_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -80,19 +86,13 @@ def outputs_of(root: Path, detail: JobDetail) -> list[Output]:
     ]
 
 
-def who(request: Request) -> str:
-    """Who asked: the ``X-Forwarded-User`` a reverse proxy set, else the peer's address."""
-    user = request.headers.get("x-forwarded-user", "").strip()
-    peer = request.client.host if request.client else "unknown"
-    return f"console {user or peer}"[:REQUESTED_BY_MAX]
-
-
 def same_site(request: Request) -> None:
     """Refuse (403) a form posted from another site's page: a browser says where a POST comes
     from (``Origin``, else ``Referer``), and a page elsewhere must not make a browser on this
-    machine reprocess or resend (the console has no sign-in yet). Its host must be the
-    request's ``Host`` (or ``X-Forwarded-Host``, set by a reverse proxy). A request that names no
-    origin (curl, a script) is let through: it does not ride on a person's browser."""
+    machine reprocess or resend (with ``mode: none`` there is no sign-in; with one, the session
+    cookie is SameSite=Strict as well). Its host must be the request's ``Host`` (or
+    ``X-Forwarded-Host``, set by a reverse proxy). A request that names no origin (curl, a
+    script) is let through: it does not ride on a person's browser."""
     origin = request.headers.get("origin") or request.headers.get("referer") or ""
     if not origin:
         return
@@ -123,10 +123,11 @@ async def console_error(request: Request, exc: StarletteHTTPException) -> Respon
     return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=exc.status_code)
 
 
-def build_console(db: Database, config: Config) -> APIRouter:
-    """The console's routes for one node (its database and configuration)."""
+def build_console(db: Database, config: Config, access: Access) -> APIRouter:
+    """The console's routes for one node (its database and configuration), each behind
+    ``access`` (a signed-in user, when ``http.auth`` asks for one)."""
     root = Path(config.storage.root)
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(access.require)])
 
     @router.get("/", response_class=HTMLResponse)
     def studies_page(request: Request) -> HTMLResponse:
@@ -157,10 +158,22 @@ def build_console(db: Database, config: Config) -> APIRouter:
         }
         return TEMPLATES.TemplateResponse(request, "job.html", context)
 
+    @router.get("/audit", response_class=HTMLResponse)
+    def audit_page(request: Request) -> HTMLResponse:
+        actions = list_console_actions(db, latest=CONSOLE_AUDIT_ROWS)
+        context = {"title": "Audit", "actions": actions, "limit": CONSOLE_AUDIT_ROWS}
+        return TEMPLATES.TemplateResponse(request, "audit.html", context)
+
     _add_picture_routes(router, db, root)
-    _add_correction_routes(router, db, config, _series_cache(db, root))
-    _add_action_routes(router, db, config)
-    return router
+    _add_correction_routes(router, db, config, _series_cache(db, root), access)
+    _add_action_routes(router, db, config, access)
+    outer = APIRouter()  # the sign-in form is not behind the sign-in
+    if access.mode == "users":
+        from ctp_node.http.sign_in import build_sign_in
+
+        outer.include_router(build_sign_in(access, TEMPLATES, same_site))
+    outer.include_router(router)
+    return outer
 
 
 def _detail_or_404(db: Database, job_id: int) -> JobDetail:
@@ -243,7 +256,7 @@ def _input_curves(summary: dict, candidate: tuple[str, list, list] | None = None
 
 
 def _add_correction_routes(
-    router: APIRouter, db: Database, config: Config, cache: SeriesCache
+    router: APIRouter, db: Database, config: Config, cache: SeriesCache, access: Access
 ) -> None:
     """The supervised choice: the pre-contrast image to click on, the candidate curve at a
     voxel, and reprocessing with the chosen locations."""
@@ -285,34 +298,30 @@ def _add_correction_routes(
     def reprocess(
         request: Request, series_uid: str, aif: str = Form(""), vof: str = Form("")
     ) -> Response:
-        aif_zyx, vof_zyx = parse_zyx(aif, "the AIF"), parse_zyx(vof, "the VOF")
-        by = who(request)
-        try:
-            job_id = operations.reprocess(
+        chosen = f"AIF {aif.strip() or 'auto'}, VOF {vof.strip() or 'auto'}"
+        with _audited(access, request, ConsoleActionKind.REPROCESS, series_uid, chosen) as done:
+            aif_zyx, vof_zyx = parse_zyx(aif, "the AIF"), parse_zyx(vof, "the VOF")
+            done.job_id = operations.reprocess(
                 db,
                 config,
                 series_uid=series_uid,
                 aif_zyx=aif_zyx,
                 vof_zyx=vof_zyx,
-                requested_by=by,
+                requested_by=who(request),
             )
-        except operations.OperatorError as exc:
-            raise HTTPException(400, str(exc)) from None
-        log.info(
-            "console: %s queued job %d (AIF %s, VOF %s)", by, job_id, aif or "auto", vof or "auto"
-        )
-        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+        log.info("console: %s queued job %d (%s)", who(request), done.job_id, chosen)
+        return RedirectResponse(f"/jobs/{done.job_id}", status_code=303)
 
 
-def _add_action_routes(router: APIRouter, db: Database, config: Config) -> None:
+def _add_action_routes(router: APIRouter, db: Database, config: Config, access: Access) -> None:
     """Resend a result, retry a failed job: the CLI's ``resend`` and ``reprocess``."""
 
     @router.post("/jobs/{job_id}/resend", dependencies=[Depends(same_site)])
     def resend(request: Request, job_id: int, destination: str = Form("")) -> Response:
-        try:
+        series = _detail_or_404(db, job_id).job.series_instance_uid
+        to = f"to {destination or 'every destination'}"
+        with _audited(access, request, ConsoleActionKind.RESEND, series, to, job_id):
             sent = operations.resend(db, config, job_id=job_id, destination=destination or None)
-        except operations.OperatorError as exc:
-            raise HTTPException(400, str(exc)) from None
         log.info(
             "console: %s resent job %d to %s", who(request), job_id, ", ".join(sent.destinations)
         )
@@ -323,18 +332,56 @@ def _add_action_routes(router: APIRouter, db: Database, config: Config) -> None:
     @router.post("/jobs/{job_id}/retry", dependencies=[Depends(same_site)])
     def retry(request: Request, job_id: int) -> Response:
         """Compute a failed job's series again, with the same AIF/VOF choice."""
-        detail = _detail_or_404(db, job_id)
-        if detail.job.state != "failed":
-            raise HTTPException(400, f"job {job_id} is {detail.job.state}, not failed")
-        try:
-            new = operations.reprocess(
+        job = _detail_or_404(db, job_id).job
+        detail = f"failed job {job_id} again"
+        with _audited(
+            access, request, ConsoleActionKind.RETRY, job.series_instance_uid, detail
+        ) as done:
+            if job.state != "failed":
+                raise HTTPException(400, f"job {job_id} is {job.state}, not failed")
+            done.job_id = operations.reprocess(
                 db,
                 config,
-                series_uid=detail.job.series_instance_uid,
-                aif_zyx=parse_zyx(detail.job.aif_zyx, "the AIF"),
-                vof_zyx=parse_zyx(detail.job.vof_zyx, "the VOF"),
+                series_uid=job.series_instance_uid,
+                aif_zyx=parse_zyx(job.aif_zyx, "the AIF"),
+                vof_zyx=parse_zyx(job.vof_zyx, "the VOF"),
                 requested_by=who(request),
             )
-        except operations.OperatorError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return RedirectResponse(f"/jobs/{new}", status_code=303)
+        return RedirectResponse(f"/jobs/{done.job_id}", status_code=303)
+
+
+@dataclass
+class _Done:
+    """What an audited action did: the job it queued or acted on."""
+
+    job_id: int | None = None
+
+
+@contextlib.contextmanager
+def _audited(
+    access: Access,
+    request: Request,
+    action: str,
+    series_uid: str,
+    detail: str,
+    job_id: int | None = None,
+) -> Iterator[_Done]:
+    """Record ``action`` in the console's audit trail once it is done (with the job it
+    queued), or refused (an operator's refusal becomes a 400 with its sentence)."""
+    done = _Done(job_id)
+    try:
+        yield done
+    except (operations.OperatorError, HTTPException) as exc:
+        why = str(exc) if isinstance(exc, operations.OperatorError) else str(exc.detail)
+        access.record(
+            request,
+            action,
+            outcome="refused",
+            series_uid=series_uid,
+            job_id=job_id,
+            detail=f"{detail}: {why}",
+        )
+        if isinstance(exc, operations.OperatorError):
+            raise HTTPException(400, why) from None
+        raise
+    access.record(request, action, series_uid=series_uid, job_id=done.job_id, detail=detail)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from ctp_node.config.http import HttpTLSConfig
+
 log = logging.getLogger(__name__)
 
 #: Seconds ``start`` waits for uvicorn to serve before it gives up.
@@ -71,16 +73,25 @@ def bind_socket(bind: str, port: int) -> socket.socket:
 
 class HttpFace:
     """The HTTP face: ``start`` binds and serves in a thread (:class:`HttpStartError` when it
-    cannot), ``stop`` ends it."""
+    cannot), ``stop`` ends it; HTTPS with ``tls`` (uvicorn's ``ssl_certfile``/``ssl_keyfile``)."""
 
-    def __init__(self, app: FastAPI, bind: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, bind: str, port: int, tls: HttpTLSConfig | None = None
+    ) -> None:
         self.bind, self.port = bind, port
+        self.scheme = "https" if tls is not None else "http"
         config = uvicorn.Config(
             app,
             log_config=None,  # the node's logging, not uvicorn's
             access_log=False,  # a health check every few seconds is not news
             lifespan="off",
             timeout_graceful_shutdown=STOP_TIMEOUT_S,
+            # The client address is the TCP peer's, never an X-Forwarded-For's: the console
+            # believes a proxy's header by the proxy's own address (http.auth.trusted_proxies),
+            # and audits and throttles sign-ins by it.
+            proxy_headers=False,
+            ssl_certfile=str(tls.certificate) if tls is not None else None,
+            ssl_keyfile=str(tls.private_key) if tls is not None else None,
         )
         self._server = _ThreadServer(config)
         self._thread: threading.Thread | None = None
@@ -102,7 +113,9 @@ class HttpFace:
                     f"{START_TIMEOUT_S:.0f} s (see the log above)"
                 )
             time.sleep(0.02)
-        log.info("HTTP face (health, metrics, console) on http://%s:%d/", self.bind, self.port)
+        log.info(
+            "HTTP face (health, metrics, console) on %s://%s:%d/", self.scheme, self.bind, self.port
+        )
 
     def stop(self) -> None:
         if self._thread is None:

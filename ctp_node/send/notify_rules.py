@@ -81,4 +81,4 @@ def console_url(config: Config) -> str | None:
         return None
     host = socket.getfqdn() if http.bind in _ANY_ADDRESS else http.bind
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{http.port}/"
+    return f"{'https' if http.tls is not None else 'http'}://{host}:{http.port}/"

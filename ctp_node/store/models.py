@@ -286,3 +286,33 @@ class AuditSeries(Base):
     stored: Mapped[int] = mapped_column(Integer, default=0)
     duplicate: Mapped[int] = mapped_column(Integer, default=0)
     refused: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConsoleActionKind(enum.StrEnum):
+    """What a person did in the web console."""
+
+    SIGN_IN = "sign-in"
+    SIGN_IN_FAILED = "sign-in failed"
+    SIGN_OUT = "sign-out"
+    REFUSED = "refused"  # a request without a valid sign-in (e.g. a proxy header from elsewhere)
+    REPROCESS = "reprocess"
+    RESEND = "resend"
+    RETRY = "retry"
+
+
+class ConsoleAction(Base):
+    """One action in the web console, recorded when it was answered: who (the signed-in user,
+    the name tried, or the peer's address), from where, what, on which series or job, and how
+    it ended. Kept for good, like the associations' audit trail; no patient name or ID."""
+
+    __tablename__ = "console_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)  # naive UTC
+    user: Mapped[str] = mapped_column(String(64), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")  # the browser's (or proxy's) IP
+    action: Mapped[str] = mapped_column(String(32))  # ConsoleActionKind
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="done")  # done, refused
+    detail: Mapped[str] = mapped_column(Text, default="")  # AIF/VOF, destinations, why refused

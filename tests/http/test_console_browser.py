@@ -1,7 +1,8 @@
 """The web console in a real headless browser (Debian's chromium and chromium-driver, driven by
 Selenium): a study sent with DCMTK's storescu to a real ``serve`` is processed and delivered to
-a real Orthanc; a person opens it, sees the input curves, clicks a new AIF on the pre-contrast
-image, sees its curve, reprocesses, and version 2 arrives at Orthanc. One test: it is slow."""
+a real Orthanc; a person signs in (``http.auth.mode: users``), opens it, sees the input curves,
+clicks a new AIF on the pre-contrast image, sees its curve, reprocesses, and version 2 arrives at
+Orthanc; the console's audit trail names them. One test: it is slow."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import pydicom
 import pytest
 
-from tests.conftest import orthanc_destination, stored_count, storescu, wait_until
+from ctp_node.http.access import SESSION_COOKIE
+from tests.conftest import orthanc_destination, run_cli, stored_count, storescu, wait_until
 from tests.dicom_checks import MAP_NAMES
 
 pytestmark = pytest.mark.slow
@@ -24,6 +28,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 OUTPUTS_PER_RESULT = len(MAP_NAMES) + 7 + 1
 #: Seconds the browser waits for an element or a page.
 BROWSER_WAIT_S = 30
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -68,7 +73,9 @@ def _loaded(driver, element_id: str) -> bool:  # type: ignore[no-untyped-def]
     )
 
 
-def _best_neighbour(node, series_uid: str, centre: list[int]) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def _best_neighbour(
+    console: httpx.Client, series_uid: str, centre: list[int]
+) -> tuple[int, int, int]:
     """The neighbour of the automatic AIF's centre (same slice) whose candidate curve peaks
     highest: what a person looking for the artery's brightest voxel would click."""
     z, y, x = centre
@@ -78,9 +85,9 @@ def _best_neighbour(node, series_uid: str, centre: list[int]) -> tuple[int, int,
             if dy == dx == 0:
                 continue
             query = f"z={z}&y={y + dy}&x={x + dx}"
-            code, body = node.http_get(f"/series/{urllib.parse.quote(series_uid)}/curve?{query}")
-            assert code == 200
-            peak = max(json.loads(body)["enhancement_hu"])
+            answer = console.get(f"/series/{urllib.parse.quote(series_uid)}/curve?{query}")
+            assert answer.status_code == 200
+            peak = max(answer.json()["enhancement_hu"])
             if peak > best_peak:
                 best, best_peak = (z, y + dy, x + dx), peak
     assert best is not None
@@ -95,16 +102,36 @@ def test_a_person_clicks_a_new_aif_and_version_2_reaches_pacs(
     from selenium.webdriver.support.ui import WebDriverWait
 
     _, paths = small_study
-    node = serve_node([orthanc_destination(orthanc)], http=True)
+    auth = {"mode": "users", "users_file": "console-users.yaml"}
+    node = serve_node([orthanc_destination(orthanc)], http={"auth": auth})
+    added = run_cli("user", "add", "alice", "--config", str(node.config_path), stdin=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    patient_name = str(pydicom.dcmread(paths[0], stop_before_pixels=True).PatientName)
     assert stored_count(storescu(paths, node.port, node.ae_title)) == len(paths)
     wait_until(lambda: _sent(node) == OUTPUTS_PER_RESULT, 240, "version 1 in Orthanc")
     (first,) = node.status()["jobs"]
     summary = json.loads((node.root / "storage" / first["result_dir"] / "results.json").read_text())
     wait = WebDriverWait(browser, BROWSER_WAIT_S)
 
-    # the studies page, then the study's job
+    # signed out, the console sends the browser to its sign-in form; signed in, to the studies
     base = f"http://127.0.0.1:{node.http_port}"
     browser.get(base + "/")
+    wait.until(lambda d: "/login" in d.current_url)
+    browser.find_element(By.ID, "name").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("not the password")
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(lambda d: "wrong name or password" in d.find_element(By.ID, "problem").text)
+    browser.find_element(By.ID, "name").clear()
+    browser.find_element(By.ID, "name").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(lambda d: d.current_url == base + "/")
+    assert "alice" in browser.find_element(By.ID, "signed-in").text
+    session = browser.get_cookie(SESSION_COOKIE)
+    assert session is not None and session["httpOnly"] and session["sameSite"] == "Strict"
+    console = httpx.Client(base_url=base, cookies={SESSION_COOKIE: session["value"]}, timeout=60)
+
+    # the studies page, then the study's job
     browser.find_element(By.LINK_TEXT, f"job {first['id']}").click()
     wait.until(lambda d: d.current_url.endswith(f"/jobs/{first['id']}"))
     auto = summary["aif"]["centre_zyx"]
@@ -114,7 +141,8 @@ def test_a_person_clicks_a_new_aif_and_version_2_reaches_pacs(
     browser.save_screenshot(str(tmp_path / "console-job.png"))
 
     # a click on the pre-contrast image at the chosen voxel (the slice shown is the AIF's)
-    z, y, x = chosen = _best_neighbour(node, first["series_instance_uid"], auto)
+    assert patient_name not in browser.page_source  # no patient identity, even signed in
+    z, y, x = chosen = _best_neighbour(console, first["series_instance_uid"], auto)
     assert browser.find_element(By.ID, "pick-slice").get_attribute("value") == str(z)
     image = browser.find_element(By.ID, "baseline")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
@@ -141,7 +169,7 @@ def test_a_person_clicks_a_new_aif_and_version_2_reaches_pacs(
         lambda d: "/jobs/" in d.current_url and not d.current_url.endswith(f"/{first['id']}")
     )
     second_id = int(browser.current_url.rsplit("/", 1)[1])
-    assert browser.find_element(By.ID, "requested-by").text.startswith("console 127.0.0.1,")
+    assert browser.find_element(By.ID, "requested-by").text.startswith("console alice,")
     assert browser.find_element(By.ID, "chosen").text == f"{text} / automatic"
 
     # version 2 reaches Orthanc, as with `ctp-node reprocess --aif`
@@ -169,3 +197,16 @@ def test_a_person_clicks_a_new_aif_and_version_2_reaches_pacs(
     # version 1's page now points to its successor
     browser.get(f"{base}/jobs/{first['id']}")
     assert f"job {second_id}" in browser.find_element(By.ID, "later").text
+
+    # the audit trail: the failed sign-in, the sign-in and the reprocessing, by alice
+    browser.find_element(By.LINK_TEXT, "Audit").click()
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#console-actions tr")[1:]]
+    assert "alice 127.0.0.1 reprocess" in rows[0] and f"{second_id} done AIF {text}" in rows[0]
+    assert "alice 127.0.0.1 sign-in " in rows[1]
+    assert "alice 127.0.0.1 sign-in failed" in rows[2]
+    browser.save_screenshot(str(tmp_path / "console-audit.png"))
+    browser.find_element(By.ID, "sign-out").click()
+    wait.until(lambda d: "/login" in d.current_url)
+    browser.get(f"{base}/jobs/{second_id}")
+    assert "/login?next=" in browser.current_url
+    console.close()

@@ -250,7 +250,9 @@ def test_resend_from_the_console_sends_the_result_again(processed):
 
 
 def test_who_asked_is_recorded_with_the_new_job(processed, tmp_path: Path):
-    """The reverse proxy's user when it names one (else the peer's address): on the job."""
+    """Without a sign-in (``http.auth.mode: none``), the peer's address: a header anyone can
+    type is not believed (``mode: proxy`` believes it from a trusted proxy only,
+    tests/http/test_console_auth.py)."""
     node, job, *_ = processed
     series = urllib.parse.quote(job["series_instance_uid"])
     code, location = http_post(
@@ -262,6 +264,8 @@ def test_who_asked_is_recorded_with_the_new_job(processed, tmp_path: Path):
     assert code == 303
     new = int(location.rsplit("/", 1)[1])
     page = _page(node, location)
-    assert 'id="requested-by">console dr.who,' in page
+    assert 'id="requested-by">console 127.0.0.1,' in page
     (latest,) = [j for j in node.status()["jobs"] if j["id"] == new]
-    assert latest["requested_by"] == "console dr.who"
+    assert latest["requested_by"] == "console 127.0.0.1"
+    audit = _page(node, "/audit")
+    assert "reprocess" in audit and f"/jobs/{new}" in audit and "dr.who" not in audit
