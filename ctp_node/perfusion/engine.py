@@ -114,6 +114,10 @@ def _compute_perfusion(
     maps, tissue_mask = perfusion_maps(prepared, tissue, residues, p)
     lesions = stroke_lesions(acquisition, maps, tissue_mask, p)
     maps["rCBF"] = lesions.relative_cbf
+    # Tmax is the time of the residue's maximum after the bolus reaches the AIF's artery: not
+    # below 0. The fitted delay may be (down to -3 s: noise around 0, or tissue reached before
+    # that artery); the lesions were judged on it, unclipped, as its smoothing is unbiased.
+    maps["Tmax"] = np.maximum(maps["Tmax"], 0.0)
     return PerfusionResult(
         maps=maps,
         tissue_mask=tissue_mask,

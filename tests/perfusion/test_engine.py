@@ -43,6 +43,15 @@ def test_maps_and_contract(phantom_and_result) -> None:
     assert res.parameters["processing_block_voxels"] == 1.0  # 1.72 mm pixels are not merged
 
 
+def test_every_map_is_physical_tmax_included(phantom_and_result) -> None:
+    """No negative value in any output map: Tmax, the time of the residue's maximum after the
+    bolus reaches the AIF's artery, is not below 0 (the fit's delay may be, down to −3 s,
+    for noise around 0 or tissue reached before that artery)."""
+    _, res = phantom_and_result
+    for name in MAP_UNITS:
+        assert res.maps[name].min() >= 0, name
+
+
 def test_accuracy_against_truth(phantom_and_result) -> None:
     ph, res = phantom_and_result
     tv = ph.truth.region_values
