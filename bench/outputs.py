@@ -79,7 +79,7 @@ def time_outputs(computed_path: Path, out_dir: Path) -> dict[str, object]:
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # the reference's INFO lines
     with computed_path.open("rb") as file:
-        computed = pickle.load(file)
+        computed = _ReferenceUnpickler(file).load()
     settings = PipelineSettings()
     report = replace(settings.report, version=first_version(computed, settings))
     result, acquisition, quality = computed.result, computed.loaded.acquisition, computed.quality
@@ -177,6 +177,26 @@ def time_outputs(computed_path: Path, out_dir: Path) -> dict[str, object]:
         "rss_gb": _rss_gb(),
         "rss_study_gb": rss_before_gb,
     }
+
+
+#: Modules of this tree that a reference tree may have under their former names.
+_FORMER_MODULES = {
+    "ctp_node.qc.limits": "ctp_node.perfusion.quality_limits",  # before issue 32's qc/
+    "ctp_node.qc.checks": "ctp_node.perfusion.quality",
+}
+
+
+class _ReferenceUnpickler(pickle.Unpickler):
+    """Loads the study this tree computed into a reference tree that had some of its classes
+    in other modules."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return super().find_class(module, name)
+        except ModuleNotFoundError:
+            if module not in _FORMER_MODULES:
+                raise
+            return super().find_class(_FORMER_MODULES[module], name)
 
 
 def _volumes(result) -> dict[str, object]:  # type: ignore[no-untyped-def]

@@ -32,6 +32,9 @@ SERIES_NUMBER_OFFSET = 20
 KIND = "SC"
 #: Colour maps in page order (Tmax before TTP: it drives the hypoperfusion volume).
 MAP_PAGES = ("CBF", "CBV", "MTT", "Tmax", "TTP")
+#: The pages in the series, in reading order, and the two that take longest to draw.
+_READING_ORDER = ("mismatch", *MAP_PAGES, "quality")
+_SLOW_PAGES = ("mismatch", "quality")
 
 
 def build_secondary_captures(
@@ -91,6 +94,9 @@ class SummaryCaptures:
         self._source, self._settings = source_images[0], settings
         self._orientation = acquisition.orientation
         renders = _page_renders(result, acquisition, self._source, settings, notes, quality)
+        # The drawing processes take the pages from the front, the caller from the back: the
+        # two slow pages (0.3-0.4 s, the colour maps 0.15 s) first, so that the work evens out.
+        renders.sort(key=lambda page: page[0] not in _SLOW_PAGES)
         self._names = [name for name, _ in renders]
         self._pages = PageRenders([render for _, render in renders], processes)
 
@@ -120,7 +126,10 @@ class SummaryCaptures:
                 orientation=self._orientation,
             )
             for index, (name, pixels) in enumerate(
-                zip(self._names, self._pages.results(), strict=True)
+                sorted(
+                    zip(self._names, self._pages.results(), strict=True),
+                    key=lambda page: _READING_ORDER.index(page[0]),
+                )
             )
         ]
 
