@@ -46,6 +46,7 @@ from ctp_node.store.console_queries import (
     latest_summary,
     refusals,
     studies,
+    study_count,
 )
 from ctp_node.store.ingest import instance_paths
 from ctp_node.store.models import ConsoleActionKind
@@ -56,6 +57,9 @@ HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 #: Audited associations the refusals page lists (the latest that needed attention).
 AUDIT_ROWS = 200
+#: Studies on one page of ``/``, newest first (``/?page=2`` the next older ones): enough for a
+#: day's strokes on one screen, few enough that the page comes at once with a year's index.
+STUDIES_PER_PAGE = 50
 #: Console actions the audit page lists (the latest).
 CONSOLE_AUDIT_ROWS = 500
 
@@ -130,10 +134,20 @@ def build_console(db: Database, config: Config, access: Access) -> APIRouter:
     router = APIRouter(dependencies=[Depends(access.require)])
 
     @router.get("/", response_class=HTMLResponse)
-    def studies_page(request: Request) -> HTMLResponse:
-        return TEMPLATES.TemplateResponse(
-            request, "studies.html", {"studies": studies(db), "title": "Studies"}
-        )
+    def studies_page(request: Request, page: int = Query(1, ge=1)) -> HTMLResponse:
+        total = study_count(db)
+        pages = max(1, -(-total // STUDIES_PER_PAGE))
+        page = min(page, pages)
+        first = (page - 1) * STUDIES_PER_PAGE
+        context = {
+            "studies": studies(db, STUDIES_PER_PAGE, first),
+            "title": "Studies",
+            "page": page,
+            "pages": pages,
+            "total": total,
+            "first": first + 1,
+        }
+        return TEMPLATES.TemplateResponse(request, "studies.html", context)
 
     @router.get("/refusals", response_class=HTMLResponse)
     def refusals_page(request: Request) -> HTMLResponse:

@@ -150,15 +150,23 @@ def _export_lines(s, job_ids: list[int]) -> dict[int, list[ExportLine]]:  # type
     return lines
 
 
-def studies(db: Database, limit: int = 200) -> list[StudyLine]:
-    """The ``limit`` studies received last, newest first, each with its series (newest
-    first) and their jobs (oldest first) and exports."""
+def study_count(db: Database) -> int:
+    """How many studies the index holds (each with at least one series)."""
+    with db.session() as s:
+        return int(s.scalar(select(func.count(func.distinct(Series.study_instance_uid)))) or 0)
+
+
+def studies(db: Database, limit: int = 200, offset: int = 0) -> list[StudyLine]:
+    """``limit`` studies, newest first (by their last instance received), after skipping the
+    ``offset`` newest; each with its series (newest first) and their jobs (oldest first) and
+    exports."""
     with db.session() as s:
         recent = (
             select(Series.study_instance_uid, func.max(Series.last_received_at).label("last"))
             .group_by(Series.study_instance_uid)
-            .order_by(func.max(Series.last_received_at).desc())
+            .order_by(func.max(Series.last_received_at).desc(), Series.study_instance_uid.desc())
             .limit(limit)
+            .offset(offset)
             .subquery()
         )
         series = list(
