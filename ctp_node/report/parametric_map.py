@@ -32,15 +32,23 @@ class MapDefinition:
     explanation : LUTExplanation and ContentDescription (≤ 64 characters).
     quantity : coded quantity from DICOM CID 4108.
     unit : UCUM unit code (:data:`MAP_UNITS`).
-    window : default display window ``(lower, upper)`` in the map's unit; ``None`` means
-        "from the map itself" (TTP, see :func:`map_window`).
+    window : the conventional display window ``(lower, upper)`` in the map's unit: the window
+        of a map whose ``window_from`` is ``"fixed"``, and of any map when the study has no
+        tissue to measure.
+    window_from : how :func:`map_window` chooses the study's window: ``"fixed"`` (Tmax: its
+        clinical thresholds, 6 s and 10 s, are absolute, so its colours mean the same seconds
+        in every study), ``"tissue"`` (CBF, CBV, MTT: from 0 to the brain's upper values, which
+        differ between scanners, protocols and patients; a fixed window saturates a brain with
+        high values and squeezes one with low values into a few colours) or ``"bolus"`` (TTP:
+        around the brain's arrival times, as TTP counts from the first image).
     """
 
     name: str
     explanation: str
     quantity: Code
     unit: Code
-    window: tuple[float, float] | None
+    window: tuple[float, float]
+    window_from: str
 
 
 def _ucum(value: str, meaning: str) -> Code:
@@ -55,6 +63,7 @@ MAP_DEFINITIONS: tuple[MapDefinition, ...] = (
         quantity=codes.DCM.AbsoluteRegionalBloodFlow,
         unit=_ucum(MAP_UNITS["CBF"], "ml/100g/min"),
         window=(0.0, 60.0),
+        window_from="tissue",
     ),
     MapDefinition(
         name="CBV",
@@ -62,6 +71,7 @@ MAP_DEFINITIONS: tuple[MapDefinition, ...] = (
         quantity=codes.DCM.AbsoluteRegionalBloodVolume,
         unit=_ucum(MAP_UNITS["CBV"], "ml/100g"),
         window=(0.0, 6.0),
+        window_from="tissue",
     ),
     MapDefinition(
         name="MTT",
@@ -69,13 +79,15 @@ MAP_DEFINITIONS: tuple[MapDefinition, ...] = (
         quantity=codes.DCM.MeanTransitTime,
         unit=_ucum(MAP_UNITS["MTT"], "second"),
         window=(0.0, 12.0),
+        window_from="tissue",
     ),
     MapDefinition(
         name="TTP",
         explanation="Time to peak, from the first image of the acquisition",
         quantity=codes.DCM.TimeToPeak,
         unit=_ucum(MAP_UNITS["TTP"], "second"),
-        window=None,
+        window=(0.0, 60.0),
+        window_from="bolus",
     ),
     MapDefinition(
         name="Tmax",
@@ -83,6 +95,7 @@ MAP_DEFINITIONS: tuple[MapDefinition, ...] = (
         quantity=codes.DCM.Tmax,
         unit=_ucum(MAP_UNITS["Tmax"], "second"),
         window=(0.0, 10.0),
+        window_from="fixed",
     ),
 )
 
@@ -357,21 +370,40 @@ def _map_values(
 TTP_WINDOW_PERCENTILES = (2.0, 98.0)
 #: Narrowest TTP window, s (a uniform brain still gets a readable scale around its value).
 TTP_WINDOW_MIN_S = 6.0
+#: A CBF, CBV or MTT window runs from 0 to this percentile of the brain's values, rounded up to
+#: a readable number (:data:`READABLE_STEPS`): the top 2 % (vessels left in the tissue, noise)
+#: saturate instead of taking the colours from the parenchyma.
+TISSUE_WINDOW_PERCENTILE = 98.0
+#: The narrowest tissue window, as a fraction of the map's conventional window (``window``):
+#: a brain with almost no flow still shows its values on a scale, not its noise stretched over
+#: every colour.
+TISSUE_WINDOW_MIN_FRACTION = 0.25
+#: The upper ends a tissue window is rounded up to, times a power of ten (at most 25 % above the
+#: percentile, so the colour bar's labels stay round).
+READABLE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 #: Every how many pixels in-plane the percentiles are sampled (a window needs no more).
 _WINDOW_SAMPLING = 4
 
 
 def map_window(name: str, result: PerfusionResult) -> tuple[float, float]:
-    """The display window ``(lower, upper)`` of map ``name``, in its unit: the fixed window of
-    its :class:`MapDefinition`, or for TTP the :data:`TTP_WINDOW_PERCENTILES` of its values in
-    the tissue (at least :data:`TTP_WINDOW_MIN_S` wide; the acquisition's duration when the
-    tissue is empty). The pages' colour bars and the Parametric Maps' VOI both use it."""
+    """The display window ``(lower, upper)`` of map ``name`` in its unit, chosen from this
+    study's brain as its :class:`MapDefinition`'s ``window_from`` says (Tmax: fixed; CBF, CBV,
+    MTT: 0 to the :data:`TISSUE_WINDOW_PERCENTILE` of the tissue's values, rounded up; TTP: the
+    :data:`TTP_WINDOW_PERCENTILES`, at least :data:`TTP_WINDOW_MIN_S` wide). Without tissue
+    values: the conventional ``window`` (TTP: the acquisition). The pages' colour bars and the
+    Parametric Maps' VOI (its explanation states the window) both use it."""
     definition = next(d for d in MAP_DEFINITIONS if d.name == name)
-    if definition.window is not None:
+    if definition.window_from == "fixed":
         return definition.window
     step = (slice(None), slice(None, None, _WINDOW_SAMPLING), slice(None, None, _WINDOW_SAMPLING))
     values = result.maps[name][step][result.tissue_mask[step]]
     values = values[np.isfinite(values)]
+    if definition.window_from == "tissue":
+        if values.size == 0:
+            return definition.window
+        narrowest = TISSUE_WINDOW_MIN_FRACTION * definition.window[1]
+        high = float(np.percentile(values, TISSUE_WINDOW_PERCENTILE))
+        return 0.0, readable_ceiling(max(high, narrowest))
     if values.size == 0:
         return 0.0, _duration_s(result)
     low, high = np.percentile(values, TTP_WINDOW_PERCENTILES)
@@ -380,6 +412,14 @@ def map_window(name: str, result: PerfusionResult) -> tuple[float, float]:
         middle = round((lower + upper) / 2)
         lower, upper = middle - TTP_WINDOW_MIN_S / 2, middle + TTP_WINDOW_MIN_S / 2
     return max(0.0, lower), upper
+
+
+def readable_ceiling(value: float) -> float:
+    """The smallest of :data:`READABLE_STEPS` × 10^k at or above ``value`` (> 0)."""
+    power = 10.0 ** np.floor(np.log10(value))
+    mantissa = value / power
+    step = next(s for s in READABLE_STEPS if s >= mantissa - 1e-9)
+    return float(round(step * power, 10))
 
 
 def _duration_s(result: PerfusionResult) -> float:

@@ -11,6 +11,7 @@ from matplotlib import colormaps
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.report import pages
+from ctp_node.report.parametric_map import map_window
 from ctp_node.report.summary_pages import render_map_page
 
 
@@ -83,12 +84,13 @@ def test_each_slice_of_a_map_page_shows_the_colour_of_its_values(
     dy, dx = acquisition.pixel_spacing_mm
     montage = pages.montage_layout(n_z, (0.01, 0.03, 0.86, 0.88), aspect=rows * dy / (columns * dx))
     jet = colormaps["jet"]
+    lower, upper = map_window("CBF", result)
     for z in range(n_z):
         left, bottom, width, height = montage.tile_box(z)
-        # The tile's centre: the map there is z + 0.01 * 16 + 0.0001 * 16 (CBF window 0-60).
+        # The tile's centre: the map there is z + 0.01 * 16 + 0.0001 * 16.
         x = round((left + width * 0.5) * pages.PAGE_WIDTH)
         y = round((1 - bottom - height * 0.5) * pages.PAGE_HEIGHT)
-        expected = np.array(jet((z + 0.1616) / 60.0)[:3]) * 255
+        expected = np.array(jet((z + 0.1616 - lower) / (upper - lower))[:3]) * 255
         np.testing.assert_allclose(page[y, x], expected, atol=6, err_msg=f"slice {z}")
     # Outside the tissue (the first 4 × 4 pixels of the first slice): black.
     left, bottom, width, height = montage.tile_box(0)

@@ -235,6 +235,25 @@ def test_the_ttp_window_lies_around_the_bolus(phantom_result: PerfusionResult) -
     assert (high - low) / 60.0 < 0.25
 
 
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0])
+def test_flow_volume_and_transit_windows_follow_the_brain(
+    phantom_result: PerfusionResult, scale: float
+) -> None:
+    """CBF, CBV and MTT windows run from 0 to just above the brain's 98th percentile (its top
+    2 % saturate) however the study's values are scaled; Tmax keeps its fixed 0-10 s, so that
+    its 6 s and 10 s thresholds have the same colours in every study."""
+    maps = {n: m * scale if n != "Tmax" else m for n, m in phantom_result.maps.items()}
+    result = replace(phantom_result, maps=maps)
+    for name in ("CBF", "CBV", "MTT"):
+        lower, upper = map_window(name, result)
+        values = result.maps[name][result.tissue_mask]
+        low, high = np.percentile(values, [50, 98])
+        assert lower == 0.0
+        assert 0.9 * high <= upper <= 1.3 * high, (name, scale, upper, high)
+        assert low / upper > 0.2, (name, scale, low, upper)  # the brain spans the colours
+    assert map_window("Tmax", result) == (0.0, 10.0)
+
+
 def test_the_overlay_draws_no_speck_below_the_minimum_lesion_size(
     result: PerfusionResult, acquisition: Acquisition, source_headers: list[pydicom.Dataset]
 ) -> None:
