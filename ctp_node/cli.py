@@ -25,6 +25,10 @@ log = logging.getLogger("ctp_node")
 #: The phantom's default in-plane field of view: a head with some air around it.
 FIELD_OF_VIEW_MM = 220.0
 
+#: What ``add_subparsers`` returns, which each command's parser is added to (argparse has no
+#: public name for it).
+_Commands = argparse._SubParsersAction
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -51,6 +55,8 @@ def _configure_logging(args: argparse.Namespace, config: Config | None = None) -
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line: the global options, then each command in the order ``--help``
+    lists them."""
     parser = argparse.ArgumentParser(
         prog="ctp-node",
         description="A DICOM node that turns brain CT perfusion scans into perfusion maps and "
@@ -64,24 +70,43 @@ def _parser() -> argparse.ArgumentParser:
         help="show the traceback when a command stops on an unexpected error",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_node_commands(commands)
+    _add_process(commands)
+    _add_phantom(commands)
+    _add_demo(commands)
+    _add_status(commands)
+    _add_resend(commands)
+    _add_reprocess(commands)
+    _add_purge(commands)
+    _add_user(commands)
+    _add_config(commands)
+    return parser
 
-    def with_config(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--config",
-            type=Path,
-            default=None,
-            help="configuration file (default: $CTP_NODE_CONFIG, then config/ctp-node.yaml if "
-            "there is one here, then /etc/ctp-node/ctp-node.yaml)",
-        )
 
+def _with_config(command: argparse.ArgumentParser) -> None:
+    """``--config``, for the commands that act on a node's configuration."""
+    command.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $CTP_NODE_CONFIG, then config/ctp-node.yaml if "
+        "there is one here, then /etc/ctp-node/ctp-node.yaml)",
+    )
+
+
+def _add_node_commands(commands: _Commands) -> None:
+    """``serve`` (the whole node) and ``worker`` (workers only)."""
     serve = commands.add_parser("serve", help="run the node: listener, scheduler, workers, sender")
-    with_config(serve)
+    _with_config(serve)
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser("worker", help="run workers only (scale out on PostgreSQL)")
-    with_config(worker)
+    _with_config(worker)
     worker.set_defaults(run=_worker)
 
+
+def _add_process(commands: _Commands) -> None:
+    """``process``: offline, DICOM files in, outputs out, optionally with a person's AIF/VOF."""
     process = commands.add_parser("process", help="offline: DICOM files/folders in, outputs out")
     process.add_argument("inputs", nargs="+", type=Path, help="DICOM files or folders")
     process.add_argument("--out", type=Path, required=True, help="folder for the outputs")
@@ -107,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     process.set_defaults(run=_process)
 
+
+def _add_phantom(commands: _Commands) -> None:
+    """``phantom``: the digital phantom's geometry, timing, noise and residue function."""
     phantom = commands.add_parser("phantom", help="write a digital phantom study and its truth")
     phantom.add_argument("out_dir", type=Path)
     phantom.add_argument("--matrix", type=int, default=128, help="in-plane size (voxels)")
@@ -129,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.set_defaults(run=_phantom)
 
+
+def _add_demo(commands: _Commands) -> None:
+    """``demo``: phantom → node → PACS on loopback, in one folder."""
     demo = commands.add_parser("demo", help="a first run: phantom → node → PACS, on loopback")
     demo.add_argument(
         "--out",
@@ -143,11 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
     demo.set_defaults(run=_demo)
 
+
+def _add_status(commands: _Commands) -> None:
+    """``status``: what the node holds, or its audit trails, narrowed by series, age or
+    failure."""
     status = commands.add_parser(
         "status",
         help="series, jobs and exports with their state; exit 1 when something needs attention",
     )
-    with_config(status)
+    _with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--audit",
@@ -174,10 +209,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=_status)
 
+
+def _add_resend(commands: _Commands) -> None:
+    """``resend``: one job's outputs or a series' latest result, to one or every destination."""
     resend = commands.add_parser(
         "resend", help="send a result again (the latest version of a series, or one job's)"
     )
-    with_config(resend)
+    _with_config(resend)
     chosen = resend.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--job", type=int, metavar="N", help="the job whose outputs to send")
     chosen.add_argument("--series", metavar="UID", help="the series whose latest result to send")
@@ -186,11 +224,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     resend.set_defaults(run=_resend)
 
+
+def _add_reprocess(commands: _Commands) -> None:
+    """``reprocess``: a series computed again, optionally with a person's AIF/VOF."""
     reprocess = commands.add_parser(
         "reprocess",
         help="compute a series again (a new version), e.g. with a person's AIF/VOF",
     )
-    with_config(reprocess)
+    _with_config(reprocess)
     reprocess.add_argument("--series", metavar="UID", required=True)
     for flag, what in (("--aif", "arterial input"), ("--vof", "venous output")):
         reprocess.add_argument(
@@ -202,15 +243,21 @@ def _parser() -> argparse.ArgumentParser:
         )
     reprocess.set_defaults(run=_reprocess)
 
+
+def _add_purge(commands: _Commands) -> None:
+    """``purge``: what retention allows deleted now, or only listed with ``--dry-run``."""
     purge = commands.add_parser(
         "purge", help="delete what retention allows now (storage.retention), print what it freed"
     )
-    with_config(purge)
+    _with_config(purge)
     purge.add_argument(
         "--dry-run", action="store_true", help="print what would be freed; delete nothing"
     )
     purge.set_defaults(run=_purge)
 
+
+def _add_user(commands: _Commands) -> None:
+    """``user add|remove|list``: the web console's users file."""
     user = commands.add_parser(
         "user", help="the web console's users (http.auth.mode: users; http.auth.users_file)"
     )
@@ -225,11 +272,14 @@ def _parser() -> argparse.ArgumentParser:
         ("list", "list the users' names"),
     ):
         sub = user_commands.add_parser(name, help=what)
-        with_config(sub)
+        _with_config(sub)
         if name != "list":
             sub.add_argument("name", metavar="NAME")
         sub.set_defaults(run=_user)
 
+
+def _add_config(commands: _Commands) -> None:
+    """``config check|example``: a configuration validated, or the reference one printed."""
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser(
@@ -258,7 +308,6 @@ def _parser() -> argparse.ArgumentParser:
         help="absolute folder for storage.root and the SQLite database (e.g. /var/lib/ctp-node)",
     )
     example.set_defaults(run=_config_example)
-    return parser
 
 
 def _zyx(text: str) -> tuple[int, int, int]:

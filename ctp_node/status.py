@@ -56,7 +56,42 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
     """Everything the node knows of its work, as plain values (UIDs and accession numbers only),
     and what needs a person's attention (``attention``: one sentence each)."""
     only = only or StatusFilter()
-    cutoff = utcnow() - dt.timedelta(seconds=only.since_s) if only.since_s is not None else None
+    jobs, jobs_attention = _job_rows(db, only)
+    series, series_attention = _series_rows(db, only)
+    rejections = _rejection_rows(db, only)
+    return {
+        "series": series,
+        "jobs": jobs,
+        "other_objects": _other_object_rows(db, only),
+        "rejections": rejections,
+        "attention": jobs_attention + series_attention,
+    }
+
+
+def _job_rows(db: Database, only: StatusFilter) -> tuple[list[dict], list[str]]:
+    """The jobs ``only`` wants, each with its exports and notifications counted by
+    ``destination:state`` / ``channel:state``, and why they need a person."""
+    exports_by_job, export_errors = _exports_by_job(db)
+    notifications_by_job, notification_problems = _notifications_by_job(db)
+    all_jobs = list_jobs(db)
+    latest = {job.series_instance_uid: job.id for job in all_jobs}  # ids increase with time
+    attention: list[str] = []
+    jobs = []
+    for job in all_jobs:
+        exports = dict(exports_by_job.get(job.id, {}))
+        needs = _job_attention(job, exports, export_errors.get(job.id, ""), latest)
+        needs += notification_problems.get(job.id, [])
+        if not _wanted(only, job.series_instance_uid, [job.created_at, job.finished_at], needs):
+            continue
+        attention += needs
+        notifications = dict(notifications_by_job.get(job.id, {}))
+        jobs.append(_job_row(job, exports, export_errors.get(job.id, ""), notifications))
+    return jobs, attention
+
+
+def _exports_by_job(db: Database) -> tuple[dict[int, Counter], dict[int, str]]:
+    """Each job's exports counted by ``destination:state``, and its last export error (the
+    error of an export cancelled on purpose is not one)."""
     exports_by_job: dict[int, Counter] = {}
     export_errors: dict[int, str] = {}
     for export in list_exports(db):
@@ -65,6 +100,12 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
         ] += 1
         if export.last_error and export.state != ExportState.CANCELLED:
             export_errors[export.job_id] = export.last_error
+    return exports_by_job, export_errors
+
+
+def _notifications_by_job(db: Database) -> tuple[dict[int, Counter], dict[int, list[str]]]:
+    """Each job's notifications counted by ``channel:state``, and a sentence for each one that
+    gave up."""
     notifications_by_job: dict[int, Counter] = {}
     notification_problems: dict[int, list[str]] = {}
     for n in list_notifications(db):
@@ -74,43 +115,44 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
                 f"job {n.job_id}: the {n.event} notification to {n.channel} gave up after "
                 f"{n.attempts} attempt(s) ({n.last_error}); a restart tries it again"
             )
-    all_jobs = list_jobs(db)
-    latest = {job.series_instance_uid: job.id for job in all_jobs}  # ids increase with time
+    return notifications_by_job, notification_problems
+
+
+def _job_row(
+    job: Job, exports: dict[str, int], export_error: str, notifications: dict[str, int]
+) -> dict:
+    """One job as ``status`` shows it: its state, version, volumes and quality warnings from
+    its summary, and its deliveries."""
+    summary = json.loads(job.summary_json) if job.summary_json else {}
+    return {
+        "id": job.id,
+        "series_instance_uid": job.series_instance_uid,
+        "state": job.state,
+        "version": job.version or None,
+        "supersedes_job": job.predecessor_job_id,
+        "version_reason": job.version_reason,
+        "requested_by": job.requested_by,
+        "attempts": job.attempts,
+        "worker_id": job.worker_id,
+        "error": job.error,
+        "volumes": summary.get("volumes"),
+        "quality_checks": len(summary.get("quality", [])),
+        "quality_warnings": [
+            finding["name"]
+            for finding in summary.get("quality", [])
+            if finding.get("result") == "warn"
+        ],
+        "result_dir": job.result_dir,
+        "exports": exports,
+        "last_export_error": export_error,
+        "notifications": notifications,
+    }
+
+
+def _series_rows(db: Database, only: StatusFilter) -> tuple[list[dict], list[str]]:
+    """The received series ``only`` wants, and one sentence for each that could not be
+    examined."""
     attention: list[str] = []
-    jobs = []
-    for job in all_jobs:
-        summary = json.loads(job.summary_json) if job.summary_json else {}
-        exports = dict(exports_by_job.get(job.id, {}))
-        needs = _job_attention(job, exports, export_errors.get(job.id, ""), latest)
-        needs += notification_problems.get(job.id, [])
-        if not _wanted(only, job.series_instance_uid, [job.created_at, job.finished_at], needs):
-            continue
-        attention += needs
-        jobs.append(
-            {
-                "id": job.id,
-                "series_instance_uid": job.series_instance_uid,
-                "state": job.state,
-                "version": job.version or None,
-                "supersedes_job": job.predecessor_job_id,
-                "version_reason": job.version_reason,
-                "requested_by": job.requested_by,
-                "attempts": job.attempts,
-                "worker_id": job.worker_id,
-                "error": job.error,
-                "volumes": summary.get("volumes"),
-                "quality_checks": len(summary.get("quality", [])),
-                "quality_warnings": [
-                    finding["name"]
-                    for finding in summary.get("quality", [])
-                    if finding.get("result") == "warn"
-                ],
-                "result_dir": job.result_dir,
-                "exports": exports,
-                "last_export_error": export_errors.get(job.id, ""),
-                "notifications": dict(notifications_by_job.get(job.id, {})),
-            }
-        )
     series = []
     for s in list_series(db):
         needs = (
@@ -136,7 +178,15 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
                 ),
             }
         )
-    rejections = [
+    return series, attention
+
+
+def _rejection_rows(db: Database, only: StatusFilter) -> list[dict]:
+    """What the listener refused (associations, contexts, objects): none when ``only`` asks
+    for one series or only failures, since a refusal belongs to no series and is no failure of
+    the node's."""
+    cutoff = utcnow() - dt.timedelta(seconds=only.since_s) if only.since_s is not None else None
+    return [
         {
             "received_at": r.received_at.isoformat(timespec="seconds") + "Z",
             # Before refusals had a kind, a refused association was recorded with status -1.
@@ -151,7 +201,12 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
         for r in list_rejections(db)
         if only.series is None and not only.failed and (cutoff is None or r.received_at >= cutoff)
     ]
-    other_objects = [
+
+
+def _other_object_rows(db: Database, only: StatusFilter) -> list[dict]:
+    """The series of objects that are not CT (acknowledged, perhaps kept), which ``only``
+    wants."""
+    return [
         {
             "series_instance_uid": o.series_instance_uid,
             "study_instance_uid": o.study_instance_uid,
@@ -166,13 +221,6 @@ def collect_status(db: Database, only: StatusFilter | None = None) -> dict:
         for o in list_other_series(db)
         if _wanted(only, o.series_instance_uid, [o.last_received_at], [])
     ]
-    return {
-        "series": series,
-        "jobs": jobs,
-        "other_objects": other_objects,
-        "rejections": rejections,
-        "attention": attention,
-    }
 
 
 def _job_attention(
@@ -254,22 +302,40 @@ def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | 
     if as_json:
         print(json.dumps(status, indent=2))
         return code
-    disk = status["disk"]
+    _print_disk(config.storage.root, status["disk"])
+    _print_series(status["series"])
+    _print_jobs(status["jobs"])
+    _print_other_objects(status["other_objects"])
+    _print_rejections(status["rejections"])
+    _print_attention(status["attention"])
+    return code
+
+
+def _print_disk(root: str | Path, disk: dict) -> None:
+    """One line: the megabytes below ``storage.root`` by kind, and what is free."""
     print(
-        f"disk below {config.storage.root}: spool {disk['spool_bytes'] / 1e6:.1f} MB, "
+        f"disk below {root}: spool {disk['spool_bytes'] / 1e6:.1f} MB, "
         f"results {disk['results_bytes'] / 1e6:.1f} MB, quarantine "
         f"{disk['quarantine_bytes'] / 1e6:.1f} MB, other {disk['other_bytes'] / 1e6:.1f} MB; "
         f"{disk['free_bytes'] / 1e6:.1f} MB free"
     )
-    print(f"series ({len(status['series'])})")
-    for s in status["series"]:
+
+
+def _print_series(series: list[dict]) -> None:
+    print(f"series ({len(series)})")
+    for s in series:
         print(
             f"  {s['series_instance_uid']}  acc {s['accession_number'] or '-'}  {s['modality']}"
             f"  {s['instances']} inst.  {s['state']}  {s['reason']}"
             + (f"  (received files purged {s['purged_at']})" if s["purged_at"] else "")
         )
-    print(f"jobs ({len(status['jobs'])})")
-    for j in status["jobs"]:
+
+
+def _print_jobs(jobs: list[dict]) -> None:
+    """A line per job (state, version, volumes or error, exports), then indented lines for
+    what it supersedes, its quality warnings, its last export error and its notifications."""
+    print(f"jobs ({len(jobs)})")
+    for j in jobs:
         volumes = j["volumes"] or {}
         result = (
             f"core {volumes.get('core_ml')} ml, Tmax>6s {volumes.get('tmax6_ml')} ml"
@@ -296,27 +362,46 @@ def print_status(config: Config, *, as_json: bool = False, only: StatusFilter | 
         if j["notifications"]:
             told = ", ".join(f"{k} {v}" for k, v in sorted(j["notifications"].items()))
             print(f"      notifications: {told}")
-    if status["other_objects"]:
-        print(f"other objects, acknowledged but not CT ({len(status['other_objects'])} series)")
-        for o in status["other_objects"]:
-            kept = f", {o['kept']} kept" if o["kept"] else ", not kept"
-            print(
-                f"  {o['series_instance_uid'] or '-'}  {o['modality'] or '-'}  {o['sop_class']}"
-                f"  {o['objects']} obj.{kept}  {o['reason']}"
-            )
-    if status["rejections"]:
-        count = len(status["rejections"])
-        print(f"refused ({count}{', the last 20 shown' if count > 20 else ''})")
-        for r in status["rejections"][-20:]:
-            print(
-                f"  {r['received_at']}  {r['calling_ae_title'] or '-'}"
-                f" at {r['peer_address'] or '?'}  {_refusal(r)}  {r['reason']}"
-            )
-    if status["attention"]:
-        print(f"needs attention ({len(status['attention'])})")
-        for line in status["attention"]:
-            print(f"  {line}")
-    return code
+
+
+def _print_other_objects(other_objects: list[dict]) -> None:
+    """The series of objects that are not CT; nothing when there are none."""
+    if not other_objects:
+        return
+    print(f"other objects, acknowledged but not CT ({len(other_objects)} series)")
+    for o in other_objects:
+        kept = f", {o['kept']} kept" if o["kept"] else ", not kept"
+        print(
+            f"  {o['series_instance_uid'] or '-'}  {o['modality'] or '-'}  {o['sop_class']}"
+            f"  {o['objects']} obj.{kept}  {o['reason']}"
+        )
+
+
+#: How many of the listener's latest refusals ``status`` prints (``--json`` writes every one).
+REFUSALS_SHOWN = 20
+
+
+def _print_rejections(rejections: list[dict]) -> None:
+    """The latest :data:`REFUSALS_SHOWN` refusals; nothing when there are none."""
+    if not rejections:
+        return
+    count = len(rejections)
+    shown = f", the last {REFUSALS_SHOWN} shown" if count > REFUSALS_SHOWN else ""
+    print(f"refused ({count}{shown})")
+    for r in rejections[-REFUSALS_SHOWN:]:
+        print(
+            f"  {r['received_at']}  {r['calling_ae_title'] or '-'}"
+            f" at {r['peer_address'] or '?'}  {_refusal(r)}  {r['reason']}"
+        )
+
+
+def _print_attention(attention: list[str]) -> None:
+    """What needs a person, one sentence a line; nothing when all is well."""
+    if not attention:
+        return
+    print(f"needs attention ({len(attention)})")
+    for line in attention:
+        print(f"  {line}")
 
 
 def _refusal(rejection: dict) -> str:

@@ -13,7 +13,8 @@ import datetime as dt
 import unicodedata
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import AuditAssociation, AuditOutcome, AuditSeries
@@ -156,6 +157,28 @@ def list_associations(
         (leaves out the C-ECHOs of a health check).
     latest : only the last ``latest`` of them.
     """
+    chosen = _chosen_associations(
+        since=since,
+        series_instance_uid=series_instance_uid,
+        needs_attention=needs_attention,
+        carried_instances=carried_instances,
+    )
+    with db.session() as s:
+        rows = list(
+            reversed(s.scalars(chosen.order_by(AuditAssociation.id.desc()).limit(latest)).all())
+        )
+        series = _carried_series(s, chosen, rows)
+    return [_association_audit(row, tuple(series[row.id])) for row in rows]
+
+
+def _chosen_associations(
+    *,
+    since: dt.datetime | None,
+    series_instance_uid: str | None,
+    needs_attention: bool,
+    carried_instances: bool,
+) -> Select:
+    """The query for the associations :func:`list_associations` is asked for, in no order."""
     chosen = select(AuditAssociation)
     if since is not None:
         chosen = chosen.where(AuditAssociation.ended_at >= since)
@@ -175,51 +198,54 @@ def list_associations(
         chosen = chosen.where(
             or_(AuditAssociation.outcome != AuditOutcome.RELEASED, AuditAssociation.instances > 0)
         )
-    with db.session() as s:
-        rows = list(
-            reversed(s.scalars(chosen.order_by(AuditAssociation.id.desc()).limit(latest)).all())
-        )
-        series: dict[int, list[SeriesCounts]] = {row.id: [] for row in rows}
-        if rows:
-            # The same choice again (not a list of ids: there may be more than SQLite takes as
-            # parameters); a record added meanwhile is left out.
-            ids = chosen.with_only_columns(AuditAssociation.id).where(
-                AuditAssociation.id >= rows[0].id
-            )
-            for item in s.scalars(
-                select(AuditSeries)
-                .where(AuditSeries.association_id.in_(ids))
-                .order_by(AuditSeries.id)
-            ):
-                if item.association_id not in series:
-                    continue
-                series[item.association_id].append(
-                    SeriesCounts(
-                        study_instance_uid=item.study_instance_uid,
-                        series_instance_uid=item.series_instance_uid,
-                        accession_number=item.accession_number,
-                        modality=item.modality,
-                        instances=item.instances,
-                        stored=item.stored,
-                        duplicate=item.duplicate,
-                        refused=item.refused,
-                    )
-                )
-    return [
-        AssociationAudit(
-            direction=row.direction,
-            started_at=row.started_at,
-            ended_at=row.ended_at,
-            peer_ae_title=row.peer_ae_title,
-            peer_address=row.peer_address,
-            local_ae_title=row.local_ae_title,
-            outcome=row.outcome,
-            reason=row.reason,
-            series=tuple(series[row.id]),
-            id=row.id,
-        )
-        for row in rows
-    ]
+    return chosen
+
+
+def _carried_series(
+    session: Session, chosen: Select, rows: list[AuditAssociation]
+) -> dict[int, list[SeriesCounts]]:
+    """The series each of ``rows`` carried (association id → its series, in the order they
+    were recorded); ``chosen`` is the query that found the rows."""
+    series: dict[int, list[SeriesCounts]] = {row.id: [] for row in rows}
+    if not rows:
+        return series
+    # The same choice again (not a list of ids: there may be more than SQLite takes as
+    # parameters); a record added meanwhile is left out.
+    ids = chosen.with_only_columns(AuditAssociation.id).where(AuditAssociation.id >= rows[0].id)
+    for item in session.scalars(
+        select(AuditSeries).where(AuditSeries.association_id.in_(ids)).order_by(AuditSeries.id)
+    ):
+        if item.association_id in series:
+            series[item.association_id].append(_series_counts(item))
+    return series
+
+
+def _series_counts(item: AuditSeries) -> SeriesCounts:
+    return SeriesCounts(
+        study_instance_uid=item.study_instance_uid,
+        series_instance_uid=item.series_instance_uid,
+        accession_number=item.accession_number,
+        modality=item.modality,
+        instances=item.instances,
+        stored=item.stored,
+        duplicate=item.duplicate,
+        refused=item.refused,
+    )
+
+
+def _association_audit(row: AuditAssociation, series: tuple[SeriesCounts, ...]) -> AssociationAudit:
+    return AssociationAudit(
+        direction=row.direction,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        peer_ae_title=row.peer_ae_title,
+        peer_address=row.peer_address,
+        local_ae_title=row.local_ae_title,
+        outcome=row.outcome,
+        reason=row.reason,
+        series=series,
+        id=row.id,
+    )
 
 
 def _clean(text: str, length: int) -> str:
