@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from ctp_node.store.database import Database
 from ctp_node.store.models import AuditAssociation, AuditOutcome, AuditSeries
+
+_Record = TypeVar("_Record", "SeriesCounts", "AssociationAudit")
 
 
 @dataclass(frozen=True)
@@ -221,31 +224,17 @@ def _carried_series(
 
 
 def _series_counts(item: AuditSeries) -> SeriesCounts:
-    return SeriesCounts(
-        study_instance_uid=item.study_instance_uid,
-        series_instance_uid=item.series_instance_uid,
-        accession_number=item.accession_number,
-        modality=item.modality,
-        instances=item.instances,
-        stored=item.stored,
-        duplicate=item.duplicate,
-        refused=item.refused,
-    )
+    return _from_row(SeriesCounts, item)
 
 
 def _association_audit(row: AuditAssociation, series: tuple[SeriesCounts, ...]) -> AssociationAudit:
-    return AssociationAudit(
-        direction=row.direction,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        peer_ae_title=row.peer_ae_title,
-        peer_address=row.peer_address,
-        local_ae_title=row.local_ae_title,
-        outcome=row.outcome,
-        reason=row.reason,
-        series=series,
-        id=row.id,
-    )
+    return _from_row(AssociationAudit, row, series=series)
+
+
+def _from_row(kind: type[_Record], row: object, **given: Any) -> _Record:
+    """A ``kind`` dataclass from the row's attributes of the same names, and ``given``."""
+    values = {f.name: getattr(row, f.name) for f in fields(kind) if f.name not in given}
+    return kind(**values, **given)
 
 
 def _clean(text: str, length: int) -> str:
