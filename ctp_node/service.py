@@ -461,6 +461,25 @@ class Node:
             self._start_http()
         reconcile_spool(self.spool, self.db)
         self._recover()
+        self._start_listeners()
+        self._start_loops()
+        self._start_workers()
+        # What start-up loaded (modules, dictionaries, the ORM) lives as long as serve: kept
+        # out of the cyclic collector, a full collection need not walk 250 000 objects (0.1 s
+        # with the interpreter held, during which no association is served).
+        gc.freeze()
+        log.info(
+            "node %s serving on %s:%d with %d worker(s)",
+            config.node.ae_title,
+            config.node.bind,
+            config.node.port,
+            config.worker.count,
+        )
+
+    def _start_listeners(self) -> None:
+        """The DICOM listener (``node.port``) and, with ``node.tls``, the TLS one; raises
+        :class:`ConfigError` when an address cannot be bound."""
+        config = self.config
         settings = listener_settings(config)
         self._server = _listen("node.port", settings, self.spool, self.db, config)
         tls = server_tls(config)
@@ -476,6 +495,11 @@ class Node:
                 context,
             )
             log.info("TLS listener's certificate: %s", describe(tls.certificate))
+
+    def _start_loops(self) -> None:
+        """The node's own threads, each a loop: the scheduler (finds complete series, queues
+        their jobs), the sender (exports to the destinations), the notifier and retention."""
+        config = self.config
         root = Path(config.storage.root)
         completion = CompletionSettings(
             config.ingest.series_stable_after_s, config.ingest.min_time_points
@@ -512,28 +536,23 @@ class Node:
                 lambda: apply_due_retention(self.db, root, retention),
             )
         )
-        if config.worker.count:
-            if config.source_path is None:
-                raise ValueError("workers need the configuration file's path")
-            # Workers are forked from a fork server that has loaded the engine: a worker that
-            # died is replaced, and its job taken up, within about a second.
-            self._context.set_forkserver_preload(WORKER_PRELOAD)
-            self._workers = [
-                _WorkerProcess(str(config.source_path)) for _ in range(config.worker.count)
-            ]
-            self._threads.append(
-                _loop("workers", self.stop_event, WORKER_CHECK_INTERVAL_S, self._supervise_workers)
-            )
-        # What start-up loaded (modules, dictionaries, the ORM) lives as long as serve: kept
-        # out of the cyclic collector, a full collection need not walk 250 000 objects (0.1 s
-        # with the interpreter held, during which no association is served).
-        gc.freeze()
-        log.info(
-            "node %s serving on %s:%d with %d worker(s)",
-            config.node.ae_title,
-            config.node.bind,
-            config.node.port,
-            config.worker.count,
+
+    def _start_workers(self) -> None:
+        """``worker.count`` worker processes and the loop that replaces those that die; none
+        with ``worker.count: 0`` (workers run elsewhere, as ``ctp-node worker``)."""
+        config = self.config
+        if not config.worker.count:
+            return
+        if config.source_path is None:
+            raise ValueError("workers need the configuration file's path")
+        # Workers are forked from a fork server that has loaded the engine: a worker that
+        # died is replaced, and its job taken up, within about a second.
+        self._context.set_forkserver_preload(WORKER_PRELOAD)
+        self._workers = [
+            _WorkerProcess(str(config.source_path)) for _ in range(config.worker.count)
+        ]
+        self._threads.append(
+            _loop("workers", self.stop_event, WORKER_CHECK_INTERVAL_S, self._supervise_workers)
         )
 
     def _start_notifier(self) -> None:

@@ -133,30 +133,11 @@ def run_job(
                 vof_zyx=vof_zyx,
                 other_slabs=len(other_perfusion_series(db, job.series_instance_uid)),
             )
-            version, record = plan_version(
-                db,
-                job,
-                digest,
-                len(records),
-                time_points=int(computed.loaded.acquisition.hu.shape[0]),
-                algorithm=computed.result.algorithm,
+            version, record, processed = _write_result(
+                db, job, context, computed, digest, len(records), root / relative_out
             )
-            report = replace(context.settings.report, version=version)
-            make_folders(root / relative_out)  # owner-only before any output is in it
-            processed = write_outputs(computed, root / relative_out, report, summary_png=False)
-            restrict_tree(root / relative_out)
     except AcquisitionUnusableError as exc:
-        log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
-        if fail_job(
-            db,
-            job.id,
-            str(exc),
-            retry=False,
-            max_attempts=context.max_attempts,
-            worker_id=worker_id,
-            notice_reason=str(exc),
-        ):
-            notify_failed_jobs(db, context, worker_id, only=job.id)
+        _cannot_give_maps(db, job, context, worker_id, exc)
         return
     except Exception as exc:
         _failed(db, job, context, worker_id, exc)
@@ -185,6 +166,49 @@ def run_job(
         len(exports),
     )
     _write_summary_page(computed, processed, root / relative_out)
+
+
+def _write_result(
+    db: Database,
+    job: Job,
+    context: JobContext,
+    computed: ComputedSeries,
+    digest: str,
+    instances: int,
+    out: Path,
+) -> tuple[ResultVersion, VersionRecord, ProcessedSeries]:
+    """Choose the version the computed result takes in its series (from the inputs' ``digest``
+    and the ``instances`` counted) and write its outputs into ``out``, owner-only."""
+    version, record = plan_version(
+        db,
+        job,
+        digest,
+        instances,
+        time_points=int(computed.loaded.acquisition.hu.shape[0]),
+        algorithm=computed.result.algorithm,
+    )
+    report = replace(context.settings.report, version=version)
+    make_folders(out)  # owner-only before any output is in it
+    processed = write_outputs(computed, out, report, summary_png=False)
+    restrict_tree(out)
+    return version, record, processed
+
+
+def _cannot_give_maps(
+    db: Database, job: Job, context: JobContext, worker_id: str, exc: AcquisitionUnusableError
+) -> None:
+    """The series cannot give maps: the job fails for good and PACS gets a notice saying why."""
+    log.warning("job %d (series %s) cannot give maps: %s", job.id, job.series_instance_uid, exc)
+    if fail_job(
+        db,
+        job.id,
+        str(exc),
+        retry=False,
+        max_attempts=context.max_attempts,
+        worker_id=worker_id,
+        notice_reason=str(exc),
+    ):
+        notify_failed_jobs(db, context, worker_id, only=job.id)
 
 
 def _write_summary_page(computed: ComputedSeries, processed: ProcessedSeries, out: Path) -> None:

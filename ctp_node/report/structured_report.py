@@ -29,6 +29,7 @@ acquisition, and every warning and note.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
@@ -129,101 +130,23 @@ def build_structured_report(
     source_images = list(source_images)
     if not source_images:
         raise ValueError("source_images is empty: pass the CT images of the source series")
-    source_series_uid = str(source_images[0].SeriesInstanceUID)
-    version = settings.algorithm_version
-    volumes = result.volumes
-
-    algorithm_name = result.algorithm or "ctp-node"
-    if not algorithm_name.startswith(settings.manufacturer):
-        algorithm_name = f"{settings.manufacturer} {algorithm_name}"
-    algorithm = hd.sr.AlgorithmIdentification(
-        name=algorithm_name[:64],
-        version=version,
-        # The thresholds that define the volumes; every parameter is in the "Parameters:"
-        # statement (repeating all of them on every measurement buries the values).
-        parameters=[
-            f"{name}={value:g}"
-            for name, value in sorted(result.parameters.items())
-            if name in THRESHOLD_PARAMETERS
-        ]
-        or None,
-    )
-
-    def measurement(name: Code, value: float, unit: Code) -> hd.sr.Measurement:
-        # To the resolution the method supports (ctp_node.report.rounding): 0.1 ml, 0.1 s,
-        # ratios 0.01.
-        return hd.sr.Measurement(
-            name=name,
-            value=rounded(value, "ratio" if unit == RATIO else unit.value),
-            unit=unit,
-            method=CT_PERFUSION_METHOD,
-            algorithm_id=algorithm,
-        )
-
-    def group(
-        identifier: str, measurements: list[hd.sr.Measurement], texts: Sequence[str] = ()
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        built = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=derive_uid(source_series_uid, "SR-group", version, identifier),
-                identifier=identifier,
-            ),
-            method=CT_PERFUSION_METHOD,
-            algorithm_id=algorithm,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
-            measurements=measurements,
-        )
-        # TID 1501 qualitative evaluations as TEXT (highdicom only builds coded ones).
-        built[0].ContentSequence.extend(text_evaluation(text) for text in texts)
-        return built
-
-    def volume_group(
-        identifier: str, volume_ml: float, ratio: float | None = None
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        measurements = [measurement(codes.SCT.Volume, volume_ml, MILLILITRE)]
-        if ratio is not None:
-            measurements.append(measurement(codes.DCM.VolumeRatio, ratio, RATIO))
-        return group(identifier, measurements)
-
-    def curve_group(
-        identifier: str, curve: InputCurve
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        return group(
-            identifier,
-            [measurement(codes.DCM.BolusArrivalTime, curve.arrival_s, SECOND)],
-            [curve_location_text(curve, source_images), curve_samples_text(curve)],
-        )
-
-    groups = [
-        volume_group(CORE, volumes.core_ml),
-        volume_group(TMAX6, volumes.tmax6_ml),
-        volume_group(TMAX10, volumes.tmax10_ml, volumes.hypoperfusion_intensity_ratio),
-        volume_group(MISMATCH, volumes.mismatch_ml, volumes.mismatch_ratio),
-        curve_group(AIF, result.aif),
-    ]
-    if result.vof is not None:
-        groups.append(curve_group(VOF, result.vof))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
             observer_device_context=device_observer_context(settings)
         ),
         procedure_reported=codes.SCT.ComputedTomographyOfHead,
-        imaging_measurements=groups,
+        imaging_measurements=_measurement_groups(result, source_images, settings),
     )
-    report[0].ContentSequence.append(
-        qualitative_evaluations_container(
-            report_statements(
-                result,
-                settings,
-                acquisition_facts=acquisition_facts,
-                notes=notes,
-                motion_mm=motion_mm,
-            )
-            + ([quality_statement(quality)] if quality else [])
+    report[0].ContentSequence.extend(
+        _evaluation_containers(
+            result,
+            settings,
+            acquisition_facts=acquisition_facts,
+            notes=notes,
+            motion_mm=motion_mm,
+            quality=quality,
         )
     )
-    if quality:
-        report[0].ContentSequence.append(quality_control_container(quality))
     document = sr_document(
         report,
         source_images,
@@ -235,6 +158,134 @@ def build_structured_report(
     if quality:
         document.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
     return document
+
+
+def _measurement_groups(
+    result: PerfusionResult, source_images: list[pydicom.Dataset], settings: ReportSettings
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """The TID 1501 groups in report order: the four volumes, then the AIF and (if any) VOF."""
+    groups = _GroupBuilder(
+        str(source_images[0].SeriesInstanceUID),
+        _algorithm_identification(result, settings),
+        source_images,
+        settings.algorithm_version,
+    )
+    volumes = result.volumes
+    built = [
+        groups.volume_group(CORE, volumes.core_ml),
+        groups.volume_group(TMAX6, volumes.tmax6_ml),
+        groups.volume_group(TMAX10, volumes.tmax10_ml, volumes.hypoperfusion_intensity_ratio),
+        groups.volume_group(MISMATCH, volumes.mismatch_ml, volumes.mismatch_ratio),
+        groups.curve_group(AIF, result.aif),
+    ]
+    if result.vof is not None:
+        built.append(groups.curve_group(VOF, result.vof))
+    return built
+
+
+def _algorithm_identification(
+    result: PerfusionResult, settings: ReportSettings
+) -> hd.sr.AlgorithmIdentification:
+    """The engine's name (prefixed with the manufacturer), version and volume thresholds."""
+    algorithm_name = result.algorithm or "ctp-node"
+    if not algorithm_name.startswith(settings.manufacturer):
+        algorithm_name = f"{settings.manufacturer} {algorithm_name}"
+    return hd.sr.AlgorithmIdentification(
+        name=algorithm_name[:64],
+        version=settings.algorithm_version,
+        # The thresholds that define the volumes; every parameter is in the "Parameters:"
+        # statement (repeating all of them on every measurement buries the values).
+        parameters=[
+            f"{name}={value:g}"
+            for name, value in sorted(result.parameters.items())
+            if name in THRESHOLD_PARAMETERS
+        ]
+        or None,
+    )
+
+
+@dataclass(frozen=True)
+class _GroupBuilder:
+    """Builds the measurement groups of one SR, which share the algorithm identification and
+    the source series (their tracking UIDs derive from it and from the algorithm version)."""
+
+    source_series_uid: str
+    algorithm: hd.sr.AlgorithmIdentification
+    source_images: list[pydicom.Dataset]
+    version: str
+
+    def measurement(self, name: Code, value: float, unit: Code) -> hd.sr.Measurement:
+        # To the resolution the method supports (ctp_node.report.rounding): 0.1 ml, 0.1 s,
+        # ratios 0.01.
+        return hd.sr.Measurement(
+            name=name,
+            value=rounded(value, "ratio" if unit == RATIO else unit.value),
+            unit=unit,
+            method=CT_PERFUSION_METHOD,
+            algorithm_id=self.algorithm,
+        )
+
+    def group(
+        self, identifier: str, measurements: list[hd.sr.Measurement], texts: Sequence[str] = ()
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        built = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=derive_uid(self.source_series_uid, "SR-group", self.version, identifier),
+                identifier=identifier,
+            ),
+            method=CT_PERFUSION_METHOD,
+            algorithm_id=self.algorithm,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
+            measurements=measurements,
+        )
+        # TID 1501 qualitative evaluations as TEXT (highdicom only builds coded ones).
+        built[0].ContentSequence.extend(text_evaluation(text) for text in texts)
+        return built
+
+    def volume_group(
+        self, identifier: str, volume_ml: float, ratio: float | None = None
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        """A finding's volume (ml) and, for some, a ratio."""
+        measurements = [self.measurement(codes.SCT.Volume, volume_ml, MILLILITRE)]
+        if ratio is not None:
+            measurements.append(self.measurement(codes.DCM.VolumeRatio, ratio, RATIO))
+        return self.group(identifier, measurements)
+
+    def curve_group(
+        self, identifier: str, curve: InputCurve
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        """An input curve's bolus arrival time (s), with its location and samples as TEXT."""
+        return self.group(
+            identifier,
+            [self.measurement(codes.DCM.BolusArrivalTime, curve.arrival_s, SECOND)],
+            [curve_location_text(curve, self.source_images), curve_samples_text(curve)],
+        )
+
+
+def _evaluation_containers(
+    result: PerfusionResult,
+    settings: ReportSettings,
+    *,
+    acquisition_facts: AcquisitionFacts | None,
+    notes: Sequence[str],
+    motion_mm: float | None,
+    quality: Sequence[QualityFinding],
+) -> list[hd.sr.ContainerContentItem]:
+    """What follows the measurements: the report-level qualitative evaluations (with the
+    quality statement when there are findings), then the quality control container."""
+    statements = report_statements(
+        result,
+        settings,
+        acquisition_facts=acquisition_facts,
+        notes=notes,
+        motion_mm=motion_mm,
+    )
+    if not quality:
+        return [qualitative_evaluations_container(statements)]
+    return [
+        qualitative_evaluations_container([*statements, quality_statement(quality)]),
+        quality_control_container(quality),
+    ]
 
 
 def report_statements(

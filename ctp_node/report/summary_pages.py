@@ -8,11 +8,14 @@ uint8 array ``(PAGE_HEIGHT, PAGE_WIDTH, 3)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pydicom
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, to_rgb
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ctp_node.perfusion.acquisition import Acquisition
@@ -159,6 +162,27 @@ def render_mismatch_page(
     """Core and Tmax>6 s regions over the pre-contrast images, with the volumes and the DEFUSE 3
     target-mismatch statement; ``quality_banner`` (the acquisition checks that warned) is shown
     below it."""
+    tiles = _overlay_tiles(result, acquisition)
+    figure = pages.new_page()
+    pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research, version)
+    _montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.6, 0.88))
+    _draw_mismatch_legend(figure, result)
+    _draw_volumes_and_verdict(figure, result, quality_banner)
+    notes = (
+        f"Reference: {normal_reference_statement(result)}.\n"
+        "Background: mean of the pre-contrast images (HU 0-80).\n"
+        "Volumes count brain tissue only (CSF and vessels excluded).\n"
+        f"Method: {result.algorithm or 'not stated'}."
+    )
+    figure.text(0.635, 0.08, pages.wrap(notes, 50), color="#c8c8c8", fontsize=12, va="bottom")
+    return pages.to_rgb(figure)
+
+
+def _overlay_tiles(
+    result: PerfusionResult, acquisition: Acquisition
+) -> Callable[[list[int], tuple[int, int]], np.ndarray]:
+    """The montage's tiles ``tiles(shown_slices, (rows, columns))``: the core and hypoperfused
+    regions over the mean of the pre-contrast images in the brain window."""
     baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
     core, hypoperfused = shown_lesions(result, acquisition)
 
@@ -178,10 +202,11 @@ def render_mismatch_page(
             rgb = rgb * (1.0 - alpha) + np.asarray(to_rgb(colour), np.float32) * alpha
         return np.rint(rgb * 255).astype(np.uint8)
 
-    figure = pages.new_page()
-    pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research, version)
-    _montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.6, 0.88))
+    return tiles
 
+
+def _draw_mismatch_legend(figure: Figure, result: PerfusionResult) -> None:
+    """The overlay's colours with the thresholds that define the regions, right of the maps."""
     tmax = threshold(result, "tmax_threshold_s")
     core_percent = 100 * threshold(result, "core_rcbf_threshold")
     figure.legend(
@@ -195,6 +220,13 @@ def render_mismatch_page(
         labelcolor=pages.FOREGROUND,
         fontsize=14,
     )
+
+
+def _draw_volumes_and_verdict(
+    figure: Figure, result: PerfusionResult, quality_banner: str | None
+) -> None:
+    """The volumes table, the DEFUSE 3 verdict with its criteria and, below them, the quality
+    banner (if any), under the legend."""
     y = 0.77
     for label, value in volume_lines(result):
         figure.text(0.635, y, label, color=pages.FOREGROUND, fontsize=15)
@@ -228,14 +260,6 @@ def render_mismatch_page(
             weight="bold",
             bbox={"facecolor": pages.ACCENT, "edgecolor": "none", "pad": 6},
         )
-    notes = (
-        f"Reference: {normal_reference_statement(result)}.\n"
-        "Background: mean of the pre-contrast images (HU 0-80).\n"
-        "Volumes count brain tissue only (CSF and vessels excluded).\n"
-        f"Method: {result.algorithm or 'not stated'}."
-    )
-    figure.text(0.635, 0.08, pages.wrap(notes, 50), color="#c8c8c8", fontsize=12, va="bottom")
-    return pages.to_rgb(figure)
 
 
 def shown_lesions(result: PerfusionResult, acquisition: Acquisition) -> tuple[np.ndarray, ...]:
