@@ -305,17 +305,45 @@ def family_errors(maps: Maps, truth, erode_voxels: int) -> dict[str, float]:
     return err
 
 
-def compartment_errors(maps: Maps, truth) -> list[float]:
-    """Signed CBF error (%) of each stroke compartment (in ``STROKE_TISSUES`` order): the
-    mean over all its voxels the method analysed, on every slice, against its true CBF."""
+def compartment_errors(maps: Maps, truth, tissues=STROKE_TISSUES) -> list[float]:
+    """Signed CBF error (%) of each stroke compartment (in ``tissues`` order): the mean over
+    all its voxels the method analysed, on every slice, against its true CBF."""
     errors = []
-    for _, cbf, mtt, delay in STROKE_TISSUES:
+    for _, cbf, mtt, delay in tissues:
         rows = np.flatnonzero(
             np.all(np.isclose(truth.region_values[:, [0, 2, 3]], (cbf, mtt, delay)), axis=1)
         )
         where = np.isin(truth.region_labels, rows + 1) & maps.analysed
         errors.append(100 * (float(maps.cbf[where].mean()) / cbf - 1) if where.any() else np.nan)
     return errors
+
+
+def plateau_sensitivity(
+    fractions: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    grey_mtts_s: tuple[float, ...] = (3.4, 3.7, 4.0),
+) -> None:
+    """The engine's grey-matter CBF error (%) on the noiseless stroke layout (sampled
+    convolution, recirculating input, true CBF 54) against the plateau's length (fraction of
+    the MTT; 1.0 = box) and the grey matter's MTT: how much the figures above owe to the
+    third-party phantom's exact residue."""
+    print("\nEngine, stroke layout σ 0: grey-matter CBF error % by plateau length and MTT")
+    print(f"{'plateau / MTT':<15}" + "".join(f"{f'MTT {m:g} s':>12}" for m in grey_mtts_s))
+    base = replace(FAMILIES["plateau stroke"], noise_hu=0.0)
+    for fraction in fractions:
+        cells = []
+        for mtt in grey_mtts_s:
+            grey = ("grey", 54.0, mtt, 0.0)
+            spec = replace(
+                base,
+                residue="box" if fraction == 1.0 else "plateau_exp",
+                plateau_fraction=min(fraction, 0.99),
+                stroke_tissues=(grey, *STROKE_TISSUES[1:]),
+            )
+            phantom = make_family_phantom(spec)
+            maps = engine_maps(phantom.acquisition)
+            cells.append(compartment_errors(maps, phantom.truth, spec.stroke_tissues)[0])
+        label = "box" if fraction == 1.0 else f"{fraction:g}"
+        print(f"{label:<15}" + "".join(f"{c:>12.1f}" for c in cells), flush=True)
 
 
 def unmet(err: dict[str, float]) -> list[str]:
@@ -380,5 +408,6 @@ if __name__ == "__main__":
         seed_spread()
     elif "--families" in sys.argv:
         families_table()
+        plateau_sensitivity()
     else:
         main()

@@ -81,6 +81,8 @@ class FamilySpec:
     matrix, pixel_spacing_mm, slice_thickness_mm : square in-plane size (voxels), pixel size
         and slice thickness, mm.
     stroke_slices : slices of the stroke layout (the Kudo layout has one per CBV).
+    stroke_tissues : the stroke layout's compartments (name, CBF mL/100g/min, MTT s, delay
+        s), in the order and with the names of ``STROKE_TISSUES``.
     sinus : plant the superior sagittal sinus (False: no large vein in the slices).
     aif_arrival_s, aif_peak_hu : bolus arrival (s from the first frame) and peak of the
         arterial curve (HU above blood); the peak comes 4.5 s after the arrival, on a frame
@@ -102,6 +104,7 @@ class FamilySpec:
     pixel_spacing_mm: float = 1.1
     slice_thickness_mm: float = 5.0
     stroke_slices: int = 4
+    stroke_tissues: tuple[tuple[str, float, float, float], ...] = STROKE_TISSUES
     sinus: bool = True
     aif_arrival_s: float = 6.5
     aif_peak_hu: float = 485.0
@@ -265,7 +268,7 @@ def _stroke_plan(spec: FamilySpec, head) -> _Plan:
     """Grey (cortex) and white matter with the ventricles; in the image-right hemisphere a
     lesion delayed 7 s: a reduced rim around a severe centre, each grey or white."""
     plan = _plan(spec, head, spec.stroke_slices)
-    values = {name: (cbf, mtt, delay) for name, cbf, mtt, delay in STROKE_TISSUES}
+    values = {name: (cbf, mtt, delay) for name, cbf, mtt, delay in spec.stroke_tissues}
     right = head.brain & (head.xx > 3.0)
     rim = right & ellipse(head.yy, head.xx, -5, 42, 36, 30)
     centre = right & ellipse(head.yy, head.xx, -5, 46, 20, 22)
