@@ -267,16 +267,29 @@ def _move(spec: PhantomSpec, hu: np.ndarray, times: np.ndarray) -> None:
 def _acquisition(
     spec: PhantomSpec, hu: np.ndarray, times: np.ndarray, offsets: np.ndarray
 ) -> Acquisition:
-    n, nz, dx = spec.matrix, spec.slices, spec.pixel_spacing_mm
+    return acquisition_of(hu, times, offsets, spec.pixel_spacing_mm, spec.slice_thickness_mm)
+
+
+def acquisition_of(
+    hu: np.ndarray,
+    times: np.ndarray,
+    offsets: np.ndarray,
+    pixel_spacing_mm: float,
+    slice_thickness_mm: float,
+) -> Acquisition:
+    """The phantom's HU ``(t, z, y, x)`` as an axial acquisition centred on the image: frames at
+    ``times`` (s), slice ``z`` acquired ``offsets[z]`` s later, square pixels of
+    ``pixel_spacing_mm``, contiguous slices ``slice_thickness_mm`` thick."""
+    nz, n, dx = hu.shape[1], hu.shape[-1], pixel_spacing_mm
     positions = np.zeros((nz, 3))
     positions[:, 0] = -(n - 1) / 2 * dx
     positions[:, 1] = -(n - 1) / 2 * dx
-    positions[:, 2] = np.arange(nz) * spec.slice_thickness_mm
+    positions[:, 2] = np.arange(nz) * slice_thickness_mm
     return Acquisition(
         hu=hu.astype(np.float32, copy=False),
         times_s=(times + offsets.mean()).astype(np.float64),
         pixel_spacing_mm=(dx, dx),
-        slice_spacing_mm=spec.slice_thickness_mm,
+        slice_spacing_mm=slice_thickness_mm,
         slice_positions_mm=positions,
         orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         slice_times_s=times[:, None] + offsets[None, :],
