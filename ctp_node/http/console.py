@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,13 +236,23 @@ def _add_picture_routes(router: APIRouter, db: Database, root: Path) -> None:
             raise HTTPException(404, f"job {job_id} has no summary image on disk")
         return FileResponse(path, media_type="image/png")
 
-    @router.get("/jobs/{job_id}/maps/{index}.png")
-    def map_png(job_id: int, index: int, slice_: int = Query(0, alias="slice")) -> Response:
+    def map_picture(
+        draw: Callable[[Path, int], bytes], job_id: int, index: int, z: int
+    ) -> Response:
         try:
-            png = images.map_png(output_path(job_id, "parametric_maps", index), slice_)
+            png = draw(output_path(job_id, "parametric_maps", index), z)
         except IndexError as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(png, media_type="image/png")
+
+    @router.get("/jobs/{job_id}/maps/{index}.png")
+    def map_png(job_id: int, index: int, slice_: int = Query(0, alias="slice")) -> Response:
+        return map_picture(images.map_png, job_id, index, slice_)
+
+    @router.get("/jobs/{job_id}/maps/{index}/voxels.png")
+    def map_voxels_png(job_id: int, index: int, slice_: int = Query(0, alias="slice")) -> Response:
+        """The map's slice one pixel per voxel: the supervised choice's other background."""
+        return map_picture(images.map_voxels_png, job_id, index, slice_)
 
     @router.get("/jobs/{job_id}/pages/{index}.png")
     def page_png(job_id: int, index: int) -> Response:

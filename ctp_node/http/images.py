@@ -1,7 +1,7 @@
 """The console's pictures, drawn on request as PNG bytes: a slice of a stored Parametric Map
-with its colour bar, a stored Secondary Capture page, a slice of the mean pre-contrast image,
-and input curves. matplotlib draws with its Agg canvas on a figure of its own (no pyplot: the
-console serves requests in several threads)."""
+with its colour bar (or one pixel per voxel, to click on), a stored Secondary Capture page, a
+slice of the mean pre-contrast image, and input curves. matplotlib draws with its Agg canvas on a
+figure of its own (no pyplot: the console serves requests in several threads)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
@@ -48,16 +49,22 @@ def _map_unit(ds: pydicom.Dataset) -> str:
         return ""
 
 
-def map_png(path: Path, frame_index: int) -> bytes:
-    """Frame ``frame_index`` (0-based, source order: one per slice) of a stored Parametric
-    Map, in the jet colour map over its stored window, with a colour bar in its unit."""
+def _map_frame(path: Path, frame_index: int) -> tuple[pydicom.Dataset, np.ndarray]:
+    """A stored Parametric Map and its frame ``frame_index`` (0-based, source order: one per
+    slice); :class:`IndexError` with a sentence for a slice it does not have."""
     ds = pydicom.dcmread(path)
     frames = ds.pixel_array.astype(np.float32)
     if frames.ndim == 2:
         frames = frames[None]
     if not 0 <= frame_index < frames.shape[0]:
         raise IndexError(f"slice {frame_index} is outside 0-{frames.shape[0] - 1}")
-    frame = frames[frame_index]
+    return ds, frames[frame_index]
+
+
+def map_png(path: Path, frame_index: int) -> bytes:
+    """Frame ``frame_index`` of a stored Parametric Map, in the jet colour map over its stored
+    window, with a colour bar in its unit."""
+    ds, frame = _map_frame(path, frame_index)
     low, high = _map_window(ds, frame)
     figure = Figure(figsize=(5.5, 4.5), dpi=DPI)
     FigureCanvasAgg(figure)
@@ -68,6 +75,19 @@ def map_png(path: Path, frame_index: int) -> bytes:
     bar = figure.colorbar(shown, ax=axis, fraction=0.046)
     bar.set_label(_map_unit(ds))
     return _png(figure)
+
+
+def map_voxels_png(path: Path, frame_index: int) -> bytes:
+    """Frame ``frame_index`` of a stored Parametric Map in the jet colour map over its stored
+    window, one pixel per voxel and nothing around it (so that a click's position on it is the
+    voxel's row and column, as on :func:`grey_png`), coloured as :func:`map_png` colours it."""
+    ds, frame = _map_frame(path, frame_index)
+    low, high = _map_window(ds, frame)
+    scaled = np.clip((frame - low) / max(high - low, 1e-6), 0.0, 1.0)
+    rgb = (colormaps["jet"](scaled)[..., :3] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 #: Top of a page that holds the banner's patient line (name, ID, birth date, sex), as a

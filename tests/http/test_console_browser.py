@@ -1,7 +1,7 @@
 """The web console in a real headless browser (Debian's chromium and chromium-driver, driven by
 Selenium): a study sent with DCMTK's storescu to a real ``serve`` is processed and delivered to
 a real Orthanc; a person signs in (``http.auth.mode: users``), opens it, sees the input curves,
-clicks a new AIF on the pre-contrast image, sees its curve, reprocesses, and version 2 arrives at
+clicks a new AIF on the Tmax map, sees its curve, reprocesses, and version 2 arrives at
 Orthanc; the console's audit trail names them. One test: it is slow."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def test_a_person_clicks_a_new_aif_and_version_2_reaches_pacs(
 ) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     _, paths = small_study
     auth = {"mode": "users", "users_file": "console-users.yaml"}
@@ -140,11 +140,21 @@ def test_a_person_clicks_a_new_aif_and_version_2_reaches_pacs(
     wait.until(lambda d: _loaded(d, "curves") and _loaded(d, "baseline"))
     browser.save_screenshot(str(tmp_path / "console-job.png"))
 
-    # a click on the pre-contrast image at the chosen voxel (the slice shown is the AIF's)
+    # a click at the chosen voxel (the slice shown is the AIF's)
     assert patient_name not in browser.page_source  # no patient identity, even signed in
     z, y, x = chosen = _best_neighbour(console, first["series_instance_uid"], auto)
     assert browser.find_element(By.ID, "pick-slice").get_attribute("value") == str(z)
     image = browser.find_element(By.ID, "baseline")
+    # the click is on a map (Tmax, one pixel per voxel) instead of the pre-contrast image
+    backgrounds = Select(browser.find_element(By.ID, "pick-background"))
+    tmax = next(o.get_attribute("value") for o in backgrounds.options if "Tmax" in o.text)
+    backgrounds.select_by_value(tmax)
+    wait.until(
+        lambda d: (
+            f"/maps/{tmax}/voxels.png?slice={z}" in image.get_attribute("src")
+            and _loaded(d, "baseline")
+        )
+    )
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
     rows, columns = summary["acquisition"]["matrix"]
     width, height = image.size["width"], image.size["height"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from matplotlib import colormaps
 from PIL import Image
 
 from tests.conftest import (
@@ -149,6 +150,21 @@ def test_the_job_page_shows_curves_voxels_quality_maps_and_pages(processed):
     colours = {tuple(p) for p in picture.reshape(-1, 3)[::7]}
     assert len(colours) > 100  # a jet map and its colour bar, not a blank
     assert node.http_get(f"/jobs/{job['id']}/maps/0.png?slice=99")[0] == 404
+    # the supervised choice's map background: one pixel per voxel, the stored map's values in
+    # jet over its stored window
+    chooser = page[page.index('id="pick-background"') :]
+    chooser = chooser[: chooser.index("</select>")]
+    assert chooser.count("<option value=") == 1 + len(maps)  # the pre-contrast image, the maps
+    stored = pydicom.dcmread(storage / job["result_dir"] / maps[0]["file"])
+    voi = stored.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+    low = float(voi.WindowCenter) - float(voi.WindowWidth) / 2
+    frame = stored.pixel_array[1].astype(np.float64)
+    voxels = _png(node, f"/jobs/{job['id']}/maps/0/voxels.png?slice=1")
+    assert voxels.shape == (*frame.shape, 3)
+    fraction = np.clip((frame - low) / float(voi.WindowWidth), 0, 1)
+    expected = colormaps["jet"](fraction)[..., :3] * 255
+    assert np.abs(voxels - expected).max() <= 1
+    assert node.http_get(f"/jobs/{job['id']}/maps/0/voxels.png?slice=99")[0] == 404
     assert node.http_get(f"/jobs/{job['id']}/maps/9.png")[0] == 404
 
     pages = [o for o in summary["outputs"] if o["kind"] == "secondary_captures"]

@@ -1,5 +1,5 @@
 // The console's only script: the map slice selector, and the supervised AIF/VOF choice
-// (click on the mean pre-contrast image: candidate curve, then the form's field).
+// (click on the mean pre-contrast image or a map: candidate curve, then the form's field).
 "use strict";
 
 function parseZyx(text) {
@@ -33,9 +33,14 @@ if (correction) {
     marker.style.display = "block";
   }
   function placeAll() { for (const name of ["aif", "vof", "new"]) place(name, chosen[name]); }
+  const background = document.getElementById("pick-background");
   function showSlice() {
-    image.src = "/series/" + series + "/baseline.png?slice=" + sliceInput.value;
+    // the mean pre-contrast image, or a map of this result: both one pixel per voxel
+    image.src = background && background.value !== ""
+      ? "/jobs/" + correction.dataset.job + "/maps/" + background.value + "/voxels.png?slice=" + sliceInput.value
+      : "/series/" + series + "/baseline.png?slice=" + sliceInput.value;
   }
+  if (background) background.addEventListener("change", showSlice);
   image.addEventListener("load", placeAll);
   sliceInput.addEventListener("change", showSlice);
   image.addEventListener("click", (event) => {
