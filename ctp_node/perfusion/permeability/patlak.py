@@ -32,6 +32,13 @@ uses the dense first-pass frames where the intravascular signal is largest. Patl
 ``b`` is also returned: it extrapolates the sparse late frames to ``∫C_a / C_a = 0`` and, when
 the tissue's intravascular curve lags the artery's, measures ``MTT`` weighted by the late
 curve's slope as well as the volume.
+
+Back-flux. Where the leaked tracer flows back (the two-compartment model with a finite EES
+volume v_e, k_ep = K^trans / v_e), Patlak's slope falls short of K^trans: by about a quarter
+for k_ep 0.2/min over a two-minute late phase. :func:`back_flux_rates` fits k_ep in Murase's
+linear form, on denoised or averaged curves (a per-voxel rate from raw curves is biased by
+their noise), and :func:`patlak_maps` then takes it as known, which keeps the per-voxel fit
+linear and shared.
 """
 
 from __future__ import annotations
@@ -63,6 +70,12 @@ class PatlakSettings:
     hematocrit_factor : k_H = (1 − 0.45) / (1 − 0.25), unitless (the engine's).
     large_vessel_hematocrit : the haematocrit of the artery the input is measured in, the
         blood-to-plasma conversion of K^trans (0.45).
+    min_ees_ml_100g : the smallest extravascular extracellular volume v_e a back-flux rate
+        fitted by :func:`back_flux_rates` may imply, mL/100 g: k_ep = K^trans / v_e is capped
+        at the Patlak K^trans of the same curves (a lower bound of the true one) over this
+        volume. The brain's extracellular space is about 20 mL/100 g and tumours' larger; 5
+        leaves room, and keeps tissue that does not leak (K^trans ≈ 0), where the rate is
+        undetermined, at no back-flux.
     """
 
     first_pass_end_fraction: float = 0.35
@@ -71,6 +84,7 @@ class PatlakSettings:
     brain_density_g_ml: float = 1.04
     hematocrit_factor: float = 0.73
     large_vessel_hematocrit: float = 0.45
+    min_ees_ml_100g: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -126,11 +140,58 @@ def first_pass_end(
     return first
 
 
+def _regressors(times_s: np.ndarray, arterial: np.ndarray, first: int):
+    """``∫C_a`` at every frame, and the late frames' design ``[∫C_a, C_a]`` with its
+    pseudo-inverse."""
+    integral = cumulative_trapezoid(arterial, times_s, initial=0.0)
+    design = np.stack([integral[first:], arterial[first:]], axis=1)
+    return integral, design, np.linalg.pinv(design)
+
+
+def _ktrans_of(slope_per_s: np.ndarray, settings: PatlakSettings) -> np.ndarray:
+    """K^trans, mL/100g/min, from the leak's coefficient on ``∫C_a`` (1/s, whole blood)."""
+    plasma_fraction = 1.0 - settings.large_vessel_hematocrit
+    return slope_per_s * 6000.0 * plasma_fraction / settings.brain_density_g_ml
+
+
+def back_flux_rates(
+    times_s: np.ndarray,
+    arterial: np.ndarray,
+    tissue: np.ndarray,
+    settings: PatlakSettings = PatlakSettings(),
+) -> np.ndarray:
+    """The back-flux rate k_ep = K^trans / v_e (1/min) of every tissue curve, for
+    :func:`patlak_maps`' ``back_flux_per_min``.
+
+    The two-compartment model in Murase's linear form (Magn Reson Med 2004), after the first
+    pass: ``C_t = a ∫C_a + b C_a − k_ep ∫C_t``. With the two shared regressors projected out
+    (Frisch–Waugh–Lovell), k_ep is one ratio per voxel. ``∫C_t`` is nearly ``b ∫C_a`` in tissue
+    that barely leaks, so k_ep is ill-determined there and noise in ``∫C_t`` biases it: give
+    spatially denoised or averaged curves (``(t, ...)``, HU above baseline), not raw voxels.
+    Rates are clipped to ``[0, K_Patlak / min_ees_ml_100g]``.
+    """
+    times_s = np.asarray(times_s, float)
+    arterial = np.asarray(arterial, float)
+    first = first_pass_end(times_s, arterial, settings)
+    curves = np.asarray(tissue, float).reshape(times_s.size, -1)
+    _, design, pinv = _regressors(times_s, arterial, first)
+    patlak_ktrans = _ktrans_of((pinv @ curves[first:])[0], settings)
+    residual = np.eye(design.shape[0]) - design @ pinv
+    tissue_integral = residual @ cumulative_trapezoid(curves, times_s, axis=0, initial=0.0)[first:]
+    late = residual @ curves[first:]
+    rate_s = -np.sum(tissue_integral * late, axis=0) / np.maximum(
+        np.sum(tissue_integral**2, axis=0), np.finfo(float).tiny
+    )
+    rate = np.clip(60.0 * rate_s, 0.0, np.maximum(patlak_ktrans, 0.0) / settings.min_ees_ml_100g)
+    return rate.reshape(np.shape(tissue)[1:])
+
+
 def patlak_maps(
     times_s: np.ndarray,
     arterial: np.ndarray,
     tissue: np.ndarray,
     settings: PatlakSettings = PatlakSettings(),
+    back_flux_per_min: np.ndarray | float | None = None,
 ) -> PatlakMaps:
     """K^trans and the leakage-corrected CBV of every tissue curve.
 
@@ -140,22 +201,29 @@ def patlak_maps(
     arterial : the arterial input, HU above its baseline, ``(t,)``.
     tissue : tissue enhancement, HU above baseline, ``(t, ...)`` (e.g. ``(t, z, y, x)``).
     settings : the constants.
+    back_flux_per_min : None for Patlak's model (no back-flux); else k_ep per voxel, 1/min,
+        shaped as ``tissue[0]`` (:func:`back_flux_rates`): the fit becomes Murase's
+        ``C_t + k_ep ∫C_t = a ∫C_a + b C_a`` with k_ep known, K^trans comes from
+        ``a − k_ep · b`` and the leak removed from the area is ``a ∫C_a − k_ep ∫C_t``.
     """
     times_s = np.asarray(times_s, float)
     arterial = np.asarray(arterial, float)
     first = first_pass_end(times_s, arterial, settings)
     curves = np.asarray(tissue, float).reshape(times_s.size, -1)
-    integral = cumulative_trapezoid(arterial, times_s, initial=0.0)
-    design = np.stack([integral[first:], arterial[first:]], axis=1)
-    (slope, intercept), *_ = np.linalg.lstsq(design, curves[first:], rcond=None)
-    leak_area = slope * trapezoid(integral, times_s)
-    area_ratio = (trapezoid(curves, times_s, axis=0) - leak_area) / trapezoid(arterial, times_s)
+    integral, _, pinv = _regressors(times_s, arterial, first)
+    rate_s = np.zeros(curves.shape[1])
+    if back_flux_per_min is not None:
+        rate_s = np.broadcast_to(back_flux_per_min, np.shape(tissue)[1:]).reshape(-1) / 60.0
+    tissue_integral = cumulative_trapezoid(curves, times_s, axis=0, initial=0.0)
+    slope, intercept = pinv @ (curves[first:] + rate_s * tissue_integral[first:])
+    leak = slope * integral[:, None] - rate_s * tissue_integral
+    area = trapezoid(curves - leak, times_s, axis=0) / trapezoid(arterial, times_s)
     rho, k_h = settings.brain_density_g_ml, settings.hematocrit_factor
-    ktrans = slope * 6000.0 * (1.0 - settings.large_vessel_hematocrit) / rho
+    ktrans = _ktrans_of(slope - rate_s * intercept, settings)
     shape = np.shape(tissue)[1:]
     return PatlakMaps(
         ktrans=ktrans.reshape(shape),
-        cbv=(area_ratio * 100.0 * k_h / rho).reshape(shape),
+        cbv=(area * 100.0 * k_h / rho).reshape(shape),
         intercept_cbv=(intercept * 100.0 * k_h / rho).reshape(shape),
         first_pass_end_s=float(times_s[first]),
         late_frames=times_s.size - first,
