@@ -5,7 +5,7 @@ import pytest
 from scipy.integrate import cumulative_trapezoid, trapezoid
 from scipy.special import gammainc
 
-from ctp_node.perfusion import AcquisitionTooShortError, PerfusionError
+from ctp_node.perfusion import AcquisitionTooShortError
 from ctp_node.perfusion.errors import LatePhaseTooShortError
 from ctp_node.perfusion.permeability.patlak import (
     PatlakSettings,
@@ -134,7 +134,7 @@ def test_too_few_late_frames_is_a_sentence() -> None:
     times, arterial = times[:end], arterial[:end]
     with pytest.raises(LatePhaseTooShortError, match="image\\(s\\) follow") as caught:
         patlak_maps(times, arterial, np.zeros((times.size, 3)), SETTINGS)
-    assert isinstance(caught.value, AcquisitionTooShortError | PerfusionError)
+    assert isinstance(caught.value, AcquisitionTooShortError)  # a PerfusionError: a failed job
     assert "acquire longer" in str(caught.value)
 
 
