@@ -29,3 +29,7 @@ class NoArterialInputError(PerfusionError):
 
 class NoBrainTissueError(PerfusionError):
     """No voxel has the attenuation of brain tissue (wrong series or field of view)."""
+
+
+class LatePhaseTooShortError(AcquisitionTooShortError):
+    """Too few images after the first pass of the bolus for a permeability (Patlak) fit."""
