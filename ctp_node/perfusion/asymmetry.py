@@ -282,8 +282,9 @@ def hemispheric_asymmetry(
     thresholds: AsymmetryThresholds = AsymmetryThresholds(),
 ) -> dict[str, MapAsymmetry]:
     """Per-hemisphere means and medians of each map over the tissue, the right − left
-    difference and the lower / higher ratio, flagged: time maps (MTT, TTP, Tmax, s) on the
-    difference, flow maps (CBF, CBV) on the ratio; other maps are reported, not flagged.
+    difference and the lower / higher ratio, flagged: time maps (MTT, TTP, Tmax, s; names in
+    any case) on the difference, flow maps (CBF, CBV) on the ratio; other maps (rCBF, delay)
+    are reported, not flagged.
     Non-finite values are ignored.
 
     Raises
@@ -308,9 +309,9 @@ def hemispheric_asymmetry(
         higher = second if lower == first else first
         ratio = mean[lower] / mean[higher] if mean[higher] != 0 else 1.0
         difference = mean[second] - mean[first]
-        if name in TIME_MAPS:
+        if name.lower() in TIME_MAPS:
             flagged = abs(difference) > thresholds.time_difference_s
-        elif name in FLOW_MAPS:
+        elif name.lower() in FLOW_MAPS:
             flagged = ratio < thresholds.flow_ratio
         else:
             flagged = False

@@ -77,7 +77,7 @@ def one_sided(increase_s: float, noise: float = 0.3):
     cbf = 50.0 * 4.0 / mtt  # CBV kept: the flow falls as the transit time rises
     t = np.deg2rad(10.0)
     line = Midline(10.0, -np.sin(t) * 3.0 + np.cos(t) * -5.0, 1.0)
-    return {"MTT": mtt, "mtt": mtt, "cbf": cbf}, inside, line
+    return {"MTT": mtt, "delay": mtt, "cbf": cbf}, inside, line
 
 
 def test_a_one_sided_mtt_prolongation_gives_the_side_the_difference_and_a_flag() -> None:
@@ -85,15 +85,15 @@ def test_a_one_sided_mtt_prolongation_gives_the_side_the_difference_and_a_flag()
     halves = split_hemispheres(tissue, line, (1.5, 1.5), LPS_AXIAL)
     result = hemispheric_asymmetry(maps, halves)
     # image right is the patient's left in LPS: right − left is −2 s
-    assert result["mtt"].difference == pytest.approx(-2.0, abs=0.1)
-    assert result["mtt"].lower_side == "right"
-    assert result["mtt"].flagged
+    assert result["MTT"].difference == pytest.approx(-2.0, abs=0.1)
+    assert result["MTT"].lower_side == "right"
+    assert result["MTT"].flagged
     assert result["cbf"].lower_side == "left"
     assert result["cbf"].ratio == pytest.approx(4.0 / 6.0, abs=0.03)
     assert result["cbf"].flagged
-    assert not result["MTT"].flagged  # only the named time and flow maps are judged
+    assert not result["delay"].flagged  # only the named time and flow maps are judged
     lenient = hemispheric_asymmetry(maps, halves, AsymmetryThresholds(2.5, 0.6))
-    assert not lenient["mtt"].flagged and not lenient["cbf"].flagged
+    assert not lenient["MTT"].flagged and not lenient["cbf"].flagged
 
 
 def test_sides_follow_the_direction_cosines() -> None:
@@ -105,17 +105,17 @@ def test_sides_follow_the_direction_cosines() -> None:
     right_is_right = hemispheric_asymmetry(
         maps, split_hemispheres(tissue, line, (1.5, 1.5), flipped)
     )
-    assert right_is_right["mtt"].difference == pytest.approx(2.0, abs=0.1)
+    assert right_is_right["MTT"].difference == pytest.approx(2.0, abs=0.1)
     unknown = hemispheric_asymmetry(maps, split_hemispheres(tissue, line, (1.5, 1.5)))
-    assert set(unknown["mtt"].mean) == {"image left", "image right"}
-    assert unknown["mtt"].difference == pytest.approx(2.0, abs=0.1)
+    assert set(unknown["MTT"].mean) == {"image left", "image right"}
+    assert unknown["MTT"].difference == pytest.approx(2.0, abs=0.1)
 
 
 def test_no_asymmetry_no_flag() -> None:
     maps, tissue, line = one_sided(0.0, noise=1.0)
     result = hemispheric_asymmetry(maps, split_hemispheres(tissue, line, (1.5, 1.5), LPS_AXIAL))
     assert not any(r.flagged for r in result.values())
-    assert abs(result["mtt"].difference) < 0.1
+    assert abs(result["MTT"].difference) < 0.1
 
 
 def test_an_empty_hemisphere_is_a_clear_error() -> None:
@@ -125,4 +125,4 @@ def test_an_empty_hemisphere_is_a_clear_error() -> None:
     with pytest.raises(EmptyHemisphereError, match="left hemisphere holds no tissue"):
         hemispheric_asymmetry(maps, halves)
     with pytest.raises(EmptyHemisphereError, match="region is empty"):
-        estimate_midline(maps["mtt"], np.zeros_like(tissue), (1.5, 1.5))
+        estimate_midline(maps["MTT"], np.zeros_like(tissue), (1.5, 1.5))
