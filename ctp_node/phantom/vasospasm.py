@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.phantom.anatomy import _GM, _WM, HU, _disc_fraction, ellipse
+from ctp_node.phantom.anatomy import _GM, _WM, HU, head_at
 from ctp_node.phantom.generator import (
     _FINE_DT_S,
     PhantomSpec,
@@ -107,24 +107,15 @@ def make_vasospasm_phantom(spec: VasospasmSpec = VasospasmSpec()) -> VasospasmPh
         raise ValueError(f"affected must be 'image right' or 'image left', not {spec.affected!r}")
     base, nz = spec.base, spec.base.slices
     yy, xx = _head_frame(spec)
-    dx = base.pixel_spacing_mm
-    brain = ellipse(yy, xx, 0, 0, 85, 67)
-    cortex = brain & ~ellipse(yy, xx, 0, 0, 77, 59)
-    ventricles = ellipse(yy, xx, -5, -12, 18, 6) | ellipse(yy, xx, -5, 12, 18, 6)
-    sinus = _disc_fraction(yy, xx, 78.0, 0.0, 4.5, dx)
-    arteries = [
-        np.clip(
-            _disc_fraction(yy, xx, 0.0, side * 57.0, 1.6, dx) * base.artery_fraction / 0.85, 0, 1
-        )
-        for side in (-1, 1)
-    ]
-    vessel = (sinus > 0) | (arteries[0] > 0) | (arteries[1] > 0)
-    tissue = brain & ~ventricles & ~vessel
+    head = head_at(yy, xx, base.pixel_spacing_mm, base.artery_fraction)
+    brain, cortex, ventricles = head.brain, head.cortex, head.ventricles
+    sinus, arteries = head.sinus, (head.artery_left, head.artery_right)
+    tissue = brain & ~ventricles & ~head.vessel
     affected = tissue & ((xx > 0) if spec.affected == "image right" else (xx < 0))
 
     pre = np.full(yy.shape, HU["air"], np.float32)
-    pre[ellipse(yy, xx, 0, 0, 96, 78)] = HU["scalp"]
-    pre[ellipse(yy, xx, 0, 0, 92, 74)] = HU["bone"]
+    pre[head.scalp] = HU["scalp"]
+    pre[head.skull] = HU["bone"]
     pre[brain] = HU["wm"]
     pre[cortex] = HU["gm"]
     pre[ventricles & brain] = HU["csf"]
@@ -171,7 +162,7 @@ def make_vasospasm_phantom(spec: VasospasmSpec = VasospasmSpec()) -> VasospasmPh
         cbv=stack(cbf_map * mtt_map / 60.0),
         mtt=stack(mtt_map),
         tissue_mask=stack(tissue),
-        intracranial_mask=stack(ellipse(yy, xx, 0, 0, 85, 67)),
+        intracranial_mask=stack(brain),
         affected_mask=stack(affected),
         midline_angle_deg=float(spec.yaw_deg),
         midline_offset_mm=float(offset),
