@@ -19,6 +19,9 @@ ALLOWED = {
     "phantom/anatomy.py": {"numpy"},
     "phantom/generator.py": {"numpy", "scipy", "ctp_node.perfusion", "ctp_node.phantom.anatomy"},
     "phantom/leakage.py": {"numpy", "ctp_node.perfusion", "ctp_node.phantom"},
+    "phantom/vasospasm.py": {"numpy", "ctp_node.perfusion", "ctp_node.phantom"},
+    # not a stage yet, like permeability
+    "perfusion/asymmetry.py": {"numpy", "scipy", "ctp_node.perfusion.errors"},
     # not a stage yet: it may use the border types only, so any stage may call it later
     "perfusion/permeability": {"numpy", "scipy", "ctp_node.perfusion.errors"},
 }

@@ -60,6 +60,16 @@ def head_of(matrix: int, pixel_spacing_mm: float, artery_fraction: float) -> Hea
     n, dx = matrix, pixel_spacing_mm
     coords = (np.arange(n) - (n - 1) / 2) * dx
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    return head_at(yy, xx, dx, artery_fraction)
+
+
+def head_at(
+    yy: np.ndarray, xx: np.ndarray, pixel_spacing_mm: float, artery_fraction: float
+) -> Head:
+    """The head drawn at pixel centres given in its own frame (mm, ``(y, x)``, centred on the
+    head, y along its midline): a turned or shifted head is drawn at turned or shifted
+    coordinates."""
+    dx = pixel_spacing_mm
     brain = ellipse(yy, xx, 0, 0, 85, 67)
     artery_left = _disc_fraction(yy, xx, 0.0, -57.0, 1.6, dx) * artery_fraction / 0.85
     artery_right = _disc_fraction(yy, xx, 0.0, 57.0, 1.6, dx) * artery_fraction / 0.85
