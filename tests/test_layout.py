@@ -22,8 +22,14 @@ ALLOWED = {
     "phantom/vasospasm.py": {"numpy", "ctp_node.perfusion", "ctp_node.phantom"},
     # not a stage yet, like permeability
     "perfusion/asymmetry.py": {"numpy", "scipy", "ctp_node.perfusion.errors"},
-    # not a stage yet: it may use the border types only, so any stage may call it later
-    "perfusion/permeability": {"numpy", "scipy", "ctp_node.perfusion.errors"},
+    # not a stage yet: it may use the border types only (errors, parameters), so any stage may
+    # call it later
+    "perfusion/permeability": {
+        "numpy",
+        "scipy",
+        "ctp_node.perfusion.errors",
+        "ctp_node.perfusion.parameters",
+    },
 }
 
 

@@ -25,8 +25,9 @@ HU = {
 #: (CBF, MTT, delay s).
 GRID_CBF = (20.0, 35.0, 50.0, 65.0)
 GRID_MTT_S = (3.0, 4.5, 6.0, 8.0)
-_GM = (55.0, 4.0)
-_WM = (22.0, 5.0)
+#: Normal grey and white matter (CBF mL/100g/min, MTT s).
+GREY_MATTER = (55.0, 4.0)
+WHITE_MATTER = (22.0, 5.0)
 _BACKGROUND = (25.0, 5.0)
 _CORE = (6.0, 10.0, 12.0)
 _PENUMBRA = (25.0, 8.0, 8.0)
@@ -52,6 +53,14 @@ class Head:
     @property
     def vessel(self) -> np.ndarray:
         return (self.sinus > 0) | (self.artery_left > 0) | (self.artery_right > 0)
+
+    def outside_brain_hu(self) -> np.ndarray:
+        """A slice's pre-contrast HU, float32 ``(y, x)``: air, scalp and bone; the brain is
+        left at air for the phantom to fill."""
+        hu = np.full(self.yy.shape, HU["air"], np.float32)
+        hu[self.scalp] = HU["scalp"]
+        hu[self.skull] = HU["bone"]
+        return hu
 
 
 def head_of(matrix: int, pixel_spacing_mm: float, artery_fraction: float) -> Head:
@@ -127,8 +136,7 @@ def layout_of(slices: int, max_grid_delay_s: float, head: Head) -> Layout:
     delays = np.linspace(0.0, max_grid_delay_s, n_grid) if n_grid > 1 else np.zeros(n_grid)
     for z in range(nz):
         b = layout.base[z]
-        b[head.scalp] = HU["scalp"]
-        b[head.skull] = HU["bone"]
+        b[:] = head.outside_brain_hu()
         b[head.brain] = HU["wm"]
         if z < n_grid:
             _grid_slice(layout, head, z, float(delays[z]))
@@ -163,8 +171,8 @@ def _stroke_slice(layout: Layout, head: Head, z: int) -> None:
     yy, xx, brain, ventricles = head.yy, head.xx, head.brain, head.ventricles
     lab = layout.labels[z]
     layout.base[z][head.cortex] = HU["gm"]
-    lab[brain] = layout.label_of((*_WM, 0.0))
-    lab[head.cortex] = layout.label_of((*_GM, 0.0))
+    lab[brain] = layout.label_of((*WHITE_MATTER, 0.0))
+    lab[head.cortex] = layout.label_of((*GREY_MATTER, 0.0))
     right = brain & (xx > 3.0)
     olig = right & ellipse(yy, xx, -5, 32, 42, 31)
     pen = right & ellipse(yy, xx, -5, 32, 33, 25)

@@ -239,8 +239,7 @@ def _plan(spec: FamilySpec, head, nz: int) -> _Plan:
         params=[],
         region_values=[],
     )
-    plan.base[:, head.scalp] = HU["scalp"]
-    plan.base[:, head.skull] = HU["bone"]
+    plan.base[:] = head.outside_brain_hu()
     return plan
 
 

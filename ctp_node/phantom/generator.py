@@ -157,6 +157,20 @@ def _arterial_input(spec: PhantomSpec, fine_t: np.ndarray) -> np.ndarray:
     return first_pass + 0.25 * _disperse(first_pass, 12.0, 6.0)
 
 
+def fine_inputs(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The acquisition's frame times (s), the fine grid the curves are convolved on (s, every
+    :data:`_FINE_DT_S`, 40 s past the acquisition so that the convolutions' tails are whole)
+    and the arterial input on it (HU above blood)."""
+    fine_t = np.arange(0.0, spec.duration_s + 40.0, _FINE_DT_S)
+    return _times(spec), fine_t, _arterial_input(spec, fine_t)
+
+
+def sinus_curve(aif_fine: np.ndarray) -> np.ndarray:
+    """The venous sinus' curve on the fine grid: the arterial input 4 s later, dispersed over
+    2.5 s, its area kept."""
+    return _disperse(aif_fine, 4.0, 2.5)
+
+
 def _residue(t: np.ndarray, mtt_s: float, shape: str) -> np.ndarray:
     if shape == "exponential":
         return np.exp(-t / mtt_s)
@@ -187,12 +201,10 @@ def tissue_curve(
 
 def make_phantom(spec: PhantomSpec = PhantomSpec()) -> Phantom:
     """Build the phantom acquisition (HU, ``(t, z, y, x)``) and its truth."""
-    times = _times(spec)
+    times, fine_t, aif_fine = fine_inputs(spec)
     head = head_of(spec.matrix, spec.pixel_spacing_mm, spec.artery_fraction)
     layout = layout_of(spec.slices, spec.max_grid_delay_s, head)
     offsets = np.where(np.arange(spec.slices) % 2 == 1, spec.slice_offset_s, 0.0)
-    fine_t = np.arange(0.0, spec.duration_s + 40.0, _FINE_DT_S)
-    aif_fine = _arterial_input(spec, fine_t)
     hu = _enhanced_hu(spec, head, layout, times, offsets, fine_t, aif_fine)
     if spec.motion_mm or spec.motion_deg:
         _move(spec, hu, times)
@@ -226,7 +238,7 @@ def _enhanced_hu(
         for i, (cbf, mtt, d) in enumerate(layout.params, start=1):
             table[i] = np.interp(when, fine_t, tissue_curve(aif_fine, cbf, mtt, d, spec.residue))
         aif = np.interp(when, fine_t, aif_fine)
-        vein = np.interp(when, fine_t, _disperse(aif_fine, 4.0, 2.5))
+        vein = np.interp(when, fine_t, sinus_curve(aif_fine))
         occluded = np.interp(when, fine_t, _disperse(aif_fine, 2.0, 2.0))
         part = np.moveaxis(table[layout.labels[zs]], -1, 0) + layout.base[zs][None]
         grid_z = zs < layout.n_grid

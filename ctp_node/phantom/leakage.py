@@ -219,8 +219,8 @@ def make_leakage_phantom(spec: LeakageSpec = LeakageSpec()) -> LeakagePhantom:
     table = np.zeros((len(params) + 1, times.size), np.float32)
     for k, (cbf, mtt, ktrans) in enumerate(params, start=1):
         table[k] = leaky_tissue_curve(times, spec, cbf, mtt, ktrans)
-    base = np.full((n, n), HU["air"], np.float32)
-    base[head.scalp], base[head.skull], base[head.brain] = HU["scalp"], HU["bone"], HU["grid"]
+    base = head.outside_brain_hu()
+    base[head.brain] = HU["grid"]
     hu = np.repeat((np.moveaxis(table[labels], -1, 0) + base)[:, None], nz, axis=1)
     arteries = ellipse(head.yy, head.xx, 0.0, -57.0, 2.0, 2.0) | ellipse(
         head.yy, head.xx, 0.0, 57.0, 2.0, 2.0

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ctp_node.perfusion.acquisition import Acquisition
-from ctp_node.phantom.anatomy import _GM, _WM, HU, head_at
+from ctp_node.phantom.anatomy import GREY_MATTER, HU, WHITE_MATTER, head_at
 from ctp_node.phantom.generator import (
-    _FINE_DT_S,
     PhantomSpec,
-    _arterial_input,
-    _disperse,
-    _times,
     acquisition_of,
+    fine_inputs,
+    sinus_curve,
     tissue_curve,
 )
 
@@ -113,34 +111,30 @@ def make_vasospasm_phantom(spec: VasospasmSpec = VasospasmSpec()) -> VasospasmPh
     tissue = brain & ~ventricles & ~head.vessel
     affected = tissue & ((xx > 0) if spec.affected == "image right" else (xx < 0))
 
-    pre = np.full(yy.shape, HU["air"], np.float32)
-    pre[head.scalp] = HU["scalp"]
-    pre[head.skull] = HU["bone"]
+    pre = head.outside_brain_hu()
     pre[brain] = HU["wm"]
     pre[cortex] = HU["gm"]
     pre[ventricles & brain] = HU["csf"]
 
     # (CBF, MTT) per label: 1 WM, 2 GM, 3 WM affected, 4 GM affected; 0 = no enhancement
     params = [
-        _WM,
-        _GM,
-        (_WM[0] * spec.cbf_factor, _WM[1] + spec.mtt_increase_s),
-        (_GM[0] * spec.cbf_factor, _GM[1] + spec.mtt_increase_s),
+        WHITE_MATTER,
+        GREY_MATTER,
+        (WHITE_MATTER[0] * spec.cbf_factor, WHITE_MATTER[1] + spec.mtt_increase_s),
+        (GREY_MATTER[0] * spec.cbf_factor, GREY_MATTER[1] + spec.mtt_increase_s),
     ]
     labels = np.zeros(yy.shape, np.int32)
     labels[tissue] = 1
     labels[tissue & cortex] = 2
     labels[affected] += 2
 
-    times = _times(base)
-    fine_t = np.arange(0.0, base.duration_s + 40.0, _FINE_DT_S)
-    aif_fine = _arterial_input(base, fine_t)
+    times, fine_t, aif_fine = fine_inputs(base)
     table = np.zeros((len(params) + 1, times.size), np.float32)
     for i, (cbf, mtt) in enumerate(params, start=1):
         table[i] = np.interp(times, fine_t, tissue_curve(aif_fine, cbf, mtt, 0.0, base.residue))
     slice_hu = np.moveaxis(table[labels], -1, 0) + pre[None]
     aif = np.interp(times, fine_t, aif_fine).astype(np.float32)
-    vein = np.interp(times, fine_t, _disperse(aif_fine, 4.0, 2.5)).astype(np.float32)
+    vein = np.interp(times, fine_t, sinus_curve(aif_fine)).astype(np.float32)
     for fraction, curve in ((sinus, vein), (arteries[0], aif), (arteries[1], aif)):
         f = fraction[None].astype(np.float32)
         slice_hu = slice_hu * (1.0 - f) + f * (HU["blood"] + curve[:, None, None])

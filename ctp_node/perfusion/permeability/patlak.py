@@ -49,6 +49,11 @@ import numpy as np
 from scipy.integrate import cumulative_trapezoid, trapezoid
 
 from ctp_node.perfusion.errors import LatePhaseTooShortError
+from ctp_node.perfusion.parameters import PerfusionParameters
+
+#: The engine's settings, whose brain density and haematocrit factor the fit shares (one
+#: definition of each, in :class:`PerfusionParameters`).
+_ENGINE = PerfusionParameters()
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,8 @@ class PatlakSettings:
     first_pass_end_fraction: float = 0.35
     first_pass_margin_s: float = 12.0
     min_late_frames: int = 6
-    brain_density_g_ml: float = 1.04
-    hematocrit_factor: float = 0.73
+    brain_density_g_ml: float = _ENGINE.brain_density_g_ml
+    hematocrit_factor: float = _ENGINE.hematocrit_factor
     large_vessel_hematocrit: float = 0.45
     min_ees_ml_100g: float = 5.0
 
