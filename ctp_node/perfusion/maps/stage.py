@@ -7,7 +7,6 @@ import numpy as np
 
 from ctp_node.perfusion.errors import NoBrainTissueError
 from ctp_node.perfusion.parameters import PerfusionParameters
-from ctp_node.perfusion.prepare import masks
 from ctp_node.perfusion.prepare.stage import Prepared
 from ctp_node.perfusion.residues.stage import Residues
 from ctp_node.perfusion.tissue.stage import TissueCurves
@@ -22,12 +21,11 @@ def perfusion_maps(
     m = prepared.parenchyma
     maps = {name: np.zeros(prepared.shape, np.float32) for name in ("CBF", "CBV", "Tmax", "delay")}
     maps["CBF"][m] = 6000.0 * density_ratio * residues.flow
-    maps["CBV"][m] = 100.0 * density_ratio * residues.area
+    maps["CBV"][m] = 100.0 * density_ratio * residues.volume
     maps["Tmax"][m] = residues.tmax_s
     maps["delay"][m] = residues.onset_s
-    # Vessels by the measured area: a vessel's curve is no tissue model's.
-    tissue_mask = masks.remove_vessels(m, maps["CBV"], p.vessel_cbv_ml_100g)
-    maps["CBV"][m] = 100.0 * density_ratio * residues.volume
+    tissue_mask = np.zeros(prepared.shape, bool)
+    tissue_mask[m] = residues.tissue
     maps["CBF"] = np.maximum(maps["CBF"], 0)
     maps["CBV"] = np.maximum(maps["CBV"], 0)
     with np.errstate(divide="ignore", invalid="ignore"):

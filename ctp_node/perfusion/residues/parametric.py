@@ -6,8 +6,8 @@ inverting the convolution (which amplifies noise, so that the maximum of a noisy
 biased upwards and low flows look higher), the curve is fitted with a residue of a known
 family — exponential (a well-mixed compartment), linear or box (plug flow) — of mean
 transit time MTT. The amplitude F is linear and is solved in closed form; (shape, MTT, δ)
-are found by searching a dictionary of model curves, coarse first, then finely around the
-coarse optimum. Every voxel's curve is given by its coefficients in the temporal basis
+are found by searching a dictionary of model curves, coarse first, then finely around each
+shape's coarse optimum. Every voxel's curve is given by its coefficients in the temporal basis
 (:mod:`ctp_node.perfusion.tissue.compress`), so every model curve is projected once onto the basis
 and the search is a matrix product.
 
@@ -44,6 +44,8 @@ _MEDIAN_SPREAD = 0.02
 _PRIOR_VOXELS = 50000
 _PRIOR_FLOOR = 1e-3
 _PRIOR_EM_STEPS = 50
+#: Rows per block when the shape likelihoods are computed on the fine grid (memory).
+_LIKELIHOOD_CHUNK = 4096
 #: Per-voxel fields of :class:`ModelFit`.
 _VOXEL_FIELDS = ("flow", "mtt_s", "delay_s", "shape", "correlation", "atom")
 
@@ -82,7 +84,7 @@ def fit(
     shape_prior: np.ndarray | None = None,
 ) -> ModelFit:
     """Best model of every voxel ``(v, r)``: a coarse search over every shape, then the fine
-    grid around the coarse optimum; flow and MTT are then moved to their posterior means
+    grid around each shape's coarse optimum; flow and MTT are then moved to their posterior means
     (:meth:`_Search.posterior`; with ``flow_median``, the flow to its posterior median).
     ``shape_prior`` (one probability per :data:`SHAPES`; default uniform) weighs the shapes
     in the choice of the best model and in the posterior.
@@ -155,7 +157,7 @@ class _Search:
         self.column = np.full(coarse.shape, -1, np.int64)
         self.column[coarse >= 0] = np.arange(self.first.size)
         self.coarse_delays = self.delays[::d_step]
-        # Neighbourhood of a coarse optimum on the fine grid (every shape).
+        # Neighbourhood of a coarse optimum on the fine grid (refined per shape).
         self.dd = np.arange(-(d_step - 1), d_step)
         self.dm = np.arange(-(m_step + 1), m_step + 2)
 
@@ -164,12 +166,11 @@ class _Search:
     ) -> tuple[np.ndarray, ...]:
         """Atom and score (projection on the unit atom) of the best model of each row, and
         the posterior means of its flow and volume (:meth:`posterior`)."""
-        d = self.dictionary
-        n_delay, n_mtt = self.delays.size, self.mtts.size
-        # The coarse search, per group of rows sharing their coarse atoms (delay window).
+        # The coarse search, per group of rows sharing their coarse atoms (delay window): the
+        # best coarse model of each shape.
         groups = self._windows(delay_s, window_s)
         coarse = []
-        best = np.empty(c.shape[0], np.int64)
+        best = np.full((len(SHAPES), c.shape[0]), -1, np.int64)
         # The noise variance per coefficient (from the best coarse fit) sets how much the
         # prior weighs against the fit: log posterior = s² / 2σ² + log prior.
         two_sigma2 = np.empty(c.shape[0], np.float32)
@@ -178,23 +179,13 @@ class _Search:
             values = c[rows] @ self.first_atoms[columns].T
             top = values.max(axis=1)
             two_sigma2[rows] = 2 * _noise_variance(energy[rows], top, c.shape[1])
-            best[rows] = self.first[
-                columns[self._map(values, self.first[columns], two_sigma2[rows])]
-            ]
+            shapes = self.first_shapes[columns]
+            for s in np.unique(shapes):
+                mine = columns[shapes == s]
+                pick = self._map(values[:, shapes == s], self.first[mine], two_sigma2[rows])
+                best[s, rows] = self.first[mine[pick]]
             coarse.append(values)
-        # Refine per coarse optimum: the voxels sharing one are scored together.
-        chosen = np.empty(c.shape[0], np.int64)
-        score = np.empty(c.shape[0], np.float32)
-        for group in _equal(best):
-            k = best[group[0]]
-            jd = np.clip(d.delay_index[k] + self.dd, 0, n_delay - 1)
-            jm = np.clip(d.mtt_index[k] + self.dm, 0, n_mtt - 1)
-            near = np.unique(self.lookup[:, jd][:, :, jm].ravel())
-            near = near[near >= 0]
-            values = c[group] @ d.atoms[near].T
-            pick = self._map(values, near, two_sigma2[group])
-            chosen[group] = near[pick]
-            score[group] = values[np.arange(group.size), pick]
+        chosen, score = self._refine(c, best, two_sigma2)
         flow = np.empty(c.shape[0], np.float32)
         volume = np.empty(c.shape[0], np.float32)
         for (rows, columns), values in zip(groups, coarse, strict=True):
@@ -202,6 +193,50 @@ class _Search:
                 c[rows], values, columns, chosen[rows], score[rows]
             )
         return chosen, score, flow, volume
+
+    def _refine(
+        self, c: np.ndarray, best: np.ndarray, two_sigma2: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best fine model of each row of ``c``: each shape's coarse optimum (``best``,
+        ``(shapes, v)``, -1 where the shape has none) refined on the fine grid around it, then
+        the most probable of the refined ones.
+
+        Every shape is refined, not only the best coarse one: a box residue's curve changes
+        sharply with its MTT, so that between two coarse box MTTs a smooth exponential of
+        another delay and a third of the MTT may fit better — and read the flow 3× high —
+        while the box at the right MTT, on the fine grid, fits best of all."""
+        d = self.dictionary
+        n_delay, n_mtt = self.delays.size, self.mtts.size
+        chosen = np.full(c.shape[0], -1, np.int64)
+        score = np.full(c.shape[0], -np.inf, np.float32)
+        key = np.full(c.shape[0], -np.inf, np.float32)
+        for s in range(best.shape[0]):
+            for group in _equal(best[s]):
+                k = best[s, group[0]]
+                if k < 0:
+                    continue
+                jd = np.clip(d.delay_index[k] + self.dd, 0, n_delay - 1)
+                jm = np.clip(d.mtt_index[k] + self.dm, 0, n_mtt - 1)
+                near = np.unique(self.lookup[s, jd][:, jm].ravel())
+                near = near[near >= 0]
+                values = c[group] @ d.atoms[near].T
+                pick = self._map(values, near, two_sigma2[group])
+                top = values[np.arange(group.size), pick]
+                mine = self._key(top, near[pick], two_sigma2[group])
+                better = mine > key[group]
+                rows = group[better]
+                chosen[rows] = near[pick[better]]
+                score[rows] = top[better]
+                key[rows] = mine[better]
+        return chosen, score
+
+    def _key(self, values: np.ndarray, atoms: np.ndarray, two_sigma2: np.ndarray) -> np.ndarray:
+        """The log posterior (× 2σ², up to a constant) of models of projections ``values``:
+        the squared projection plus 2σ² × the log prior of the atom's shape, if any."""
+        key = np.square(np.maximum(values, 0))
+        if self.log_prior is not None:
+            key = key + two_sigma2 * self.log_prior[atoms]
+        return key
 
     def _map(self, values: np.ndarray, atoms: np.ndarray, two_sigma2: np.ndarray) -> np.ndarray:
         """Per row of projections ``values`` ``(v, k)`` on ``atoms`` ``(k,)``, the column of the
@@ -217,18 +252,32 @@ class _Search:
         self, c: np.ndarray, delay_s: np.ndarray | None = None, window_s: float = 0.0
     ) -> np.ndarray:
         """Per row of ``c`` ``(v, r)``, the likelihood of each of :data:`SHAPES` ``(v, 3)``:
-        the mean over that shape's coarse models (in the row's delay window) of
-        exp((s² − s_max²) / 2σ²), as in :meth:`posterior` (0 for a shape without models)."""
+        the mean over that shape's models on the fine grid (delays within half a coarse step
+        of the row's coarse delay window) of exp((s² − s_max²) / 2σ²), as in
+        :meth:`posterior` (0 for a shape without models).
+
+        The fine grid, not the coarse one: a box residue's curve changes sharply with its
+        MTT, so that on the coarse grid (MTTs 33 % apart) no box model fits a box curve
+        between two of them as well as a smooth exponential of another delay does, and a
+        study of box residues read as half exponential (issue 33)."""
+        d = self.dictionary
         out = np.zeros((c.shape[0], len(SHAPES)), np.float64)
         energy = np.einsum("vr,vr->v", c, c)
+        half = round(_COARSE_DELAY_S / FINE_DELAY_S) // 2
         for rows, columns in self._windows(delay_s, window_s):
-            values = np.maximum(c[rows] @ self.first_atoms[columns].T, 0).astype(np.float64)
-            top = values.max(axis=1)
-            sigma2 = _noise_variance(energy[rows], top, c.shape[1])
-            weight = np.exp((values**2 - top[:, None] ** 2) * (0.5 / sigma2)[:, None])
-            shapes = self.first_shapes[columns]
-            for s in np.unique(shapes):
-                out[rows, s] = weight[:, shapes == s].mean(axis=1)
+            delays = np.unique(d.delay_index[self.first[columns]])
+            near = np.abs(d.delay_index[:, None] - delays[None]).min(axis=1) <= half
+            atoms = np.flatnonzero(near)
+            shapes = d.shape[atoms]
+            rows = np.arange(c.shape[0])[rows]
+            for start in range(0, rows.size, _LIKELIHOOD_CHUNK):
+                part = rows[start : start + _LIKELIHOOD_CHUNK]
+                values = np.maximum(c[part] @ d.atoms[atoms].T, 0).astype(np.float64)
+                top = values.max(axis=1)
+                sigma2 = _noise_variance(energy[part], top, c.shape[1])
+                weight = np.exp((values**2 - top[:, None] ** 2) * (0.5 / sigma2)[:, None])
+                for s in np.unique(shapes):
+                    out[part, s] = weight[:, shapes == s].mean(axis=1)
         return out
 
     def _windows(

@@ -13,6 +13,7 @@ import numpy as np
 from ctp_node.perfusion.inputs.selection import arterial_model
 from ctp_node.perfusion.inputs.stage import InputCurves
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.prepare import masks
 from ctp_node.perfusion.prepare.stage import Prepared
 from ctp_node.perfusion.residues import parametric, pooling, regularise
 from ctp_node.perfusion.residues.deconvolution import (
@@ -41,6 +42,8 @@ class Residues:
     area : ∫k dt = ∫C / ∫AIF, the measured blood volume before units.
     volume : the blood volume the maps show (``area``, or the fitted residue's area).
     tmax_s, onset_s : Tmax and the oSVD residue's onset, s.
+    tissue : True where the voxel is tissue, False where its measured blood volume marks a
+        large vessel or the in-plane rim of one (``vessel_cbv_ml_100g``).
     shape_prior : the residue shapes' prior the model fit used (None without it).
     """
 
@@ -49,6 +52,7 @@ class Residues:
     volume: np.ndarray
     tmax_s: np.ndarray
     onset_s: np.ndarray
+    tissue: np.ndarray
     shape_prior: tuple[float, ...] | None
 
 
@@ -63,6 +67,7 @@ def residue_functions(
     # ∫k dt = ∫C / ∫AIF (regularisation-independent).
     aif_area = float(curves.aif_on_grid.sum())
     area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
+    tissue_voxels = not_vessels(prepared, area, p)
     flow, volume = res.peak, area
     tmax = res.onset_s if p.tmax_from_onset else res.peak_time_s
     if p.exponential_peak_correction:
@@ -80,15 +85,25 @@ def residue_functions(
         )
         flow = correct_peak(flow, area, res.level, ratios, _LUT_MTT_S)
     if not p.model_based_flow:
-        return Residues(flow, area, volume, tmax, res.onset_s, None)
-    model = model_fit(prepared, profiles, curves.aif, res.onset_s, p)
+        return Residues(flow, area, volume, tmax, res.onset_s, tissue_voxels, None)
+    model = model_fit(prepared, profiles, curves.aif, res.onset_s, tissue_voxels, p)
     flow = model.flow
     if p.model_based_volume:
         # The fitted residue's area: the measured curve's, matched to its signal.
         volume = flow * model.mtt_s
     if p.tmax_from_model:
         tmax = model.delay_s
-    return Residues(flow, area, volume, tmax, res.onset_s, tuple(model.shape_prior))
+    return Residues(flow, area, volume, tmax, res.onset_s, tissue_voxels, tuple(model.shape_prior))
+
+
+def not_vessels(prepared: Prepared, area: np.ndarray, p: PerfusionParameters) -> np.ndarray:
+    """Per parenchyma voxel, False where its measured blood volume ∫C / ∫AIF (``area``) marks
+    a large vessel or the rim of one (``vessel_cbv_ml_100g``): a vessel's curve is no tissue
+    model's."""
+    cbv = np.zeros(prepared.shape, np.float32)
+    cbv[prepared.parenchyma] = 100.0 * p.hematocrit_factor / p.brain_density_g_ml * area
+    tissue = masks.remove_vessels(prepared.parenchyma, cbv, p.vessel_cbv_ml_100g)
+    return tissue[prepared.parenchyma]
 
 
 def deconvolve(
@@ -126,9 +141,11 @@ def model_fit(
     profiles: Profiles,
     aif: InputCurve,
     onset_s: np.ndarray,
+    tissue_voxels: np.ndarray,
     p: PerfusionParameters,
 ) -> parametric.ModelFit:
-    """The residue model fitted to each voxel's curve pooled with its like neighbours."""
+    """The residue model fitted to each voxel's curve pooled with its like neighbours;
+    ``tissue_voxels`` (:func:`not_vessels`) are those whose MTT the others may borrow."""
     arterial = arterial_model(
         aif.times_s, aif.concentration_hu, prepared.noise / np.sqrt(len(aif.voxels_zyx))
     )
@@ -161,5 +178,7 @@ def model_fit(
         study_prior=p.model_shape_prior_from_study,
     )
     if p.model_mtt_smoothing_voxels > 0:
-        model = regularise.smooth_mtt(model, profiles.mask, p.model_mtt_smoothing_voxels)
+        model = regularise.smooth_mtt(
+            model, profiles.mask, p.model_mtt_smoothing_voxels, tissue_voxels
+        )
     return model
