@@ -44,7 +44,7 @@ from ctp_node.perfusion.residues.stage import Residues, residue_functions
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.perfusion.tissue.stage import TissueCurves, tissue_curves
 
-ALGORITHM = "ctp-node oSVD 0.19"
+ALGORITHM = "ctp-node oSVD 0.20"
 
 
 def compute_perfusion(

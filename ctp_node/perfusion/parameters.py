@@ -100,7 +100,8 @@ class PerfusionParameters:
         for short MTT) by simulating, with the study's own AIF and each voxel's threshold, how
         much truncation lowers the peak of an exponential residue with the voxel's CBV.
     model_based_flow : CBF is the amplitude F of the best fit of ``F · (AIF ⊗ R)(t − δ)`` with
-        an exponential, linear or box residue R (:mod:`ctp_node.perfusion.residues.parametric`)
+        a residue R of one of the shapes of :data:`~ctp_node.perfusion.residues.model_curves.SHAPES`
+        (:mod:`ctp_node.perfusion.residues.parametric`)
         instead of the maximum of the oSVD residue (biased upwards by noise, and by the
         exponential correction when the residue is not exponential). F and F · MTT come from
         the posterior over the models (F its median, see ``model_flow_median``; the volume

@@ -9,11 +9,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import fft
+from scipy import fft, special
 
 from ctp_node.perfusion.prepare.grid import interpolation_matrix
 
-SHAPES = ("exponential", "linear", "box")
+#: The residue shapes R(t), by the spread of their transit times (coefficient of variation
+#: CV = σ / MTT of the transit-time distribution h = −dR/dt): the exponential (a well-mixed
+#: compartment, CV 1), the linear (h uniform on 0–2 MTT, CV 0.58), gamma-distributed transit
+#: times of shape α 9 and 25 (Mouridsen et al. 2006's family; CV 1/√α = 0.33 and 0.2) and the
+#: box (plug flow, CV 0). A tissue curve, the input smoothed by R, tells the residue's first
+#: moments apart, not its exact form: a residue between two shapes of the family is fitted with
+#: a wrong MTT and a wrong flow (F · MTT, the area, stays right). With only the exponential,
+#: linear and box, residues that stay on a plateau for 0.8 × MTT and then fall (CV 0.2) read
+#: CBF +23…+38 % (issue 33, docs/measurements.md).
+SHAPES = ("exponential", "linear", "box", "gamma9", "gamma25")
 #: Delay and MTT ranges of the dictionary (s): delays up to the longest clinically seen.
 _DELAY_RANGE_S = (-3.0, 18.0)
 _MTT_RANGE_S = (1.0, 24.0)
@@ -23,7 +32,9 @@ _FINE_MTT_STEPS = 34
 
 
 def residue(lag_s: np.ndarray, mtt_s: float, shape: str) -> np.ndarray:
-    """``R(t)`` of mean transit time ``mtt_s`` (``R(0) = 1``), 0 before the onset."""
+    """``R(t)`` of mean transit time ``mtt_s`` (``R(0) = 1``), 0 before the onset; ``shape``
+    one of :data:`SHAPES` (``gamma<α>``: 1 − the gamma distribution's CDF, shape α, mean
+    ``mtt_s``)."""
     lag = np.asarray(lag_s, np.float64)
     if shape == "exponential":
         r = np.exp(-np.maximum(lag, 0.0) / mtt_s)
@@ -31,6 +42,9 @@ def residue(lag_s: np.ndarray, mtt_s: float, shape: str) -> np.ndarray:
         r = np.clip(1.0 - lag / (2.0 * mtt_s), 0.0, None)
     elif shape == "box":
         r = (lag < mtt_s).astype(np.float64)
+    elif shape.startswith("gamma"):
+        alpha = float(shape.removeprefix("gamma"))
+        r = special.gammaincc(alpha, np.maximum(lag, 0.0) * (alpha / mtt_s))
     else:
         raise ValueError(f"unknown residue shape {shape!r}")
     return np.where(lag >= 0, r, 0.0)

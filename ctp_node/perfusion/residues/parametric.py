@@ -4,12 +4,13 @@ Indicator-dilution theory gives the tissue curve as the arterial input convolved
 flow-scaled residue ``F · R(t)``, delayed by the bolus's extra travel time δ. Instead of
 inverting the convolution (which amplifies noise, so that the maximum of a noisy residue is
 biased upwards and low flows look higher), the curve is fitted with a residue of a known
-family — exponential (a well-mixed compartment), linear or box (plug flow) — of mean
-transit time MTT. The amplitude F is linear and is solved in closed form; (shape, MTT, δ)
-are found by searching a dictionary of model curves, coarse first, then finely around each
-shape's coarse optimum. Every voxel's curve is given by its coefficients in the temporal basis
-(:mod:`ctp_node.perfusion.tissue.compress`), so every model curve is projected once onto the basis
-and the search is a matrix product.
+family — exponential (a well-mixed compartment), linear, gamma-distributed transit times or
+box (plug flow): :data:`~model_curves.SHAPES` — of mean transit time MTT. The amplitude F
+is linear and is solved in closed form; (shape, MTT, δ) are found by searching a dictionary
+of model curves, coarse first, then finely around each shape's coarse optimum. Every voxel's
+curve is given by its coefficients in the temporal basis
+(:mod:`ctp_node.perfusion.tissue.compress`), so every model curve is projected once onto the
+basis and the search is a matrix product.
 
 Model curves are built from the study's own arterial input (a continuous model of it: the
 fitted gamma-variate first pass, not an interpolation between frames) and sampled at the
@@ -70,7 +71,7 @@ class ModelFit:
     shape: np.ndarray
     correlation: np.ndarray
     atom: np.ndarray
-    shape_prior: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
+    shape_prior: tuple[float, ...] = tuple(1 / len(SHAPES) for _ in SHAPES)
 
 
 def fit(
@@ -251,7 +252,7 @@ class _Search:
     def shape_likelihoods(
         self, c: np.ndarray, delay_s: np.ndarray | None = None, window_s: float = 0.0
     ) -> np.ndarray:
-        """Per row of ``c`` ``(v, r)``, the likelihood of each of :data:`SHAPES` ``(v, 3)``:
+        """Per row of ``c`` ``(v, r)``, the likelihood of each of :data:`SHAPES` ``(v, shapes)``:
         the mean over that shape's models on the fine grid (delays within half a coarse step
         of the row's coarse delay window) of exp((s² − s_max²) / 2σ²), as in
         :meth:`posterior` (0 for a shape without models).
@@ -267,17 +268,22 @@ class _Search:
         for rows, columns in self._windows(delay_s, window_s):
             delays = np.unique(d.delay_index[self.first[columns]])
             near = np.abs(d.delay_index[:, None] - delays[None]).min(axis=1) <= half
-            atoms = np.flatnonzero(near)
+            atoms = np.flatnonzero(near)  # in the dictionary's order: shape by shape
             shapes = d.shape[atoms]
+            starts = np.flatnonzero(np.r_[True, np.diff(shapes) != 0])
+            counts = np.diff(np.r_[starts, atoms.size])
             rows = np.arange(c.shape[0])[rows]
             for start in range(0, rows.size, _LIKELIHOOD_CHUNK):
                 part = rows[start : start + _LIKELIHOOD_CHUNK]
-                values = np.maximum(c[part] @ d.atoms[atoms].T, 0).astype(np.float64)
+                values = np.maximum(c[part] @ d.atoms[atoms].T, 0)
                 top = values.max(axis=1)
                 sigma2 = _noise_variance(energy[part], top, c.shape[1])
-                weight = np.exp((values**2 - top[:, None] ** 2) * (0.5 / sigma2)[:, None])
-                for s in np.unique(shapes):
-                    out[part, s] = weight[:, shapes == s].mean(axis=1)
+                np.square(values, out=values)
+                values -= np.square(top)[:, None]
+                values *= (0.5 / sigma2).astype(np.float32)[:, None]
+                weight = np.exp(values, out=values)  # in (0, 1]: float32 is enough
+                sums = np.add.reduceat(weight, starts, axis=1, dtype=np.float64)
+                out[part[:, None], shapes[starts][None]] = sums / counts
         return out
 
     def _windows(
@@ -456,7 +462,7 @@ def model_flow(
 
 def study_shape_prior(likelihoods: np.ndarray, steps: int = _PRIOR_EM_STEPS) -> np.ndarray:
     """The prior probability of each residue shape that best explains a study's voxels, from
-    each voxel's likelihood of each shape ``(v, 3)`` (:meth:`_Search.shape_likelihoods`), by
+    each voxel's likelihood of each shape ``(v, shapes)`` (:meth:`_Search.shape_likelihoods`), by
     expectation–maximisation of the mixture (uniform start).
 
     A low curve in noise fits every shape about equally well, and with equal priors the
@@ -464,8 +470,9 @@ def study_shape_prior(likelihoods: np.ndarray, steps: int = _PRIOR_EM_STEPS) -> 
     posterior MTT of faint tissue reads long or short depending on the noise, and its flow
     with it. The tissue of one brain shares one physiology; the voxels whose curves do tell
     the shapes apart show which family the study's tissue follows, and the faint voxels then
-    borrow that. (Our phantom σ 5 HU: exponential truth gives 0.985 / 0.014 / 0.001, linear
-    truth 0.13 / 0.76 / 0.11; the independent phantom, exponential, 0.97–0.98.)"""
+    borrow that. (Engine 0.18, with three shapes exponential / linear / box, our phantom σ 5 HU:
+    exponential truth gave 0.985 / 0.014 / 0.001, linear truth 0.13 / 0.76 / 0.11; the
+    independent phantom, exponential, 0.97–0.98.)"""
     usable = likelihoods[likelihoods.sum(axis=1) > 0]
     prior = np.full(likelihoods.shape[1], 1.0 / likelihoods.shape[1])
     if usable.shape[0] == 0:
