@@ -35,7 +35,7 @@ from ctp_node.perfusion import resolution
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.inputs.stage import InputCurves, arterial_input, venous_correction
 from ctp_node.perfusion.lesions.stage import stroke_lesions
-from ctp_node.perfusion.maps.stage import perfusion_maps
+from ctp_node.perfusion.maps.stage import passage_warning, perfusion_maps
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.prepare import motion, timing
 from ctp_node.perfusion.prepare.stage import Prepared, prepare
@@ -44,7 +44,7 @@ from ctp_node.perfusion.residues.stage import Residues, residue_functions
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.perfusion.tissue.stage import TissueCurves, tissue_curves
 
-ALGORITHM = "ctp-node oSVD 0.20"
+ALGORITHM = "ctp-node oSVD 0.21"
 
 
 def compute_perfusion(
@@ -118,6 +118,12 @@ def _compute_perfusion(
     # below 0. The fitted delay may be (down to -3 s: noise around 0, or tissue reached before
     # that artery); the lesions were judged on it, unclipped, as its smoothing is unbiased.
     maps["Tmax"] = np.maximum(maps["Tmax"], 0.0)
+    warnings = [*prepared.warnings, *curves.warnings]
+    if "passage_seen" in maps:
+        cut_short = passage_warning(
+            maps["passage_seen"], tissue_mask, lesions.tmax6, acquisition.voxel_volume_ml
+        )
+        warnings += [cut_short] if cut_short else []
     return PerfusionResult(
         maps=maps,
         tissue_mask=tissue_mask,
@@ -130,7 +136,7 @@ def _compute_perfusion(
         normal_cbf=lesions.normal_cbf,
         parameters=_report(p, prepared, tissue, curves, residues),
         algorithm=ALGORITHM,
-        warnings=(*prepared.warnings, *curves.warnings),
+        warnings=tuple(warnings),
     )
 
 

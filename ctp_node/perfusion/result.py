@@ -29,6 +29,7 @@ DISPLAY_UNITS: dict[str, str] = {
     "Tmax": "s",
     "delay": "s",
     "rCBF": "ratio",
+    "passage_seen": "fraction",
 }
 
 

@@ -56,6 +56,9 @@ class Dictionary:
 
     atoms : float32 ``(k, r)``, unit-norm projections; norms : ``(k,)`` their norms.
     shape, mtt_index, delay_index : ``(k,)`` the model of each atom on the fine grid.
+    passage_seen : ``(k,)`` the share of each model curve's whole area (∫AIF · MTT, the input
+        as acquired) that lies within the acquisition: below 1 where the acquisition ends
+        before the contrast that entered the tissue has left it.
     """
 
     atoms: np.ndarray
@@ -63,6 +66,7 @@ class Dictionary:
     shape: np.ndarray
     mtt_index: np.ndarray
     delay_index: np.ndarray
+    passage_seen: np.ndarray
 
 
 def fine_axes() -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +97,14 @@ def build_dictionary(
     length = fft.next_fast_len(2 * n, real=True)
     spectrum = fft.rfft(aif_fine, length)
     lag = fine_t - t0
-    atoms, shape_of, mtt_of, delay_of = [], [], [], []
+    # ∫ (AIF ⊗ R) over all time = ∫AIF · ∫R = ∫AIF · MTT (the input as acquired).
+    whole = np.maximum(aif_fine.sum() * fine_dt * mtts, 1e-12)
+    atoms, shape_of, mtt_of, delay_of, seen = [], [], [], [], []
     for name in shapes:
         residues = np.stack([residue(lag, m, name) for m in mtts])
         conv = fft.irfft(spectrum * fft.rfft(residues, length, axis=1), length, axis=1)[:, :n]
         conv *= fine_dt
+        inside = np.cumsum(conv, axis=1) * fine_dt
         for j, delay in enumerate(delays):
             # C(t) = (AIF ⊗ R)(t − δ), sampled at the tissue times.
             to_tissue = interpolation_matrix(fine_t, tissue_times_s - delay)
@@ -105,6 +112,9 @@ def build_dictionary(
             shape_of.append(np.full(mtts.size, SHAPES.index(name)))
             mtt_of.append(np.arange(mtts.size))
             delay_of.append(np.full(mtts.size, j))
+            last = int(np.floor((tissue_times_s[-1] - delay - t0) / fine_dt))
+            area = inside[:, min(last, n - 1)] if last >= 0 else np.zeros(mtts.size)
+            seen.append(np.clip(area / whole, 0.0, 1.0))
     projected = np.concatenate(atoms).astype(np.float64)
     norms = np.linalg.norm(projected, axis=1)
     return Dictionary(
@@ -113,4 +123,5 @@ def build_dictionary(
         shape=np.concatenate(shape_of),
         mtt_index=np.concatenate(mtt_of),
         delay_index=np.concatenate(delay_of),
+        passage_seen=np.concatenate(seen).astype(np.float32),
     )

@@ -48,7 +48,7 @@ _PRIOR_EM_STEPS = 50
 #: Rows per block when the shape likelihoods are computed on the fine grid (memory).
 _LIKELIHOOD_CHUNK = 4096
 #: Per-voxel fields of :class:`ModelFit`.
-_VOXEL_FIELDS = ("flow", "mtt_s", "delay_s", "shape", "correlation", "atom")
+_VOXEL_FIELDS = ("flow", "mtt_s", "delay_s", "shape", "correlation", "atom", "passage_seen")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class ModelFit:
     atom : index of the model in the :class:`Dictionary`.
     shape_prior : the prior probability of each of :data:`SHAPES` the fit used (study-wide,
         :func:`study_shape_prior`); uniform unless estimated.
+    passage_seen : the share of the best model's bolus passage that the acquisition saw
+        (:attr:`Dictionary.passage_seen`); None when not recorded.
     """
 
     flow: np.ndarray
@@ -72,6 +74,7 @@ class ModelFit:
     correlation: np.ndarray
     atom: np.ndarray
     shape_prior: tuple[float, ...] = tuple(1 / len(SHAPES) for _ in SHAPES)
+    passage_seen: np.ndarray | None = None
 
 
 def fit(
@@ -112,6 +115,7 @@ def fit(
         out["shape"][sl] = d.shape[chosen]
         out["correlation"][sl] = np.maximum(score, 0) / np.maximum(energy, 1e-12)
         out["atom"][sl] = chosen
+        out["passage_seen"][sl] = d.passage_seen[chosen]
 
     starts = range(0, coefficients.shape[0], chunk)
     with ThreadPoolExecutor(max(1, min(workers, len(starts)))) as threads:  # BLAS frees the GIL

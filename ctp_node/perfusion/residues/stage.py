@@ -44,6 +44,8 @@ class Residues:
     tmax_s, onset_s : Tmax and the oSVD residue's onset, s.
     tissue : True where the voxel is tissue, False where its measured blood volume marks a
         large vessel or the in-plane rim of one (``vessel_cbv_ml_100g``).
+    passage_seen : the share (0–1) of the fitted model's bolus passage inside the acquisition
+        (:attr:`model_curves.Dictionary.passage_seen`); None without the model fit.
     shape_prior : the residue shapes' prior the model fit used (None without it).
     """
 
@@ -54,6 +56,7 @@ class Residues:
     onset_s: np.ndarray
     tissue: np.ndarray
     shape_prior: tuple[float, ...] | None
+    passage_seen: np.ndarray | None = None
 
 
 def residue_functions(
@@ -93,7 +96,16 @@ def residue_functions(
         volume = flow * model.mtt_s
     if p.tmax_from_model:
         tmax = model.delay_s
-    return Residues(flow, area, volume, tmax, res.onset_s, tissue_voxels, tuple(model.shape_prior))
+    return Residues(
+        flow,
+        area,
+        volume,
+        tmax,
+        res.onset_s,
+        tissue_voxels,
+        tuple(model.shape_prior),
+        model.passage_seen,
+    )
 
 
 def not_vessels(prepared: Prepared, area: np.ndarray, p: PerfusionParameters) -> np.ndarray:

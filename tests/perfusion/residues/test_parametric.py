@@ -523,3 +523,27 @@ def test_smooth_mtt_takes_no_mtt_from_vessels():
     tissue = regularise.smooth_mtt(fitted, mask, 1.5, lenders=~artery.ravel())
     assert np.allclose(tissue.mtt_s.reshape(n, n)[~artery], 8.0, rtol=1e-4)
     assert np.allclose(tissue.flow.reshape(n, n)[~artery], 0.01 / 8.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", ["exponential", "box", "gamma9"])
+def test_dictionary_knows_how_much_of_each_passage_the_acquisition_saw(shape: str):
+    """``passage_seen``: the share of a model curve's whole area (∫AIF · MTT) inside the
+    acquisition, against the same curve computed on a grid long enough for it to end: about 1
+    for an early, short passage; well below for a late, long one."""
+    times = np.arange(0.0, 45.0, 1.5)
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(times.size, 16)))[0]
+    bank = model_curves.build_dictionary(_aif, 0.0, times, basis.astype(np.float32), (shape,))
+    delays, mtts = model_curves.fine_axes()
+    fine = np.arange(0.0, 400.0, 0.01)
+    aif = np.where(fine <= times[-1], _aif(fine), 0.0)  # the input as acquired
+    seen = []
+    for delay, mtt in ((0.0, 3.0), (6.0, 12.0), (12.0, 20.0), (16.0, 24.0)):
+        j, m = np.argmin(np.abs(delays - delay)), np.argmin(np.abs(mtts - mtt))
+        k = np.flatnonzero((bank.delay_index == j) & (bank.mtt_index == m))[0]
+        curve = np.convolve(aif, model_curves.residue(fine, mtts[m], shape))[: fine.size]
+        inside = fine + delays[j] <= times[-1]
+        expected = curve[inside].sum() / curve.sum()
+        assert bank.passage_seen[k] == pytest.approx(expected, abs=0.01)
+        seen.append(bank.passage_seen[k])
+    assert seen[0] > 0.99 and seen[-1] < 0.9
+    assert bank.passage_seen.max() <= 1 and bank.passage_seen.min() >= 0
