@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ctp_node.perfusion.inputs import selection
-from ctp_node.perfusion.residues import model_curves, parametric, pooling, regularise
+from ctp_node.perfusion.residues import model_curves, parametric, pooling, regularise, search
 from ctp_node.perfusion.tissue.profiles import build_profiles
 from ctp_node.phantom.families import FamilySpec, arterial_curve
 
@@ -177,7 +177,7 @@ def _noisy_low_curves(rng, times, basis, delay, n, sigma):
 def test_posterior_mean_flow_of_low_curves_is_less_spread_and_biased_than_the_best_fit():
     """Noise lets a longer, flatter residue (another shape, an earlier delay) fit a low curve
     as well as the true one; the best fit's flow is then as often a third too low as right.
-    The posterior mean over the models (:meth:`parametric._Search.posterior`) is not."""
+    The posterior mean over the models (:meth:`search.DictionarySearch.posterior`) is not."""
     rng = np.random.default_rng(5)
     times = np.arange(0.0, 60.0, 1.6)
     basis = np.linalg.qr(rng.normal(size=(times.size, 16)))[0].astype(np.float32)
@@ -217,7 +217,7 @@ def test_weighted_median_is_that_of_the_weighted_sample():
     values = rng.gamma(2.0, 1.0, (200, 30)).astype(np.float32)
     weights = rng.integers(0, 4, (200, 30)).astype(np.float32)
     extra = rng.gamma(2.0, 1.0, 200).astype(np.float32)
-    got = parametric._weighted_median(values, weights, extra)
+    got = search._weighted_median(values, weights, extra)
     for i in range(values.shape[0]):
         sample = np.sort(
             np.concatenate([np.repeat(values[i], weights[i].astype(int)), extra[i : i + 1]])
@@ -400,7 +400,7 @@ def test_study_shape_prior_finds_the_residue_family_of_the_study(shape: str):
     basis = np.linalg.qr(rng.normal(size=(times.size, 16)))[0].astype(np.float32)
     bank = model_curves.build_dictionary(_aif, 0.0, times, basis)
     c, _, _ = _mixed_curves(rng, times, basis, shape, 600, 2.0)
-    prior = parametric.study_shape_prior(parametric._Search(bank).shape_likelihoods(c))
+    prior = parametric.study_shape_prior(search.DictionarySearch(bank).shape_likelihoods(c))
     assert prior.sum() == pytest.approx(1.0)
     assert prior[model_curves.SHAPES.index(shape)] > 0.6
     assert np.argmax(prior) == model_curves.SHAPES.index(shape)
@@ -433,7 +433,7 @@ def test_study_shape_prior_finds_box_residues_between_the_coarse_mtts():
     )
     curves += rng.normal(0, 0.5, curves.shape)
     c = (curves @ basis).astype(np.float32)
-    prior = parametric.study_shape_prior(parametric._Search(bank).shape_likelihoods(c))
+    prior = parametric.study_shape_prior(search.DictionarySearch(bank).shape_likelihoods(c))
     narrow = [model_curves.SHAPES.index(s) for s in ("box", "gamma25")]  # CV 0 and 0.2
     assert prior[narrow].sum() > 0.9
     assert np.argmax(prior) == model_curves.SHAPES.index("box")
@@ -450,7 +450,7 @@ def test_study_prior_lets_faint_curves_take_the_family_their_brighter_neighbours
     bright, _, _ = _mixed_curves(rng, times, basis, "exponential", 600, 1.0)
     faint, _, _ = _mixed_curves(rng, times, basis, "exponential", 600, 1.0, 0.25)
     c = np.concatenate([bright, faint])
-    prior = parametric.study_shape_prior(parametric._Search(bank).shape_likelihoods(c))
+    prior = parametric.study_shape_prior(search.DictionarySearch(bank).shape_likelihoods(c))
     assert prior[0] > 0.8
     equal = parametric.fit(c, bank)
     study = parametric.fit(c, bank, shape_prior=prior)
