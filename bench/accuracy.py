@@ -6,7 +6,9 @@ fixed-threshold block-circulant SVD baseline side by side. Run: ``python bench/a
 ``python bench/accuracy.py --families`` the phantom families of issue 33
 (:mod:`ctp_node.phantom.families`: Kudo's layout, plateau-then-exponential residues, sampled
 and continuous convolution) at σ 0, 5 and 10 HU, for the engine beside a textbook bSVD and
-oSVD handed the true arterial curve, by tissue class, with issue 33's targets.
+oSVD handed the true arterial curve, by tissue class, with issue 33's targets;
+``python bench/accuracy.py --truncation`` the CBV and MTT errors of voxels by the share of their
+bolus passage the acquisition saw, on families cut short, and how many the outputs leave NaN.
 """
 
 from __future__ import annotations
@@ -403,9 +405,60 @@ def families_table(
             print(f"{name:<20}{sigma:>3.0f} {method:<7}{cells}")
 
 
+#: Bins of ``passage_seen`` in :func:`truncation_table`: below the outputs' NaN limit, between
+#: it and the warning's limit, and above.
+PASSAGE_BINS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.01))
+
+
+def truncation_table(
+    families: tuple[str, ...] = ("plateau stroke", "kudo exp", "kudo box"),
+    frames: tuple[int, ...] = (25, 30, 40, 50),
+    noise_hu: tuple[float, ...] = (0.0, 5.0),
+) -> None:
+    """Per family, acquisition length (1 s frames) and noise: for the tissue voxels in each
+    :data:`PASSAGE_BINS` bin of their fitted ``passage_seen``, the count and the median signed
+    and absolute voxel error of CBV and MTT against the truth; and the share of the tissue the
+    outputs leave NaN (``result.unsupported``)."""
+    head = "".join(f"{f'{lo:g}-{min(hi, 1):g}':>30}" for lo, hi in PASSAGE_BINS)
+    print(f"\n{'family':<15}{'frames':>7}{'σ':>3}{'NaN %':>7}{head}")
+    print(f"{'':<32}" + f"{'n  CBV bias/|e|  MTT bias/|e|':>30}" * len(PASSAGE_BINS))
+    for name in families:
+        for count in frames:
+            for sigma in noise_hu:
+                spec = replace(FAMILIES[name], frames=count, noise_hu=sigma)
+                phantom = make_family_phantom(spec)
+                result = compute_perfusion(phantom.acquisition, ENGINE)
+                labels = phantom.truth.region_labels
+                truth = np.full((*labels.shape, 4), np.nan)
+                truth[labels > 0] = phantom.truth.region_values[labels[labels > 0] - 1]
+                tissue = result.tissue_mask & (labels > 0)
+                seen = result.maps["passage_seen"]
+                error = {
+                    k: 100 * (result.maps[k] / truth[..., c] - 1)
+                    for k, c in (("CBV", 1), ("MTT", 2))
+                }
+                cells = []
+                for lo, hi in PASSAGE_BINS:
+                    b = tissue & (seen >= lo) & (seen < hi)
+                    if not b.any():
+                        cells.append(f"{'-':>30}")
+                        continue
+                    parts = [
+                        f"{np.median(error[k][b]):+4.0f}/{np.median(abs(error[k][b])):2.0f}"
+                        for k in error
+                    ]
+                    cells.append(f"{b.sum():>8d}  {parts[0]:>9}  {parts[1]:>9}")
+                marked = 100 * result.unsupported["CBV"][result.tissue_mask].mean()
+                print(
+                    f"{name:<15}{count:>7}{sigma:>3.0f}{marked:>7.2f}" + "".join(cells), flush=True
+                )
+
+
 if __name__ == "__main__":
     if "--seeds" in sys.argv:
         seed_spread()
+    elif "--truncation" in sys.argv:
+        truncation_table()
     elif "--families" in sys.argv:
         families_table()
         plateau_sensitivity()

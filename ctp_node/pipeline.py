@@ -341,11 +341,14 @@ def summarise(
     tissue = result.tissue_mask
     volumes = result.volumes
     maps = {}
-    for name, values in result.maps.items():
-        inside = values[tissue]
+    for name in result.maps:
+        inside = result.reported(name)[tissue]
+        measured = inside[np.isfinite(inside)]
         maps[name] = {
-            "median_in_tissue": _round(np.median(inside)) if inside.size else None,
-            "p95_in_tissue": _round(np.percentile(inside, 95)) if inside.size else None,
+            "median_in_tissue": _round(np.median(measured)) if measured.size else None,
+            "p95_in_tissue": _round(np.percentile(measured, 95)) if measured.size else None,
+            # Brain voxels left NaN in the Parametric Map: the acquisition cannot support them.
+            "unsupported_voxels": int(inside.size - measured.size),
         }
     return {
         "study_instance_uid": str(header.StudyInstanceUID),

@@ -16,8 +16,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
+from ctp_node.report.pages import UNSUPPORTED_GREY
+
 #: Pixels per inch of the drawn figures (a map is ~5 × 4 inches).
 DPI = 80
+#: A map's colours: NaN (a brain voxel whose value the acquisition cannot support) grey, as on
+#: the node's pages.
+MAP_COLOURS = colormaps["jet"].with_extremes(bad=UNSUPPORTED_GREY)
 
 
 def _png(figure: Figure) -> bytes:
@@ -69,7 +74,7 @@ def map_png(path: Path, frame_index: int) -> bytes:
     figure = Figure(figsize=(5.5, 4.5), dpi=DPI)
     FigureCanvasAgg(figure)
     axis = figure.subplots()
-    shown = axis.imshow(frame, cmap="jet", vmin=low, vmax=high)
+    shown = axis.imshow(frame, cmap=MAP_COLOURS, vmin=low, vmax=high)
     axis.set_title(f"{ds.get('SeriesDescription', '')} - slice {frame_index + 1}", fontsize=9)
     axis.axis("off")
     bar = figure.colorbar(shown, ax=axis, fraction=0.046)
@@ -84,7 +89,7 @@ def map_voxels_png(path: Path, frame_index: int) -> bytes:
     ds, frame = _map_frame(path, frame_index)
     low, high = _map_window(ds, frame)
     scaled = np.clip((frame - low) / max(high - low, 1e-6), 0.0, 1.0)
-    rgb = (colormaps["jet"](scaled)[..., :3] * 255).astype(np.uint8)
+    rgb = (MAP_COLOURS(scaled)[..., :3] * 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()

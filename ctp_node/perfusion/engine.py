@@ -35,7 +35,7 @@ from ctp_node.perfusion import resolution
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.inputs.stage import InputCurves, arterial_input, venous_correction
 from ctp_node.perfusion.lesions.stage import stroke_lesions
-from ctp_node.perfusion.maps.stage import passage_warning, perfusion_maps
+from ctp_node.perfusion.maps.stage import passage_warning, perfusion_maps, unsupported_values
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.prepare import motion, timing
 from ctp_node.perfusion.prepare.stage import Prepared, prepare
@@ -44,7 +44,7 @@ from ctp_node.perfusion.residues.stage import Residues, residue_functions
 from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.perfusion.tissue.stage import TissueCurves, tissue_curves
 
-ALGORITHM = "ctp-node oSVD 0.21"
+ALGORITHM = "ctp-node oSVD 0.22"
 
 
 def compute_perfusion(
@@ -124,6 +124,7 @@ def _compute_perfusion(
             maps["passage_seen"], tissue_mask, lesions.tmax6, acquisition.voxel_volume_ml
         )
         warnings += [cut_short] if cut_short else []
+    unsupported = unsupported_values(maps, tissue_mask, float(prepared.grid.times_s[-1]))
     return PerfusionResult(
         maps=maps,
         tissue_mask=tissue_mask,
@@ -137,6 +138,7 @@ def _compute_perfusion(
         parameters=_report(p, prepared, tissue, curves, residues),
         algorithm=ALGORITHM,
         warnings=tuple(warnings),
+        unsupported=unsupported,
     )
 
 

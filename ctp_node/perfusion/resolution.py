@@ -126,6 +126,7 @@ def expand_result(
         aif=curve(result.aif),
         vof=curve(result.vof),
         parameters=report,
+        unsupported={name: up(mask) & tissue for name, mask in result.unsupported.items()},
     )
 
 

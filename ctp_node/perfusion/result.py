@@ -109,6 +109,10 @@ class PerfusionResult:
     motion_corrected_frames : indices of the frames registered back to the reference.
     motion_excluded_frames : indices of the frames that could not be registered (replaced by
         interpolation in time before deconvolution).
+    unsupported : map name → bool ``(z, y, x)``: the tissue voxels whose value the acquisition
+        cannot support (e.g. CBV and MTT where most of the bolus passage came after the last
+        image; :func:`ctp_node.perfusion.maps.stage.unsupported_values`). ``maps`` keep the
+        engine's estimate there; the outputs show :meth:`reported`.
     """
 
     maps: dict[str, np.ndarray]
@@ -126,3 +130,14 @@ class PerfusionResult:
     motion_mm: np.ndarray | None = None
     motion_corrected_frames: tuple[int, ...] = ()
     motion_excluded_frames: tuple[int, ...] = ()
+    unsupported: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def reported(self, name: str) -> np.ndarray:
+        """Map ``name`` as the outputs report it: NaN (IEEE 754 not-a-number, the documented
+        sentinel of the Parametric Maps' Float Pixel Data) where :attr:`unsupported` says the
+        acquisition cannot support the value, else :attr:`maps`' value."""
+        values = self.maps[name]
+        mask = self.unsupported.get(name)
+        if mask is None or not mask.any():
+            return values
+        return np.where(mask, np.float32(np.nan), values).astype(values.dtype)

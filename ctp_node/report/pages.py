@@ -42,6 +42,12 @@ BACKGROUND = "black"
 ACCENT = "#ffd24d"
 
 
+#: The colour of brain voxels without a supported value (NaN in the Parametric Maps) on the
+#: pages and the summary image: a mid grey, outside the jet colour map and distinct from the
+#: black background.
+UNSUPPORTED_GREY = "0.55"
+
+
 def new_page() -> Figure:
     """An empty black page of ``PAGE_WIDTH`` × ``PAGE_HEIGHT`` pixels."""
     figure = Figure(figsize=(PAGE_WIDTH / DPI, PAGE_HEIGHT / DPI), dpi=DPI)
@@ -233,18 +239,21 @@ def area_mean(
     shrinks an image without aliasing (enlarged, pixels are repeated and blend at their edges).
 
     With a boolean ``mask`` (same shape), the mean is over the masked pixels only (NaN values
-    left out too), NaN where it covers none of them. Returns the mean and the fraction of each
-    new pixel the mask covers, float32.
+    left out too), NaN where it covers none of them (or only NaN). Returns the mean and the
+    fraction of each new pixel the mask covers (NaN values included: a brain voxel without a
+    value is still brain), float32.
     """
     if mask is None:
         mean = _area_resample(planes, shape)
         return mean.astype(np.float32), np.ones(mean.shape, np.float32)
-    if not np.isfinite(planes).all():
-        mask = mask & np.isfinite(planes)
-    total = _area_resample(np.where(mask, planes, np.float32(0)), shape)
     coverage = _mask_coverage(mask, shape)
+    valued, valued_coverage = mask, coverage
+    if not np.isfinite(planes).all():
+        valued = mask & np.isfinite(planes)
+        valued_coverage = _area_resample(valued.astype(np.float32), shape)
+    total = _area_resample(np.where(valued, planes, np.float32(0)), shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(coverage > 1e-6, total / coverage, np.nan)
+        mean = np.where(valued_coverage > 1e-6, total / valued_coverage, np.nan)
     return mean.astype(np.float32), np.clip(coverage, 0.0, 1.0).astype(np.float32)
 
 

@@ -3,6 +3,13 @@
 One instance, in its own series, per map of :data:`~ctp_node.perfusion.result.MAP_UNITS`: float32
 frames at the source slice positions, a Real World Value Mapping whose ``LUTLabel`` is the map's
 name, UCUM units, and the quantity coded from DICOM CID 4108 (Tracer Kinetic Model Parameters).
+
+Voxels outside the brain tissue hold 0. Brain voxels whose value the acquisition cannot support
+(:attr:`PerfusionResult.unsupported`: CBV and MTT where most of the bolus passage came after the
+last image, TTP where the curve peaks on the last image) hold NaN, the IEEE 754 not-a-number that
+Float Pixel Data may carry (PS3.5 §6.2, CP-2352), and the instance's Image Comments say how many
+and why; without a venous curve, the CBF and CBV maps' Image Comments say they are not corrected
+for partial volume.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from ctp_node.perfusion.maps.stage import PASSAGE_SUPPORT_MIN
 from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.source_headers import declare_utf8
@@ -248,6 +256,41 @@ def _describe_map(
     shared.RealWorldValueMappingSequence = [_mapping(definition, values)]
     shared.FrameVOILUTSequence = [_window(definition, result)]
     parametric_map.FloatPixelData = values.tobytes()
+    comments = map_comments(definition.name, result)
+    if comments:
+        parametric_map.ImageComments = comments
+    elif "ImageComments" in parametric_map:
+        del parametric_map.ImageComments
+
+
+#: Maps whose absolute values scale with the arterial curve's venous partial-volume correction
+#: (MTT, their ratio, and the times do not).
+_SCALED_BY_THE_VEIN = ("CBF", "CBV")
+
+
+def map_comments(name: str, result: PerfusionResult) -> str:
+    """What a reader of map ``name`` must know about its values (General Image's Image
+    Comments; empty when nothing): the voxels it leaves NaN and why, and, for CBF and CBV,
+    that no vein was found to correct the arterial curve's partial volume."""
+    notes = []
+    unsupported = result.unsupported.get(name)
+    if unsupported is not None and unsupported.any():
+        why = (
+            "their curve peaks on the last image, so the peak may come later"
+            if name == "TTP"
+            else f"less than {100 * PASSAGE_SUPPORT_MIN:.0f} % of their bolus passage was "
+            "acquired, so the value would be more extrapolation than measurement"
+        )
+        notes.append(
+            f"NaN (not a number) marks {int(unsupported.sum())} brain voxels whose {name} the "
+            f"acquisition cannot support: {why}."
+        )
+    if name in _SCALED_BY_THE_VEIN and result.vof is None:
+        notes.append(
+            "No venous outflow curve was found: the arterial curve is not corrected for "
+            f"partial volume, so absolute {name} may be overestimated."
+        )
+    return " ".join(notes)
 
 
 #: DICOM keywords of :func:`_identity`'s keys.
@@ -353,7 +396,7 @@ def _map_values(
     """The map as float32 ``(z, y, x)``, checked against the source geometry."""
     if name not in result.maps:
         raise ValueError(f"the result has no {name} map; it has {sorted(result.maps)}")
-    values = np.ascontiguousarray(result.maps[name], dtype=np.float32)
+    values = np.ascontiguousarray(result.reported(name), dtype=np.float32)
     expected = (len(source_images), int(source_images[0].Rows), int(source_images[0].Columns))
     if values.shape != expected:
         raise ValueError(
@@ -396,7 +439,7 @@ def map_window(name: str, result: PerfusionResult) -> tuple[float, float]:
     if definition.window_from == "fixed":
         return definition.window
     step = (slice(None), slice(None, None, _WINDOW_SAMPLING), slice(None, None, _WINDOW_SAMPLING))
-    values = result.maps[name][step][result.tissue_mask[step]]
+    values = result.reported(name)[step][result.tissue_mask[step]]
     values = values[np.isfinite(values)]
     if definition.window_from == "tissue":
         if values.size == 0:

@@ -115,13 +115,15 @@ def render_map_page(
 ) -> np.ndarray:
     """One colour map (``"CBF"``, ``"CBV"``, ``"MTT"``, ``"TTP"`` or ``"Tmax"``) on all slices.
 
-    Voxels outside the tissue mask are black; the colour bar gives the display window in the
-    map's unit (the same window as the Parametric Map's default VOI).
+    Voxels outside the tissue mask are black, tissue whose value the acquisition cannot support
+    (NaN in the Parametric Map: :meth:`PerfusionResult.reported`) grey, with a note; the colour
+    bar gives the display window in the map's unit (the same window as the Parametric Map's
+    default VOI).
     """
     lower, upper = map_window(name, result)
-    colours = colormaps["jet"].with_extremes(bad="black")
+    colours = colormaps["jet"].with_extremes(bad=pages.UNSUPPORTED_GREY)
     norm = Normalize(vmin=lower, vmax=upper)
-    values = result.maps[name]
+    values = result.reported(name)
 
     def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
         # Averaged over the tissue, then coloured; outside the tissue black (edges blend).
@@ -137,13 +139,23 @@ def render_map_page(
     bar.set_label(f"{name} ({DISPLAY_UNITS[name]})", color=pages.FOREGROUND, fontsize=15)
     bar.ax.tick_params(colors=pages.FOREGROUND, labelsize=13)
     inside = values[result.tissue_mask]
-    if inside.size:
+    measured = inside[np.isfinite(inside)]
+    if measured.size:
         figure.text(
             0.985,
             0.06,
-            f"median in brain\n{np.median(inside):.1f} {DISPLAY_UNITS[name]}",
+            f"median in brain\n{np.median(measured):.1f} {DISPLAY_UNITS[name]}",
             color=pages.FOREGROUND,
             fontsize=12,
+            ha="right",
+        )
+    if measured.size < inside.size:
+        figure.text(
+            0.985,
+            0.835,
+            f"grey: no {name} the\nacquisition supports\n({inside.size - measured.size} voxels)",
+            color=pages.FOREGROUND,
+            fontsize=11,
             ha="right",
         )
     return pages.to_rgb(figure)

@@ -10,13 +10,17 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on a server
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ctp_node.file_modes import create_file
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
-from ctp_node.report.pages import TITLE_Y
+from ctp_node.report.pages import TITLE_Y, UNSUPPORTED_GREY
 from ctp_node.report.parametric_map import map_window
+
+#: The maps' colours, NaN (no supported value) grey as on the pages.
+_COLOURS = colormaps["jet"].with_extremes(bad=UNSUPPORTED_GREY)
 
 
 def write_summary_png(
@@ -34,7 +38,7 @@ def write_summary_png(
     figure.subplots_adjust(left=0.01, right=0.955, bottom=0.06, top=0.95, wspace=0.22, hspace=0.2)
     for axis, name in zip(axes.flat[:5], MAP_UNITS, strict=True):
         low, high = map_window(name, result)  # as the pages and the Parametric Maps
-        shown = axis.imshow(result.maps[name][z], cmap="jet", vmin=low, vmax=high)
+        shown = axis.imshow(result.reported(name)[z], cmap=_COLOURS, vmin=low, vmax=high)
         axis.set_title(f"{name} ({MAP_UNITS[name]})", color="white", y=TITLE_Y)
         bar = figure.colorbar(shown, ax=axis, fraction=0.046)
         bar.ax.tick_params(colors="white")

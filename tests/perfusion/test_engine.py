@@ -211,3 +211,41 @@ def test_a_lesion_cut_short_by_the_end_of_the_acquisition_is_mapped_and_warned(
     assert np.median(cut.maps["passage_seen"][cut.tissue_mask & ~lesion]) > 0.9
     (warning,) = [w for w in cut.warnings if "passage" in w]
     assert "Tmax > 6 s region" in warning and " ml (" in warning
+
+
+def test_values_the_acquisition_cannot_support_are_marked(phantom_and_result) -> None:
+    """CBV and MTT of voxels that saw less than half their bolus passage, and TTP where the
+    curve peaks on the last image, are ``unsupported`` (NaN in :meth:`reported`); the rest keep
+    their values. The third-party design cut to 25 s, without noise (so that only the
+    truncation errs): the marked voxels are those whose CBV the model misses most (measured
+    against the phantom's truth; session 30 measured 40 % against 7 % for the lesion's other
+    voxels), and the normal tissue is not marked. The default phantom (60 s) has none."""
+    _, res = phantom_and_result
+    assert not any(mask.any() for mask in res.unsupported.values())
+    spec = FamilySpec(
+        layout="stroke",
+        residue="plateau_exp",
+        arterial_input="recirculating",
+        frames=25,
+        noise_hu=0.0,
+    )
+    short = make_family_phantom(spec)
+    cut = compute_perfusion(short.acquisition)
+    marked = cut.unsupported["CBV"]
+    assert np.array_equal(marked, cut.unsupported["MTT"]) and "CBF" not in cut.unsupported
+    assert not (marked & ~cut.tissue_mask).any()
+    lesion = short.truth.tmax6_mask & cut.tissue_mask
+    assert marked[lesion].mean() > 0.3 and marked[cut.tissue_mask & ~lesion].mean() < 0.01
+    labels = short.truth.region_labels
+    true_cbv = np.zeros(labels.shape)
+    true_cbv[labels > 0] = short.truth.region_values[labels[labels > 0] - 1, 1]
+    error = np.abs(cut.maps["CBV"] / np.where(true_cbv > 0, true_cbv, np.nan) - 1)
+    assert np.nanmedian(error[marked]) > 3 * np.nanmedian(error[lesion & ~marked])
+    (warning,) = [w for w in cut.warnings if "passage" in w]
+    assert "not reported (NaN in the Parametric Maps" in warning
+    reported = cut.reported("CBV")
+    assert np.isnan(reported[marked]).all() and np.isfinite(reported[~marked]).all()
+    ttp_marked = cut.unsupported["TTP"]
+    assert ttp_marked.any()
+    last_s = float(cut.maps["TTP"][cut.tissue_mask].max())
+    assert np.array_equal(ttp_marked, cut.tissue_mask & (cut.maps["TTP"] >= last_s - 1e-3))

@@ -3,10 +3,13 @@ say, and each slice of a colour map shown in the colour of its values."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pydicom
 import pytest
 from matplotlib import colormaps
+from matplotlib.colors import to_rgb
 
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.result import PerfusionResult
@@ -48,9 +51,12 @@ def test_a_masked_mean_leaves_out_what_is_outside_the_mask_and_nan() -> None:
     values = np.array([[[10.0, 20.0, 30.0, np.nan], [10.0, 20.0, 30.0, 40.0]]])
     mask = np.array([[[True, False, True, True], [True, False, False, False]]])
     mean, coverage = pages.area_mean(values, (1, 2), mask=mask)
-    # Left half: 10 and 10 masked in; right half: only the 30 (the NaN weighs nothing).
+    # Left half: 10 and 10 masked in; right half: only the 30 (the NaN weighs nothing in the
+    # mean, but is covered by the mask).
     np.testing.assert_allclose(mean[0, 0], [10.0, 30.0])
-    np.testing.assert_allclose(coverage[0, 0], [0.5, 0.25])
+    np.testing.assert_allclose(coverage[0, 0], [0.5, 0.5])
+    only_nan = pages.area_mean(values, (1, 2), mask=np.isnan(values))
+    assert np.isnan(only_nan[0][0, 0, 1]) and only_nan[1][0, 0, 1] == 0.25
     nothing = pages.area_mean(values, (1, 2), mask=np.zeros_like(mask))
     assert np.all(np.isnan(nothing[0])) and np.all(nothing[1] == 0.0)
 
@@ -136,3 +142,27 @@ def test_a_mask_changed_in_place_is_not_served_from_the_coverage_cache() -> None
     np.testing.assert_allclose(full, 1.0)
     np.testing.assert_allclose(half[:, :2], 0.0)
     np.testing.assert_allclose(half[:, 2:], 1.0)
+
+
+def test_tissue_without_a_supported_value_is_grey_and_counted(
+    result: PerfusionResult, acquisition: Acquisition, source_headers: list[pydicom.Dataset]
+) -> None:
+    """A slice whose CBV the result marks unsupported is drawn in the pages' grey (not in a
+    colour of the scale, not black as the background); the slices around it keep their
+    colours."""
+    marked = np.zeros(result.tissue_mask.shape, bool)
+    marked[1] = result.tissue_mask[1]
+    marked_result = replace(result, unsupported={"CBV": marked})
+    page = render_map_page(
+        "CBV", marked_result, acquisition, source_headers[0], footer="footer", research=True
+    )
+    n_z, rows, columns = acquisition.hu.shape[1:]
+    dy, dx = acquisition.pixel_spacing_mm
+    montage = pages.montage_layout(n_z, (0.01, 0.03, 0.86, 0.88), aspect=rows * dy / (columns * dx))
+    grey = np.array(to_rgb(pages.UNSUPPORTED_GREY)) * 255
+    for z in range(n_z):
+        left, bottom, width, height = montage.tile_box(z)
+        x = round((left + width * 0.5) * pages.PAGE_WIDTH)
+        y = round((1 - bottom - height * 0.5) * pages.PAGE_HEIGHT)
+        is_grey = np.allclose(page[y, x], grey, atol=2)
+        assert is_grey == (z == 1), f"slice {z}: {page[y, x]}"

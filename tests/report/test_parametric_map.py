@@ -215,3 +215,40 @@ def test_missing_map_is_refused(
     maps = {name: values for name, values in result.maps.items() if name != "Tmax"}
     with pytest.raises(ValueError, match="no Tmax map"):
         build_parametric_maps(replace(result, maps=maps), source_headers, ReportSettings())
+
+
+def test_unsupported_values_are_nan_and_said_so(
+    result: PerfusionResult,
+    source_headers: list[pydicom.Dataset],
+    tmp_path: Path,
+    dciodvfy_errors: Callable[[Path], list[str]],
+) -> None:
+    """Voxels the result marks unsupported hold NaN (the documented sentinel) in that map's
+    Float Pixel Data only, its Image Comments count them, the mapping's value range and the
+    window stay finite, and the object stays valid. Without a vein (this result's ``vof`` is
+    None) the CBF and CBV maps, and only they, say they lack the partial-volume correction."""
+    marked = np.zeros(result.tissue_mask.shape, bool)
+    marked[1, 5:9, 10:13] = True
+    marked_result = replace(result, unsupported={"CBV": marked, "MTT": marked})
+    maps = build_parametric_maps(marked_result, source_headers, ReportSettings())
+    by_name = {_mapping(ds).LUTLabel: ds for ds in maps}
+    for name, ds in by_name.items():
+        path = tmp_path / f"{name}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == []
+        pixels = pydicom.dcmread(path).pixel_array  # frames in source order (see above)
+        comments = str(ds.get("ImageComments", ""))
+        if name in ("CBV", "MTT"):
+            np.testing.assert_array_equal(np.isnan(pixels), marked)
+            np.testing.assert_array_equal(pixels[~marked], result.maps[name][~marked])
+            assert f"NaN (not a number) marks {int(marked.sum())} brain voxels whose {name}" in (
+                comments
+            )
+            mapping = _mapping(ds)
+            kept = result.maps[name][~marked]
+            assert mapping.DoubleFloatRealWorldValueLastValueMapped == pytest.approx(kept.max())
+            voi = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+            assert np.isfinite(float(voi.WindowCenter)) and np.isfinite(float(voi.WindowWidth))
+        else:
+            assert np.isfinite(pixels).all() and "NaN" not in comments
+        assert ("No venous outflow curve was found" in comments) == (name in ("CBF", "CBV"))

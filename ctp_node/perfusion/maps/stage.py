@@ -53,6 +53,14 @@ def perfusion_maps(
 #: unseen. On our phantom (60 s) 0.02 % of the tissue is below it; on a 50 s acquisition of a
 #: lesion delayed 7 s with MTTs of 11–14 s, 93 % of the Tmax > 6 s region (docs/measurements.md).
 PASSAGE_SEEN_MIN = 0.8
+#: A voxel whose fitted bolus passage lies less than this share inside the acquisition gets no
+#: CBV or MTT in the outputs (NaN in the Parametric Maps, grey on the pages): more of its curve
+#: is the model's extrapolation than measurement. 0.5: on the Kudo and plateau families cut to
+#: 25–30 frames the CBV and MTT of voxels that saw 0.2–0.5 of their passage read +14…+45 % and
+#: −31…+37 % (median per bin), while those that saw 0.5–0.8 read within ±20 % on the plateau
+#: residues and −3…−31 % on 24 s box, linear and exponential ones (docs/measurements.md,
+#: issue 33 session 30). CBF (the initial slope) and Tmax (the arrival) stay measured.
+PASSAGE_SUPPORT_MIN = 0.5
 #: The study is warned about when at least this share of the Tmax > 6 s region (or, without
 #: one, of the tissue) saw less than :data:`PASSAGE_SEEN_MIN` of its passage.
 PASSAGE_WARN_SHARE = 0.1
@@ -70,9 +78,33 @@ def passage_warning(
     if share < PASSAGE_WARN_SHARE:
         return None
     where = "of the Tmax > 6 s region" if region is not tissue else "of the tissue"
+    unseen = tissue & (passage_seen < PASSAGE_SUPPORT_MIN)
+    left_out = (
+        f" Where less than {100 * PASSAGE_SUPPORT_MIN:.0f} % was seen "
+        f"({unseen.sum() * voxel_ml:.1f} ml) they are not reported (NaN in the Parametric "
+        "Maps, grey on the pages)."
+        if unseen.any()
+        else ""
+    )
     return (
         f"The acquisition ended before the contrast had passed through "
         f"{short.sum() * voxel_ml:.1f} ml ({100 * share:.0f} % {where}; less than "
         f"{100 * PASSAGE_SEEN_MIN:.0f} % of its passage seen): CBV and MTT there rest on the "
         "model's extrapolation past the last image; a longer acquisition would measure them."
+        + left_out
     )
+
+
+def unsupported_values(
+    maps: dict[str, np.ndarray], tissue: np.ndarray, last_time_s: float
+) -> dict[str, np.ndarray]:
+    """The tissue voxels whose value the acquisition cannot support, by map: CBV and MTT where
+    less than :data:`PASSAGE_SUPPORT_MIN` of the voxel's bolus passage was acquired (with the
+    model fit's ``passage_seen``), TTP where the curve peaks on the last image of the grid
+    (``last_time_s``: the peak may come later). CBF and Tmax come from the start of the
+    passage, which every analysed voxel shows. Maps without a rule are absent."""
+    unsupported = {"TTP": tissue & (maps["TTP"] >= last_time_s - 1e-3)}
+    if "passage_seen" in maps:
+        short = tissue & (maps["passage_seen"] < PASSAGE_SUPPORT_MIN)
+        unsupported |= {"CBV": short, "MTT": short}
+    return unsupported
