@@ -19,6 +19,7 @@ from ctp_node.config import (
     load_config,
 )
 from ctp_node.config.schema import Config
+from ctp_node.profiles import PROFILE_NAMES
 
 log = logging.getLogger("ctp_node")
 
@@ -129,6 +130,13 @@ def _add_process(commands: _Commands) -> None:
         type=Path,
         default=None,
         help="take engine and report settings from this configuration",
+    )
+    process.add_argument(
+        "--profile",
+        choices=PROFILE_NAMES,
+        default=None,
+        help="compute every series with this protocol profile instead of the one the "
+        "configuration's profiles: rules choose (default: the rules; without rules, stroke)",
     )
     process.set_defaults(run=_process)
 
@@ -433,7 +441,9 @@ def _process_one(series_uid, files, out: Path, settings, args: argparse.Namespac
         print(f"  failed: cannot be examined: {examination.reason}")
         return {"series_instance_uid": series_uid, "error": examination.reason}
     try:
-        processed = process_series(files.ct, out, settings, aif_zyx=args.aif, vof_zyx=args.vof)
+        processed = process_series(
+            files.ct, out, settings, aif_zyx=args.aif, vof_zyx=args.vof, profile=args.profile
+        )
     except AcquisitionUnusableError as exc:
         notice = write_failure_notice(files.ct, out, str(exc), settings.report)
         print(f"  failed: no maps: {exc}")

@@ -25,10 +25,12 @@ from ctp_node.assemble.headers import UnreadableImageError, element_name, read_h
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.assemble.loader import Examination, LoadedSeries, examine_series, load_series
 from ctp_node.perfusion import PerfusionResult
+from ctp_node.perfusion.asymmetry import HemisphericComparison
 from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.resolution import block_factor
+from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice, ProfileRule, choose_profile
 from ctp_node.qc import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.receive.header import not_ct_reason
 from ctp_node.report import (
@@ -67,6 +69,8 @@ class PipelineSettings:
     #: (:mod:`ctp_node.assemble.spill`); with no ``spill_dir`` it is always in memory.
     resident_hu_max_bytes: int | None = spill.RESIDENT_MAX_BYTES
     spill_dir: Path | None = None
+    #: The ordered rules that choose each series' protocol profile (``profiles:``).
+    profile_rules: tuple[ProfileRule, ...] = ()
 
     def digest_text(self) -> str:
         """Everything of the settings that changes a result, as stable text for its version's
@@ -76,8 +80,10 @@ class PipelineSettings:
             k: v for k, v in asdict(self.parameters).items() if k not in RESULT_NEUTRAL_PARAMETERS
         }
         report = {k: v for k, v in asdict(self.report).items() if k != "version"}
+        rules = [(rule.match, rule.profile) for rule in self.profile_rules]
         return repr(
             (ALGORITHM, parameters, asdict(self.quality_limits), self.min_time_points, report)
+            + ((rules,) if rules else ())
         )
 
 
@@ -108,6 +114,7 @@ class ComputedSeries:
     result : the engine's result.
     quality : the acquisition quality findings.
     load_s, compute_s : seconds spent reading the images and computing.
+    profile : the protocol profile it was computed with, and what chose it.
     """
 
     loaded: LoadedSeries
@@ -115,6 +122,7 @@ class ComputedSeries:
     quality: list[QualityFinding]
     load_s: float
     compute_s: float
+    profile: ProfileChoice = DEFAULT_CHOICE
 
     @property
     def series_instance_uid(self) -> str:
@@ -128,12 +136,17 @@ def compute_series(
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
     other_slabs: int = 0,
+    profile: str | None = None,
+    calling_ae: str | None = None,
 ) -> ComputedSeries:
     """Load a series and compute its maps, volumes and quality findings.
 
     ``aif_zyx``/``vof_zyx`` are a person's choice of the arterial input and venous output,
     voxel indices ``(slice, row, column)``, 0-based; ``other_slabs`` is the number of further
     perfusion series (slabs with their own bolus) of the same study, for the quality checks.
+    ``profile`` names the protocol profile a person asked for; without it the first of
+    ``settings.profile_rules`` that matches the series' header (and ``calling_ae``, the AE
+    title that sent it) chooses, else ``stroke``.
 
     Raises
     ------
@@ -149,10 +162,16 @@ def compute_series(
             resident_max_bytes=settings.resident_hu_max_bytes,
         )
         loaded = _engine_ready(loaded, settings.parameters)
+        choice = choose_profile(
+            loaded.header, settings.profile_rules, calling_ae=calling_ae, asked=profile
+        )
+        parameters = settings.parameters
+        if choice.profile.asymmetry:
+            parameters = replace(parameters, hemispheric_asymmetry=True)
         loaded_s = time.perf_counter() - started
         result = compute_perfusion(
             loaded.acquisition,
-            settings.parameters,
+            parameters,
             aif_zyx=aif_zyx,
             vof_zyx=vof_zyx,
             release_source=partial(spill.release, loaded.acquisition.hu),
@@ -164,7 +183,7 @@ def compute_series(
         loaded.acquisition, result, settings.quality_limits, other_slabs=other_slabs
     )
     spill.release(loaded.acquisition.hu)  # the reports read only a few of its images
-    return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s)
+    return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s, choice)
 
 
 def _engine_ready(loaded: LoadedSeries, parameters: PerfusionParameters) -> LoadedSeries:
@@ -193,7 +212,13 @@ def write_outputs(
     sources, notes = _output_sources(loaded.source_images, loaded.notes)
     # The summary pages are drawn in other processes while the maps and the SR are built.
     with SummaryCaptures(
-        result, loaded.acquisition, sources, report, notes=notes, quality=quality
+        result,
+        loaded.acquisition,
+        sources,
+        report,
+        notes=notes,
+        quality=quality,
+        profile=computed.profile,
     ) as captures:
         outputs = [
             _save(dataset, out_dir, "parametric_maps")
@@ -206,10 +231,11 @@ def write_outputs(
             acquisition_facts=loaded.acquisition.facts,
             notes=notes,
             quality=quality,
+            profile=computed.profile,
         )
         outputs += [_save(page, out_dir, "secondary_captures") for page in captures.datasets()]
     outputs.append(_save(structured_report, out_dir, "structured_report"))
-    summary = summarise(loaded, result, outputs, quality)
+    summary = summarise(loaded, result, outputs, quality, computed.profile)
     summary["version"] = {
         "number": report.version.number,
         "key": report.version.key,
@@ -267,9 +293,11 @@ def process_series(
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
     other_slabs: int = 0,
+    profile: str | None = None,
 ) -> ProcessedSeries:
     """Compute one series' maps and write its outputs (version 1), ``results.json`` and
-    ``summary.png``: :func:`compute_series` then :func:`write_outputs`.
+    ``summary.png``: :func:`compute_series` (``profile``: a person's choice of protocol
+    profile) then :func:`write_outputs`.
 
     Raises
     ------
@@ -278,7 +306,12 @@ def process_series(
     if settings.spill_dir is None:  # a study too large for memory is held beside the outputs
         settings = replace(settings, spill_dir=out_dir)
     computed = compute_series(
-        paths, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx, other_slabs=other_slabs
+        paths,
+        settings,
+        aif_zyx=aif_zyx,
+        vof_zyx=vof_zyx,
+        other_slabs=other_slabs,
+        profile=profile,
     )
     version = first_version(computed, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx)
     return write_outputs(computed, out_dir, replace(settings.report, version=version))
@@ -333,9 +366,12 @@ def summarise(
     result: PerfusionResult,
     outputs: Iterable[WrittenOutput],
     quality: Sequence[QualityFinding] = (),
+    profile: ProfileChoice | None = None,
 ) -> dict[str, Any]:
     """The results as plain JSON-able values (what ``results.json`` and ``status`` show);
-    ``quality`` lists the acquisition quality findings, one dict per check."""
+    ``quality`` lists the acquisition quality findings, one dict per check; ``profile`` the
+    protocol profile and what chose it (``profile``), with the hemispheric comparison
+    (``asymmetry``) when the result has one."""
     acq = loaded.acquisition
     header = loaded.header
     tissue = result.tissue_mask
@@ -374,6 +410,8 @@ def summarise(
             "hypoperfusion_intensity_ratio": _round(volumes.hypoperfusion_intensity_ratio),
             "target_mismatch": bool(volumes.target_mismatch),
         },
+        "profile": (profile or DEFAULT_CHOICE).to_dict(),
+        "asymmetry": _asymmetry(result.asymmetry) if result.asymmetry is not None else None,
         "normal_cbf_ml_100g_min": _round(result.normal_cbf),
         "maps": maps,
         "aif": _curve(result.aif),
@@ -461,6 +499,30 @@ def _save(dataset: pydicom.Dataset, out_dir: Path, kind: str) -> WrittenOutput:
     return WrittenOutput(
         str(dataset.SOPInstanceUID), kind, path, str(dataset.get("SeriesDescription", ""))
     )
+
+
+def _asymmetry(comparison: HemisphericComparison) -> dict[str, Any]:
+    """The hemispheric comparison as JSON: the midline, the sides and per map the means,
+    medians, the second − first side's difference, the lower/higher ratio and the flag."""
+    return {
+        "midline": {
+            "angle_deg": _round(comparison.midline.angle_deg),
+            "offset_mm": _round(comparison.midline.offset_mm),
+        },
+        "sides": list(comparison.sides),
+        "flagged": comparison.flagged,
+        "maps": {
+            name: {
+                "mean": {side: _round(v) for side, v in item.mean.items()},
+                "median": {side: _round(v) for side, v in item.median.items()},
+                "difference": _round(item.difference),
+                "ratio": _round(item.ratio),
+                "lower_side": item.lower_side,
+                "flagged": bool(item.flagged),
+            }
+            for name, item in comparison.maps.items()
+        },
+    }
 
 
 def _curve(curve) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -148,6 +148,7 @@ def job_context(config: Config) -> JobContext:
             quality_limits=QualityLimits(**config.quality.model_dump()),
             resident_hu_max_bytes=int(config.worker.resident_hu_max_mb * 2**20),
             spill_dir=Path(config.storage.root) / SPILL_FOLDER,
+            profile_rules=tuple(rule.rule() for rule in config.profiles),
         ),
         destinations={d.name: tuple(d.output_kinds()) for d in config.destinations},
         lease_s=config.worker.lease_s,

@@ -17,6 +17,7 @@ from ctp_node.config import Config, database_password
 from ctp_node.http.health import disk_check
 from ctp_node.http.probe import ask_ready, ready_url
 from ctp_node.perfusion.result import DISPLAY_UNITS
+from ctp_node.profiles import DEFAULT_PROFILE, PROFILES
 from ctp_node.retention.disk import measure_disk
 from ctp_node.store import Database, open_database
 from ctp_node.store.audit import AssociationAudit, SeriesCounts, list_associations
@@ -542,23 +543,34 @@ def _instance_outcomes(counts: AssociationAudit | SeriesCounts) -> str:
     return f"{counts.instances} instance{plural}: {', '.join(parts)}"
 
 
+#: The hypoperfusion intensity ratio's key in ``results.json``'s volumes and the truth.
+HIR_KEY = "hypoperfusion_intensity_ratio"
+
+
 def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:
-    """Print one series' volumes and map medians as a table, each with its unit (with the
-    truth, if known)."""
+    """Print one series' profile, volumes (a profile with stroke volumes), hemispheric
+    comparison (if any) and map medians as a table, each with its unit (with the truth, if
+    known)."""
     volumes = summary["volumes"]
-    rows = [
-        ("core (rCBF<30%)", "ml", volumes["core_ml"], "core_ml"),
-        ("hypoperfusion (Tmax>6s)", "ml", volumes["tmax6_ml"], "tmax6_ml"),
-        ("hypoperfusion (Tmax>10s)", "ml", volumes["tmax10_ml"], "tmax10_ml"),
-        ("mismatch", "ml", volumes["mismatch_ml"], "mismatch_ml"),
-        ("mismatch ratio", "ratio", volumes["mismatch_ratio"], "mismatch_ratio"),
-        ("HIR", "ratio", volumes["hypoperfusion_intensity_ratio"], "hypoperfusion_intensity_ratio"),
-    ]
+    profile = summary.get("profile") or {"name": DEFAULT_PROFILE, "chosen_by": "-"}
+    stroke = PROFILES[profile["name"]].stroke_volumes
+    rows = []
+    if stroke:
+        rows += [
+            ("core (rCBF<30%)", "ml", volumes["core_ml"], "core_ml"),
+            ("hypoperfusion (Tmax>6s)", "ml", volumes["tmax6_ml"], "tmax6_ml"),
+            ("hypoperfusion (Tmax>10s)", "ml", volumes["tmax10_ml"], "tmax10_ml"),
+            ("mismatch", "ml", volumes["mismatch_ml"], "mismatch_ml"),
+            ("mismatch ratio", "ratio", volumes["mismatch_ratio"], "mismatch_ratio"),
+            ("HIR", "ratio", volumes["hypoperfusion_intensity_ratio"], HIR_KEY),
+        ]
+    rows += _asymmetry_rows(summary.get("asymmetry"))
     rows += [
         (f"median {name}", DISPLAY_UNITS.get(name, "?"), stats["median_in_tissue"], None)
         for name, stats in summary["maps"].items()
     ]
     print(f"\nseries {summary['series_instance_uid']}  ({summary['algorithm']})")
+    print(f"  profile {profile['name']}, chosen by {profile['chosen_by']}")
     header = f"  {'quantity':<28}{'unit':<14}{'ctp-node':>10}"
     print(header + (f"{'truth':>10}" if truth else ""))
     for name, unit, value, key in rows:
@@ -566,11 +578,30 @@ def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:
         if truth and key:
             line += f"{_fmt(truth.get(key)):>10}"
         print(line)
-    target = "yes" if volumes["target_mismatch"] else "no"
-    print(f"  {'target mismatch (DEFUSE 3)':<28}{'yes/no':<14}{target:>10}")
+    if stroke:
+        target = "yes" if volumes["target_mismatch"] else "no"
+        print(f"  {'target mismatch (DEFUSE 3)':<28}{'yes/no':<14}{target:>10}")
     print(
         f"  outputs: {len(summary['outputs'])} DICOM objects, results.json and summary.png in {out}"
     )
+
+
+def _asymmetry_rows(asymmetry: dict | None) -> list[tuple[str, str, float | None, None]]:
+    """Per compared map: each side's mean, and the difference (time maps) or ratio (flow
+    maps), flagged maps marked with ``!``."""
+    if not asymmetry:
+        return []
+    first, second = asymmetry["sides"]
+    rows = []
+    for name, item in asymmetry["maps"].items():
+        unit = DISPLAY_UNITS.get(name, "?")
+        mark = " !" if item["flagged"] else ""
+        rows += [(f"{name} {s} mean", unit, item["mean"][s], None) for s in (first, second)]
+        if unit == "s":
+            rows.append((f"{name} {second} - {first}{mark}", "s", item["difference"], None))
+        else:
+            rows.append((f"{name} lower/higher{mark}", "ratio", item["ratio"], None))
+    return rows
 
 
 def _fmt(value: float | None) -> str:

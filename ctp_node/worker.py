@@ -50,7 +50,7 @@ from ctp_node.report.versions import (
 )
 from ctp_node.send.notify_rules import NotifyRules
 from ctp_node.store import Database
-from ctp_node.store.ingest import instance_records, other_perfusion_series
+from ctp_node.store.ingest import instance_records, other_perfusion_series, series_sender
 from ctp_node.store.models import Job, JobState, utcnow
 from ctp_node.store.outbox import OutputObject
 from ctp_node.store.queue import (
@@ -132,6 +132,7 @@ def run_job(
                 aif_zyx=aif_zyx,
                 vof_zyx=vof_zyx,
                 other_slabs=len(other_perfusion_series(db, job.series_instance_uid)),
+                calling_ae=series_sender(db, job.series_instance_uid),
             )
             version, record, processed = _write_result(
                 db, job, context, computed, digest, len(records), root / relative_out

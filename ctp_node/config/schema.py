@@ -24,6 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ctp_node.config.http import HttpConfig
+from ctp_node.config.profiles import ProfileRuleConfig
 from ctp_node.config.values import (
     _DATABASE_URL,
     _DESTINATION_NAME,
@@ -916,6 +917,9 @@ class Config(_Section):
 
     Attributes
     ----------
+    profiles : the ordered rules that choose each series' protocol profile
+        (:class:`~ctp_node.config.profiles.ProfileRuleConfig`); none: every series is
+        ``stroke``.
     source_path : the file it was loaded from (absolute), ``None`` when built in code; not a
         key of the YAML file.
     """
@@ -930,6 +934,7 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     quality: QualityConfig = QualityConfig()
     perfusion: PerfusionConfig = {}
+    profiles: list[ProfileRuleConfig] = []
     http: HttpConfig = HttpConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -1,8 +1,8 @@
 """Hemispheric asymmetry (issue 34, vasospasm): the mid-sagittal line estimated from the images,
 the two hemispheres of the tissue, and per-map left/right differences and ratios.
 
-Not an engine stage yet: nothing in the engine imports it, and it imports only numpy, scipy and
-:mod:`ctp_node.perfusion.errors`, so that any stage may call it later.
+The engine calls it after its stages when ``hemispheric_asymmetry`` is on (the vasospasm
+profile); it imports only numpy, scipy and :mod:`ctp_node.perfusion.errors`.
 
 Geometry. Axis order ``(z, y, x)``, voxel indices; lengths in mm with the pixel spacing
 ``(dy, dx)`` respected. In-plane positions are measured in mm from the image centre
@@ -317,6 +317,46 @@ def hemispheric_asymmetry(
             flagged = False
         result[name] = MapAsymmetry(name, mean, median, difference, ratio, lower, flagged)
     return result
+
+
+@dataclass(frozen=True)
+class HemisphericComparison:
+    """A study's hemispheric comparison, as the result carries it.
+
+    Attributes
+    ----------
+    midline : the mid-sagittal line the hemispheres were split at.
+    sides : the two sides' names, in the order differences are taken (second − first).
+    maps : per map name (``"CBF"``, ...), its :class:`MapAsymmetry`.
+    """
+
+    midline: Midline
+    sides: tuple[str, str]
+    maps: dict[str, MapAsymmetry]
+
+    @property
+    def flagged(self) -> list[str]:
+        """The names of the flagged maps, in map order."""
+        return [name for name, item in self.maps.items() if item.flagged]
+
+
+def compare_hemispheres(
+    pre_contrast_hu: np.ndarray,
+    intracranial: np.ndarray,
+    tissue: np.ndarray,
+    maps: dict[str, np.ndarray],
+    pixel_spacing_mm: tuple[float, float],
+    orientation: tuple[float, ...] | None,
+    thresholds: AsymmetryThresholds,
+    margin_mm: float = 2.0,
+) -> HemisphericComparison:
+    """The midline estimated from ``pre_contrast_hu`` inside ``intracranial``, the ``tissue``
+    split at it (``margin_mm`` either side left out) and each of ``maps`` compared
+    (:func:`hemispheric_asymmetry`; NaN values ignored)."""
+    line = estimate_midline(pre_contrast_hu, intracranial, pixel_spacing_mm)
+    halves = split_hemispheres(tissue, line, pixel_spacing_mm, orientation, margin_mm=margin_mm)
+    per_map = hemispheric_asymmetry(maps, halves, thresholds)
+    return HemisphericComparison(line, halves.names, per_map)
 
 
 def mean_column_hemispheres(

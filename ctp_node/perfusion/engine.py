@@ -31,7 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ctp_node.perfusion import resolution
+from ctp_node.perfusion import asymmetry, resolution
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.inputs.stage import InputCurves, arterial_input, venous_correction
 from ctp_node.perfusion.lesions.stage import stroke_lesions
@@ -41,7 +41,7 @@ from ctp_node.perfusion.prepare import motion, timing
 from ctp_node.perfusion.prepare.stage import Prepared, prepare
 from ctp_node.perfusion.residues import parametric
 from ctp_node.perfusion.residues.stage import Residues, residue_functions
-from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult
 from ctp_node.perfusion.tissue.stage import TissueCurves, tissue_curves
 
 ALGORITHM = "ctp-node oSVD 0.22"
@@ -125,6 +125,10 @@ def _compute_perfusion(
         )
         warnings += [cut_short] if cut_short else []
     unsupported = unsupported_values(maps, tissue_mask, float(prepared.grid.times_s[-1]))
+    comparison = None
+    if p.hemispheric_asymmetry:
+        comparison, why_not = _hemispheres(acquisition, prepared, maps, tissue_mask, unsupported, p)
+        warnings += [why_not] if why_not else []
     return PerfusionResult(
         maps=maps,
         tissue_mask=tissue_mask,
@@ -139,7 +143,38 @@ def _compute_perfusion(
         algorithm=ALGORITHM,
         warnings=tuple(warnings),
         unsupported=unsupported,
+        asymmetry=comparison,
     )
+
+
+def _hemispheres(
+    acquisition: Acquisition,
+    prepared: Prepared,
+    maps: dict[str, np.ndarray],
+    tissue_mask: np.ndarray,
+    unsupported: dict[str, np.ndarray],
+    p: PerfusionParameters,
+) -> tuple[asymmetry.HemisphericComparison | None, str | None]:
+    """The maps' hemispheric comparison (values the acquisition cannot support left out), or
+    None and a warning saying why there is none."""
+    reported = {
+        name: np.where(unsupported[name], np.nan, maps[name]) if name in unsupported else maps[name]
+        for name in MAP_UNITS
+    }
+    try:
+        comparison = asymmetry.compare_hemispheres(
+            prepared.baseline,
+            prepared.intracranial,
+            tissue_mask,
+            reported,
+            acquisition.pixel_spacing_mm,
+            acquisition.orientation,
+            asymmetry.AsymmetryThresholds(p.asymmetry_time_difference_s, p.asymmetry_flow_ratio),
+            margin_mm=p.asymmetry_midline_margin_mm,
+        )
+    except asymmetry.EmptyHemisphereError as exc:
+        return None, f"No hemispheric comparison: {exc}."
+    return comparison, None
 
 
 def _report(

@@ -187,6 +187,19 @@ class PerfusionParameters:
         (a warning in the result).
     venous_correction : scale the AIF so that its area equals the VOF's (partial-volume
         correction); when False the AIF is used as measured.
+    hemispheric_asymmetry : compare each map's hemispheres (the vasospasm profile turns it on;
+        :mod:`ctp_node.perfusion.asymmetry`): the mid-sagittal line from the pre-contrast
+        image, per map the hemispheric means and medians, the right − left difference and the
+        lower/higher ratio (``PerfusionResult.asymmetry``).
+    asymmetry_time_difference_s : an MTT, TTP or Tmax map is flagged when its hemispheric
+        means differ by more than this, s. 1.5 s: DCI thresholds on grey matter (MTT 5.5 s
+        against a normal ~4 s, Sanelli et al., AJNR 2011); no asymmetry threshold is validated
+        for vasospasm, so it is a starting point to set per site.
+    asymmetry_flow_ratio : a CBF or CBV map is flagged when its lower hemispheric mean is below
+        this fraction of the higher (0.8: a 20 % fall; DCI's CBF threshold 35 against ~50
+        mL/100 g/min is ~30 %, diluted over a hemisphere).
+    asymmetry_midline_margin_mm : tissue within this distance of the midline (falx, fissure,
+        partial volume of both sides) belongs to neither hemisphere, mm.
     """
 
     brain_density_g_ml: float = 1.04
@@ -245,6 +258,10 @@ class PerfusionParameters:
     worker_threads: int = 0
     motion_correction: bool = True
     motion_limit_mm: float = 3.0
+    hemispheric_asymmetry: bool = False
+    asymmetry_time_difference_s: float = 1.5
+    asymmetry_flow_ratio: float = 0.8
+    asymmetry_midline_margin_mm: float = 2.0
 
     def __post_init__(self) -> None:
         positive = (

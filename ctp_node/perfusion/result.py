@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ctp_node.perfusion.asymmetry import HemisphericComparison
+
 #: The five maps of the output contract, in report order, with their UCUM units.
 MAP_UNITS: dict[str, str] = {
     "CBF": "ml/[100]g/min",
@@ -113,6 +115,8 @@ class PerfusionResult:
         cannot support (e.g. CBV and MTT where most of the bolus passage came after the last
         image; :func:`ctp_node.perfusion.maps.stage.unsupported_values`). ``maps`` keep the
         engine's estimate there; the outputs show :meth:`reported`.
+    asymmetry : the hemispheric comparison of the maps (with ``hemispheric_asymmetry``; None
+        without it, or when a hemisphere held no tissue: then a warning says so).
     """
 
     maps: dict[str, np.ndarray]
@@ -131,6 +135,7 @@ class PerfusionResult:
     motion_corrected_frames: tuple[int, ...] = ()
     motion_excluded_frames: tuple[int, ...] = ()
     unsupported: dict[str, np.ndarray] = field(default_factory=dict)
+    asymmetry: HemisphericComparison | None = None
 
     def reported(self, name: str) -> np.ndarray:
         """Map ``name`` as the outputs report it: NaN (IEEE 754 not-a-number, the documented

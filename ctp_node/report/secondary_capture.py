@@ -19,7 +19,9 @@ import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.result import PerfusionResult
+from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
+from ctp_node.report.asymmetry_page import render_asymmetry_page
 from ctp_node.report.quality_page import quality_banner, render_quality_page
 from ctp_node.report.render_pool import PageRenders
 from ctp_node.report.settings import ReportSettings
@@ -33,8 +35,8 @@ KIND = "SC"
 #: Colour maps in page order (Tmax before TTP: it drives the hypoperfusion volume).
 MAP_PAGES = ("CBF", "CBV", "MTT", "Tmax", "TTP")
 #: The pages in the series, in reading order, and the two that take longest to draw.
-_READING_ORDER = ("mismatch", *MAP_PAGES, "quality")
-_SLOW_PAGES = ("mismatch", "quality")
+_READING_ORDER = ("mismatch", "asymmetry", *MAP_PAGES, "quality")
+_SLOW_PAGES = ("mismatch", "asymmetry", "quality")
 
 
 def build_secondary_captures(
@@ -62,7 +64,10 @@ class SummaryCaptures:
     settings : numbering, device identity and algorithm version.
     notes : further findings to print on the quality page (e.g. the assembler's notes).
     quality : the acquisition quality findings: listed on the quality page, and a banner on the
-        mismatch page names the checks that warned.
+        first page names the checks that warned.
+    profile : the protocol profile and what chose it, stated on the first page and the
+        quality page; the first page is the mismatch page for a profile with stroke volumes,
+        the hemispheric asymmetry page for a result with a hemispheric comparison.
     processes : other processes drawing the pages while the caller does something else
         (:class:`~ctp_node.report.render_pool.PageRenders`; default one per usable CPU but
         one); 0 draws them in this process when :meth:`datasets` is called.
@@ -82,6 +87,7 @@ class SummaryCaptures:
         notes: Sequence[str] = (),
         quality: Sequence[QualityFinding] = (),
         processes: int | None = None,
+        profile: ProfileChoice = DEFAULT_CHOICE,
     ) -> None:
         source_images = list(source_images)
         if not source_images:
@@ -93,7 +99,15 @@ class SummaryCaptures:
             )
         self._source, self._settings = source_images[0], settings
         self._orientation = acquisition.orientation
-        renders = _page_renders(result, acquisition, self._source, settings, notes, quality)
+        renders = _page_renders(
+            result, acquisition, self._source, settings, [profile.statement(), *notes], quality
+        )
+        if not profile.profile.stroke_volumes:
+            renders = [page for page in renders if page[0] != "mismatch"]
+        if result.asymmetry is not None:
+            renders.insert(
+                0, _asymmetry_render(result, acquisition, self._source, settings, profile, quality)
+            )
         # The drawing processes take the pages from the front, the caller from the back: the
         # two slow pages (0.3-0.4 s, the colour maps 0.15 s) first, so that the work evens out.
         renders.sort(key=lambda page: page[0] not in _SLOW_PAGES)
@@ -110,6 +124,7 @@ class SummaryCaptures:
         """The pages, once drawn, as Secondary Capture instances in reading order."""
         descriptions = {
             "mismatch": "Core/hypoperfusion mismatch and volumes",
+            "asymmetry": "Hemispheric asymmetry",
             "quality": "AIF/VOF curves and acquisition quality",
         }
         settings = self._settings
@@ -134,6 +149,37 @@ class SummaryCaptures:
         ]
 
 
+def _asymmetry_render(
+    result: PerfusionResult,
+    acquisition: Acquisition,
+    source: pydicom.Dataset,
+    settings: ReportSettings,
+    profile: ProfileChoice,
+    quality: Sequence[QualityFinding],
+) -> tuple[str, Callable[[], np.ndarray]]:
+    """The hemispheric asymmetry page's name and the function that draws it."""
+    return (
+        "asymmetry",
+        lambda: render_asymmetry_page(
+            result,
+            acquisition,
+            source,
+            profile_statement=profile.statement(),
+            quality_banner=quality_banner(quality),
+            **_style(result, settings),
+        ),
+    )
+
+
+def _style(result: PerfusionResult, settings: ReportSettings) -> dict[str, Any]:
+    """Every page's footer, research banner and version statement."""
+    return {
+        "footer": _footer(result, settings),
+        "research": settings.content_qualification != "PRODUCT",
+        "version": settings.version.statement(),
+    }
+
+
 def _page_renders(
     result: PerfusionResult,
     acquisition: Acquisition,
@@ -143,11 +189,7 @@ def _page_renders(
     quality: Sequence[QualityFinding],
 ) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """Each page's name and the function that draws it, in reading order."""
-    style = {
-        "footer": _footer(result, settings),
-        "research": settings.content_qualification != "PRODUCT",
-        "version": settings.version.statement(),
-    }
+    style = _style(result, settings)
     banner = quality_banner(quality)
     renders: list[tuple[str, Callable[[], np.ndarray]]] = [
         (

@@ -1,6 +1,8 @@
-"""Acute-stroke volumes as a Comprehensive 3D SR (TID 1500 Measurement Report).
+"""Acute-stroke volumes (or, for the vasospasm profile, the hemispheric comparison) as a
+Comprehensive 3D SR (TID 1500 Measurement Report).
 
-One measurement group (TID 1501) per finding, identified by its tracking identifier:
+With a profile that reports stroke volumes (``stroke``), one measurement group (TID 1501) per
+finding, identified by its tracking identifier:
 
 =================================  =====================================================
 tracking identifier                measurements
@@ -14,6 +16,12 @@ tracking identifier                measurements
 The identifiers are fixed by the output contract (ARCHITECTURE.md), whatever thresholds were
 configured; the thresholds actually used are recorded as algorithm parameters.
 
+With a hemispheric comparison (``vasospasm``), instead, one group per hemisphere,
+``Hemisphere: left`` and ``Hemisphere: right`` (finding site Brain with its laterality coded;
+``image left/right`` without a patient side), holding each map's mean (derivation Mean) with
+the Parametric Maps' quantity codes and UCUM units; the asymmetry thresholds are the
+algorithm's parameters, and the statements give each map's difference or ratio and flag.
+
 Two more groups describe the input curves, ``Arterial input function (AIF)`` and ``Venous
 output function (VOF)``: the bolus arrival time (s) as a measurement, and as TEXT qualitative
 evaluations the location (voxels, centre, patient coordinates) and the curve itself as
@@ -21,7 +29,8 @@ evaluations the location (voxels, centre, patient coordinates) and the curve its
 volumes in every SR viewer).
 
 After the measurements, a report-level "Qualitative Evaluations" container (TID 1500) states
-as TEXT: the DEFUSE 3 target-mismatch statement, the method, thresholds and constants, the
+as TEXT: the profile and what chose it, the DEFUSE 3 target-mismatch statement (stroke), the
+method, thresholds (stroke), the hemispheres (vasospasm) and constants, the
 contrast agent/volume/rate (or that the headers do not record them), the motion finding, the
 acquisition, and every warning and note.
 """
@@ -38,8 +47,12 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.acquisition import AcquisitionFacts
+from ctp_node.perfusion.asymmetry import HemisphericComparison
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
+from ctp_node.report.asymmetry_text import asymmetry_statements
+from ctp_node.report.parametric_map import MAP_DEFINITIONS
 from ctp_node.report.quality_page import facts_lines
 from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
@@ -87,6 +100,10 @@ THRESHOLD_PARAMETERS = frozenset(
         "target_mismatch_ratio_min",
     }
 )
+#: Parameters recorded with every measurement of a profile without stroke volumes.
+ASYMMETRY_PARAMETERS = frozenset(
+    {"asymmetry_time_difference_s", "asymmetry_flow_ratio", "asymmetry_midline_margin_mm"}
+)
 SECOND = Code(value="s", scheme_designator="UCUM", meaning="second")
 
 #: SeriesNumber of the SR relative to ``settings.series_number_start`` (the maps take +0…+4).
@@ -102,8 +119,10 @@ def build_structured_report(
     notes: Sequence[str] = (),
     motion_mm: float | None = None,
     quality: Sequence[QualityFinding] = (),
+    profile: ProfileChoice = DEFAULT_CHOICE,
 ) -> pydicom.Dataset:
-    """A TID 1500 Comprehensive 3D SR with the stroke volumes of ``result``.
+    """A TID 1500 Comprehensive 3D SR with the stroke volumes of ``result`` (the ``stroke``
+    profile) or its hemispheric comparison (``vasospasm``).
 
     Parameters
     ----------
@@ -122,6 +141,9 @@ def build_structured_report(
     quality : the acquisition quality findings (practice parameter checks); when given, an
         "Acquisition quality control" container after the qualitative evaluations holds one
         entry per check, and a statement names the checks that warned.
+    profile : the protocol profile and what chose it: stated first; its
+        ``stroke_volumes`` decide whether the volume groups and their statements are there;
+        with ``result.asymmetry``, one group per hemisphere holds each map's mean there.
 
     Returns
     -------
@@ -135,7 +157,7 @@ def build_structured_report(
             observer_device_context=device_observer_context(settings)
         ),
         procedure_reported=codes.SCT.ComputedTomographyOfHead,
-        imaging_measurements=_measurement_groups(result, source_images, settings),
+        imaging_measurements=_measurement_groups(result, source_images, settings, profile),
     )
     report[0].ContentSequence.extend(
         _evaluation_containers(
@@ -145,6 +167,7 @@ def build_structured_report(
             notes=notes,
             motion_mm=motion_mm,
             quality=quality,
+            profile=profile,
         )
     )
     document = sr_document(
@@ -153,7 +176,7 @@ def build_structured_report(
         settings,
         kind="SR",
         series_number=settings.series_number_start + SERIES_NUMBER_OFFSET,
-        description="Stroke volumes",
+        description="Stroke volumes" if profile.profile.stroke_volumes else "Perfusion report",
     )
     if quality:
         document.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
@@ -161,32 +184,43 @@ def build_structured_report(
 
 
 def _measurement_groups(
-    result: PerfusionResult, source_images: list[pydicom.Dataset], settings: ReportSettings
+    result: PerfusionResult,
+    source_images: list[pydicom.Dataset],
+    settings: ReportSettings,
+    profile: ProfileChoice,
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """The TID 1501 groups in report order: the four volumes, then the AIF and (if any) VOF."""
+    """The TID 1501 groups in report order: the four volumes (a profile with stroke volumes),
+    the two hemispheres (with a hemispheric comparison), then the AIF and (if any) VOF."""
     groups = _GroupBuilder(
         str(source_images[0].SeriesInstanceUID),
-        _algorithm_identification(result, settings),
+        _algorithm_identification(result, settings, profile),
         source_images,
         settings.algorithm_version,
     )
     volumes = result.volumes
-    built = [
-        groups.volume_group(CORE, volumes.core_ml),
-        groups.volume_group(TMAX6, volumes.tmax6_ml),
-        groups.volume_group(TMAX10, volumes.tmax10_ml, volumes.hypoperfusion_intensity_ratio),
-        groups.volume_group(MISMATCH, volumes.mismatch_ml, volumes.mismatch_ratio),
-        groups.curve_group(AIF, result.aif),
-    ]
+    built = []
+    if profile.profile.stroke_volumes:
+        built += [
+            groups.volume_group(CORE, volumes.core_ml),
+            groups.volume_group(TMAX6, volumes.tmax6_ml),
+            groups.volume_group(TMAX10, volumes.tmax10_ml, volumes.hypoperfusion_intensity_ratio),
+            groups.volume_group(MISMATCH, volumes.mismatch_ml, volumes.mismatch_ratio),
+        ]
+    if result.asymmetry is not None:
+        comparison = result.asymmetry
+        built += [groups.hemisphere_group(side, comparison) for side in comparison.sides]
+    built.append(groups.curve_group(AIF, result.aif))
     if result.vof is not None:
         built.append(groups.curve_group(VOF, result.vof))
     return built
 
 
 def _algorithm_identification(
-    result: PerfusionResult, settings: ReportSettings
+    result: PerfusionResult, settings: ReportSettings, profile: ProfileChoice
 ) -> hd.sr.AlgorithmIdentification:
-    """The engine's name (prefixed with the manufacturer), version and volume thresholds."""
+    """The engine's name (prefixed with the manufacturer), version and the thresholds of what
+    the profile reports (the volumes' or the asymmetry flags')."""
+    recorded = THRESHOLD_PARAMETERS if profile.profile.stroke_volumes else ASYMMETRY_PARAMETERS
     algorithm_name = result.algorithm or "ctp-node"
     if not algorithm_name.startswith(settings.manufacturer):
         algorithm_name = f"{settings.manufacturer} {algorithm_name}"
@@ -198,7 +232,7 @@ def _algorithm_identification(
         parameters=[
             f"{name}={value:g}"
             for name, value in sorted(result.parameters.items())
-            if name in THRESHOLD_PARAMETERS
+            if name in recorded
         ]
         or None,
     )
@@ -226,8 +260,13 @@ class _GroupBuilder:
         )
 
     def group(
-        self, identifier: str, measurements: list[hd.sr.Measurement], texts: Sequence[str] = ()
+        self,
+        identifier: str,
+        measurements: list[hd.sr.Measurement],
+        texts: Sequence[str] = (),
+        laterality: Code | None = None,
     ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        site = hd.sr.FindingSite(anatomic_location=codes.SCT.Brain, laterality=laterality)
         built = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=derive_uid(self.source_series_uid, "SR-group", self.version, identifier),
@@ -235,7 +274,7 @@ class _GroupBuilder:
             ),
             method=CT_PERFUSION_METHOD,
             algorithm_id=self.algorithm,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
+            finding_sites=[site],
             measurements=measurements,
         )
         # TID 1501 qualitative evaluations as TEXT (highdicom only builds coded ones).
@@ -250,6 +289,26 @@ class _GroupBuilder:
         if ratio is not None:
             measurements.append(self.measurement(codes.DCM.VolumeRatio, ratio, RATIO))
         return self.group(identifier, measurements)
+
+    def hemisphere_group(
+        self, side: str, comparison: HemisphericComparison
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        """One hemisphere's mean of each compared map (the PM's quantity codes and units),
+        its laterality coded when the patient's sides are known."""
+        measurements = [
+            hd.sr.Measurement(
+                name=d.quantity,
+                value=rounded(comparison.maps[d.name].mean[side], d.unit.value),
+                unit=d.unit,
+                derivation=codes.SCT.Mean,
+                method=CT_PERFUSION_METHOD,
+                algorithm_id=self.algorithm,
+            )
+            for d in MAP_DEFINITIONS
+            if d.name in comparison.maps
+        ]
+        laterality = {"left": codes.SCT.Left, "right": codes.SCT.Right}.get(side)
+        return self.group(f"Hemisphere: {side}", measurements, laterality=laterality)
 
     def curve_group(
         self, identifier: str, curve: InputCurve
@@ -270,6 +329,7 @@ def _evaluation_containers(
     notes: Sequence[str],
     motion_mm: float | None,
     quality: Sequence[QualityFinding],
+    profile: ProfileChoice,
 ) -> list[hd.sr.ContainerContentItem]:
     """What follows the measurements: the report-level qualitative evaluations (with the
     quality statement when there are findings), then the quality control container."""
@@ -279,6 +339,7 @@ def _evaluation_containers(
         acquisition_facts=acquisition_facts,
         notes=notes,
         motion_mm=motion_mm,
+        profile=profile,
     )
     if not quality:
         return [qualitative_evaluations_container(statements)]
@@ -295,21 +356,33 @@ def report_statements(
     acquisition_facts: AcquisitionFacts | None = None,
     notes: Sequence[str] = (),
     motion_mm: float | None = None,
+    profile: ProfileChoice = DEFAULT_CHOICE,
 ) -> list[str]:
-    """The report-level statements, each a sentence a reader understands without the codes."""
+    """The report-level statements, each a sentence a reader understands without the codes:
+    the profile, then (a profile with stroke volumes) the DEFUSE 3 statement, the method, (with
+    stroke volumes) the thresholds, (with a hemispheric comparison) the hemispheres, the
+    constants and parameters, contrast, acquisition, motion, warnings and notes."""
     parameters = result.parameters
-    core_percent = 100 * threshold(result, "core_rcbf_threshold")
     statements = [
-        target_mismatch_statement(result),
+        profile.statement(),
         f"Method: {result.algorithm or 'not stated'} (deconvolution of tissue curves with the "
         f"arterial input function; software {settings.manufacturer} "
         f"{settings.software_version}, algorithm version {settings.algorithm_version}; "
         f"AIF {result.aif.selection}, VOF "
         f"{result.vof.selection if result.vof is not None else 'not used'}).",
-        f"Thresholds: ischemic core rCBF < {core_percent:g} % of the "
-        f"{normal_reference_statement(result)}; hypoperfusion (which includes the core) Tmax > "
-        f"{threshold(result, 'tmax_threshold_s'):g} s and Tmax > "
-        f"{threshold(result, 'tmax_severe_threshold_s'):g} s.",
+    ]
+    if profile.profile.stroke_volumes:
+        core_percent = 100 * threshold(result, "core_rcbf_threshold")
+        statements.insert(1, target_mismatch_statement(result))
+        statements.append(
+            f"Thresholds: ischemic core rCBF < {core_percent:g} % of the "
+            f"{normal_reference_statement(result)}; hypoperfusion (which includes the core) "
+            f"Tmax > {threshold(result, 'tmax_threshold_s'):g} s and Tmax > "
+            f"{threshold(result, 'tmax_severe_threshold_s'):g} s."
+        )
+    if result.asymmetry is not None:
+        statements += asymmetry_statements(result.asymmetry, parameters)
+    statements += [
         "Constants: brain density "
         f"{parameters.get('brain_density_g_ml', 1.04):g} g/ml, hematocrit factor "
         f"{parameters.get('hematocrit_factor', 0.73):g}.",

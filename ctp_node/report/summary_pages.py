@@ -8,7 +8,7 @@ uint8 array ``(PAGE_HEIGHT, PAGE_WIDTH, 3)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pydicom
@@ -133,7 +133,7 @@ def render_map_page(
 
     figure = pages.new_page()
     pages.draw_banner(figure, source, TITLES[name], footer, research, version)
-    _montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.86, 0.88))
+    slice_montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.86, 0.88))
     bar_axis = figure.add_axes((0.9, 0.12, 0.025, 0.7))
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=colours), cax=bar_axis)
     bar.set_label(f"{name} ({DISPLAY_UNITS[name]})", color=pages.FOREGROUND, fontsize=15)
@@ -177,7 +177,7 @@ def render_mismatch_page(
     tiles = _overlay_tiles(result, acquisition)
     figure = pages.new_page()
     pages.draw_banner(figure, source, "Core / hypoperfusion mismatch", footer, research, version)
-    _montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.6, 0.88))
+    slice_montage(figure, acquisition, tiles, box=(0.01, 0.03, 0.6, 0.88))
     _draw_mismatch_legend(figure, result)
     _draw_volumes_and_verdict(figure, result, quality_banner)
     notes = (
@@ -193,10 +193,28 @@ def render_mismatch_page(
 def _overlay_tiles(
     result: PerfusionResult, acquisition: Acquisition
 ) -> Callable[[list[int], tuple[int, int]], np.ndarray]:
-    """The montage's tiles ``tiles(shown_slices, (rows, columns))``: the core and hypoperfused
-    regions over the mean of the pre-contrast images in the brain window."""
-    baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
+    """The montage's tiles: the core and hypoperfused regions over the mean of the
+    pre-contrast images in the brain window."""
     core, hypoperfused = shown_lesions(result, acquisition)
+    return overlay_tiles(
+        result,
+        acquisition,
+        (
+            (hypoperfused, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
+            (core, CORE_COLOUR, CORE_OPACITY),
+        ),
+    )
+
+
+def overlay_tiles(
+    result: PerfusionResult,
+    acquisition: Acquisition,
+    regions: Sequence[tuple[np.ndarray, str, float]],
+) -> Callable[[list[int], tuple[int, int]], np.ndarray]:
+    """A montage's tiles ``tiles(shown_slices, (rows, columns))``: ``regions`` (mask ``(z, y,
+    x)``, colour, opacity; in drawing order) over the mean of the pre-contrast images (the
+    result's AIF baseline frames) in the brain window."""
+    baseline_frames = max(1, min(int(result.aif.baseline_frames), acquisition.hu.shape[0]))
 
     def tiles(shown: list[int], shape: tuple[int, int]) -> np.ndarray:
         # The regions laid over the background as the viewer would blend them: each with its
@@ -205,10 +223,7 @@ def _overlay_tiles(
         grey, _ = pages.area_mean(background, shape)
         low, high = BRAIN_WINDOW_HU
         rgb = np.repeat(np.clip((grey - low) / (high - low), 0.0, 1.0)[..., None], 3, axis=-1)
-        for region, colour, opacity in (
-            (hypoperfused, HYPOPERFUSION_COLOUR, HYPOPERFUSION_OPACITY),
-            (core, CORE_COLOUR, CORE_OPACITY),
-        ):
+        for region, colour, opacity in regions:
             covered, _ = pages.area_mean(region[shown].astype(np.float32), shape)
             alpha = (opacity * covered)[..., None]
             rgb = rgb * (1.0 - alpha) + np.asarray(to_rgb(colour), np.float32) * alpha
@@ -291,7 +306,7 @@ def shown_lesions(result: PerfusionResult, acquisition: Acquisition) -> tuple[np
     )
 
 
-def _montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ignore[no-untyped-def]
+def slice_montage(figure, acquisition: Acquisition, tiles, box) -> None:  # type: ignore[no-untyped-def]
     """The shown slices as one image of RGB tiles ``tiles(shown_slices, (rows, columns))``,
     each labelled with its slice, and the patient sides marked on the first."""
     n_z, rows, columns = acquisition.hu.shape[1:]

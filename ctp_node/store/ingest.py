@@ -403,6 +403,17 @@ def instance_records(db: Database, series_instance_uid: str) -> list[tuple[str, 
         ]
 
 
+def series_sender(db: Database, series_instance_uid: str) -> str | None:
+    """The AE title that sent a series' first instance (for the profile rules), or None."""
+    with db.session() as s:
+        return s.scalar(
+            select(Instance.calling_ae_title)
+            .where(Instance.series_instance_uid == series_instance_uid)
+            .order_by(Instance.id)
+            .limit(1)
+        )
+
+
 def other_perfusion_series(db: Database, series_instance_uid: str) -> list[str]:
     """The other series of the same study that were decided to be perfusion acquisitions
     (e.g. the second slab of a two-bolus study), as far as they have arrived."""

@@ -1,0 +1,234 @@
+"""Protocol profiles (issue 34): chosen by ordered rules on header fields and the sending AE
+title (or asked for), checked in the configuration, and the vasospasm profile's hemispheric
+comparison from the engine to the SR and pages, through ``process`` and through ``serve`` to a
+real Orthanc."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from ctp_node.config import ConfigError, load_config
+from ctp_node.perfusion import PerfusionParameters, compute_perfusion
+from ctp_node.phantom import PhantomSpec
+from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.vasospasm import VasospasmSpec, make_vasospasm_phantom
+from ctp_node.profiles import ProfileRule, choose_profile
+from tests.conftest import (
+    free_port,
+    node_config,
+    run_cli,
+    start_node,
+    stop_process,
+    stored_count,
+    storescu,
+    wait_until,
+)
+from tests.dicom_checks import dciodvfy_errors
+
+#: The vasospasm phantom's one-sided MTT prolongation, s, on image right (patient left).
+MTT_INCREASE_S = 2.0
+#: How far the measured right − left MTT difference may be from the truth, s (bench/asymmetry
+#: measured −1.96 to −1.97 s at σ 5 with yaw 10–20°).
+MTT_DIFFERENCE_TOLERANCE_S = 0.3
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _header(**values: str) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_the_first_matching_rule_chooses_and_every_pattern_must_match() -> None:
+    rules = [
+        ProfileRule({"ProtocolName": "(?i)sah", "CallingAETitle": "^ICU$"}, "vasospasm"),
+        ProfileRule({"SeriesDescription": "(?i)vasospasm"}, "vasospasm"),
+        ProfileRule({}, "stroke"),
+    ]
+    sah = _header(ProtocolName="CTP SAH day 5", SeriesDescription="Perfusion")
+    chosen = choose_profile(sah, rules, calling_ae="ICU")
+    assert chosen.name == "vasospasm" and chosen.chosen_by.startswith("rule 1 of profiles")
+    # From another AE title the first rule does not match; the catch-all does.
+    other = choose_profile(sah, rules, calling_ae="CT1")
+    assert other.name == "stroke" and other.chosen_by.startswith("rule 3 of profiles")
+    described = choose_profile(_header(SeriesDescription="VASOSPASM follow-up"), rules)
+    assert described.name == "vasospasm" and "rule 2" in described.chosen_by
+    assert 'SeriesDescription ~ "(?i)vasospasm"' in described.statement()
+
+
+def test_without_a_matching_rule_stroke_and_a_request_overrides() -> None:
+    rules = [ProfileRule({"ProtocolName": "(?i)sah"}, "vasospasm")]
+    missing = choose_profile(_header(SeriesDescription="SAH"), rules)  # no ProtocolName
+    assert missing.name == "stroke" and missing.chosen_by == "the default (no rule matched)"
+    asked = choose_profile(_header(ProtocolName="SAH"), rules, asked="stroke")
+    assert asked.name == "stroke" and asked.chosen_by == "request (process --profile)"
+    with pytest.raises(ValueError, match="not built yet"):
+        choose_profile(_header(), rules, asked="tumour")
+    with pytest.raises(ValueError, match="no profile 'brain'"):
+        choose_profile(_header(), rules, asked="brain")
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("{match: {Protocol: x}, profile: stroke}", "profiles.0.match.Protocol"),
+        ("{match: {ProtocolName: '(x'}, profile: stroke}", "must be a regular expression"),
+        ("{match: {}, profile: tumour}", "not built yet"),
+        ("{match: {}, profile: brain}", "no profile 'brain'"),
+    ],
+)
+def test_a_wrong_rule_is_refused_with_its_place(tmp_path: Path, rule: str, message: str) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(f"profiles:\n  - {rule}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert message in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def vasospasm_study(tmp_path_factory: pytest.TempPathFactory):
+    """The vasospasm phantom (MTT +2 s on image right = patient left, head yawed 10°) written
+    as a scanner would name it (ProtocolName "CTP SAH VASOSPASM")."""
+    spec = VasospasmSpec(
+        PhantomSpec(slices=4, noise_hu=5.0), mtt_increase_s=MTT_INCREASE_S, yaw_deg=10.0
+    )
+    phantom = make_vasospasm_phantom(spec)
+    paths = write_ct_series(
+        phantom.acquisition, tmp_path_factory.mktemp("vasospasm"), identity=StudyIdentity.new()
+    )
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ProtocolName = "CTP SAH VASOSPASM"
+        ds.save_as(path)
+    return phantom, paths
+
+
+def _check_comparison(asymmetry: dict) -> None:
+    """The known prolongation: patient left's MTT longer by ~2 s, flagged; CBF not flagged
+    (the phantom keeps the CBF, so the CBV rises with the MTT)."""
+    assert asymmetry["sides"] == ["left", "right"]
+    mtt = asymmetry["maps"]["MTT"]
+    assert abs(mtt["difference"] + MTT_INCREASE_S) <= MTT_DIFFERENCE_TOLERANCE_S
+    assert mtt["flagged"] and mtt["lower_side"] == "right"
+    assert not asymmetry["maps"]["CBF"]["flagged"]
+    assert "MTT" in asymmetry["flagged"]
+
+
+def test_the_engine_compares_hemispheres_only_when_asked(vasospasm_study) -> None:
+    phantom, _ = vasospasm_study
+    plain = compute_perfusion(phantom.acquisition)
+    assert plain.asymmetry is None
+    asked = PerfusionParameters(hemispheric_asymmetry=True)
+    compared = compute_perfusion(phantom.acquisition, asked)
+    mtt = compared.asymmetry.maps["MTT"]
+    assert compared.asymmetry.sides == ("left", "right")
+    assert abs(mtt.difference + MTT_INCREASE_S) <= MTT_DIFFERENCE_TOLERANCE_S and mtt.flagged
+    assert abs(compared.asymmetry.midline.angle_deg - 10.0) <= 1.0
+
+
+def _meaning(item: Dataset) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeMeaning)
+
+
+def _sr_groups(report: hd.sr.Comprehensive3DSR) -> dict[str, list]:
+    groups = report.content[0].ContentSequence
+    measurements = next(item for item in groups if _meaning(item) == "Imaging Measurements")
+    found = {}
+    for group in measurements.ContentSequence:
+        identifier = next(
+            item.TextValue
+            for item in group.ContentSequence
+            if item.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier"
+        )
+        found[identifier] = list(group.ContentSequence)
+    return found
+
+
+def test_process_with_a_rule_gives_the_vasospasm_outputs(vasospasm_study, tmp_path: Path) -> None:
+    """A configuration rule on ProtocolName chooses vasospasm: results.json names the profile
+    and the rule and holds the comparison; the SR has a group per hemisphere (laterality
+    coded) and no stroke volumes; the first page is the asymmetry page, there is no mismatch
+    page; every object passes dciodvfy."""
+    _, paths = vasospasm_study
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        "profiles:\n  - match: {ProtocolName: '(?i)\\bSAH\\b|vasospasm'}\n    profile: vasospasm\n"
+    )
+    out = tmp_path / "out"
+    run = run_cli("process", str(paths[0].parent), "--out", str(out), "--config", str(config))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "profile vasospasm, chosen by rule 1 of profiles" in run.stdout
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["profile"]["name"] == "vasospasm"
+    assert summary["profile"]["chosen_by"].startswith("rule 1 of profiles (ProtocolName ~")
+    _check_comparison(summary["asymmetry"])
+    files = sorted(out.glob("*.dcm"))
+    assert files and all(dciodvfy_errors(path) == [] for path in files)
+    (sr_path,) = out.glob("structured_report-*.dcm")
+    groups = _sr_groups(hd.sr.srread(sr_path))
+    assert "Ischemic core (rCBF<30%)" not in groups and "Mismatch" not in groups
+    assert {"Hemisphere: left", "Hemisphere: right"} <= set(groups)
+    pages = [pydicom.dcmread(p) for p in out.glob("secondary_captures-*.dcm")]
+    by_number = {int(p.InstanceNumber): str(p.ImageComments) for p in pages}
+    assert by_number[1] == "Hemispheric asymmetry"
+    assert not any("mismatch" in text for text in by_number.values())
+
+
+@pytest.mark.slow
+def test_serve_chooses_vasospasm_by_protocol_name_and_orthanc_gets_it(
+    vasospasm_study, orthanc, tmp_path: Path
+) -> None:
+    """storescu → serve (a rule on ProtocolName) → a real Orthanc: the SR read back states the
+    profile and the rule, holds both hemispheres' MTT, and says MTT is flagged."""
+    from tests.conftest import orthanc_destination
+
+    _, paths = vasospasm_study
+    root = tmp_path / "node"
+    config = node_config(root, free_port(), [orthanc_destination(orthanc)])
+    config["profiles"] = [{"match": {"ProtocolName": "(?i)vasospasm"}, "profile": "vasospasm"}]
+    node = start_node(root, config)
+    try:
+        sent = storescu(paths, node.port, node.ae_title, calling="CT1")
+        assert stored_count(sent) == len(paths), sent.stderr[-2000:]
+
+        def report() -> hd.sr.Comprehensive3DSR | None:
+            for instance_id in orthanc.get("/instances"):
+                tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
+                if tags.get("SOPClassUID") == COMPREHENSIVE_3D_SR:
+                    data = orthanc.get_bytes(f"/instances/{instance_id}/file")
+                    return hd.sr.srread(io.BytesIO(data))
+            return None
+
+        sr = wait_until(report, 180, "the SR in Orthanc")
+    finally:
+        stop_process(node.process)
+    texts = [
+        item.TextValue
+        for container in sr.content[0].ContentSequence
+        for item in getattr(container, "ContentSequence", [])
+        if getattr(item, "ValueType", "") == "TEXT"
+    ]
+    assert any(t.startswith("Profile: vasospasm") and "ProtocolName" in t for t in texts)
+    assert any(t.startswith("MTT: left mean") and "flagged (more than 1.5 s" in t for t in texts)
+    groups = _sr_groups(sr)
+    left_mtt = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in groups["Hemisphere: left"]
+        if getattr(item, "ValueType", "") == "NUM"
+        and item.ConceptNameCodeSequence[0].CodeMeaning == "Mean Transit Time"
+    ]
+    right_mtt = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in groups["Hemisphere: right"]
+        if getattr(item, "ValueType", "") == "NUM"
+        and item.ConceptNameCodeSequence[0].CodeMeaning == "Mean Transit Time"
+    ]
+    assert abs(right_mtt[0] - left_mtt[0] + MTT_INCREASE_S) <= MTT_DIFFERENCE_TOLERANCE_S + 0.1
