@@ -25,7 +25,6 @@ from ctp_node.assemble.headers import UnreadableImageError, element_name, read_h
 from ctp_node.assemble.layout import NotPerfusionError
 from ctp_node.assemble.loader import Examination, LoadedSeries, examine_series, load_series
 from ctp_node.perfusion import PerfusionResult
-from ctp_node.perfusion.asymmetry import HemisphericComparison
 from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
@@ -43,6 +42,7 @@ from ctp_node.report.secondary_capture import SummaryCaptures
 from ctp_node.report.source_headers import with_readable_dates
 from ctp_node.report.summary_png import write_summary_png
 from ctp_node.report.versions import ResultVersion, content_digest, version_key
+from ctp_node.results_summary import WrittenOutput, summarise
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,6 @@ class PipelineSettings:
             (ALGORITHM, parameters, asdict(self.quality_limits), self.min_time_points, report)
             + ((rules,) if rules else ())
         )
-
-
-@dataclass(frozen=True)
-class WrittenOutput:
-    """One DICOM output written to disk."""
-
-    sop_instance_uid: str
-    output_kind: str  # "parametric_maps" | "secondary_captures" | "structured_report"
-    path: Path
-    series_description: str
 
 
 @dataclass(frozen=True)
@@ -361,76 +351,6 @@ def _output_sources(
     return sources, [*notes, note]
 
 
-def summarise(
-    loaded: LoadedSeries,
-    result: PerfusionResult,
-    outputs: Iterable[WrittenOutput],
-    quality: Sequence[QualityFinding] = (),
-    profile: ProfileChoice | None = None,
-) -> dict[str, Any]:
-    """The results as plain JSON-able values (what ``results.json`` and ``status`` show);
-    ``quality`` lists the acquisition quality findings, one dict per check; ``profile`` the
-    protocol profile and what chose it (``profile``), with the hemispheric comparison
-    (``asymmetry``) when the result has one."""
-    acq = loaded.acquisition
-    header = loaded.header
-    tissue = result.tissue_mask
-    volumes = result.volumes
-    maps = {}
-    for name in result.maps:
-        inside = result.reported(name)[tissue]
-        measured = inside[np.isfinite(inside)]
-        maps[name] = {
-            "median_in_tissue": _round(np.median(measured)) if measured.size else None,
-            "p95_in_tissue": _round(np.percentile(measured, 95)) if measured.size else None,
-            # Brain voxels left NaN in the Parametric Map: the acquisition cannot support them.
-            "unsupported_voxels": int(inside.size - measured.size),
-        }
-    return {
-        "study_instance_uid": str(header.StudyInstanceUID),
-        "series_instance_uid": str(header.SeriesInstanceUID),
-        "accession_number": str(header.get("AccessionNumber", "") or ""),
-        "algorithm": result.algorithm,
-        "acquisition": {
-            "time_points": int(acq.hu.shape[0]),
-            "slices": int(acq.hu.shape[1]),
-            "matrix": [int(acq.hu.shape[2]), int(acq.hu.shape[3])],
-            "duration_s": _round(float(acq.times_s[-1] - acq.times_s[0])),
-            "pixel_spacing_mm": [_round(v) for v in acq.pixel_spacing_mm],
-            "slice_spacing_mm": _round(acq.slice_spacing_mm),
-            "notes": loaded.notes,
-            "facts": {k: v for k, v in vars(acq.facts).items()},
-        },
-        "volumes": {
-            "core_ml": _round(volumes.core_ml),
-            "tmax6_ml": _round(volumes.tmax6_ml),
-            "tmax10_ml": _round(volumes.tmax10_ml),
-            "mismatch_ml": _round(volumes.mismatch_ml),
-            "mismatch_ratio": _round(volumes.mismatch_ratio),
-            "hypoperfusion_intensity_ratio": _round(volumes.hypoperfusion_intensity_ratio),
-            "target_mismatch": bool(volumes.target_mismatch),
-        },
-        "profile": (profile or DEFAULT_CHOICE).to_dict(),
-        "asymmetry": _asymmetry(result.asymmetry) if result.asymmetry is not None else None,
-        "normal_cbf_ml_100g_min": _round(result.normal_cbf),
-        "maps": maps,
-        "aif": _curve(result.aif),
-        "vof": _curve(result.vof) if result.vof is not None else None,
-        "parameters": dict(result.parameters),
-        "warnings": list(result.warnings),
-        "quality": [finding.to_dict() for finding in quality],
-        "outputs": [
-            {
-                "kind": o.output_kind,
-                "sop_instance_uid": o.sop_instance_uid,
-                "series_description": o.series_description,
-                "file": o.path.name,
-            }
-            for o in outputs
-        ],
-    }
-
-
 @dataclass
 class SeriesFiles:
     """One series' files among ``process``'s inputs, sorted as the receiver sorts objects.
@@ -499,46 +419,3 @@ def _save(dataset: pydicom.Dataset, out_dir: Path, kind: str) -> WrittenOutput:
     return WrittenOutput(
         str(dataset.SOPInstanceUID), kind, path, str(dataset.get("SeriesDescription", ""))
     )
-
-
-def _asymmetry(comparison: HemisphericComparison) -> dict[str, Any]:
-    """The hemispheric comparison as JSON: the midline, the sides and per map the means,
-    medians, the second − first side's difference, the lower/higher ratio and the flag."""
-    return {
-        "midline": {
-            "angle_deg": _round(comparison.midline.angle_deg),
-            "offset_mm": _round(comparison.midline.offset_mm),
-        },
-        "sides": list(comparison.sides),
-        "flagged": comparison.flagged,
-        "maps": {
-            name: {
-                "mean": {side: _round(v) for side, v in item.mean.items()},
-                "median": {side: _round(v) for side, v in item.median.items()},
-                "difference": _round(item.difference),
-                "ratio": _round(item.ratio),
-                "lower_side": item.lower_side,
-                "flagged": bool(item.flagged),
-            }
-            for name, item in comparison.maps.items()
-        },
-    }
-
-
-def _curve(curve) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {
-        "selection": curve.selection,
-        "centre_zyx": list(curve.centre_zyx),
-        "voxels": len(curve.voxels_zyx),
-        "arrival_s": _round(curve.arrival_s),
-        "baseline_frames": int(curve.baseline_frames),
-        "peak_hu": _round(float(np.max(curve.concentration_hu))),
-        "times_s": [_round(t) for t in curve.times_s],
-        "concentration_hu": [_round(v) for v in curve.concentration_hu],
-    }
-
-
-def _round(value: float | None, digits: int = 3) -> float | None:
-    if value is None or not np.isfinite(value):
-        return None
-    return round(float(value), digits)

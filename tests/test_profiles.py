@@ -170,6 +170,8 @@ def test_process_with_a_rule_gives_the_vasospasm_outputs(vasospasm_study, tmp_pa
     assert summary["profile"]["name"] == "vasospasm"
     assert summary["profile"]["chosen_by"].startswith("rule 1 of profiles (ProtocolName ~")
     _check_comparison(summary["asymmetry"])
+    assert summary["volumes"] is None  # no stroke volumes for this profile
+    assert (out / "summary.png").stat().st_size > 0
     files = sorted(out.glob("*.dcm"))
     assert files and all(dciodvfy_errors(path) == [] for path in files)
     (sr_path,) = out.glob("structured_report-*.dcm")

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ctp_node.file_modes import create_file
 from ctp_node.perfusion import MAP_UNITS, Acquisition, PerfusionResult
+from ctp_node.perfusion.asymmetry import TIME_MAPS
 from ctp_node.report.pages import TITLE_Y, UNSUPPORTED_GREY
 from ctp_node.report.parametric_map import map_window
 
@@ -45,21 +46,10 @@ def write_summary_png(
     baseline = acquisition.hu[0, z]
     overlay = axes.flat[5]
     overlay.imshow(baseline, cmap="gray", vmin=0, vmax=80)
-    overlay.imshow(
-        np.ma.masked_where(~result.tmax6_mask[z], result.tmax6_mask[z]),
-        cmap="autumn_r",
-        alpha=0.5,
-        vmin=0,
-        vmax=1,
-    )
-    overlay.imshow(
-        np.ma.masked_where(~result.core_mask[z], result.core_mask[z]),
-        cmap="autumn",
-        alpha=0.7,
-        vmin=0,
-        vmax=1,
-    )
-    overlay.set_title("core (red), Tmax>6 s (yellow)", color="white", y=TITLE_Y)
+    if summary.get("volumes") is not None:  # a profile with stroke volumes
+        _draw_lesions(overlay, result, z)
+    else:
+        overlay.set_title("pre-contrast", color="white", y=TITLE_Y)
     for axis in axes.flat[:6]:
         axis.axis("off")
     curves = axes.flat[6]
@@ -72,15 +62,8 @@ def write_summary_png(
     curves.set_title("input curves", color="white", y=TITLE_Y)
     text = axes.flat[7]
     text.axis("off")
-    volumes = summary["volumes"]
     lines = [
-        f"core (rCBF<30%): {volumes['core_ml']} ml",
-        f"Tmax>6s: {volumes['tmax6_ml']} ml",
-        f"Tmax>10s: {volumes['tmax10_ml']} ml",
-        f"mismatch: {volumes['mismatch_ml']} ml",
-        f"mismatch ratio: {volumes['mismatch_ratio']}",
-        f"HIR: {volumes['hypoperfusion_intensity_ratio']}",
-        f"target mismatch (DEFUSE 3): {'yes' if volumes['target_mismatch'] else 'no'}",
+        *_result_lines(summary),
         "",
         f"slice shown: {z + 1} of {acquisition.hu.shape[1]}",
         result.algorithm,
@@ -92,6 +75,43 @@ def write_summary_png(
         figure.savefig(
             file, format="png", facecolor=figure.get_facecolor(), pil_kwargs={"compress_level": 1}
         )
+
+
+def _draw_lesions(axis, result: PerfusionResult, z: int) -> None:  # type: ignore[no-untyped-def]
+    """The core and Tmax > 6 s regions of slice ``z`` over the background in ``axis``."""
+    for mask, colours, alpha in (
+        (result.tmax6_mask[z], "autumn_r", 0.5),
+        (result.core_mask[z], "autumn", 0.7),
+    ):
+        axis.imshow(np.ma.masked_where(~mask, mask), cmap=colours, alpha=alpha, vmin=0, vmax=1)
+    axis.set_title("core (red), Tmax>6 s (yellow)", color="white", y=TITLE_Y)
+
+
+def _result_lines(summary: dict[str, Any]) -> list[str]:
+    """The stroke volumes, or (a profile without them) the hemispheric comparison's verdict
+    per map, as ``results.json`` holds them."""
+    volumes = summary.get("volumes")
+    if volumes is None:
+        asymmetry = summary.get("asymmetry") or {"maps": {}, "sides": ["", ""]}
+        first, second = asymmetry["sides"]
+        lines = [f"profile: {(summary.get('profile') or {}).get('name', '-')}"]
+        for name, item in asymmetry["maps"].items():
+            change = (
+                f"{second}-{first} {item['difference']}"
+                if name.lower() in TIME_MAPS
+                else f"ratio {item['ratio']}"
+            )
+            lines.append(f"{name}: {change}{' FLAGGED' if item['flagged'] else ''}")
+        return lines
+    return [
+        f"core (rCBF<30%): {volumes['core_ml']} ml",
+        f"Tmax>6s: {volumes['tmax6_ml']} ml",
+        f"Tmax>10s: {volumes['tmax10_ml']} ml",
+        f"mismatch: {volumes['mismatch_ml']} ml",
+        f"mismatch ratio: {volumes['mismatch_ratio']}",
+        f"HIR: {volumes['hypoperfusion_intensity_ratio']}",
+        f"target mismatch (DEFUSE 3): {'yes' if volumes['target_mismatch'] else 'no'}",
+    ]
 
 
 def _slice_of_interest(result: PerfusionResult) -> int:

@@ -61,14 +61,19 @@ def notification_message(
         message["patient_name"] = patient.name
         message["patient_id"] = patient.id
     if n.event == NotificationEvent.RESULT:
-        volumes = summary.get("volumes") or {}
-        message["volumes"] = {
+        # A profile without stroke volumes (vasospasm) has none: its message names the maps
+        # its hemispheric comparison flagged instead.
+        message["profile"] = (summary.get("profile") or {}).get("name", "stroke")
+        volumes = summary.get("volumes")
+        message["volumes"] = volumes and {
             name: {"value": volumes.get(key), "unit": "ml", "meaning": meaning}
             for name, key, meaning in _VOLUMES
         }
-        message["mismatch_ratio"] = volumes.get("mismatch_ratio")
-        message["target_mismatch"] = bool(volumes.get("target_mismatch"))
-        message["large_core"] = (volumes.get("core_ml") or 0) >= settings.large_core_ml
+        message["mismatch_ratio"] = (volumes or {}).get("mismatch_ratio")
+        message["target_mismatch"] = bool((volumes or {}).get("target_mismatch"))
+        message["large_core"] = ((volumes or {}).get("core_ml") or 0) >= settings.large_core_ml
+        asymmetry = summary.get("asymmetry")
+        message["asymmetry_flagged"] = asymmetry["flagged"] if asymmetry else None
         message["notable"] = is_notable(summary, settings.large_core_ml)
         message["qc_warnings"] = qc_warnings(summary)
     else:
@@ -93,7 +98,13 @@ def email_text(message: dict[str, Any]) -> tuple[str, str]:
     accession = message["accession_number"] or "no accession number"
     version = f" v{message['result_version']}" if message["result_version"] else ""
     lines = []
-    if message["event"] == NotificationEvent.RESULT:
+    if message["event"] == NotificationEvent.RESULT and not message["volumes"]:
+        flagged = message.get("asymmetry_flagged")
+        verdict = f"{', '.join(flagged)} asymmetric" if flagged else "no map asymmetric"
+        subject = f"CT perfusion{version} ({message['profile']}), {accession}: {verdict}"
+        lines += [f"flagged hemispheric asymmetry: {', '.join(flagged) if flagged else 'none'}"]
+        lines += [f"QC warning: {w}" for w in message["qc_warnings"]] or ["QC: no warnings"]
+    elif message["event"] == NotificationEvent.RESULT:
         volumes = message["volumes"]
         core, penumbra = volumes["core"]["value"], volumes["penumbra"]["value"]
         flags = [

@@ -56,8 +56,11 @@ class NotifyRules:
 
 
 def is_notable(summary: Mapping[str, Any], large_core_ml: float) -> bool:
-    """A target mismatch, or a core of at least ``large_core_ml`` ml."""
-    volumes = summary.get("volumes") or {}
+    """A target mismatch, or a core of at least ``large_core_ml`` ml; for a profile without
+    stroke volumes, a map its hemispheric comparison flagged."""
+    volumes = summary.get("volumes")
+    if volumes is None:
+        return bool((summary.get("asymmetry") or {}).get("flagged"))
     core = volumes.get("core_ml")
     return bool(volumes.get("target_mismatch")) or (core is not None and core >= large_core_ml)
 

@@ -248,3 +248,29 @@ def test_outputs_that_give_up_on_a_pacs_tell_the_failure_channels(
     assert (body["event"], body["destination"], body["job"]) == ("export_failed", "pacs", job_id)
     assert "check that the destination is running" in body["failure_reason"]
     assert [n.channel for n in list_notifications(db)] == ["webhook:chat", "email"]
+
+
+def test_a_vasospasm_result_names_its_flagged_maps_not_volumes(
+    tmp_path, http_sink, smtp_sink
+) -> None:
+    """A profile without stroke volumes (results.json ``volumes`` null): the webhook gets the
+    profile and the flagged maps, no volumes, and is notable because a map is flagged; the
+    e-mail's subject names the flagged maps."""
+    summary = {
+        "volumes": None,
+        "profile": {"name": "vasospasm", "chosen_by": "rule 1 of profiles"},
+        "asymmetry": {"flagged": ["CBV", "MTT"], "sides": ["left", "right"], "maps": {}},
+        "warnings": [],
+        "quality": [],
+    }
+    rules = NotifyRules(
+        (("webhook:chat", frozenset({"notable_result"})), ("email", frozenset({"result"})))
+    )
+    db, _ = _result(tmp_path, summary, rules)
+    assert send_due_notifications(db, _channels(http_sink, smtp_sink), FAST, SETTINGS) == 2
+    ((_, _, body),) = http_sink.received
+    assert body["profile"] == "vasospasm" and body["volumes"] is None
+    assert body["asymmetry_flagged"] == ["CBV", "MTT"] and body["notable"]
+    subject, text = email_text(body)
+    assert subject.endswith("(vasospasm), no accession number: CBV, MTT asymmetric")
+    assert "flagged hemispheric asymmetry: CBV, MTT" in text
