@@ -9,10 +9,14 @@ present mean column of the intracranial region; the midline's error against the 
 °, offset mm), the per-hemisphere MTT and CBF means (patient sides: the phantom is axial LPS,
 so image right is the patient's left) and the asymmetry indices with their flags (default
 thresholds: |ΔMTT| > 1.5 s, CBF ratio < 0.8). The truth row splits the true maps at the true
-midline. Run: ``OPENBLAS_NUM_THREADS=1 python bench/asymmetry.py``.
+midline. Run: ``OPENBLAS_NUM_THREADS=1 python bench/asymmetry.py``; with ``--matrix``, the
+midline search's time and error on finer matrices (its grid is in mm, not pixels).
 """
 
 from __future__ import annotations
+
+import sys
+import time
 
 import numpy as np
 from scipy import ndimage
@@ -97,5 +101,31 @@ def main() -> None:
         )
 
 
+def midline_cost(cases=((128, 4, 10.0), (256, 8, 7.6), (512, 8, 10.0), (512, 16, 17.3))) -> None:
+    """Per (matrix, slices, yaw °) on a 220 mm field of view: the seconds
+    :func:`estimate_midline` takes and its angle (°) and offset (mm) errors."""
+    print("| matrix | slices | yaw ° | midline s | Δθ ° | Δd mm |")
+    print("|---|---|---|---|---|---|")
+    for matrix, slices, yaw in cases:
+        base = PhantomSpec(
+            matrix=matrix, slices=slices, pixel_spacing_mm=220.0 / matrix, noise_hu=NOISE_HU
+        )
+        spec = VasospasmSpec(base, 2.0, yaw_deg=yaw, offset_mm=(3.0, -4.0))
+        phantom = make_vasospasm_phantom(spec)
+        pre = phantom.acquisition.hu[:BASELINE_FRAMES].mean(axis=0)
+        started = time.perf_counter()
+        line = estimate_midline(pre, intracranial(pre), phantom.acquisition.pixel_spacing_mm)
+        took = time.perf_counter() - started
+        truth = phantom.truth
+        print(
+            f"| {matrix} | {slices} | {yaw:g} | {took:.2f} | "
+            f"{line.angle_deg - truth.midline_angle_deg:+.2f} | "
+            f"{line.offset_mm - truth.midline_offset_mm:+.2f} |"
+        )
+
+
 if __name__ == "__main__":
-    main()
+    if "--matrix" in sys.argv:
+        midline_cost()
+    else:
+        main()
