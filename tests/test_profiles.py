@@ -196,6 +196,7 @@ def test_serve_chooses_vasospasm_by_protocol_name_and_orthanc_gets_it(
     root = tmp_path / "node"
     config = node_config(root, free_port(), [orthanc_destination(orthanc)])
     config["profiles"] = [{"match": {"ProtocolName": "(?i)vasospasm"}, "profile": "vasospasm"}]
+    config["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port()}
     node = start_node(root, config)
     try:
         sent = storescu(paths, node.port, node.ae_title, calling="CT1")
@@ -210,6 +211,12 @@ def test_serve_chooses_vasospasm_by_protocol_name_and_orthanc_gets_it(
             return None
 
         sr = wait_until(report, 180, "the SR in Orthanc")
+        # The console's job page names the profile and shows the comparison, MTT flagged.
+        (job,) = node.status()["jobs"]
+        code, body = node.http_get(f"/jobs/{job['id']}")
+        page = body.decode()
+        assert code == 200 and 'id="profile">Profile <b>vasospasm</b>, chosen by rule 1' in page
+        assert '<tr class="flagged"><th>MTT</th>' in page
     finally:
         stop_process(node.process)
     texts = [
