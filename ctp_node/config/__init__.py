@@ -18,6 +18,7 @@ from ctp_node.config.loading import (
     load_config,
     resolve_sqlite_url,
 )
+from ctp_node.config.notifications import EmailConfig, NotificationsConfig, WebhookConfig
 from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.reference import reference_config_text, relative_path_warnings
 from ctp_node.config.schema import (
@@ -30,18 +31,15 @@ from ctp_node.config.schema import (
     DatabaseConfig,
     DestinationConfig,
     DestinationTLSConfig,
-    EmailConfig,
     IngestConfig,
     ListenerTLSConfig,
     NodeConfig,
-    NotificationsConfig,
     OutputKind,
     PerfusionConfig,
     ReportConfig,
     RetentionConfig,
     SendConfig,
     StorageConfig,
-    WebhookConfig,
     WorkerConfig,
 )
 from ctp_node.config.secrets import bearer_token, database_password, notification_secrets

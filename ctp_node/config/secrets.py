@@ -9,8 +9,9 @@ import os
 import stat
 from pathlib import Path
 
+from ctp_node.config.notifications import NotificationsConfig
 from ctp_node.config.problems import ConfigError, ConfigProblem
-from ctp_node.config.schema import Config, DatabaseConfig, DestinationConfig, NotificationsConfig
+from ctp_node.config.schema import Config, DatabaseConfig, DestinationConfig
 
 
 def database_password(database: DatabaseConfig) -> str | None:

@@ -239,3 +239,25 @@ def _check_mail_address(value: str) -> str:
 
 WebURL = Annotated[str, AfterValidator(_check_web_url)]
 MailAddress = Annotated[str, AfterValidator(_check_mail_address)]
+
+
+def check_short_name(name: str) -> str:
+    """A destination's or a channel's name: 1 to 64 letters, digits, '-', '_' or '.'."""
+    if not _DESTINATION_NAME.match(name):
+        raise PydanticCustomError(
+            "destination_name",
+            "a destination name is 1 to 64 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit; got '{name}'",
+            {"name": name},
+        )
+    return name
+
+
+def check_backoff(first_s: float, cap_s: float) -> None:
+    if cap_s < first_s:
+        _raise_at(
+            ("retry_backoff_max_s",),
+            "must be at least retry_backoff_s ({first} s); got {cap} s",
+            {"first": first_s, "cap": cap_s},
+            cap_s,
+        )
