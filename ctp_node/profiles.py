@@ -15,7 +15,10 @@ The ``tumour`` profile (Patlak K^trans, leakage-corrected CBV) is not built yet:
 in :mod:`ctp_node.perfusion.permeability`, the outputs are not; a rule or a request that names
 it is refused (:data:`NOT_YET`) rather than computed as something else.
 
-This module is pure: it reads headers and rules, and neither the network nor the database.
+This module is pure: it reads headers and rules, and neither the network nor the database. It
+imports neither pydicom nor numpy: the command line and the configuration import it before
+``ctp-node`` sets the BLAS threads (``cli._one_blas_thread``), which must come before numpy
+loads.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pydicom
+if TYPE_CHECKING:  # not at run time: the CLI imports this before numpy may load (cli.py)
+    import pydicom
 
 #: The profiles, in the order the configuration reference lists them.
 PROFILE_NAMES = ("stroke", "vasospasm")

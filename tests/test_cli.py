@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,19 @@ def test_a_port_taken_after_the_check_is_still_a_configuration_error(
     node.stop()
     assert [p.key_path for p in refused.value.problems] == ["node.port"]
     assert f"port {held_port} on 127.0.0.1 is in use" in str(refused.value)
+
+
+def test_the_command_line_loads_before_numpy_so_blas_threads_can_be_set() -> None:
+    """``ctp-node`` sets OPENBLAS_NUM_THREADS before numpy loads (cli._one_blas_thread): the
+    same series must give the same last bits in ``process`` and in ``serve``'s workers, and
+    OpenBLAS reads the variable only when numpy first loads. Importing the command line (its
+    configuration, the profiles) must not load numpy or pydicom (session 30 found it did, and
+    a loaded machine then gave maps one ulp apart)."""
+    probe = (
+        "import sys, ctp_node.cli; "
+        "print(sorted(m for m in ('numpy', 'pydicom') if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert run.stdout.strip() == "[]"

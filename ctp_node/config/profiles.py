@@ -8,13 +8,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
-from pydicom.datadict import tag_for_keyword
 
 from ctp_node.config.values import SECTION_CONFIG
 from ctp_node.profiles import CALLING_AE, ProfileRule, check_profile_name
 
 
 def _check_match_key(value: str) -> str:
+    # pydicom (and with it numpy) only when a configuration is checked: this module is
+    # imported before the command line sets the BLAS threads (cli._one_blas_thread).
+    from pydicom.datadict import tag_for_keyword
+
     if value != CALLING_AE and tag_for_keyword(value) is None:
         raise PydanticCustomError(
             "match_key",
