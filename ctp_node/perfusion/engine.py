@@ -41,7 +41,7 @@ from ctp_node.perfusion.prepare import motion, timing
 from ctp_node.perfusion.prepare.stage import Prepared, prepare
 from ctp_node.perfusion.residues import parametric
 from ctp_node.perfusion.residues.stage import Residues, residue_functions
-from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult
+from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult, without_unsupported
 from ctp_node.perfusion.tissue.stage import TissueCurves, tissue_curves
 
 ALGORITHM = "ctp-node oSVD 0.22"
@@ -157,10 +157,7 @@ def _hemispheres(
 ) -> tuple[asymmetry.HemisphericComparison | None, str | None]:
     """The maps' hemispheric comparison (values the acquisition cannot support left out), or
     None and a warning saying why there is none."""
-    reported = {
-        name: np.where(unsupported[name], np.nan, maps[name]) if name in unsupported else maps[name]
-        for name in MAP_UNITS
-    }
+    reported = {name: without_unsupported(maps[name], unsupported.get(name)) for name in MAP_UNITS}
     try:
         comparison = asymmetry.compare_hemispheres(
             prepared.baseline,

@@ -141,8 +141,11 @@ class PerfusionResult:
         """Map ``name`` as the outputs report it: NaN (IEEE 754 not-a-number, the documented
         sentinel of the Parametric Maps' Float Pixel Data) where :attr:`unsupported` says the
         acquisition cannot support the value, else :attr:`maps`' value."""
-        values = self.maps[name]
-        mask = self.unsupported.get(name)
-        if mask is None or not mask.any():
-            return values
-        return np.where(mask, np.float32(np.nan), values).astype(values.dtype)
+        return without_unsupported(self.maps[name], self.unsupported.get(name))
+
+
+def without_unsupported(values: np.ndarray, unsupported: np.ndarray | None) -> np.ndarray:
+    """``values`` with NaN where ``unsupported`` (bool, same shape; None: nowhere) is set."""
+    if unsupported is None or not unsupported.any():
+        return values
+    return np.where(unsupported, np.float32(np.nan), values).astype(values.dtype)

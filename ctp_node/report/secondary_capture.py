@@ -100,14 +100,8 @@ class SummaryCaptures:
         self._source, self._settings = source_images[0], settings
         self._orientation = acquisition.orientation
         renders = _page_renders(
-            result, acquisition, self._source, settings, [profile.statement(), *notes], quality
+            result, acquisition, self._source, settings, notes, quality, profile
         )
-        if not profile.profile.stroke_volumes:
-            renders = [page for page in renders if page[0] != "mismatch"]
-        if result.asymmetry is not None:
-            renders.insert(
-                0, _asymmetry_render(result, acquisition, self._source, settings, profile, quality)
-            )
         # The drawing processes take the pages from the front, the caller from the back: the
         # two slow pages (0.3-0.4 s, the colour maps 0.15 s) first, so that the work evens out.
         renders.sort(key=lambda page: page[0] not in _SLOW_PAGES)
@@ -149,28 +143,6 @@ class SummaryCaptures:
         ]
 
 
-def _asymmetry_render(
-    result: PerfusionResult,
-    acquisition: Acquisition,
-    source: pydicom.Dataset,
-    settings: ReportSettings,
-    profile: ProfileChoice,
-    quality: Sequence[QualityFinding],
-) -> tuple[str, Callable[[], np.ndarray]]:
-    """The hemispheric asymmetry page's name and the function that draws it."""
-    return (
-        "asymmetry",
-        lambda: render_asymmetry_page(
-            result,
-            acquisition,
-            source,
-            profile_statement=profile.statement(),
-            quality_banner=quality_banner(quality),
-            **_style(result, settings),
-        ),
-    )
-
-
 def _style(result: PerfusionResult, settings: ReportSettings) -> dict[str, Any]:
     """Every page's footer, research banner and version statement."""
     return {
@@ -187,18 +159,39 @@ def _page_renders(
     settings: ReportSettings,
     notes: Sequence[str],
     quality: Sequence[QualityFinding],
+    profile: ProfileChoice,
 ) -> list[tuple[str, Callable[[], np.ndarray]]]:
-    """Each page's name and the function that draws it, in reading order."""
+    """Each page's name and the function that draws it, in reading order: first the mismatch
+    page (a profile with stroke volumes) and the asymmetry page (a hemispheric comparison),
+    then the maps and the quality page (with the profile statement first among its notes)."""
     style = _style(result, settings)
     banner = quality_banner(quality)
-    renders: list[tuple[str, Callable[[], np.ndarray]]] = [
-        (
-            "mismatch",
-            lambda: render_mismatch_page(
-                result, acquisition, source, quality_banner=banner, **style
-            ),
+    renders: list[tuple[str, Callable[[], np.ndarray]]] = []
+    if profile.profile.stroke_volumes:
+        renders.append(
+            (
+                "mismatch",
+                lambda: render_mismatch_page(
+                    result, acquisition, source, quality_banner=banner, **style
+                ),
+            )
         )
-    ]
+    if result.asymmetry is not None:
+        statement = profile.statement()
+        renders.append(
+            (
+                "asymmetry",
+                lambda: render_asymmetry_page(
+                    result,
+                    acquisition,
+                    source,
+                    profile_statement=statement,
+                    quality_banner=banner,
+                    **style,
+                ),
+            )
+        )
+    notes = [profile.statement(), *notes]
     renders += [
         (name, lambda name=name: render_map_page(name, result, acquisition, source, **style))
         for name in MAP_PAGES

@@ -248,13 +248,16 @@ class _GroupBuilder:
     source_images: list[pydicom.Dataset]
     version: str
 
-    def measurement(self, name: Code, value: float, unit: Code) -> hd.sr.Measurement:
+    def measurement(
+        self, name: Code, value: float, unit: Code, derivation: Code | None = None
+    ) -> hd.sr.Measurement:
         # To the resolution the method supports (ctp_node.report.rounding): 0.1 ml, 0.1 s,
         # ratios 0.01.
         return hd.sr.Measurement(
             name=name,
             value=rounded(value, "ratio" if unit == RATIO else unit.value),
             unit=unit,
+            derivation=derivation,
             method=CT_PERFUSION_METHOD,
             algorithm_id=self.algorithm,
         )
@@ -296,14 +299,7 @@ class _GroupBuilder:
         """One hemisphere's mean of each compared map (the PM's quantity codes and units),
         its laterality coded when the patient's sides are known."""
         measurements = [
-            hd.sr.Measurement(
-                name=d.quantity,
-                value=rounded(comparison.maps[d.name].mean[side], d.unit.value),
-                unit=d.unit,
-                derivation=codes.SCT.Mean,
-                method=CT_PERFUSION_METHOD,
-                algorithm_id=self.algorithm,
-            )
+            self.measurement(d.quantity, comparison.maps[d.name].mean[side], d.unit, codes.SCT.Mean)
             for d in MAP_DEFINITIONS
             if d.name in comparison.maps
         ]
