@@ -155,9 +155,12 @@ def compute_series(
         choice = choose_profile(
             loaded.header, settings.profile_rules, calling_ae=calling_ae, asked=profile
         )
-        parameters = settings.parameters
-        if choice.profile.asymmetry:
-            parameters = replace(parameters, hemispheric_asymmetry=True)
+        parameters = replace(
+            settings.parameters,
+            hemispheric_asymmetry=settings.parameters.hemispheric_asymmetry
+            or choice.profile.asymmetry,
+            permeability=settings.parameters.permeability or choice.profile.permeability,
+        )
         loaded_s = time.perf_counter() - started
         result = compute_perfusion(
             loaded.acquisition,
@@ -169,8 +172,12 @@ def compute_series(
     except (UnreadableImageError, NotPerfusionError, PerfusionError) as exc:
         raise AcquisitionUnusableError(str(exc)) from exc
     computed_s = time.perf_counter() - started - loaded_s
+    limits = settings.quality_limits
     quality = assess_acquisition(
-        loaded.acquisition, result, settings.quality_limits, other_slabs=other_slabs
+        loaded.acquisition,
+        result,
+        limits.for_permeability() if choice.profile.permeability else limits,
+        other_slabs=other_slabs,
     )
     spill.release(loaded.acquisition.hu)  # the reports read only a few of its images
     return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s, choice)

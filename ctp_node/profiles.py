@@ -10,10 +10,12 @@ A profile is a named set of stages and outputs:
   difference and lower/higher ratio, flagged against thresholds
   (:mod:`ctp_node.perfusion.asymmetry`); no core or penumbra volumes (they are stroke
   definitions, not validated for vasospasm).
-
-The ``tumour`` profile (Patlak K^trans, leakage-corrected CBV) is not built yet: the physics is
-in :mod:`ctp_node.perfusion.permeability`, the outputs are not; a rule or a request that names
-it is refused (:data:`NOT_YET`) rather than computed as something else.
+- ``tumour`` (the angiogenesis of a tumour, blood-brain barrier permeability): the leak across
+  the barrier measured by Patlak analysis of the images after the first pass and removed from
+  the curves before deconvolution (:mod:`ctp_node.perfusion.permeability`): K^trans, and CBF,
+  CBV (leakage-corrected) and MTT of the intravascular curves; each map's statistics in the
+  enhancing region (significant K^trans); the quality checks expect the 90–150 s acquisitions
+  tumour protocols use; no core or penumbra volumes.
 
 This module is pure: it reads headers and rules, and neither the network nor the database. It
 imports neither pydicom nor numpy: the command line and the configuration import it before
@@ -32,12 +34,7 @@ if TYPE_CHECKING:  # not at run time: the CLI imports this before numpy may load
     import pydicom
 
 #: The profiles, in the order the configuration reference lists them.
-PROFILE_NAMES = ("stroke", "vasospasm")
-#: Profiles planned but not built, with why a request for one is refused.
-NOT_YET = {
-    "tumour": "the tumour (permeability) profile is not built yet (issue 34): its Patlak "
-    "K^trans and leakage-corrected CBV outputs do not exist",
-}
+PROFILE_NAMES = ("stroke", "vasospasm", "tumour")
 #: The profile of a series no rule chose.
 DEFAULT_PROFILE = "stroke"
 #: The match key that stands for the sending AE title (not a DICOM attribute of the images).
@@ -54,18 +51,28 @@ class Profile:
     title : how the pages and the SR name it.
     stroke_volumes : report the core, hypoperfusion and mismatch volumes.
     asymmetry : compute and report the hemispheric asymmetry of each map.
+    permeability : measure and remove the leak across the blood-brain barrier (K^trans, the
+        enhancing region), with the quality checks' limits for long acquisitions.
     """
 
     name: str
     title: str
     stroke_volumes: bool
     asymmetry: bool
+    permeability: bool = False
 
 
 PROFILES: dict[str, Profile] = {
     "stroke": Profile("stroke", "acute stroke", stroke_volumes=True, asymmetry=False),
     "vasospasm": Profile(
         "vasospasm", "vasospasm / delayed cerebral ischaemia", stroke_volumes=False, asymmetry=True
+    ),
+    "tumour": Profile(
+        "tumour",
+        "tumour, blood-brain barrier permeability",
+        stroke_volumes=False,
+        asymmetry=False,
+        permeability=True,
     ),
 }
 assert tuple(PROFILES) == PROFILE_NAMES
@@ -159,10 +166,7 @@ def choose_profile(
 
 
 def check_profile_name(name: str) -> str:
-    """``name`` if it is a profile, else ValueError saying which exist (or why it is not yet
-    there)."""
-    if name in NOT_YET:
-        raise ValueError(NOT_YET[name])
+    """``name`` if it is a profile, else ValueError saying which exist."""
     if name not in PROFILES:
         raise ValueError(f"no profile {name!r}; the profiles are {', '.join(PROFILE_NAMES)}")
     return name

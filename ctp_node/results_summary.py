@@ -13,6 +13,7 @@ import numpy as np
 from ctp_node.assemble.loader import LoadedSeries
 from ctp_node.perfusion import PerfusionResult
 from ctp_node.perfusion.asymmetry import HemisphericComparison
+from ctp_node.perfusion.permeability.region import REGION_MAPS, enhancing_statistics
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
 
@@ -37,7 +38,8 @@ def summarise(
     """The results as plain JSON-able values (what ``results.json`` and ``status`` show);
     ``quality`` lists the acquisition quality findings, one dict per check; ``profile`` the
     protocol profile and what chose it (``profile``), with the hemispheric comparison
-    (``asymmetry``) when the result has one."""
+    (``asymmetry``) and the permeability measurement (``permeability``) when the result has
+    them."""
     acq = loaded.acquisition
     header = loaded.header
     choice = profile or DEFAULT_CHOICE
@@ -71,6 +73,7 @@ def summarise(
         "volumes": _volumes(result) if choice.profile.stroke_volumes else None,
         "profile": choice.to_dict(),
         "asymmetry": _asymmetry(result.asymmetry) if result.asymmetry is not None else None,
+        "permeability": _permeability(result) if result.permeability is not None else None,
         "normal_cbf_ml_100g_min": _round(result.normal_cbf),
         "maps": maps,
         "aif": _curve(result.aif),
@@ -100,6 +103,34 @@ def _volumes(result: PerfusionResult) -> dict[str, Any]:
         "mismatch_ratio": _round(volumes.mismatch_ratio),
         "hypoperfusion_intensity_ratio": _round(volumes.hypoperfusion_intensity_ratio),
         "target_mismatch": bool(volumes.target_mismatch),
+    }
+
+
+def _permeability(result: PerfusionResult) -> dict[str, Any]:
+    """The permeability measurement as JSON: the model, the images it was fitted on, and the
+    enhancing region (null when none was found) with each map's mean and median in it, the
+    mean of the tissue outside it and (CBF, CBV) their ratio."""
+    permeability = result.permeability
+    statistics = enhancing_statistics(result)
+    region = None
+    if statistics is not None:
+        region = {
+            "volume_ml": _round(statistics.volume_ml),
+            "maps": {
+                name: {
+                    "mean": _round(statistics.mean[name]),
+                    "median": _round(statistics.median[name]),
+                    "outside_mean": _round(statistics.outside_mean[name]),
+                    "ratio": _round(statistics.relative(name)),
+                }
+                for name in REGION_MAPS
+            },
+        }
+    return {
+        "model": permeability.model,
+        "first_pass_end_s": _round(permeability.first_pass_end_s),
+        "late_images": permeability.late_frames,
+        "enhancing_region": region,
     }
 
 

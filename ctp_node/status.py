@@ -549,8 +549,8 @@ HIR_KEY = "hypoperfusion_intensity_ratio"
 
 def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:
     """Print one series' profile, volumes (a profile with stroke volumes), hemispheric
-    comparison (if any) and map medians as a table, each with its unit (with the truth, if
-    known)."""
+    comparison and enhancing region (if any) and map medians as a table, each with its unit
+    (with the truth, if known)."""
     volumes = summary["volumes"]
     profile = summary.get("profile") or {"name": DEFAULT_PROFILE, "chosen_by": "-"}
     stroke = PROFILES[profile["name"]].stroke_volumes
@@ -565,6 +565,7 @@ def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:
             ("HIR", "ratio", volumes["hypoperfusion_intensity_ratio"], HIR_KEY),
         ]
     rows += _asymmetry_rows(summary.get("asymmetry"))
+    rows += _permeability_rows(summary.get("permeability"))
     rows += [
         (f"median {name}", DISPLAY_UNITS.get(name, "?"), stats["median_in_tissue"], None)
         for name, stats in summary["maps"].items()
@@ -601,6 +602,23 @@ def _asymmetry_rows(asymmetry: dict | None) -> list[tuple[str, str, float | None
             rows.append((f"{name} {second} - {first}{mark}", "s", item["difference"], None))
         else:
             rows.append((f"{name} lower/higher{mark}", "ratio", item["ratio"], None))
+    return rows
+
+
+def _permeability_rows(permeability: dict | None) -> list[tuple[str, str, float | None, None]]:
+    """The enhancing region's volume and each map's mean in it and outside it."""
+    if not permeability:
+        return []
+    region = permeability["enhancing_region"]
+    if region is None:
+        return [("enhancing region (none)", "ml", 0.0, None)]
+    rows = [("enhancing region", "ml", region["volume_ml"], None)]
+    for name, item in region["maps"].items():
+        unit = DISPLAY_UNITS.get(name, "?")
+        rows += [
+            (f"{name} enhancing mean", unit, item["mean"], None),
+            (f"{name} outside mean", unit, item["outside_mean"], None),
+        ]
     return rows
 
 

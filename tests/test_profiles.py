@@ -1,7 +1,7 @@
 """Protocol profiles (issue 34): chosen by ordered rules on header fields and the sending AE
-title (or asked for), checked in the configuration, and the vasospasm profile's hemispheric
-comparison from the engine to the SR and pages, through ``process`` and through ``serve`` to a
-real Orthanc."""
+title (or asked for), checked in the configuration; the vasospasm profile's hemispheric
+comparison and the tumour profile's permeability from the engine to the Parametric Maps, the SR
+and the pages, through ``process`` and through ``serve`` to a real Orthanc."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import json
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from scipy import ndimage
 
 from ctp_node.config import ConfigError, load_config
 from ctp_node.perfusion import PerfusionParameters, compute_perfusion
 from ctp_node.phantom import PhantomSpec
 from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
+from ctp_node.phantom.leakage import LeakageSpec, make_leakage_phantom
 from ctp_node.phantom.vasospasm import VasospasmSpec, make_vasospasm_phantom
 from ctp_node.profiles import ProfileRule, choose_profile
 from tests.conftest import (
@@ -70,8 +73,8 @@ def test_without_a_matching_rule_stroke_and_a_request_overrides() -> None:
     assert missing.name == "stroke" and missing.chosen_by == "the default (no rule matched)"
     asked = choose_profile(_header(ProtocolName="SAH"), rules, asked="stroke")
     assert asked.name == "stroke" and asked.chosen_by == "request (process --profile)"
-    with pytest.raises(ValueError, match="not built yet"):
-        choose_profile(_header(), rules, asked="tumour")
+    tumour = choose_profile(_header(ProtocolName="SAH"), rules, asked="tumour")
+    assert tumour.name == "tumour" and tumour.profile.permeability
     with pytest.raises(ValueError, match="no profile 'brain'"):
         choose_profile(_header(), rules, asked="brain")
 
@@ -81,7 +84,7 @@ def test_without_a_matching_rule_stroke_and_a_request_overrides() -> None:
     [
         ("{match: {Protocol: x}, profile: stroke}", "profiles.0.match.Protocol"),
         ("{match: {ProtocolName: '(x'}, profile: stroke}", "must be a regular expression"),
-        ("{match: {}, profile: tumour}", "not built yet"),
+        ("{match: {}, profile: tumor}", "no profile 'tumor'"),
         ("{match: {}, profile: brain}", "no profile 'brain'"),
     ],
 )
@@ -152,21 +155,39 @@ def _sr_groups(report: hd.sr.Comprehensive3DSR) -> dict[str, list]:
     return found
 
 
+def _sr_texts(report: hd.sr.Comprehensive3DSR) -> list[str]:
+    """The TEXT items of the report's containers (its statements)."""
+    return [
+        item.TextValue
+        for container in report.content[0].ContentSequence
+        for item in getattr(container, "ContentSequence", [])
+        if getattr(item, "ValueType", "") == "TEXT"
+    ]
+
+
+def _process_with_rule(
+    paths: list[Path], tmp_path: Path, pattern: str, profile: str
+) -> tuple[Path, dict]:
+    """``ctp-node process`` with one rule on ProtocolName; the output folder and results.json,
+    having checked that the rule chose ``profile``."""
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        f"profiles:\n  - match: {{ProtocolName: '{pattern}'}}\n    profile: {profile}\n"
+    )
+    out = tmp_path / "out"
+    run = run_cli("process", str(paths[0].parent), "--out", str(out), "--config", str(config))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"profile {profile}, chosen by rule 1 of profiles" in run.stdout
+    return out, json.loads((out / "results.json").read_text())
+
+
 def test_process_with_a_rule_gives_the_vasospasm_outputs(vasospasm_study, tmp_path: Path) -> None:
     """A configuration rule on ProtocolName chooses vasospasm: results.json names the profile
     and the rule and holds the comparison; the SR has a group per hemisphere (laterality
     coded) and no stroke volumes; the first page is the asymmetry page, there is no mismatch
     page; every object passes dciodvfy."""
     _, paths = vasospasm_study
-    config = tmp_path / "node.yaml"
-    config.write_text(
-        "profiles:\n  - match: {ProtocolName: '(?i)\\bSAH\\b|vasospasm'}\n    profile: vasospasm\n"
-    )
-    out = tmp_path / "out"
-    run = run_cli("process", str(paths[0].parent), "--out", str(out), "--config", str(config))
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "profile vasospasm, chosen by rule 1 of profiles" in run.stdout
-    summary = json.loads((out / "results.json").read_text())
+    out, summary = _process_with_rule(paths, tmp_path, "(?i)\\bSAH\\b|vasospasm", "vasospasm")
     assert summary["profile"]["name"] == "vasospasm"
     assert summary["profile"]["chosen_by"].startswith("rule 1 of profiles (ProtocolName ~")
     _check_comparison(summary["asymmetry"])
@@ -219,12 +240,7 @@ def test_serve_chooses_vasospasm_by_protocol_name_and_orthanc_gets_it(
         assert '<tr class="flagged"><th>MTT</th>' in page
     finally:
         stop_process(node.process)
-    texts = [
-        item.TextValue
-        for container in sr.content[0].ContentSequence
-        for item in getattr(container, "ContentSequence", [])
-        if getattr(item, "ValueType", "") == "TEXT"
-    ]
+    texts = _sr_texts(sr)
     assert any(t.startswith("Profile: vasospasm") and "ProtocolName" in t for t in texts)
     assert any(t.startswith("MTT: left mean") and "flagged (more than 1.5 s" in t for t in texts)
     groups = _sr_groups(sr)
@@ -241,3 +257,121 @@ def test_serve_chooses_vasospasm_by_protocol_name_and_orthanc_gets_it(
         and item.ConceptNameCodeSequence[0].CodeMeaning == "Mean Transit Time"
     ]
     assert abs(right_mtt[0] - left_mtt[0] + MTT_INCREASE_S) <= MTT_DIFFERENCE_TOLERANCE_S + 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# The tumour profile
+
+#: Issue 34's target at σ 5 HU for K^trans: median |relative error| of the tile means.
+KTRANS_TARGET = 0.15
+KTRANS_CODE = ("126312", "DCM")
+
+
+@pytest.fixture(scope="module")
+def tumour_study(tmp_path_factory: pytest.TempPathFactory):
+    """The leakage phantom with back-flux (two compartments), σ 5 HU, 150 s with sparse late
+    images, named as a scanner's tumour protocol would name it."""
+    spec = LeakageSpec(model="two_compartment", noise_hu=5.0, matrix=128, slices=2)
+    phantom = make_leakage_phantom(spec)
+    paths = write_ct_series(
+        phantom.acquisition, tmp_path_factory.mktemp("tumour"), identity=StudyIdentity.new()
+    )
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ProtocolName = "Brain CTP glioma 150s"
+        ds.save_as(path)
+    return phantom, paths
+
+
+def _ktrans_error(values: np.ndarray, phantom) -> float:
+    """Median |relative error| of the leaking tiles' mean K^trans (2-voxel margin left out)."""
+    truth = phantom.truth
+    eroded = np.stack([ndimage.grey_erosion(z, size=5) * (z > 0) for z in truth.region_labels])
+    labels = np.arange(1, truth.region_values.shape[0] + 1)
+    means = np.asarray(ndimage.mean(values, eroded, labels))
+    k_true = truth.region_values[:, 0]
+    leaking = k_true > 0
+    return float(np.median(np.abs(means[leaking] / k_true[leaking] - 1)))
+
+
+def _ktrans_map(dataset: Dataset) -> np.ndarray:
+    """The Parametric Map's K^trans frames ``(z, y, x)``, checking its quantity and unit."""
+    mapping = dataset.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    quantity = mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0]
+    assert (quantity.CodeValue, quantity.CodingSchemeDesignator) == KTRANS_CODE
+    assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "ml/[100]g/min"
+    return dataset.pixel_array.astype(np.float32)
+
+
+def test_process_chooses_tumour_by_protocol_name_and_scores_ktrans(
+    tumour_study, tmp_path: Path
+) -> None:
+    """A rule on ProtocolName chooses tumour: the K^trans Parametric Map (DCM 126312, UCUM
+    ml/[100]g/min) meets the target against the phantom's truth; results.json and the SR hold
+    the enhancing region; the first page is the permeability page; the quality checks expect
+    90-150 s; no stroke volumes; every object passes dciodvfy."""
+    phantom, paths = tumour_study
+    out, summary = _process_with_rule(paths, tmp_path, "(?i)tumou?r|glioma", "tumour")
+    assert summary["profile"]["name"] == "tumour" and summary["volumes"] is None
+    region = summary["permeability"]["enhancing_region"]
+    assert region["volume_ml"] > 0 and region["maps"]["Ktrans"]["mean"] > 1.0
+    assert region["maps"]["CBV"]["ratio"] > 1.0  # the tiles' CBV is above the background's
+    duration = next(q for q in summary["quality"] if q["name"] == "Acquisition duration")
+    assert duration["result"] == "pass" and duration["limit"] == "90-150 s"
+    files = sorted(out.glob("*.dcm"))
+    assert files and all(dciodvfy_errors(path) == [] for path in files)
+    maps = [pydicom.dcmread(p) for p in out.glob("parametric_maps-*.dcm")]
+    (ktrans,) = [m for m in maps if m.ContentLabel == "KTRANS"]
+    assert _ktrans_error(_ktrans_map(ktrans), phantom) <= KTRANS_TARGET
+    (sr_path,) = out.glob("structured_report-*.dcm")
+    groups = _sr_groups(hd.sr.srread(sr_path))
+    assert {"Enhancing region (Ktrans)", "Tissue outside the enhancing region"} <= set(groups)
+    assert "Ischemic core (rCBF<30%)" not in groups
+    pages = [pydicom.dcmread(p) for p in out.glob("secondary_captures-*.dcm")]
+    by_number = {int(p.InstanceNumber): str(p.ImageComments) for p in pages}
+    assert by_number[1].startswith("Permeability") and "Ktrans colour map" in by_number.values()
+
+
+@pytest.mark.slow
+def test_serve_sends_the_tumour_profile_to_orthanc(tumour_study, orthanc, tmp_path: Path) -> None:
+    """storescu → serve (a rule on ProtocolName) → a real Orthanc: the K^trans Parametric Map
+    read back from Orthanc meets the target against the truth, the SR states the model and the
+    enhancing region, and the console's job page shows the region's table."""
+    from tests.conftest import orthanc_destination
+
+    phantom, paths = tumour_study
+    root = tmp_path / "node"
+    config = node_config(root, free_port(), [orthanc_destination(orthanc)])
+    config["profiles"] = [{"match": {"ProtocolName": "(?i)glioma"}, "profile": "tumour"}]
+    config["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port()}
+    node = start_node(root, config)
+    try:
+        sent = storescu(paths, node.port, node.ae_title, calling="CT1")
+        assert stored_count(sent) == len(paths), sent.stderr[-2000:]
+
+        def received() -> dict[str, Dataset] | None:
+            found = {}
+            for instance_id in orthanc.get("/instances"):
+                tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
+                if tags.get("SOPClassUID") == COMPREHENSIVE_3D_SR or (
+                    tags.get("ContentLabel") == "KTRANS"
+                ):
+                    data = orthanc.get_bytes(f"/instances/{instance_id}/file")
+                    found[tags["SOPClassUID"]] = pydicom.dcmread(io.BytesIO(data))
+            return found if len(found) == 2 else None
+
+        objects = wait_until(received, 180, "the K^trans map and the SR in Orthanc")
+        (job,) = node.status()["jobs"]
+        code, body = node.http_get(f"/jobs/{job['id']}")
+        page = body.decode()
+        assert code == 200 and 'id="profile">Profile <b>tumour</b>' in page
+        assert '<table id="enhancing">' in page and "<th>Ktrans</th>" in page
+    finally:
+        stop_process(node.process)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(objects.pop(COMPREHENSIVE_3D_SR))
+    (ktrans,) = objects.values()
+    assert _ktrans_error(_ktrans_map(ktrans), phantom) <= KTRANS_TARGET
+    texts = _sr_texts(sr)
+    assert any(t.startswith("Profile: tumour") and "ProtocolName" in t for t in texts)
+    assert any(t.startswith("Permeability: Patlak analysis with back-flux") for t in texts)
+    assert any(t.startswith("Enhancing region (tissue with K^trans") for t in texts)

@@ -59,7 +59,7 @@ class ProfileRuleConfig(BaseModel):
         ``SeriesDescription``, ``StudyDescription``, ``BodyPartExamined``, ...) or
         ``CallingAETitle`` (the AE title that sent the series) → regular expression. A field
         the images lack reads as "".
-    profile : ``stroke`` or ``vasospasm`` (``tumour`` is refused until it is built).
+    profile : ``stroke``, ``vasospasm`` or ``tumour``.
     """
 
     model_config = SECTION_CONFIG

@@ -642,6 +642,8 @@ class QualityConfig(_Section):
     Attributes
     ----------
     duration_min_s, duration_max_s : acquisition length, s.
+    permeability_duration_min_s, permeability_duration_max_s : the acquisition length the
+        ``tumour`` profile expects instead, s (Patlak analysis needs the late images).
     baseline_images_min : images before contrast reaches the tissue.
     sampling_interval_max_s : longest interval between images during the first pass, s.
     venous_end_max_percent : percentage of its peak the venous curve must fall back to.
@@ -660,6 +662,8 @@ class QualityConfig(_Section):
 
     duration_min_s: NonNegative = 50.0
     duration_max_s: PositiveSeconds = 70.0
+    permeability_duration_min_s: NonNegative = 90.0
+    permeability_duration_max_s: PositiveSeconds = 150.0
     baseline_images_min: int = Field(2, ge=0)
     sampling_interval_max_s: PositiveSeconds = 2.0
     venous_end_max_percent: Annotated[float, Field(ge=0, le=100)] = 30.0
@@ -682,6 +686,7 @@ class QualityConfig(_Section):
     def _ranges_in_order(self) -> QualityConfig:
         for lower, upper in (
             ("duration_min_s", "duration_max_s"),
+            ("permeability_duration_min_s", "permeability_duration_max_s"),
             ("kvp_min", "kvp_max"),
             ("mas_min", "mas_max"),
             ("aif_fwhm_min_s", "aif_fwhm_max_s"),

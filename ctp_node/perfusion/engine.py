@@ -12,12 +12,16 @@ it uses beside it) and takes and returns small frozen dataclasses:
 3. ``inputs/``: :func:`~ctp_node.perfusion.inputs.stage.arterial_input` → ``Arterial``,
    :func:`~ctp_node.perfusion.inputs.stage.venous_correction` → ``InputCurves``: the
    automatic (or manual) AIF and VOF, the venous partial-volume correction of the AIF;
-4. ``residues/``: :func:`~ctp_node.perfusion.residues.stage.residue_functions` →
+4. ``permeability/`` (the tumour profile only, ``permeability``):
+   :func:`~ctp_node.perfusion.permeability.stage.remove_leakage` → ``Leakage``: K^trans of
+   every voxel, and the acquisition with the fitted leak removed, on which stages 1–3 run
+   again;
+5. ``residues/``: :func:`~ctp_node.perfusion.residues.stage.residue_functions` →
    ``Residues``: oSVD deconvolution of every voxel at once as small matrix products, the
    residue model fit;
-5. ``maps/``: :func:`~ctp_node.perfusion.maps.stage.perfusion_maps`: CBF, CBV, MTT, TTP, Tmax
+6. ``maps/``: :func:`~ctp_node.perfusion.maps.stage.perfusion_maps`: CBF, CBV, MTT, TTP, Tmax
    and the tissue mask;
-6. ``lesions/``: :func:`~ctp_node.perfusion.lesions.stage.stroke_lesions` → ``Lesions``:
+7. ``lesions/``: :func:`~ctp_node.perfusion.lesions.stage.stroke_lesions` → ``Lesions``:
    normal reference, core and hypoperfusion volumes.
 
 Axis order ``(t, z, y, x)``; only the parenchyma voxels are analysed, in float32, chunked so
@@ -33,18 +37,25 @@ import numpy as np
 
 from ctp_node.perfusion import asymmetry, resolution
 from ctp_node.perfusion.acquisition import Acquisition
+from ctp_node.perfusion.errors import LatePhaseTooShortError
 from ctp_node.perfusion.inputs.stage import InputCurves, arterial_input, venous_correction
 from ctp_node.perfusion.lesions.stage import stroke_lesions
 from ctp_node.perfusion.maps.stage import passage_warning, perfusion_maps, unsupported_values
 from ctp_node.perfusion.parameters import PerfusionParameters
+from ctp_node.perfusion.permeability.stage import Leakage, enhancing_region, remove_leakage
 from ctp_node.perfusion.prepare import motion, timing
 from ctp_node.perfusion.prepare.stage import Prepared, prepare
 from ctp_node.perfusion.residues import parametric
 from ctp_node.perfusion.residues.stage import Residues, residue_functions
-from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult, without_unsupported
+from ctp_node.perfusion.result import (
+    MAP_UNITS,
+    PerfusionResult,
+    Permeability,
+    without_unsupported,
+)
 from ctp_node.perfusion.tissue.stage import TissueCurves, tissue_curves
 
-ALGORITHM = "ctp-node oSVD 0.22"
+ALGORITHM = "ctp-node oSVD 0.23"
 
 
 def compute_perfusion(
@@ -106,6 +117,9 @@ def _compute_perfusion(
 ) -> PerfusionResult:
     """The engine's stages in order, on the (binned, registered) acquisition."""
     p = parameters
+    leakage, why_no_leakage = None, []
+    if p.permeability:
+        leakage, acquisition, why_no_leakage = _without_leakage(acquisition, p, aif_zyx, vof_zyx)
     prepared = prepare(acquisition, p)
     tissue = tissue_curves(acquisition, prepared, p)
     arterial = arterial_input(prepared, tissue, p, aif_zyx)
@@ -118,7 +132,7 @@ def _compute_perfusion(
     # below 0. The fitted delay may be (down to -3 s: noise around 0, or tissue reached before
     # that artery); the lesions were judged on it, unclipped, as its smoothing is unbiased.
     maps["Tmax"] = np.maximum(maps["Tmax"], 0.0)
-    warnings = [*prepared.warnings, *curves.warnings]
+    warnings = [*prepared.warnings, *curves.warnings, *why_no_leakage]
     if "passage_seen" in maps:
         cut_short = passage_warning(
             maps["passage_seen"], tissue_mask, lesions.tmax6, acquisition.voxel_volume_ml
@@ -129,6 +143,17 @@ def _compute_perfusion(
     if p.hemispheric_asymmetry:
         comparison, why_not = _hemispheres(acquisition, prepared, maps, tissue_mask, unsupported, p)
         warnings += [why_not] if why_not else []
+    permeability = None
+    if leakage is not None:
+        maps["Ktrans"] = np.where(tissue_mask, leakage.ktrans, 0).astype(np.float32)
+        region = enhancing_region(leakage, tissue_mask, acquisition.voxel_volume_ml, p)
+        permeability = Permeability(
+            region,
+            float(region.sum() * acquisition.voxel_volume_ml),
+            leakage.model,
+            leakage.first_pass_end_s,
+            leakage.late_frames,
+        )
     return PerfusionResult(
         maps=maps,
         tissue_mask=tissue_mask,
@@ -144,7 +169,26 @@ def _compute_perfusion(
         warnings=tuple(warnings),
         unsupported=unsupported,
         asymmetry=comparison,
+        permeability=permeability,
     )
+
+
+def _without_leakage(
+    acquisition: Acquisition,
+    p: PerfusionParameters,
+    aif_zyx: tuple[int, int, int] | None,
+    vof_zyx: tuple[int, int, int] | None,
+) -> tuple[Leakage | None, Acquisition, list[str]]:
+    """The leak measured with the first three stages' input curves, and the acquisition with
+    it removed; or None, the acquisition as it is and a warning saying why there is none."""
+    prepared = prepare(acquisition, p)
+    tissue = tissue_curves(acquisition, prepared, p)
+    curves = venous_correction(prepared, arterial_input(prepared, tissue, p, aif_zyx), p, vof_zyx)
+    try:
+        leakage, corrected = remove_leakage(acquisition, prepared, curves.aif)
+    except LatePhaseTooShortError as exc:
+        return None, acquisition, [f"No permeability (K^trans) map: {exc}"]
+    return leakage, corrected, []
 
 
 def _hemispheres(

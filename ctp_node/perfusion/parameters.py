@@ -200,6 +200,19 @@ class PerfusionParameters:
         mL/100 g/min is ~30 %, diluted over a hemisphere).
     asymmetry_midline_margin_mm : tissue within this distance of the midline (falx, fissure,
         partial volume of both sides) belongs to neither hemisphere, mm.
+    permeability : measure the leak across the blood-brain barrier and remove it from the
+        curves before they are deconvolved (the tumour profile turns it on;
+        :mod:`ctp_node.perfusion.permeability.stage`): K^trans (Patlak with back-flux, on the
+        images after the first pass) and CBF, CBV and MTT of the intravascular curves. Needs
+        images well after the first pass (90–150 s acquisitions); without them a warning
+        says why there is no K^trans and the maps are the uncorrected ones.
+    enhancing_ktrans_min : the smallest K^trans of the enhancing region, mL/100g/min. An
+        intact barrier reads 0–0.5 (CT perfusion of normal brain); enhancing gliomas and
+        metastases 2–15. 1.0 keeps noise and the normal brain's small values out.
+    enhancing_significance : a voxel enters the enhancing region only when its K^trans is at
+        least this many standard errors above 0 (3: about one normal voxel in 700 by chance).
+    enhancing_min_volume_ml : connected groups of enhancing voxels smaller than this are left
+        out of the region, mL (0.1: about 20 voxels of 1 × 1 × 5 mm, as ``min_component_ml``).
     """
 
     brain_density_g_ml: float = 1.04
@@ -262,6 +275,10 @@ class PerfusionParameters:
     asymmetry_time_difference_s: float = 1.5
     asymmetry_flow_ratio: float = 0.8
     asymmetry_midline_margin_mm: float = 2.0
+    permeability: bool = False
+    enhancing_ktrans_min: float = 1.0
+    enhancing_significance: float = 3.0
+    enhancing_min_volume_ml: float = 0.1
 
     def __post_init__(self) -> None:
         positive = (

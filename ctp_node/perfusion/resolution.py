@@ -19,7 +19,7 @@ from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.lesions import stroke
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.prepare import features, masks
-from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.perfusion.result import InputCurve, PerfusionResult, Permeability
 
 
 def block_factor(pixel_spacing_mm: tuple[float, float], processing_pixel_mm: float) -> int:
@@ -127,6 +127,19 @@ def expand_result(
         vof=curve(result.vof),
         parameters=report,
         unsupported={name: up(mask) & tissue for name, mask in result.unsupported.items()},
+        permeability=_expanded_permeability(result, up, tissue, acquisition.voxel_volume_ml),
+    )
+
+
+def _expanded_permeability(
+    result: PerfusionResult, up: Callable, tissue: np.ndarray, voxel_ml: float
+) -> Permeability | None:
+    """The enhancing region on the acquisition's grid, within its tissue, and its volume."""
+    if result.permeability is None:
+        return None
+    region = up(result.permeability.enhancing_mask) & tissue
+    return replace(
+        result.permeability, enhancing_mask=region, enhancing_ml=float(region.sum() * voxel_ml)
     )
 
 

@@ -32,6 +32,7 @@ DISPLAY_UNITS: dict[str, str] = {
     "delay": "s",
     "rCBF": "ratio",
     "passage_seen": "fraction",
+    "Ktrans": "ml/100 g/min",
 }
 
 
@@ -76,6 +77,33 @@ class InputCurve:
         return int(z), int(y), int(x)
 
 
+#: The tumour profile's permeability map (``PerfusionResult.maps["Ktrans"]``), UCUM unit: the
+#: volume transfer constant per 100 g of tissue, as CT perfusion reports it.
+PERMEABILITY_UNITS: dict[str, str] = {"Ktrans": "ml/[100]g/min"}
+
+
+@dataclass(frozen=True)
+class Permeability:
+    """The blood-brain barrier's permeability, as the tumour profile measures it
+    (:mod:`ctp_node.perfusion.permeability.stage`); K^trans itself is ``maps["Ktrans"]``.
+
+    Attributes
+    ----------
+    enhancing_mask : bool ``(z, y, x)``: the tissue whose K^trans is significant (the
+        enhancing region the reports give each map's statistics in).
+    enhancing_ml : its volume, mL.
+    model : the model's name, as the reports state it.
+    first_pass_end_s : the earliest time the fit used, s from the first image.
+    late_frames : how many images after the first pass the fit used.
+    """
+
+    enhancing_mask: np.ndarray
+    enhancing_ml: float
+    model: str
+    first_pass_end_s: float
+    late_frames: int
+
+
 @dataclass(frozen=True)
 class StrokeVolumes:
     """Acute-stroke volumes in mL (ratios unitless; ``None`` where undefined, e.g. core = 0)."""
@@ -117,6 +145,9 @@ class PerfusionResult:
         engine's estimate there; the outputs show :meth:`reported`.
     asymmetry : the hemispheric comparison of the maps (with ``hemispheric_asymmetry``; None
         without it, or when a hemisphere held no tissue: then a warning says so).
+    permeability : the leak across the blood-brain barrier (with ``permeability``; None
+        without it, or when the acquisition is too short to measure it: then a warning says
+        so). With it, CBF, CBV and MTT are those of the curves with the leak removed.
     """
 
     maps: dict[str, np.ndarray]
@@ -136,6 +167,7 @@ class PerfusionResult:
     motion_excluded_frames: tuple[int, ...] = ()
     unsupported: dict[str, np.ndarray] = field(default_factory=dict)
     asymmetry: HemisphericComparison | None = None
+    permeability: Permeability | None = None
 
     def reported(self, name: str) -> np.ndarray:
         """Map ``name`` as the outputs report it: NaN (IEEE 754 not-a-number, the documented

@@ -3,7 +3,7 @@ defaults) and findings. See :mod:`ctp_node.qc`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 PASS = "pass"
@@ -56,6 +56,10 @@ class QualityLimits:
     Attributes
     ----------
     duration_min_s, duration_max_s : acquisition length, s (IV.C: 50–70 s).
+    permeability_duration_min_s, permeability_duration_max_s : the acquisition length a
+        profile that measures permeability (``tumour``) expects instead, s: Patlak analysis
+        needs the images after the first pass, and tumour protocols acquire 90–150 s (with
+        sparser images after the first 40–50 s).
     baseline_images_min : images before contrast reaches the tissue (IV.C: at least 2).
     sampling_interval_max_s : longest interval between images during the first pass, s.
     venous_end_max_percent : the venous curve must fall back to at most this percentage of its
@@ -80,6 +84,8 @@ class QualityLimits:
 
     duration_min_s: float = 50.0
     duration_max_s: float = 70.0
+    permeability_duration_min_s: float = 90.0
+    permeability_duration_max_s: float = 150.0
     baseline_images_min: int = 2
     sampling_interval_max_s: float = 2.0
     venous_end_max_percent: float = 30.0
@@ -97,6 +103,14 @@ class QualityLimits:
     aif_fwhm_max_s: float = 20.0
     aif_end_max_percent: float = 50.0
     coverage_min_mm: float = 0.0
+
+    def for_permeability(self) -> QualityLimits:
+        """These limits with the acquisition length a permeability measurement expects."""
+        return replace(
+            self,
+            duration_min_s=self.permeability_duration_min_s,
+            duration_max_s=self.permeability_duration_max_s,
+        )
 
 
 @dataclass(frozen=True)

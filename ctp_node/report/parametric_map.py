@@ -25,7 +25,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.maps.stage import PASSAGE_SUPPORT_MIN
-from ctp_node.perfusion.result import MAP_UNITS, PerfusionResult
+from ctp_node.perfusion.result import MAP_UNITS, PERMEABILITY_UNITS, PerfusionResult
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.source_headers import declare_utf8
 
@@ -109,6 +109,29 @@ MAP_DEFINITIONS: tuple[MapDefinition, ...] = (
 
 assert tuple(d.name for d in MAP_DEFINITIONS) == tuple(MAP_UNITS), "MAP_UNITS order changed"
 
+#: The tumour profile's permeability map, after the five (SeriesNumber start + 5). DICOM's
+#: quantity for it is DCM 126312 "Ktrans" (CID 4107 / 7469, the volume transfer constant
+#: between blood plasma and the extravascular extracellular space), the same quantity DCE-MRI
+#: reports per minute; CT perfusion reports it per 100 g of tissue, so the unit is
+#: ``ml/[100]g/min`` (K^trans in 1/min × 100 / ρ). The window is fixed, 0–10: intact barrier
+#: reads 0–0.5 and enhancing tumours 2–15, and fixed colours mean the same leak in every study.
+KTRANS_DEFINITION = MapDefinition(
+    name="Ktrans",
+    explanation="Volume transfer constant Ktrans, Patlak with back-flux",
+    quantity=codes.DCM.Ktrans,
+    unit=_ucum(PERMEABILITY_UNITS["Ktrans"], "ml/100g/min"),
+    window=(0.0, 10.0),
+    window_from="fixed",
+)
+
+
+def map_definitions(result: PerfusionResult) -> tuple[MapDefinition, ...]:
+    """The Parametric Maps ``result`` gives, in report order: the five of
+    :data:`MAP_DEFINITIONS`, and K^trans when the permeability was measured."""
+    if "Ktrans" in result.maps:
+        return (*MAP_DEFINITIONS, KTRANS_DEFINITION)
+    return MAP_DEFINITIONS
+
 
 def build_parametric_maps(
     result: PerfusionResult,
@@ -128,7 +151,8 @@ def build_parametric_maps(
 
     Returns
     -------
-    Five ``highdicom.pm.ParametricMap`` datasets (CBF, CBV, MTT, TTP, Tmax), ready to be saved
+    Five ``highdicom.pm.ParametricMap`` datasets (CBF, CBV, MTT, TTP, Tmax; and Ktrans when
+    ``result`` measured the permeability), ready to be saved
     or sent. Their Series and SOP Instance UIDs are derived from the source series UID, the map
     and ``settings.version`` (see :meth:`ReportSettings.uid`), so building twice gives the same
     UIDs.
@@ -148,8 +172,9 @@ def build_parametric_maps(
     """
     source_images = list(source_images)
     _check_sources(source_images)
-    values = {d.name: _map_values(result, d.name, source_images) for d in MAP_DEFINITIONS}
-    first = MAP_DEFINITIONS[0]
+    definitions = map_definitions(result)
+    values = {d.name: _map_values(result, d.name, source_images) for d in definitions}
+    first = definitions[0]
     sources, geometry = _highdicom_sources(source_images)
     skeleton = hd.pm.ParametricMap(
         source_images=sources,
@@ -173,7 +198,7 @@ def build_parametric_maps(
     if settings.institution_name is not None:
         skeleton.InstitutionName = settings.institution_name
     maps = []
-    for index, definition in enumerate(MAP_DEFINITIONS):
+    for index, definition in enumerate(definitions):
         parametric_map = skeleton if index == 0 else _sibling(skeleton)
         identity = _identity(definition, index, source_images[0], settings)
         _describe_map(parametric_map, definition, identity, values[definition.name], result)
@@ -435,7 +460,7 @@ def map_window(name: str, result: PerfusionResult) -> tuple[float, float]:
     :data:`TTP_WINDOW_PERCENTILES`, at least :data:`TTP_WINDOW_MIN_S` wide). Without tissue
     values: the conventional ``window`` (TTP: the acquisition). The pages' colour bars and the
     Parametric Maps' VOI (its explanation states the window) both use it."""
-    definition = next(d for d in MAP_DEFINITIONS if d.name == name)
+    definition = next(d for d in map_definitions(result) if d.name == name)
     if definition.window_from == "fixed":
         return definition.window
     step = (slice(None), slice(None, None, _WINDOW_SAMPLING), slice(None, None, _WINDOW_SAMPLING))

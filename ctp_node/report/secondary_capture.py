@@ -3,14 +3,18 @@
 One series (SeriesNumber ``settings.series_number_start + SERIES_NUMBER_OFFSET``), one instance
 per page, in reading order:
 
-1. the core / hypoperfusion mismatch with the volumes and the DEFUSE 3 statement;
-2. to 6. the colour maps CBF, CBV, MTT, Tmax, TTP with colour bars and units;
-7. the quality page: AIF and VOF curves and locations, acquisition facts, warnings.
+1. the profile's first page: the core / hypoperfusion mismatch with the volumes and the
+   DEFUSE 3 statement (stroke), the hemispheric asymmetry (vasospasm) or the enhancing region
+   with each map's means (tumour);
+2. to 6. the colour maps CBF, CBV, MTT, Tmax, TTP with colour bars and units (and 7., K^trans,
+   for the tumour profile);
+then the quality page: AIF and VOF curves and locations, acquisition facts, warnings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import highdicom as hd
@@ -22,6 +26,7 @@ from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
 from ctp_node.report.asymmetry_page import render_asymmetry_page
+from ctp_node.report.permeability_page import render_permeability_page
 from ctp_node.report.quality_page import quality_banner, render_quality_page
 from ctp_node.report.render_pool import PageRenders
 from ctp_node.report.settings import ReportSettings
@@ -33,10 +38,10 @@ SERIES_NUMBER_OFFSET = 20
 #: Output kind in the derived UIDs.
 KIND = "SC"
 #: Colour maps in page order (Tmax before TTP: it drives the hypoperfusion volume).
-MAP_PAGES = ("CBF", "CBV", "MTT", "Tmax", "TTP")
+MAP_PAGES = ("CBF", "CBV", "MTT", "Tmax", "TTP", "Ktrans")
 #: The pages in the series, in reading order, and the two that take longest to draw.
-_READING_ORDER = ("mismatch", "asymmetry", *MAP_PAGES, "quality")
-_SLOW_PAGES = ("mismatch", "asymmetry", "quality")
+_READING_ORDER = ("mismatch", "asymmetry", "permeability", *MAP_PAGES, "quality")
+_SLOW_PAGES = ("mismatch", "asymmetry", "permeability", "quality")
 
 
 def build_secondary_captures(
@@ -67,7 +72,8 @@ class SummaryCaptures:
         first page names the checks that warned.
     profile : the protocol profile and what chose it, stated on the first page and the
         quality page; the first page is the mismatch page for a profile with stroke volumes,
-        the hemispheric asymmetry page for a result with a hemispheric comparison.
+        the hemispheric asymmetry page for a result with a hemispheric comparison, the
+        permeability page for a result with a permeability measurement.
     processes : other processes drawing the pages while the caller does something else
         (:class:`~ctp_node.report.render_pool.PageRenders`; default one per usable CPU but
         one); 0 draws them in this process when :meth:`datasets` is called.
@@ -119,6 +125,7 @@ class SummaryCaptures:
         descriptions = {
             "mismatch": "Core/hypoperfusion mismatch and volumes",
             "asymmetry": "Hemispheric asymmetry",
+            "permeability": "Permeability: enhancing region and its means",
             "quality": "AIF/VOF curves and acquisition quality",
         }
         settings = self._settings
@@ -176,21 +183,23 @@ def _page_renders(
                 ),
             )
         )
-    if result.asymmetry is not None:
-        statement = profile.statement()
-        renders.append(
-            (
-                "asymmetry",
-                lambda: render_asymmetry_page(
-                    result,
-                    acquisition,
-                    source,
-                    profile_statement=statement,
-                    quality_banner=banner,
-                    **style,
-                ),
+    first_pages = {"asymmetry": render_asymmetry_page, "permeability": render_permeability_page}
+    for name, render in first_pages.items():
+        if getattr(result, name) is not None:
+            renders.append(
+                (
+                    name,
+                    partial(
+                        render,
+                        result,
+                        acquisition,
+                        source,
+                        profile_statement=profile.statement(),
+                        quality_banner=banner,
+                        **style,
+                    ),
+                )
             )
-        )
     notes = [profile.statement(), *notes]
     renders += [
         (name, lambda name=name: render_map_page(name, result, acquisition, source, **style))

@@ -1,5 +1,5 @@
-"""Acute-stroke volumes (or, for the vasospasm profile, the hemispheric comparison) as a
-Comprehensive 3D SR (TID 1500 Measurement Report).
+"""Acute-stroke volumes (or, for the vasospasm profile, the hemispheric comparison; for the
+tumour profile, the enhancing region) as a Comprehensive 3D SR (TID 1500 Measurement Report).
 
 With a profile that reports stroke volumes (``stroke``), one measurement group (TID 1501) per
 finding, identified by its tracking identifier:
@@ -21,6 +21,12 @@ With a hemispheric comparison (``vasospasm``), instead, one group per hemisphere
 ``image left/right`` without a patient side), holding each map's mean (derivation Mean) with
 the Parametric Maps' quantity codes and UCUM units; the asymmetry thresholds are the
 algorithm's parameters, and the statements give each map's difference or ratio and flag.
+
+With a permeability measurement (``tumour``), two groups: ``Enhancing region (Ktrans)`` (its
+volume, and the mean of CBF, CBV, MTT and K^trans there; K^trans coded DCM 126312) and
+``Tissue outside the enhancing region`` (the same means: the reference of a relative CBV); the
+region's rule is the algorithm's parameters, and the statements name the model, the images it
+was fitted on, and each map's mean and median in the region beside the tissue outside it.
 
 Two more groups describe the input curves, ``Arterial input function (AIF)`` and ``Venous
 output function (VOF)``: the bolus arrival time (s) as a measurement, and as TEXT qualitative
@@ -48,11 +54,17 @@ from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.acquisition import AcquisitionFacts
 from ctp_node.perfusion.asymmetry import HemisphericComparison
+from ctp_node.perfusion.permeability.region import (
+    REGION_MAPS,
+    RegionStatistics,
+    enhancing_statistics,
+)
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
 from ctp_node.report.asymmetry_text import asymmetry_statements
-from ctp_node.report.parametric_map import MAP_DEFINITIONS
+from ctp_node.report.parametric_map import MAP_DEFINITIONS, map_definitions
+from ctp_node.report.permeability_text import permeability_statements
 from ctp_node.report.quality_page import facts_lines
 from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
@@ -104,6 +116,12 @@ THRESHOLD_PARAMETERS = frozenset(
 ASYMMETRY_PARAMETERS = frozenset(
     {"asymmetry_time_difference_s", "asymmetry_flow_ratio", "asymmetry_midline_margin_mm"}
 )
+#: Parameters recorded with every measurement of a profile that measures permeability.
+PERMEABILITY_PARAMETERS = frozenset(
+    {"enhancing_ktrans_min", "enhancing_significance", "enhancing_min_volume_ml"}
+)
+ENHANCING = "Enhancing region (Ktrans)"
+OUTSIDE_ENHANCING = "Tissue outside the enhancing region"
 SECOND = Code(value="s", scheme_designator="UCUM", meaning="second")
 
 #: SeriesNumber of the SR relative to ``settings.series_number_start`` (the maps take +0…+4).
@@ -209,6 +227,9 @@ def _measurement_groups(
     if result.asymmetry is not None:
         comparison = result.asymmetry
         built += [groups.hemisphere_group(side, comparison) for side in comparison.sides]
+    statistics = enhancing_statistics(result)
+    if statistics is not None:
+        built += groups.region_groups(statistics, map_definitions(result))
     built.append(groups.curve_group(AIF, result.aif))
     if result.vof is not None:
         built.append(groups.curve_group(VOF, result.vof))
@@ -220,7 +241,13 @@ def _algorithm_identification(
 ) -> hd.sr.AlgorithmIdentification:
     """The engine's name (prefixed with the manufacturer), version and the thresholds of what
     the profile reports (the volumes' or the asymmetry flags')."""
-    recorded = THRESHOLD_PARAMETERS if profile.profile.stroke_volumes else ASYMMETRY_PARAMETERS
+    recorded = (
+        THRESHOLD_PARAMETERS
+        if profile.profile.stroke_volumes
+        else PERMEABILITY_PARAMETERS
+        if profile.profile.permeability
+        else ASYMMETRY_PARAMETERS
+    )
     algorithm_name = result.algorithm or "ctp-node"
     if not algorithm_name.startswith(settings.manufacturer):
         algorithm_name = f"{settings.manufacturer} {algorithm_name}"
@@ -306,6 +333,26 @@ class _GroupBuilder:
         laterality = {"left": codes.SCT.Left, "right": codes.SCT.Right}.get(side)
         return self.group(f"Hemisphere: {side}", measurements, laterality=laterality)
 
+    def region_groups(
+        self, statistics: RegionStatistics, definitions: Sequence
+    ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+        """The enhancing region (its volume and each map's mean) and the tissue outside it
+        (each map's mean), with the Parametric Maps' quantity codes and units."""
+        by_name = {d.name: d for d in definitions}
+
+        def means(values: dict[str, float]) -> list[hd.sr.Measurement]:
+            return [
+                self.measurement(by_name[n].quantity, values[n], by_name[n].unit, codes.SCT.Mean)
+                for n in REGION_MAPS
+                if np.isfinite(values[n])
+            ]
+
+        volume = self.measurement(codes.SCT.Volume, statistics.volume_ml, MILLILITRE)
+        return [
+            self.group(ENHANCING, [volume, *means(statistics.mean)]),
+            self.group(OUTSIDE_ENHANCING, means(statistics.outside_mean)),
+        ]
+
     def curve_group(
         self, identifier: str, curve: InputCurve
     ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -378,6 +425,10 @@ def report_statements(
         )
     if result.asymmetry is not None:
         statements += asymmetry_statements(result.asymmetry, parameters)
+    if result.permeability is not None:
+        statements += permeability_statements(
+            result.permeability, enhancing_statistics(result), parameters
+        )
     statements += [
         "Constants: brain density "
         f"{parameters.get('brain_density_g_ml', 1.04):g} g/ml, hematocrit factor "

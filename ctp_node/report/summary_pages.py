@@ -32,6 +32,7 @@ TITLES = {
     "MTT": "MTT: mean transit time",
     "TTP": "TTP: time to peak",
     "Tmax": "Tmax: time to residue maximum",
+    "Ktrans": "Ktrans: blood-brain barrier permeability",
 }
 #: Colours of the mismatch overlay.
 CORE_COLOUR = "#ff2d55"
@@ -113,7 +114,8 @@ def render_map_page(
     research: bool,
     version: str = "",
 ) -> np.ndarray:
-    """One colour map (``"CBF"``, ``"CBV"``, ``"MTT"``, ``"TTP"`` or ``"Tmax"``) on all slices.
+    """One colour map (``"CBF"``, ``"CBV"``, ``"MTT"``, ``"TTP"``, ``"Tmax"`` or ``"Ktrans"``)
+    on all slices.
 
     Voxels outside the tissue mask are black, tissue whose value the acquisition cannot support
     (NaN in the Parametric Map: :meth:`PerfusionResult.reported`) grey, with a note; the colour

@@ -89,8 +89,19 @@ def _draw_lesions(axis, result: PerfusionResult, z: int) -> None:  # type: ignor
 
 def _result_lines(summary: dict[str, Any]) -> list[str]:
     """The stroke volumes, or (a profile without them) the hemispheric comparison's verdict
-    per map, as ``results.json`` holds them."""
+    per map or the enhancing region's means, as ``results.json`` holds them."""
     volumes = summary.get("volumes")
+    permeability = summary.get("permeability")
+    if volumes is None and permeability is not None:
+        lines = [f"profile: {(summary.get('profile') or {}).get('name', '-')}"]
+        region = permeability["enhancing_region"]
+        if region is None:
+            return [*lines, "enhancing region: none found"]
+        lines.append(f"enhancing region: {region['volume_ml']} ml")
+        for name, item in region["maps"].items():
+            ratio = f" (x{item['ratio']})" if item["ratio"] is not None else ""
+            lines.append(f"{name}: mean {item['mean']}{ratio}")
+        return lines
     if volumes is None:
         asymmetry = summary.get("asymmetry") or {"maps": {}, "sides": ["", ""]}
         first, second = asymmetry["sides"]

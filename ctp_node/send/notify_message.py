@@ -61,8 +61,9 @@ def notification_message(
         message["patient_name"] = patient.name
         message["patient_id"] = patient.id
     if n.event == NotificationEvent.RESULT:
-        # A profile without stroke volumes (vasospasm) has none: its message names the maps
-        # its hemispheric comparison flagged instead.
+        # A profile without stroke volumes has none: a vasospasm message names the maps its
+        # hemispheric comparison flagged instead, a tumour message the enhancing region's
+        # volume (a tumour study is not urgent: it does not make the result notable).
         message["profile"] = (summary.get("profile") or {}).get("name", "stroke")
         volumes = summary.get("volumes")
         message["volumes"] = volumes and {
@@ -74,6 +75,8 @@ def notification_message(
         message["large_core"] = ((volumes or {}).get("core_ml") or 0) >= settings.large_core_ml
         asymmetry = summary.get("asymmetry")
         message["asymmetry_flagged"] = asymmetry["flagged"] if asymmetry else None
+        region = (summary.get("permeability") or {}).get("enhancing_region")
+        message["enhancing_region_ml"] = region["volume_ml"] if region else None
         message["notable"] = is_notable(summary, settings.large_core_ml)
         message["qc_warnings"] = qc_warnings(summary)
     else:

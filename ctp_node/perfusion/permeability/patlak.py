@@ -71,6 +71,10 @@ class PatlakSettings:
         follow it (so that ``(C_a ⊗ R)(t) ≈ MTT · C_a(t)``).
     min_late_frames : fewest frames after the first pass a fit may use (two unknowns; fewer
         than 6 leave K^trans at the noise's mercy).
+    min_late_phase_s : the shortest time the frames after the first pass may span, s: the leak
+        is told from the intravascular tail by its steady rise (the slope on ∫C_a), and the
+        slope's noise falls with the span to the power 1.5; over less than 30 s it is of the
+        order of the K^trans of a tumour.
     brain_density_g_ml : ρ, g/mL (the engine's ``brain_density_g_ml``).
     hematocrit_factor : k_H = (1 − 0.45) / (1 − 0.25), unitless (the engine's).
     large_vessel_hematocrit : the haematocrit of the artery the input is measured in, the
@@ -86,6 +90,7 @@ class PatlakSettings:
     first_pass_end_fraction: float = 0.35
     first_pass_margin_s: float = 12.0
     min_late_frames: int = 6
+    min_late_phase_s: float = 30.0
     brain_density_g_ml: float = _ENGINE.brain_density_g_ml
     hematocrit_factor: float = _ENGINE.hematocrit_factor
     large_vessel_hematocrit: float = 0.45
@@ -103,6 +108,12 @@ class PatlakMaps:
     intercept_cbv : Patlak's intercept as a blood volume, mL/100 g.
     first_pass_end_s : the time from which frames enter the fit, s.
     late_frames : how many frames the fit used.
+    ktrans_se : the standard error of K^trans, mL/100g/min: from the fit's residuals over the
+        late frames (the CT's noise and what the model does not explain), for judging whether
+        a voxel leaks at all.
+    leak_hu : the fitted leak at every frame, HU, ``(t, ...)`` as ``tissue``: the tracer
+        outside the vessels (``a ∫C_a − k_ep ∫C_t``), which the tissue curve minus it leaves
+        the intravascular curve.
     """
 
     ktrans: np.ndarray
@@ -110,6 +121,8 @@ class PatlakMaps:
     intercept_cbv: np.ndarray
     first_pass_end_s: float
     late_frames: int
+    ktrans_se: np.ndarray
+    leak_hu: np.ndarray
 
 
 def first_pass_end(
@@ -135,12 +148,14 @@ def first_pass_end(
     start = times_s[last_above + 1] + settings.first_pass_margin_s
     first = int(np.searchsorted(times_s, start - 1e-9))
     late = times_s.size - first
-    if late < settings.min_late_frames:
+    span = float(times_s[-1] - times_s[first]) if late else 0.0
+    if late < settings.min_late_frames or span < settings.min_late_phase_s:
         raise LatePhaseTooShortError(
-            f"Only {late} image(s) follow the bolus's first pass (after "
-            f"{times_s[first - 1] if first else times_s[0]:.0f} s), fewer than the "
-            f"{settings.min_late_frames} a permeability (Patlak) fit needs: acquire longer "
-            "(90 s or more) after injection, with images every few seconds after the first pass."
+            f"Only {late} image(s) over {span:.0f} s follow the bolus's first pass (after "
+            f"{times_s[first - 1] if first else times_s[0]:.0f} s); a permeability (Patlak) fit "
+            f"needs at least {settings.min_late_frames} over {settings.min_late_phase_s:g} s: "
+            "acquire longer (90 s or more) after injection, with images every few seconds "
+            "after the first pass."
         )
     return first
 
@@ -215,12 +230,17 @@ def patlak_maps(
     arterial = np.asarray(arterial, float)
     first = first_pass_end(times_s, arterial, settings)
     curves = np.asarray(tissue, float).reshape(times_s.size, -1)
-    integral, _, pinv = _regressors(times_s, arterial, first)
+    integral, design, pinv = _regressors(times_s, arterial, first)
     rate_s = np.zeros(curves.shape[1])
     if back_flux_per_min is not None:
         rate_s = np.broadcast_to(back_flux_per_min, np.shape(tissue)[1:]).reshape(-1) / 60.0
     tissue_integral = cumulative_trapezoid(curves, times_s, axis=0, initial=0.0)
-    slope, intercept = pinv @ (curves[first:] + rate_s * tissue_integral[first:])
+    late = curves[first:] + rate_s * tissue_integral[first:]
+    slope, intercept = pinv @ late
+    residual_var = np.sum((late - design @ np.stack([slope, intercept])) ** 2, axis=0) / max(
+        design.shape[0] - 2, 1
+    )
+    slope_se = np.sqrt(residual_var * (pinv @ pinv.T)[0, 0])
     leak = slope * integral[:, None] - rate_s * tissue_integral
     area = trapezoid(curves - leak, times_s, axis=0) / trapezoid(arterial, times_s)
     rho, k_h = settings.brain_density_g_ml, settings.hematocrit_factor
@@ -232,4 +252,6 @@ def patlak_maps(
         intercept_cbv=(intercept * 100.0 * k_h / rho).reshape(shape),
         first_pass_end_s=float(times_s[first]),
         late_frames=times_s.size - first,
+        ktrans_se=_ktrans_of(slope_se, settings).reshape(shape),
+        leak_hu=leak.reshape(np.shape(tissue)),
     )

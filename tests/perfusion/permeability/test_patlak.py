@@ -127,15 +127,27 @@ def test_first_pass_ends_after_the_arterial_peak() -> None:
     assert maps.late_frames == acq.times_s.size - first
 
 
-def test_too_few_late_frames_is_a_sentence() -> None:
-    times = np.arange(0.0, 60.0, 1.0)
+@pytest.mark.parametrize("interval_s", [6.0, 1.0])
+def test_too_few_or_too_short_late_frames_is_a_sentence(interval_s: float) -> None:
+    """One frame short (sparse frames) or one interval short of the late phase's span (dense
+    frames) is refused, with what to acquire; a frame more is fitted."""
+    dense = np.arange(0.0, 40.0, 1.0)
+    first = first_pass_end(*_with_arterial(np.arange(0.0, 150.0, 1.0)), SETTINGS)
+    late = np.arange(dense[first], 150.0, interval_s)
+    times = np.concatenate([dense[:first], late])
     arterial, _ = synthetic(times)
-    end = first_pass_end(times, arterial, SETTINGS) + SETTINGS.min_late_frames - 1  # one short
-    times, arterial = times[:end], arterial[:end]
-    with pytest.raises(LatePhaseTooShortError, match="image\\(s\\) follow") as caught:
-        patlak_maps(times, arterial, np.zeros((times.size, 3)), SETTINGS)
+    needed = max(SETTINGS.min_late_frames, int(np.ceil(SETTINGS.min_late_phase_s / interval_s)) + 1)
+    enough = first + needed
+    patlak_maps(times[:enough], arterial[:enough], np.zeros((enough, 3)), SETTINGS)
+    short = enough - 1
+    with pytest.raises(LatePhaseTooShortError, match="image\\(s\\) over") as caught:
+        patlak_maps(times[:short], arterial[:short], np.zeros((short, 3)), SETTINGS)
     assert isinstance(caught.value, AcquisitionTooShortError)  # a PerfusionError: a failed job
     assert "acquire longer" in str(caught.value)
+
+
+def _with_arterial(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return times, synthetic(times)[0]
 
 
 def test_an_arterial_curve_still_high_at_the_end_is_a_sentence() -> None:

@@ -1,0 +1,50 @@
+"""The tumour profile's permeability findings in sentences, for the SR and the pages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ctp_node.perfusion.permeability.region import REGION_MAPS, RegionStatistics
+from ctp_node.perfusion.result import DISPLAY_UNITS, Permeability
+from ctp_node.report.rounding import display
+
+
+def region_rule(parameters: Mapping[str, float]) -> str:
+    """What makes a voxel part of the enhancing region, as a sentence fragment."""
+    return (
+        f"tissue with K^trans at least {parameters.get('enhancing_ktrans_min', 1.0):g} "
+        f"ml/100 g/min and {parameters.get('enhancing_significance', 3.0):g} standard errors "
+        f"above 0, in groups of at least {parameters.get('enhancing_min_volume_ml', 0.1):g} ml"
+    )
+
+
+def permeability_statements(
+    permeability: Permeability,
+    statistics: RegionStatistics | None,
+    parameters: Mapping[str, float],
+) -> list[str]:
+    """How the permeability was measured, the enhancing region, and each map's mean there
+    beside the tissue outside it."""
+    statements = [
+        f"Permeability: {permeability.model}, fitted on the {permeability.late_frames} images "
+        f"from {display(permeability.first_pass_end_s, 's')} (after the bolus's first pass); "
+        "the fitted leak is removed from every curve before deconvolution, so CBF, CBV and MTT "
+        "are those of the blood in the vessels (CBV corrected for leakage)."
+    ]
+    rule = region_rule(parameters)
+    if statistics is None:
+        statements.append(f"Enhancing region ({rule}): none found.")
+        return statements
+    statements.append(f"Enhancing region ({rule}): {display(statistics.volume_ml, 'ml')}.")
+    for name in REGION_MAPS:
+        unit = DISPLAY_UNITS[name]
+        sentence = (
+            f"{name} in the enhancing region: mean {display(statistics.mean[name], unit)}, "
+            f"median {display(statistics.median[name], unit)}; tissue outside it mean "
+            f"{display(statistics.outside_mean[name], unit)}"
+        )
+        relative = statistics.relative(name)
+        if relative is not None:
+            sentence += f" (ratio {display(relative, 'ratio', '')})"
+        statements.append(sentence + ".")
+    return statements
