@@ -33,14 +33,16 @@ from ctp_node.phantom.generator import PhantomSpec
 from ctp_node.phantom.vasospasm import VasospasmSpec, make_vasospasm_phantom
 
 NOISE_HU = 5.0
-#: name: (MTT increase s, CBF factor, yaw °, head centre (y, x) mm from the image centre)
+#: name: (MTT increase s, CBF factor, yaw °, head centre (y, x) mm from the image centre,
+#: the bolus's delay to the affected side s)
 VARIANTS = {
-    "symmetric": (0.0, 1.0, 0.0, (0.0, 0.0)),
-    "MTT +2 s": (2.0, 1.0, 0.0, (0.0, 0.0)),
-    "symmetric, yaw 10°, off-centre": (0.0, 1.0, 10.0, (6.0, -12.0)),
-    "MTT +2 s, yaw 10°, off-centre": (2.0, 1.0, 10.0, (6.0, -12.0)),
-    "MTT +2 s, yaw 20°, off-centre": (2.0, 1.0, 20.0, (-8.0, 10.0)),
-    "MTT +2, CBF ×0.7, yaw 10°": (2.0, 0.7, 10.0, (6.0, -12.0)),
+    "symmetric": (0.0, 1.0, 0.0, (0.0, 0.0), 0.0),
+    "MTT +2 s": (2.0, 1.0, 0.0, (0.0, 0.0), 0.0),
+    "symmetric, yaw 10°, off-centre": (0.0, 1.0, 10.0, (6.0, -12.0), 0.0),
+    "MTT +2 s, yaw 10°, off-centre": (2.0, 1.0, 10.0, (6.0, -12.0), 0.0),
+    "MTT +2 s, yaw 20°, off-centre": (2.0, 1.0, 20.0, (-8.0, 10.0), 0.0),
+    "MTT +2, CBF ×0.7, yaw 10°": (2.0, 0.7, 10.0, (6.0, -12.0), 0.0),
+    "delay 3 s, yaw 10°, off-centre": (0.0, 1.0, 10.0, (6.0, -12.0), 3.0),
 }
 #: Frames before the bolus arrives (6 s at 1.5 s intervals): the pre-contrast image.
 BASELINE_FRAMES = 3
@@ -64,9 +66,10 @@ def row(variant: str, split: str, line: Midline | None, truth_line: Midline, res
         )
     mtt, cbf = result["MTT"], result["CBF"]
     flags = ",".join(n for n, r in result.items() if r.flagged) or "—"
+    tmax = f"{result['Tmax'].difference:+5.2f}" if "Tmax" in result else "  —  "
     return (
         f"| {variant:31s} | {split:9s} | {errors} | {mtt.mean['left']:5.2f} "
-        f"{mtt.mean['right']:5.2f} | {mtt.difference:+5.2f} | {cbf.mean['left']:5.1f} "
+        f"{mtt.mean['right']:5.2f} | {mtt.difference:+5.2f} | {tmax} | {cbf.mean['left']:5.1f} "
         f"{cbf.mean['right']:5.1f} | {cbf.ratio:4.2f} {cbf.lower_side[0].upper()} | {flags:9s} |"
     )
 
@@ -75,11 +78,13 @@ def main() -> None:
     base = PhantomSpec(slices=4, noise_hu=NOISE_HU)
     print(
         "| variant                         | split     | Δθ °  Δd mm   | MTT L  R    |"
-        " ΔMTT  | CBF L  R    | ratio  | flagged   |"
+        " ΔMTT  | ΔTmax | CBF L  R    | ratio  | flagged   |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for variant, (increase, cbf_factor, yaw, offset) in VARIANTS.items():
-        spec = VasospasmSpec(base, increase, cbf_factor, yaw_deg=yaw, offset_mm=offset)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for variant, (increase, cbf_factor, yaw, offset, delay) in VARIANTS.items():
+        spec = VasospasmSpec(
+            base, increase, cbf_factor, delay_s=delay, yaw_deg=yaw, offset_mm=offset
+        )
         phantom = make_vasospasm_phantom(spec)
         acq, truth = phantom.acquisition, phantom.truth
         spacing = acq.pixel_spacing_mm

@@ -137,6 +137,26 @@ def test_the_engine_compares_hemispheres_only_when_asked(vasospasm_study) -> Non
     assert abs(compared.asymmetry.midline.angle_deg - 10.0) <= 1.0
 
 
+#: A one-sided delay of the bolus, s (a narrowed or collateral supply), and how far the
+#: measured TTP and Tmax differences may be from it (measured −2.8 to −2.9 s at σ 5, yaw 0–15°).
+DELAY_S = 3.0
+DELAY_TOLERANCE_S = 0.5
+
+
+@pytest.mark.parametrize("yaw_deg", [0.0, 15.0])
+def test_a_one_sided_delay_flags_ttp_and_tmax_not_mtt(yaw_deg: float) -> None:
+    """The bolus reaching one hemisphere 3 s late (MTT and CBF unchanged): the TTP and Tmax
+    differences read the delay and are flagged; MTT, CBF and CBV are not."""
+    spec = VasospasmSpec(PhantomSpec(slices=2, noise_hu=5.0), delay_s=DELAY_S, yaw_deg=yaw_deg)
+    result = compute_perfusion(
+        make_vasospasm_phantom(spec).acquisition, PerfusionParameters(hemispheric_asymmetry=True)
+    )
+    maps = result.asymmetry.maps
+    for name in ("TTP", "Tmax"):  # image right is patient left: right − left is −delay
+        assert abs(maps[name].difference + DELAY_S) <= DELAY_TOLERANCE_S, name
+    assert result.asymmetry.flagged == ["TTP", "Tmax"]
+
+
 def _meaning(item: Dataset) -> str:
     return str(item.ConceptNameCodeSequence[0].CodeMeaning)
 

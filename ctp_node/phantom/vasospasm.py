@@ -41,6 +41,8 @@ class VasospasmSpec:
         (0 = symmetric).
     cbf_factor : the affected hemisphere's CBF multiplied by this (1 = unchanged, so the CBV
         rises with the MTT, as with autoregulated vasodilation).
+    delay_s : the bolus reaches the affected hemisphere's tissue this much later than the
+        arterial input, s (a narrowed or collateral supply: its Tmax and TTP rise by it).
     affected : ``"image right"`` or ``"image left"``, in the head's own frame.
     yaw_deg : in-plane rotation of the head, degrees; the true midline's ``angle_deg``
         (:class:`ctp_node.perfusion.asymmetry.Midline`).
@@ -50,6 +52,7 @@ class VasospasmSpec:
     base: PhantomSpec = field(default_factory=lambda: PhantomSpec(slices=4))
     mtt_increase_s: float = 0.0
     cbf_factor: float = 1.0
+    delay_s: float = 0.0
     affected: str = "image right"
     yaw_deg: float = 0.0
     offset_mm: tuple[float, float] = (0.0, 0.0)
@@ -116,12 +119,12 @@ def make_vasospasm_phantom(spec: VasospasmSpec = VasospasmSpec()) -> VasospasmPh
     pre[cortex] = HU["gm"]
     pre[ventricles & brain] = HU["csf"]
 
-    # (CBF, MTT) per label: 1 WM, 2 GM, 3 WM affected, 4 GM affected; 0 = no enhancement
+    # (CBF, MTT, delay) per label: 1 WM, 2 GM, 3 WM affected, 4 GM affected; 0 = no enhancement
     params = [
-        WHITE_MATTER,
-        GREY_MATTER,
-        (WHITE_MATTER[0] * spec.cbf_factor, WHITE_MATTER[1] + spec.mtt_increase_s),
-        (GREY_MATTER[0] * spec.cbf_factor, GREY_MATTER[1] + spec.mtt_increase_s),
+        (*WHITE_MATTER, 0.0),
+        (*GREY_MATTER, 0.0),
+        (WHITE_MATTER[0] * spec.cbf_factor, WHITE_MATTER[1] + spec.mtt_increase_s, spec.delay_s),
+        (GREY_MATTER[0] * spec.cbf_factor, GREY_MATTER[1] + spec.mtt_increase_s, spec.delay_s),
     ]
     labels = np.zeros(yy.shape, np.int32)
     labels[tissue] = 1
@@ -130,8 +133,8 @@ def make_vasospasm_phantom(spec: VasospasmSpec = VasospasmSpec()) -> VasospasmPh
 
     times, fine_t, aif_fine = fine_inputs(base)
     table = np.zeros((len(params) + 1, times.size), np.float32)
-    for i, (cbf, mtt) in enumerate(params, start=1):
-        table[i] = np.interp(times, fine_t, tissue_curve(aif_fine, cbf, mtt, 0.0, base.residue))
+    for i, (cbf, mtt, delay) in enumerate(params, start=1):
+        table[i] = np.interp(times, fine_t, tissue_curve(aif_fine, cbf, mtt, delay, base.residue))
     slice_hu = np.moveaxis(table[labels], -1, 0) + pre[None]
     aif = np.interp(times, fine_t, aif_fine).astype(np.float32)
     vein = np.interp(times, fine_t, sinus_curve(aif_fine)).astype(np.float32)
@@ -145,7 +148,7 @@ def make_vasospasm_phantom(spec: VasospasmSpec = VasospasmSpec()) -> VasospasmPh
 
     cbf_map = np.zeros(yy.shape, np.float32)
     mtt_map = np.zeros(yy.shape, np.float32)
-    for i, (cbf, mtt) in enumerate(params, start=1):
+    for i, (cbf, mtt, _) in enumerate(params, start=1):
         cbf_map[labels == i] = cbf
         mtt_map[labels == i] = mtt
     stack = lambda a: np.repeat(a[None], nz, axis=0)  # noqa: E731
