@@ -28,8 +28,9 @@ def permeability_statements(
     statements = [
         f"Permeability: {permeability.model}, fitted on the {permeability.late_frames} images "
         f"from {display(permeability.first_pass_end_s, 's')} (after the bolus's first pass); "
-        "the fitted leak is removed from every curve before deconvolution, so CBF, CBV and MTT "
-        "are those of the blood in the vessels (CBV corrected for leakage)."
+        "the fitted leak is removed from the curves before deconvolution where it is clearly "
+        "there (the 3 x 3 mean of K^trans at least 2 standard errors above 0), so CBF, CBV and "
+        "MTT are those of the blood in the vessels (CBV corrected for leakage)."
     ]
     rule = region_rule(parameters)
     if statistics is None:

@@ -109,8 +109,9 @@ class PatlakMaps:
     first_pass_end_s : the time from which frames enter the fit, s.
     late_frames : how many frames the fit used.
     ktrans_se : the standard error of K^trans, mL/100g/min: from the fit's residuals over the
-        late frames (the CT's noise and what the model does not explain), for judging whether
-        a voxel leaks at all.
+        late frames (the CT's noise and what the model does not explain) and from the noise of
+        the pre-contrast baseline the curve was measured against (``baseline_var``), for
+        judging whether a voxel leaks at all.
     leak_hu : the fitted leak at every frame, HU, ``(t, ...)`` as ``tissue``: the tracer
         outside the vessels (``a ∫C_a − k_ep ∫C_t``), which the tissue curve minus it leaves
         the intravascular curve.
@@ -212,6 +213,7 @@ def patlak_maps(
     tissue: np.ndarray,
     settings: PatlakSettings = PatlakSettings(),
     back_flux_per_min: np.ndarray | float | None = None,
+    baseline_var: np.ndarray | float = 0.0,
 ) -> PatlakMaps:
     """K^trans and the leakage-corrected CBV of every tissue curve.
 
@@ -225,6 +227,11 @@ def patlak_maps(
         shaped as ``tissue[0]`` (:func:`back_flux_rates`): the fit becomes Murase's
         ``C_t + k_ep ∫C_t = a ∫C_a + b C_a`` with k_ep known, K^trans comes from
         ``a − k_ep · b`` and the leak removed from the area is ``a ∫C_a − k_ep ∫C_t``.
+    baseline_var : the variance of the pre-contrast baseline each tissue curve was measured
+        against, HU² (σ² / the number of baseline images). Its error is one offset on every
+        frame, which the residuals do not show: over a late phase where ``∫C_a`` barely grows
+        (an arterial curve that falls back to 0) the offset and the leak look alike, and the
+        slope takes it in full. It enters ``ktrans_se``, not the fit.
     """
     times_s = np.asarray(times_s, float)
     arterial = np.asarray(arterial, float)
@@ -240,7 +247,9 @@ def patlak_maps(
     residual_var = np.sum((late - design @ np.stack([slope, intercept])) ** 2, axis=0) / max(
         design.shape[0] - 2, 1
     )
-    slope_se = np.sqrt(residual_var * (pinv @ pinv.T)[0, 0])
+    offset_gain = float(pinv[0].sum())  # the slope's change per HU of baseline offset
+    baseline_var = np.broadcast_to(baseline_var, np.shape(tissue)[1:]).reshape(-1)
+    slope_se = np.sqrt(residual_var * (pinv @ pinv.T)[0, 0] + baseline_var * offset_gain**2)
     leak = slope * integral[:, None] - rate_s * tissue_integral
     area = trapezoid(curves - leak, times_s, axis=0) / trapezoid(arterial, times_s)
     rho, k_h = settings.brain_density_g_ml, settings.hematocrit_factor

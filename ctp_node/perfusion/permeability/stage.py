@@ -17,6 +17,15 @@ The back-flux rate k_ep is fitted on in-plane means of :data:`RATE_WINDOW_VOXELS
 leak are fitted with it known, on the voxel's own raw curve (baseline removed), at its slice's
 own frame times (the arterial input interpolated to them).
 
+The leak is removed only where it is clearly there: where the in-plane 3 × 3 mean of K^trans
+is at least :data:`REMOVE_SE` of its standard errors above 0 (and the voxel's own K^trans is
+positive: a negative leak subtracted adds late tracer, which makes tissue look venous). A
+leaking tumour is a region, so its mean is 3 times surer than one voxel and the test keeps
+its edge and its weakly leaking parts (1 mL/100g/min at σ 10 HU); where the late phase cannot
+measure a leak (an arterial curve that falls back to 0: a voxel's baseline error then looks
+like one, SE ~2 mL/100g/min at σ 5 HU), a noise-driven leak subtracted from every curve would
+add its noise to the maps and can change the venous curve the arterial input is scaled to.
+
 Axis order ``(t, z, y, x)``. Pure numpy/scipy.
 """
 
@@ -42,6 +51,9 @@ from ctp_node.perfusion.result import InputCurve
 #: processing resolution, about 1 mm): 5 × 5 holds enough curves for the rate, whose noise
 #: bias falls with the mean's variance, and is small beside an enhancing tumour.
 RATE_WINDOW_VOXELS = 5
+#: Standard errors the 3 × 3 mean of K^trans must exceed for the leak to be removed (2: about
+#: 2 % of the tissue that does not leak has a noise-driven leak removed, zero on average).
+REMOVE_SE = 2.0
 #: How the reports name the model.
 MODEL = "Patlak analysis with back-flux (two-compartment exchange, Murase's linear form)"
 
@@ -96,16 +108,32 @@ def remove_leakage(
         enhancement = hu[:, z] - prepared.baseline[z].astype(np.float32)
         rates = back_flux_rates(times, arterial, _masked_mean(enhancement, inside)[:, inside])
         fit = patlak_maps(
-            times, arterial, enhancement[:, inside], settings, back_flux_per_min=rates
+            times,
+            arterial,
+            enhancement[:, inside],
+            settings,
+            back_flux_per_min=rates,
+            baseline_var=prepared.noise**2 / max(prepared.baseline_frames, 1),
         )
-        hu[:, z, inside] -= fit.leak_hu.astype(np.float32)
         ktrans[z, inside] = fit.ktrans
         ktrans_se[z, inside] = fit.ktrans_se
+        leaking = _leaking(ktrans[z], ktrans_se[z], inside)[inside]
+        hu[:, z, inside] -= np.where(leaking, fit.leak_hu, 0.0).astype(np.float32)
         fits.append(fit)
     if not fits:  # no intracranial voxel: later stages say so
         return Leakage(ktrans, ktrans_se, float("nan"), 0), acquisition
     leakage = Leakage(ktrans, ktrans_se, fits[0].first_pass_end_s, fits[0].late_frames)
     return leakage, replace(acquisition, hu=hu)
+
+
+def _leaking(ktrans: np.ndarray, se: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Voxels of one slice ``(y, x)`` whose leak is removed: positive K^trans, and a 3 × 3
+    mean (over ``mask``) at least :data:`REMOVE_SE` standard errors of that mean above 0."""
+    weight = ndimage.uniform_filter(mask.astype(np.float32), 3, mode="constant")
+    count = np.maximum(9.0 * weight, 1.0)
+    mean = ndimage.uniform_filter(ktrans * mask, 3, mode="constant") / np.maximum(weight, 1e-6)
+    mean_se = np.sqrt(ndimage.uniform_filter(se**2 * mask, 3, mode="constant") * 9.0) / count
+    return mask & (ktrans > 0) & (mean >= REMOVE_SE * mean_se)
 
 
 def _masked_mean(curves: np.ndarray, mask: np.ndarray) -> np.ndarray:

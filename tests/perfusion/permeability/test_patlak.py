@@ -155,3 +155,21 @@ def test_an_arterial_curve_still_high_at_the_end_is_a_sentence() -> None:
     arterial, _ = synthetic(times)
     with pytest.raises(LatePhaseTooShortError, match="has not fallen"):
         first_pass_end(times, arterial, SETTINGS)
+
+
+def test_the_baseline_offset_is_in_the_standard_error() -> None:
+    """An arterial curve that falls back to 0 makes ∫C_a flat after the first pass, where a
+    curve's baseline error looks like a leak: K^trans of curves that do not leak, each with
+    white noise and an offset of σ / √n_baseline, scatters as ``ktrans_se`` says."""
+    times = np.arange(0.0, 120.0, 1.5)
+    s = np.maximum(times - 6.0, 0.0) / 4.0
+    arterial = 400.0 * s**3 * np.exp(3.0 * (1.0 - s))  # no recirculation
+    rng = np.random.default_rng(0)
+    sigma, baseline_frames, n = 5.0, 4, 4000
+    offset = rng.standard_normal(n) * sigma / np.sqrt(baseline_frames)
+    tissue = rng.standard_normal((times.size, n)) * sigma + offset
+    fit = patlak_maps(times, arterial, tissue, SETTINGS, baseline_var=sigma**2 / baseline_frames)
+    z = fit.ktrans / fit.ktrans_se
+    assert 0.9 < np.std(z) < 1.1
+    alone = patlak_maps(times, arterial, tissue, SETTINGS)  # the residuals' share only
+    assert np.std(alone.ktrans / alone.ktrans_se) > 2.0

@@ -101,3 +101,36 @@ def test_enhancing_region_needs_significance_size_and_the_minimum() -> None:
     assert region[0, 1:5, 1:5].all() and region.sum() == 16
     lenient = PerfusionParameters(enhancing_significance=2.0, enhancing_min_volume_ml=0.0)
     assert enhancing_region(leakage, tissue, 0.005, lenient).sum() == 16 + 9 + 1
+
+
+@pytest.fixture(scope="module")
+def no_leak():
+    """The stroke phantom (its arterial curve falls back to 0, it has a sinus) over 120 s at
+    σ 5: nothing leaks, and the late phase cannot measure a leak well."""
+    phantom = make_phantom(PhantomSpec(noise_hu=5.0, duration_s=120.0, slices=4))
+    asked = compute_perfusion(phantom.acquisition, PerfusionParameters(permeability=True))
+    return phantom, asked, compute_perfusion(phantom.acquisition)
+
+
+def test_the_standard_error_holds_where_the_late_phase_says_little(no_leak) -> None:
+    """K^trans / SE over tissue that does not leak is a standard normal: the baseline's noise,
+    which a flat late ∫C_a cannot tell from a leak, is in the SE (without it |z| > 3 in 16 % of
+    the voxels); the enhancing region is empty."""
+    phantom, asked, _ = no_leak
+    tissue = asked.tissue_mask & phantom.truth.tissue_mask
+    ktrans = asked.maps["Ktrans"][tissue]
+    assert np.percentile(np.abs(ktrans), 99) > 1.0  # the K^trans map is noisy here
+    assert asked.permeability.enhancing_ml == 0.0
+
+
+def test_without_a_leak_the_stage_leaves_the_maps_alone(no_leak) -> None:
+    """The leak is removed only where it is clearly there: the maps, the venous scaling of the
+    arterial input and the stroke volumes are those of the stroke profile, to the noise."""
+    _, asked, plain = no_leak
+    both = asked.tissue_mask & plain.tissue_mask
+    for name in ("CBF", "CBV", "MTT"):
+        ratio = np.median(asked.maps[name][both] / np.maximum(plain.maps[name][both], 1e-6))
+        assert abs(ratio - 1) < 0.02, name
+    scale = "aif_partial_volume_scale"
+    assert asked.parameters[scale] == pytest.approx(plain.parameters[scale], rel=0.01)
+    assert asked.volumes.core_ml == pytest.approx(plain.volumes.core_ml, rel=0.05)
