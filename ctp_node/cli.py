@@ -20,6 +20,7 @@ from ctp_node.config import (
 )
 from ctp_node.config.schema import Config
 from ctp_node.profiles import PROFILE_NAMES
+from ctp_node.user_region import UserRegion, parse_region
 
 log = logging.getLogger("ctp_node")
 
@@ -125,6 +126,7 @@ def _add_process(commands: _Commands) -> None:
         metavar="Z,Y,X",
         help="venous output location instead of automatic: slice, row, column (0-based)",
     )
+    _add_region(process)
     process.add_argument(
         "--config",
         type=Path,
@@ -249,6 +251,7 @@ def _add_reprocess(commands: _Commands) -> None:
             metavar="Z,Y,X",
             help=f"{what} location: slice, row, column (0-based voxel indices)",
         )
+    _add_region(reprocess)
     reprocess.set_defaults(run=_reprocess)
 
 
@@ -324,6 +327,24 @@ def _zyx(text: str) -> tuple[int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected Z,Y,X voxel indices, got {text!r}") from None
     return z, y, x
+
+
+def _add_region(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--region",
+        type=_region,
+        default=None,
+        metavar="Z,Y,X,R",
+        help="report each map's statistics in this region too: a sphere of radius R mm around "
+        "slice, row, column Z,Y,X (0-based voxel indices of the source images)",
+    )
+
+
+def _region(text: str) -> UserRegion:
+    try:
+        return parse_region(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _load(path: Path | None):  # type: ignore[no-untyped-def]
@@ -442,7 +463,13 @@ def _process_one(series_uid, files, out: Path, settings, args: argparse.Namespac
         return {"series_instance_uid": series_uid, "error": examination.reason}
     try:
         processed = process_series(
-            files.ct, out, settings, aif_zyx=args.aif, vof_zyx=args.vof, profile=args.profile
+            files.ct,
+            out,
+            settings,
+            aif_zyx=args.aif,
+            vof_zyx=args.vof,
+            profile=args.profile,
+            region=args.region,
         )
     except AcquisitionUnusableError as exc:
         notice = write_failure_notice(files.ct, out, str(exc), settings.report)
@@ -526,7 +553,14 @@ def _reprocess(args: argparse.Namespace) -> int:
     from ctp_node.operations import reprocess
 
     def run(db, config) -> str:  # type: ignore[no-untyped-def]
-        job_id = reprocess(db, config, series_uid=args.series, aif_zyx=args.aif, vof_zyx=args.vof)
+        job_id = reprocess(
+            db,
+            config,
+            series_uid=args.series,
+            aif_zyx=args.aif,
+            vof_zyx=args.vof,
+            region=args.region,
+        )
         return (
             f"series {args.series} queued as job {job_id}; the node's workers compute it, and "
             "its result supersedes the earlier one if anything differs"

@@ -18,6 +18,7 @@ from ctp_node.store.ingest import get_series, instance_paths
 from ctp_node.store.models import JobState, SeriesState
 from ctp_node.store.outbox import send_again
 from ctp_node.store.queue import enqueue_reprocessing, get_job, latest_reported_job
+from ctp_node.user_region import UserRegion
 
 
 class OperatorError(Exception):
@@ -90,14 +91,15 @@ def reprocess(
     series_uid: str,
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
+    region: UserRegion | None = None,
     requested_by: str = "operator",
 ) -> int:
     """Queue a series to be computed again, optionally with a person's arterial input and
     venous output locations (``(slice, row, column)``, 0-based voxel indices of the source
-    images). Its result is a new version when anything differs from the last one; the same
-    inputs and choices give the same version again. ``requested_by`` is recorded with the job
-    (at most 32 characters: "operator" for the CLI, "console <user or address>" for the web
-    console). Returns the job's id."""
+    images) and a region whose statistics the reports give. Its result is a new version when
+    anything differs from the last one; the same inputs and choices give the same version
+    again. ``requested_by`` is recorded with the job (at most 32 characters: "operator" for the
+    CLI, "console <user or address>" for the web console). Returns the job's id."""
     series = get_series(db, series_uid)
     if series is None:
         raise OperatorError(f"the node has no series {series_uid}; `ctp-node status` lists them")
@@ -125,10 +127,14 @@ def reprocess(
                 f"{name} {','.join(map(str, location))} lies outside the images: slice 0-"
                 f"{slices - 1}, row 0-{rows - 1}, column 0-{columns - 1} (0-based)"
             )
+    outside = region.outside((slices, rows, columns)) if region is not None else None
+    if outside is not None:
+        raise OperatorError(outside)
     return enqueue_reprocessing(
         db,
         series_uid,
         ",".join(map(str, aif_zyx)) if aif_zyx else "",
         ",".join(map(str, vof_zyx)) if vof_zyx else "",
+        region=region.text() if region is not None else "",
         requested_by=requested_by,
     )

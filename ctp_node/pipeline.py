@@ -29,6 +29,7 @@ from ctp_node.perfusion.engine import ALGORITHM, compute_perfusion
 from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.resolution import block_factor
+from ctp_node.perfusion.result import RegionOfInterest
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice, ProfileRule, choose_profile
 from ctp_node.qc import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.receive.header import not_ct_reason
@@ -43,6 +44,7 @@ from ctp_node.report.source_headers import with_readable_dates
 from ctp_node.report.summary_png import write_summary_png
 from ctp_node.report.versions import ResultVersion, content_digest, version_key
 from ctp_node.results_summary import WrittenOutput, summarise
+from ctp_node.user_region import UserRegion
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,7 @@ def compute_series(
     other_slabs: int = 0,
     profile: str | None = None,
     calling_ae: str | None = None,
+    region: UserRegion | None = None,
 ) -> ComputedSeries:
     """Load a series and compute its maps, volumes and quality findings.
 
@@ -136,7 +139,8 @@ def compute_series(
     perfusion series (slabs with their own bolus) of the same study, for the quality checks.
     ``profile`` names the protocol profile a person asked for; without it the first of
     ``settings.profile_rules`` that matches the series' header (and ``calling_ae``, the AE
-    title that sent it) chooses, else ``stroke``.
+    title that sent it) chooses, else ``stroke``. ``region`` is a region a person gave, whose
+    statistics the outputs report (``PerfusionResult.user_region``).
 
     Raises
     ------
@@ -171,6 +175,8 @@ def compute_series(
         )
     except (UnreadableImageError, NotPerfusionError, PerfusionError) as exc:
         raise AcquisitionUnusableError(str(exc)) from exc
+    if region is not None:
+        result = replace(result, user_region=_region_of_interest(region, loaded, result))
     computed_s = time.perf_counter() - started - loaded_s
     limits = settings.quality_limits
     quality = assess_acquisition(
@@ -181,6 +187,26 @@ def compute_series(
     )
     spill.release(loaded.acquisition.hu)  # the reports read only a few of its images
     return ComputedSeries(loaded, result, list(quality), loaded_s, computed_s, choice)
+
+
+def _region_of_interest(
+    region: UserRegion, loaded: LoadedSeries, result: PerfusionResult
+) -> RegionOfInterest:
+    """The tissue of ``region`` on the result's grid.
+
+    Raises
+    ------
+    AcquisitionUnusableError : the region's centre lies outside the images.
+    """
+    acquisition = loaded.acquisition
+    outside = region.outside(result.tissue_mask.shape)
+    if outside is not None:
+        raise AcquisitionUnusableError(outside)
+    mask = result.tissue_mask & region.mask(
+        result.tissue_mask.shape, acquisition.pixel_spacing_mm, acquisition.slice_spacing_mm
+    )
+    volume = float(mask.sum() * acquisition.voxel_volume_ml)
+    return RegionOfInterest(mask, region.describe(), region.text(), volume)
 
 
 def _engine_ready(loaded: LoadedSeries, parameters: PerfusionParameters) -> LoadedSeries:
@@ -267,7 +293,7 @@ def write_summary_page(computed: ComputedSeries, summary: dict[str, Any], out_di
 
 
 def first_version(
-    computed: ComputedSeries, settings: PipelineSettings, *, aif_zyx=None, vof_zyx=None
+    computed: ComputedSeries, settings: PipelineSettings, *, aif_zyx=None, vof_zyx=None, region=None
 ) -> ResultVersion:  # type: ignore[no-untyped-def]
     """Version 1 of a series' result computed outside the node's queue (``ctp-node process``):
     its UIDs are those the node gives the same inputs' first version."""
@@ -278,6 +304,7 @@ def first_version(
         settings=settings.digest_text(),
         aif_zyx=aif_zyx,
         vof_zyx=vof_zyx,
+        region=region.text() if region is not None else "",
     )
     return ResultVersion(number=1, key=version_key(digest, None))
 
@@ -291,10 +318,11 @@ def process_series(
     vof_zyx: tuple[int, int, int] | None = None,
     other_slabs: int = 0,
     profile: str | None = None,
+    region: UserRegion | None = None,
 ) -> ProcessedSeries:
     """Compute one series' maps and write its outputs (version 1), ``results.json`` and
     ``summary.png``: :func:`compute_series` (``profile``: a person's choice of protocol
-    profile) then :func:`write_outputs`.
+    profile; ``region``: a region a person gave) then :func:`write_outputs`.
 
     Raises
     ------
@@ -309,8 +337,9 @@ def process_series(
         vof_zyx=vof_zyx,
         other_slabs=other_slabs,
         profile=profile,
+        region=region,
     )
-    version = first_version(computed, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx)
+    version = first_version(computed, settings, aif_zyx=aif_zyx, vof_zyx=vof_zyx, region=region)
     return write_outputs(computed, out_dir, replace(settings.report, version=version))
 
 

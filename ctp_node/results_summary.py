@@ -13,7 +13,11 @@ import numpy as np
 from ctp_node.assemble.loader import LoadedSeries
 from ctp_node.perfusion import PerfusionResult
 from ctp_node.perfusion.asymmetry import HemisphericComparison
-from ctp_node.perfusion.permeability.region import REGION_MAPS, enhancing_statistics
+from ctp_node.perfusion.permeability.region import (
+    RegionStatistics,
+    enhancing_statistics,
+    user_region_statistics,
+)
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
 
@@ -38,8 +42,8 @@ def summarise(
     """The results as plain JSON-able values (what ``results.json`` and ``status`` show);
     ``quality`` lists the acquisition quality findings, one dict per check; ``profile`` the
     protocol profile and what chose it (``profile``), with the hemispheric comparison
-    (``asymmetry``) and the permeability measurement (``permeability``) when the result has
-    them."""
+    (``asymmetry``), the permeability measurement (``permeability``) and the statistics of a
+    region a person gave (``user_region``) when the result has them."""
     acq = loaded.acquisition
     header = loaded.header
     choice = profile or DEFAULT_CHOICE
@@ -74,6 +78,7 @@ def summarise(
         "profile": choice.to_dict(),
         "asymmetry": _asymmetry(result.asymmetry) if result.asymmetry is not None else None,
         "permeability": _permeability(result) if result.permeability is not None else None,
+        "user_region": _user_region(result),
         "normal_cbf_ml_100g_min": _round(result.normal_cbf),
         "maps": maps,
         "aif": _curve(result.aif),
@@ -108,29 +113,41 @@ def _volumes(result: PerfusionResult) -> dict[str, Any]:
 
 def _permeability(result: PerfusionResult) -> dict[str, Any]:
     """The permeability measurement as JSON: the model, the images it was fitted on, and the
-    enhancing region (null when none was found) with each map's mean and median in it, the
-    mean of the tissue outside it and (CBF, CBV) their ratio."""
+    enhancing region (null when none was found, :func:`_region`)."""
     permeability = result.permeability
     statistics = enhancing_statistics(result)
-    region = None
-    if statistics is not None:
-        region = {
-            "volume_ml": _round(statistics.volume_ml),
-            "maps": {
-                name: {
-                    "mean": _round(statistics.mean[name]),
-                    "median": _round(statistics.median[name]),
-                    "outside_mean": _round(statistics.outside_mean[name]),
-                    "ratio": _round(statistics.relative(name)),
-                }
-                for name in REGION_MAPS
-            },
-        }
     return {
         "model": permeability.model,
         "first_pass_end_s": _round(permeability.first_pass_end_s),
         "late_images": permeability.late_frames,
-        "enhancing_region": region,
+        "enhancing_region": _region(statistics) if statistics is not None else None,
+    }
+
+
+def _user_region(result: PerfusionResult) -> dict[str, Any] | None:
+    """The region a person gave: how, in words, and (if it holds tissue) :func:`_region`."""
+    region = result.user_region
+    if region is None:
+        return None
+    statistics = user_region_statistics(result)
+    summary = {"given": region.text, "description": region.description}
+    return summary | (_region(statistics) if statistics is not None else {"volume_ml": 0.0})
+
+
+def _region(statistics: RegionStatistics) -> dict[str, Any]:
+    """A region's volume and, per map, its mean and median, the mean of the tissue outside it
+    and (CBF, CBV) their ratio."""
+    return {
+        "volume_ml": _round(statistics.volume_ml),
+        "maps": {
+            name: {
+                "mean": _round(statistics.mean[name]),
+                "median": _round(statistics.median[name]),
+                "outside_mean": _round(statistics.outside_mean[name]),
+                "ratio": _round(statistics.relative(name)),
+            }
+            for name in statistics.mean
+        },
     }
 
 

@@ -566,6 +566,8 @@ def print_result(summary: dict, out: Path, truth: dict | None = None) -> None:
         ]
     rows += _asymmetry_rows(summary.get("asymmetry"))
     rows += _permeability_rows(summary.get("permeability"))
+    if summary.get("user_region"):
+        rows += _region_rows("user", summary["user_region"])
     rows += [
         (f"median {name}", DISPLAY_UNITS.get(name, "?"), stats["median_in_tissue"], None)
         for name, stats in summary["maps"].items()
@@ -609,14 +611,19 @@ def _permeability_rows(permeability: dict | None) -> list[tuple[str, str, float 
     """The enhancing region's volume and each map's mean in it and outside it."""
     if not permeability:
         return []
-    region = permeability["enhancing_region"]
+    return _region_rows("enhancing", permeability["enhancing_region"])
+
+
+def _region_rows(label: str, region: dict | None) -> list[tuple[str, str, float | None, None]]:
+    """A region's volume (``label``: how the rows name it) and each map's mean in it and
+    outside it."""
     if region is None:
-        return [("enhancing region (none)", "ml", 0.0, None)]
-    rows = [("enhancing region", "ml", region["volume_ml"], None)]
-    for name, item in region["maps"].items():
+        return [(f"{label} region (none)", "ml", 0.0, None)]
+    rows = [(f"{label} region", "ml", region["volume_ml"], None)]
+    for name, item in (region.get("maps") or {}).items():
         unit = DISPLAY_UNITS.get(name, "?")
         rows += [
-            (f"{name} enhancing mean", unit, item["mean"], None),
+            (f"{name} {label} mean", unit, item["mean"], None),
             (f"{name} outside mean", unit, item["outside_mean"], None),
         ]
     return rows

@@ -66,6 +66,7 @@ from ctp_node.store.queue import (
     record_notice,
     retry_later,
 )
+from ctp_node.user_region import parse_region
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def run_job(
                 vof_zyx=vof_zyx,
                 other_slabs=len(other_perfusion_series(db, job.series_instance_uid)),
                 calling_ae=series_sender(db, job.series_instance_uid),
+                region=parse_region(job.region),
             )
             version, record, processed = _write_result(
                 db, job, context, computed, digest, len(records), root / relative_out
@@ -333,6 +335,12 @@ def _why_new(latest: Job, job: Job, instances: int, algorithm: str) -> str:
             if chosen
             else "arterial and venous inputs chosen automatically"
         )
+    if job.region != latest.region:
+        reasons.append(
+            f"a region given by a person (slice, row, column, radius mm) ({job.region})"
+            if job.region
+            else "no region given by a person"
+        )
     earlier = json.loads(latest.summary_json).get("algorithm", "") if latest.summary_json else ""
     if algorithm and earlier and algorithm != earlier:
         reasons.append(f"engine {algorithm} instead of {earlier}")
@@ -440,6 +448,7 @@ def _digest(job: Job, sop_instance_uids: Iterable[str], context: JobContext) -> 
         settings=context.settings.digest_text(),
         aif_zyx=parse_zyx(job.aif_zyx),
         vof_zyx=parse_zyx(job.vof_zyx),
+        region=job.region,
     )
 
 

@@ -186,16 +186,18 @@ def _sr_texts(report: hd.sr.Comprehensive3DSR) -> list[str]:
 
 
 def _process_with_rule(
-    paths: list[Path], tmp_path: Path, pattern: str, profile: str
+    paths: list[Path], tmp_path: Path, pattern: str, profile: str, *args: str
 ) -> tuple[Path, dict]:
-    """``ctp-node process`` with one rule on ProtocolName; the output folder and results.json,
-    having checked that the rule chose ``profile``."""
+    """``ctp-node process`` with one rule on ProtocolName (and ``args``); the output folder and
+    results.json, having checked that the rule chose ``profile``."""
     config = tmp_path / "node.yaml"
     config.write_text(
         f"profiles:\n  - match: {{ProtocolName: '{pattern}'}}\n    profile: {profile}\n"
     )
     out = tmp_path / "out"
-    run = run_cli("process", str(paths[0].parent), "--out", str(out), "--config", str(config))
+    run = run_cli(
+        "process", str(paths[0].parent), "--out", str(out), "--config", str(config), *args
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"profile {profile}, chosen by rule 1 of profiles" in run.stdout
     return out, json.loads((out / "results.json").read_text())
@@ -314,6 +316,26 @@ def _ktrans_error(values: np.ndarray, phantom) -> float:
     return float(np.median(np.abs(means[leaking] / k_true[leaking] - 1)))
 
 
+def _region_in_a_tile(phantom, ktrans: float = 8.0, radius_mm: float = 4.0) -> str:
+    """``"Z,Y,X,R"``: a sphere of ``radius_mm`` at the centre of slice 0's first tile leaking
+    ``ktrans`` (inside it: 4 mm is under half the 12 mm tile and the 5 mm slice)."""
+    truth = phantom.truth
+    label = 1 + int(np.flatnonzero(truth.region_values[:, 0] == ktrans)[0])
+    y, x = ndimage.center_of_mass(truth.region_labels[0] == label)
+    return f"0,{round(y)},{round(x)},{radius_mm:g}"
+
+
+def _group_mean(group: list, meaning: str) -> float:
+    """The NUM value of ``meaning`` in an SR measurement group."""
+    (value,) = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in group
+        if getattr(item, "ValueType", "") == "NUM"
+        and item.ConceptNameCodeSequence[0].CodeMeaning == meaning
+    ]
+    return value
+
+
 def _ktrans_map(dataset: Dataset) -> np.ndarray:
     """The Parametric Map's K^trans frames ``(z, y, x)``, checking its quantity and unit."""
     mapping = dataset.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
@@ -331,7 +353,10 @@ def test_process_chooses_tumour_by_protocol_name_and_scores_ktrans(
     the enhancing region; the first page is the permeability page; the quality checks expect
     90-150 s; no stroke volumes; every object passes dciodvfy."""
     phantom, paths = tumour_study
-    out, summary = _process_with_rule(paths, tmp_path, "(?i)tumou?r|glioma", "tumour")
+    sphere = _region_in_a_tile(phantom)
+    out, summary = _process_with_rule(
+        paths, tmp_path, "(?i)tumou?r|glioma", "tumour", "--region", sphere
+    )
     assert summary["profile"]["name"] == "tumour" and summary["volumes"] is None
     region = summary["permeability"]["enhancing_region"]
     assert region["volume_ml"] > 0 and region["maps"]["Ktrans"]["mean"] > 1.0
@@ -347,6 +372,12 @@ def test_process_chooses_tumour_by_protocol_name_and_scores_ktrans(
     groups = _sr_groups(hd.sr.srread(sr_path))
     assert {"Enhancing region (Ktrans)", "Tissue outside the enhancing region"} <= set(groups)
     assert "Ischemic core (rCBF<30%)" not in groups
+    # The region given on the command line: its K^trans mean is the tile's, in the SR and
+    # results.json alike.
+    given = _group_mean(groups["Region given by the user"], "Ktrans")
+    assert abs(given / 8.0 - 1) <= KTRANS_TARGET
+    assert summary["user_region"]["given"] == sphere
+    assert summary["user_region"]["maps"]["Ktrans"]["mean"] == pytest.approx(given, rel=0.01)
     pages = [pydicom.dcmread(p) for p in out.glob("secondary_captures-*.dcm")]
     by_number = {int(p.InstanceNumber): str(p.ImageComments) for p in pages}
     assert by_number[1].startswith("Permeability") and "Ktrans colour map" in by_number.values()
@@ -356,7 +387,8 @@ def test_process_chooses_tumour_by_protocol_name_and_scores_ktrans(
 def test_serve_sends_the_tumour_profile_to_orthanc(tumour_study, orthanc, tmp_path: Path) -> None:
     """storescu → serve (a rule on ProtocolName) → a real Orthanc: the K^trans Parametric Map
     read back from Orthanc meets the target against the truth, the SR states the model and the
-    enhancing region, and the console's job page shows the region's table."""
+    enhancing region, and the console's job page shows the region's table; then ``ctp-node
+    reprocess --region`` gives version 2, whose SR in Orthanc holds the region's K^trans."""
     from tests.conftest import orthanc_destination
 
     phantom, paths = tumour_study
@@ -368,30 +400,59 @@ def test_serve_sends_the_tumour_profile_to_orthanc(tumour_study, orthanc, tmp_pa
     try:
         sent = storescu(paths, node.port, node.ae_title, calling="CT1")
         assert stored_count(sent) == len(paths), sent.stderr[-2000:]
-
-        def received() -> dict[str, Dataset] | None:
-            found = {}
-            for instance_id in orthanc.get("/instances"):
-                tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
-                if tags.get("SOPClassUID") == COMPREHENSIVE_3D_SR or (
-                    tags.get("ContentLabel") == "KTRANS"
-                ):
-                    data = orthanc.get_bytes(f"/instances/{instance_id}/file")
-                    found[tags["SOPClassUID"]] = pydicom.dcmread(io.BytesIO(data))
-            return found if len(found) == 2 else None
-
-        objects = wait_until(received, 180, "the K^trans map and the SR in Orthanc")
+        objects = wait_until(
+            lambda: _from_orthanc(orthanc, 1), 180, "the K^trans map and the SR in Orthanc"
+        )
         (job,) = node.status()["jobs"]
         code, body = node.http_get(f"/jobs/{job['id']}")
         page = body.decode()
         assert code == 200 and 'id="profile">Profile <b>tumour</b>' in page
         assert '<table id="enhancing">' in page and "<th>Ktrans</th>" in page
+
+        sphere = _region_in_a_tile(phantom)
+        asked = run_cli(
+            "reprocess",
+            "--series",
+            job["series_instance_uid"],
+            "--region",
+            sphere,
+            "--config",
+            str(node.config_path),
+        )
+        assert asked.returncode == 0, asked.stderr[-2000:]
+        second = wait_until(lambda: _from_orthanc(orthanc, 2), 180, "version 2 in Orthanc")
+        latest = node.status()["jobs"][-1]
+        assert latest["version"] == 2 and f"({sphere})" in latest["version_reason"]
+        code, body = node.http_get(f"/jobs/{latest['id']}")
+        assert code == 200 and '<table id="user-region-maps">' in body.decode()
     finally:
         stop_process(node.process)
-    sr = hd.sr.Comprehensive3DSR.from_dataset(objects.pop(COMPREHENSIVE_3D_SR))
-    (ktrans,) = objects.values()
-    assert _ktrans_error(_ktrans_map(ktrans), phantom) <= KTRANS_TARGET
+    sr = hd.sr.Comprehensive3DSR.from_dataset(objects[COMPREHENSIVE_3D_SR])
+    assert _ktrans_error(_ktrans_map(objects["KTRANS"]), phantom) <= KTRANS_TARGET
     texts = _sr_texts(sr)
     assert any(t.startswith("Profile: tumour") and "ProtocolName" in t for t in texts)
     assert any(t.startswith("Permeability: Patlak analysis with back-flux") for t in texts)
     assert any(t.startswith("Enhancing region (tissue with K^trans") for t in texts)
+    groups = _sr_groups(hd.sr.Comprehensive3DSR.from_dataset(second[COMPREHENSIVE_3D_SR]))
+    assert abs(_group_mean(groups["Region given by the user"], "Ktrans") / 8.0 - 1) <= 0.15
+
+
+def _from_orthanc(orthanc, version: int) -> dict[str, Dataset] | None:  # type: ignore[no-untyped-def]
+    """Version ``version``'s SR and K^trans map in Orthanc (by their SeriesDescription's
+    version mark from version 2 on), or None while either is missing."""
+    found = {}
+    for instance_id in orthanc.get("/instances"):
+        tags = orthanc.get(f"/instances/{instance_id}/simplified-tags")
+        later = " v2 supersedes " in tags.get("SeriesDescription", "")
+        if later != (version == 2):
+            continue
+        if tags.get("SOPClassUID") == COMPREHENSIVE_3D_SR:
+            key = COMPREHENSIVE_3D_SR
+        elif tags.get("ContentLabel") == "KTRANS":
+            key = "KTRANS"
+        else:
+            continue
+        found[key] = pydicom.dcmread(
+            io.BytesIO(orthanc.get_bytes(f"/instances/{instance_id}/file"))
+        )
+    return found if len(found) == 2 else None

@@ -50,6 +50,7 @@ from ctp_node.store.console_queries import (
 )
 from ctp_node.store.ingest import instance_paths
 from ctp_node.store.models import ConsoleActionKind
+from ctp_node.user_region import parse_region
 
 log = logging.getLogger(__name__)
 
@@ -320,17 +321,27 @@ def _add_correction_routes(
 
     @router.post("/series/{series_uid}/reprocess", dependencies=[Depends(same_site)])
     def reprocess(
-        request: Request, series_uid: str, aif: str = Form(""), vof: str = Form("")
+        request: Request,
+        series_uid: str,
+        aif: str = Form(""),
+        vof: str = Form(""),
+        region: str = Form(""),
     ) -> Response:
         chosen = f"AIF {aif.strip() or 'auto'}, VOF {vof.strip() or 'auto'}"
+        chosen += f", region {region.strip()}" if region.strip() else ""
         with _audited(access, request, ConsoleActionKind.REPROCESS, series_uid, chosen) as done:
             aif_zyx, vof_zyx = parse_zyx(aif, "the AIF"), parse_zyx(vof, "the VOF")
+            try:
+                given = parse_region(region)
+            except ValueError as exc:
+                raise HTTPException(400, str(exc)) from None
             done.job_id = operations.reprocess(
                 db,
                 config,
                 series_uid=series_uid,
                 aif_zyx=aif_zyx,
                 vof_zyx=vof_zyx,
+                region=given,
                 requested_by=who(request),
             )
         log.info("console: %s queued job %d (%s)", who(request), done.job_id, chosen)

@@ -105,6 +105,24 @@ class Permeability:
 
 
 @dataclass(frozen=True)
+class RegionOfInterest:
+    """A region a person gave, for each map's statistics in it.
+
+    Attributes
+    ----------
+    mask : bool ``(z, y, x)``, within the tissue mask.
+    description : the region in words, for the reports.
+    text : how it was given (``"Z,Y,X,R"``).
+    volume_ml : the tissue volume in it, mL.
+    """
+
+    mask: np.ndarray
+    description: str
+    text: str
+    volume_ml: float
+
+
+@dataclass(frozen=True)
 class StrokeVolumes:
     """Acute-stroke volumes in mL (ratios unitless; ``None`` where undefined, e.g. core = 0)."""
 
@@ -148,6 +166,8 @@ class PerfusionResult:
     permeability : the leak across the blood-brain barrier (with ``permeability``; None
         without it, or when the acquisition is too short to measure it: then a warning says
         so). With it, CBF, CBV and MTT are those of the curves with the leak removed.
+    user_region : a region a person gave (``process --region``), whose statistics the
+        outputs report; None without one.
     """
 
     maps: dict[str, np.ndarray]
@@ -168,6 +188,7 @@ class PerfusionResult:
     unsupported: dict[str, np.ndarray] = field(default_factory=dict)
     asymmetry: HemisphericComparison | None = None
     permeability: Permeability | None = None
+    user_region: RegionOfInterest | None = None
 
     def reported(self, name: str) -> np.ndarray:
         """Map ``name`` as the outputs report it: NaN (IEEE 754 not-a-number, the documented

@@ -9,7 +9,6 @@ import pydicom
 
 from ctp_node.perfusion.acquisition import Acquisition
 from ctp_node.perfusion.permeability.region import (
-    REGION_MAPS,
     RegionStatistics,
     enhancing_statistics,
 )
@@ -79,7 +78,7 @@ def _draw_table(figure, statistics: RegionStatistics) -> float:  # type: ignore[
     y = 0.78
     for x, text in zip(columns, ("map", "region", "outside", "ratio"), strict=True):
         figure.text(x, y, text, color="#b0b0b0", fontsize=13, ha="left" if x < 0.9 else "right")
-    for name in REGION_MAPS:
+    for name in statistics.mean:
         y -= 0.045
         unit = DISPLAY_UNITS[name]
         relative = statistics.relative(name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ctp_node.perfusion.permeability.region import REGION_MAPS, RegionStatistics
-from ctp_node.perfusion.result import DISPLAY_UNITS, Permeability
+from ctp_node.perfusion.permeability.region import RegionStatistics
+from ctp_node.perfusion.result import DISPLAY_UNITS, Permeability, RegionOfInterest
 from ctp_node.report.rounding import display
 
 
@@ -37,15 +37,35 @@ def permeability_statements(
         statements.append(f"Enhancing region ({rule}): none found.")
         return statements
     statements.append(f"Enhancing region ({rule}): {display(statistics.volume_ml, 'ml')}.")
-    for name in REGION_MAPS:
+    return statements + region_sentences("the enhancing region", statistics)
+
+
+def user_region_statements(
+    region: RegionOfInterest, statistics: RegionStatistics | None
+) -> list[str]:
+    """The region a person gave, its tissue volume and each map's mean there."""
+    head = f"Region given by the user: {region.description}"
+    if statistics is None:
+        return [f"{head}: it holds no brain tissue."]
+    return [
+        f"{head}: {display(statistics.volume_ml, 'ml')} of tissue.",
+        *region_sentences("the region given by the user", statistics),
+    ]
+
+
+def region_sentences(label: str, statistics: RegionStatistics) -> list[str]:
+    """Per map: its mean and median in the region, the mean of the tissue outside it and (CBF,
+    CBV) their ratio."""
+    sentences = []
+    for name in statistics.mean:
         unit = DISPLAY_UNITS[name]
         sentence = (
-            f"{name} in the enhancing region: mean {display(statistics.mean[name], unit)}, "
+            f"{name} in {label}: mean {display(statistics.mean[name], unit)}, "
             f"median {display(statistics.median[name], unit)}; tissue outside it mean "
             f"{display(statistics.outside_mean[name], unit)}"
         )
         relative = statistics.relative(name)
         if relative is not None:
             sentence += f" (ratio {display(relative, 'ratio', '')})"
-        statements.append(sentence + ".")
-    return statements
+        sentences.append(sentence + ".")
+    return sentences

@@ -28,6 +28,10 @@ volume, and the mean of CBF, CBV, MTT and K^trans there; K^trans coded DCM 12631
 region's rule is the algorithm's parameters, and the statements name the model, the images it
 was fitted on, and each map's mean and median in the region beside the tissue outside it.
 
+With a region a person gave (``process/reprocess --region``, any profile), one more group,
+``Region given by the user`` (its tissue volume, each map's mean, and the region in words), and
+the same sentences for it.
+
 Two more groups describe the input curves, ``Arterial input function (AIF)`` and ``Venous
 output function (VOF)``: the bolus arrival time (s) as a measurement, and as TEXT qualitative
 evaluations the location (voxels, centre, patient coordinates) and the curve itself as
@@ -55,16 +59,15 @@ from pydicom.sr.coding import Code
 from ctp_node.perfusion.acquisition import AcquisitionFacts
 from ctp_node.perfusion.asymmetry import HemisphericComparison
 from ctp_node.perfusion.permeability.region import (
-    REGION_MAPS,
-    RegionStatistics,
     enhancing_statistics,
+    user_region_statistics,
 )
 from ctp_node.perfusion.result import InputCurve, PerfusionResult
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
 from ctp_node.report.asymmetry_text import asymmetry_statements
 from ctp_node.report.parametric_map import MAP_DEFINITIONS, map_definitions
-from ctp_node.report.permeability_text import permeability_statements
+from ctp_node.report.permeability_text import permeability_statements, user_region_statements
 from ctp_node.report.quality_page import facts_lines
 from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
@@ -122,6 +125,7 @@ PERMEABILITY_PARAMETERS = frozenset(
 )
 ENHANCING = "Enhancing region (Ktrans)"
 OUTSIDE_ENHANCING = "Tissue outside the enhancing region"
+USER_REGION = "Region given by the user"
 SECOND = Code(value="s", scheme_designator="UCUM", meaning="second")
 
 #: SeriesNumber of the SR relative to ``settings.series_number_start`` (the maps take +0…+4).
@@ -227,9 +231,24 @@ def _measurement_groups(
     if result.asymmetry is not None:
         comparison = result.asymmetry
         built += [groups.hemisphere_group(side, comparison) for side in comparison.sides]
+    definitions = map_definitions(result)
     statistics = enhancing_statistics(result)
     if statistics is not None:
-        built += groups.region_groups(statistics, map_definitions(result))
+        built += [
+            groups.region_group(ENHANCING, statistics.mean, definitions, statistics.volume_ml),
+            groups.region_group(OUTSIDE_ENHANCING, statistics.outside_mean, definitions),
+        ]
+    given = user_region_statistics(result)
+    if given is not None:
+        built.append(
+            groups.region_group(
+                USER_REGION,
+                given.mean,
+                definitions,
+                given.volume_ml,
+                [f"Region: {result.user_region.description}."],
+            )
+        )
     built.append(groups.curve_group(AIF, result.aif))
     if result.vof is not None:
         built.append(groups.curve_group(VOF, result.vof))
@@ -333,25 +352,25 @@ class _GroupBuilder:
         laterality = {"left": codes.SCT.Left, "right": codes.SCT.Right}.get(side)
         return self.group(f"Hemisphere: {side}", measurements, laterality=laterality)
 
-    def region_groups(
-        self, statistics: RegionStatistics, definitions: Sequence
-    ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-        """The enhancing region (its volume and each map's mean) and the tissue outside it
-        (each map's mean), with the Parametric Maps' quantity codes and units."""
+    def region_group(
+        self,
+        identifier: str,
+        values: dict[str, float],
+        definitions: Sequence,
+        volume_ml: float | None = None,
+        texts: Sequence[str] = (),
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        """A region's volume (when given) and each map's mean in ``values``, with the
+        Parametric Maps' quantity codes and units."""
         by_name = {d.name: d for d in definitions}
-
-        def means(values: dict[str, float]) -> list[hd.sr.Measurement]:
-            return [
-                self.measurement(by_name[n].quantity, values[n], by_name[n].unit, codes.SCT.Mean)
-                for n in REGION_MAPS
-                if np.isfinite(values[n])
-            ]
-
-        volume = self.measurement(codes.SCT.Volume, statistics.volume_ml, MILLILITRE)
-        return [
-            self.group(ENHANCING, [volume, *means(statistics.mean)]),
-            self.group(OUTSIDE_ENHANCING, means(statistics.outside_mean)),
+        measurements = [
+            self.measurement(by_name[n].quantity, v, by_name[n].unit, codes.SCT.Mean)
+            for n, v in values.items()
+            if np.isfinite(v)
         ]
+        if volume_ml is not None:
+            measurements.insert(0, self.measurement(codes.SCT.Volume, volume_ml, MILLILITRE))
+        return self.group(identifier, measurements, texts)
 
     def curve_group(
         self, identifier: str, curve: InputCurve
@@ -429,6 +448,8 @@ def report_statements(
         statements += permeability_statements(
             result.permeability, enhancing_statistics(result), parameters
         )
+    if result.user_region is not None:
+        statements += user_region_statements(result.user_region, user_region_statistics(result))
     statements += [
         "Constants: brain density "
         f"{parameters.get('brain_density_g_ml', 1.04):g} g/ml, hematocrit factor "

@@ -32,6 +32,7 @@ def content_digest(
     settings: str = "",
     aif_zyx: tuple[int, int, int] | None = None,
     vof_zyx: tuple[int, int, int] | None = None,
+    region: str = "",
 ) -> str:
     """SHA-256 (hex) of everything a result depends on.
 
@@ -45,6 +46,8 @@ def content_digest(
         give another result, hence another version.
     aif_zyx, vof_zyx : voxel indices ``(slice, row, column)``, 0-based, of a person's choice of
         the arterial input and venous output; ``None`` = automatic.
+    region : a region a person gave for the reports (``"Z,Y,X,R"``); "" = none, and then it is
+        not part of the digest (a result without one keeps the digest it always had).
     """
     digest = hashlib.sha256()
     for part in (
@@ -53,6 +56,7 @@ def content_digest(
         settings,
         "aif=" + (",".join(map(str, aif_zyx)) if aif_zyx else "auto"),
         "vof=" + (",".join(map(str, vof_zyx)) if vof_zyx else "auto"),
+        *(["region=" + region] if region else []),
         *sorted(set(sop_instance_uids)),
     ):
         encoded = part.encode()

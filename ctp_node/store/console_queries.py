@@ -32,7 +32,8 @@ class ExportLine:
 @dataclass(frozen=True)
 class JobLine:
     """One job as the console lists it. ``duration_s`` is from its start to its end (None
-    while it has not ended); ``aif_zyx``/``vof_zyx`` are a person's choice ("" = automatic)."""
+    while it has not ended); ``aif_zyx``/``vof_zyx`` are a person's choice ("" = automatic),
+    ``region`` a region a person gave ("Z,Y,X,R"; "" = none)."""
 
     id: int
     series_instance_uid: str
@@ -48,6 +49,7 @@ class JobLine:
     version_reason: str
     result_dir: str
     exports: tuple[ExportLine, ...] = ()
+    region: str = ""
 
     @property
     def duration_s(self) -> float | None:
@@ -125,6 +127,7 @@ def _job_line(job: Job, exports: dict[int, list[ExportLine]]) -> JobLine:
         job.version_reason,
         job.result_dir,
         tuple(exports.get(job.id, ())),
+        job.region,
     )
 
 

@@ -156,6 +156,8 @@ class Job(Base):
     # "Z,Y,X" voxel indices chosen by a person (semi-automatic AIF/VOF), empty = automatic
     aif_zyx: Mapped[str] = mapped_column(String(32), default="")
     vof_zyx: Mapped[str] = mapped_column(String(32), default="")
+    # "Z,Y,X,R" a region a person gave for the reports' statistics (a sphere), empty = none
+    region: Mapped[str] = mapped_column(String(48), default="")
     result_dir: Mapped[str] = mapped_column(Text, default="")  # relative to storage.root
     summary_json: Mapped[str] = mapped_column(Text, default="")
 

@@ -259,16 +259,31 @@ def enqueue_reprocessing(
     aif_zyx: str = "",
     vof_zyx: str = "",
     *,
+    region: str = "",
     requested_by: str = "operator",
 ) -> int:
     """Queue a series again, e.g. with a person's AIF/VOF locations ("Z,Y,X": slice, row,
-    column, 0-based, or ""); the job supersedes the series' unfinished ones."""
+    column, 0-based, or "") or region ("Z,Y,X,R", or ""); the job supersedes the series'
+    unfinished ones."""
     with db.session() as s:
-        return add_job(s, series_instance_uid, aif_zyx=aif_zyx, vof_zyx=vof_zyx, by=requested_by)
+        return add_job(
+            s,
+            series_instance_uid,
+            aif_zyx=aif_zyx,
+            vof_zyx=vof_zyx,
+            region=region,
+            by=requested_by,
+        )
 
 
 def add_job(
-    s: Session, series_instance_uid: str, *, aif_zyx: str = "", vof_zyx: str = "", by: str
+    s: Session,
+    series_instance_uid: str,
+    *,
+    aif_zyx: str = "",
+    vof_zyx: str = "",
+    region: str = "",
+    by: str,
 ) -> int:
     """Add a queued job for a series in the caller's transaction, superseding its unfinished
     jobs (queued, running, or failed with no failure notice written yet)."""
@@ -291,6 +306,7 @@ def add_job(
         created_at=now,
         aif_zyx=aif_zyx,
         vof_zyx=vof_zyx,
+        region=region,
         requested_by=by,
     )
     s.add(job)

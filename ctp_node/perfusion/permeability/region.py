@@ -1,5 +1,6 @@
-"""Each map's statistics in the tumour profile's enhancing region, and in the tissue outside it
-(the reference a relative CBV is read against), for every output that reports them."""
+"""Each map's statistics in a region (the tumour profile's enhancing region, or a region a person
+gave) and in the tissue outside it (the reference a relative CBV is read against), for every
+output that reports them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ctp_node.perfusion.result import PerfusionResult
 
-#: The maps the tumour profile reports in its region, in report order.
+#: The maps reported in a region, in report order (those the result has).
 REGION_MAPS = ("CBF", "CBV", "MTT", "Ktrans")
 #: The maps whose region mean is also given relative to the tissue outside it (relative CBV is
 #: the tumour grading measure of perfusion imaging; the times and K^trans are read absolute).
@@ -48,10 +49,26 @@ def enhancing_statistics(result: PerfusionResult) -> RegionStatistics | None:
     permeability = result.permeability
     if permeability is None or not permeability.enhancing_mask.any():
         return None
-    region = permeability.enhancing_mask
+    return region_statistics(result, permeability.enhancing_mask, permeability.enhancing_ml)
+
+
+def user_region_statistics(result: PerfusionResult) -> RegionStatistics | None:
+    """The statistics of the region a person gave; None without one or when it holds no
+    tissue."""
+    region = result.user_region
+    if region is None or not region.mask.any():
+        return None
+    return region_statistics(result, region.mask, region.volume_ml)
+
+
+def region_statistics(
+    result: PerfusionResult, region: np.ndarray, volume_ml: float
+) -> RegionStatistics:
+    """Each of :data:`REGION_MAPS` that ``result`` has: its mean and median in ``region``
+    (bool ``(z, y, x)``) and its mean over the tissue outside it."""
     outside = result.tissue_mask & ~region
     mean, median, outside_mean = {}, {}, {}
-    for name in REGION_MAPS:
+    for name in (n for n in REGION_MAPS if n in result.maps):
         values = result.reported(name)
         inside = values[region]
         inside = inside[np.isfinite(inside)]
@@ -60,4 +77,4 @@ def enhancing_statistics(result: PerfusionResult) -> RegionStatistics | None:
         mean[name] = float(inside.mean()) if inside.size else float("nan")
         median[name] = float(np.median(inside)) if inside.size else float("nan")
         outside_mean[name] = float(rest.mean()) if rest.size else float("nan")
-    return RegionStatistics(permeability.enhancing_ml, mean, median, outside_mean)
+    return RegionStatistics(volume_ml, mean, median, outside_mean)
