@@ -30,7 +30,13 @@ from ctp_node.perfusion.errors import PerfusionError
 from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.resolution import block_factor
 from ctp_node.perfusion.result import RegionOfInterest
-from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice, ProfileRule, choose_profile
+from ctp_node.profiles import (
+    DEFAULT_CHOICE,
+    DEFAULT_RULES,
+    ProfileChoice,
+    ProfileRule,
+    choose_profile,
+)
 from ctp_node.qc import QualityFinding, QualityLimits, assess_acquisition
 from ctp_node.receive.header import not_ct_reason
 from ctp_node.report import (
@@ -71,8 +77,9 @@ class PipelineSettings:
     #: (:mod:`ctp_node.assemble.spill`); with no ``spill_dir`` it is always in memory.
     resident_hu_max_bytes: int | None = spill.RESIDENT_MAX_BYTES
     spill_dir: Path | None = None
-    #: The ordered rules that choose each series' protocol profile (``profiles:``).
-    profile_rules: tuple[ProfileRule, ...] = ()
+    #: The ordered rules that choose each series' protocol profile (``profiles:``; without a
+    #: configuration, the default rules: vasospasm and tumour by their protocols' words).
+    profile_rules: tuple[ProfileRule, ...] = DEFAULT_RULES
 
     def digest_text(self) -> str:
         """Everything of the settings that changes a result, as stable text for its version's

@@ -134,6 +134,21 @@ class ProfileChoice:
         return {"name": self.profile.name, "chosen_by": self.chosen_by}
 
 
+#: Words scanners' protocols for each profile carry (regular expressions, any case).
+VASOSPASM_WORDS = r"(?i)vasospasm|\bSAH\b|\bDCI\b"
+TUMOUR_WORDS = r"(?i)tumou?r|glioma|metasta|\bonco|permeab"
+
+#: The rules a node uses when its configuration names none (``profiles:`` left out): a series
+#: whose ProtocolName, else SeriesDescription, names vasospasm (SAH, DCI) or a tumour (glioma,
+#: metastasis, oncology, permeability) gets that profile; every other series is ``stroke``.
+#: Only the fields the scanner's protocol sets are read (not StudyDescription, where an
+#: emergency stroke study may mention a patient's history).
+DEFAULT_RULES: tuple[ProfileRule, ...] = tuple(
+    ProfileRule({field: words}, profile)
+    for field in ("ProtocolName", "SeriesDescription")
+    for words, profile in ((VASOSPASM_WORDS, "vasospasm"), (TUMOUR_WORDS, "tumour"))
+)
+
 #: The choice when no rule matches.
 DEFAULT_CHOICE = ProfileChoice(PROFILES[DEFAULT_PROFILE], "the default (no rule matched)")
 

@@ -22,7 +22,7 @@ from ctp_node.phantom import PhantomSpec
 from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.phantom.leakage import LeakageSpec, make_leakage_phantom
 from ctp_node.phantom.vasospasm import VasospasmSpec, make_vasospasm_phantom
-from ctp_node.profiles import ProfileRule, choose_profile
+from ctp_node.profiles import DEFAULT_RULES, ProfileRule, choose_profile
 from tests.conftest import (
     free_port,
     node_config,
@@ -77,6 +77,35 @@ def test_without_a_matching_rule_stroke_and_a_request_overrides() -> None:
     assert tumour.name == "tumour" and tumour.profile.permeability
     with pytest.raises(ValueError, match="no profile 'brain'"):
         choose_profile(_header(), rules, asked="brain")
+
+
+@pytest.mark.parametrize(
+    ("fields", "profile"),
+    [
+        ({"ProtocolName": "Brain CTP Tumor 150s"}, "tumour"),
+        ({"SeriesDescription": "Perfusion glioma follow-up"}, "tumour"),
+        ({"ProtocolName": "CTP SAH day 5"}, "vasospasm"),
+        ({"SeriesDescription": "DCI screening"}, "vasospasm"),
+        ({"ProtocolName": "CTP Stroke", "SeriesDescription": "Perfusion 4D"}, "stroke"),
+        # The study may mention a history; only the scanner's protocol fields are read.
+        ({"ProtocolName": "CTP Stroke", "StudyDescription": "CT head, hx glioma"}, "stroke"),
+        ({"ProtocolName": "SAHARA stroke"}, "stroke"),  # a word, not a substring
+    ],
+)
+def test_the_default_rules_read_the_protocol_names_words(fields: dict, profile: str) -> None:
+    """Without a profiles: key the node uses DEFAULT_RULES, the shipped configuration lists
+    the same rules, and an empty list turns them off."""
+    assert choose_profile(_header(**fields), DEFAULT_RULES).name == profile
+    shipped = load_config(Path(__file__).resolve().parents[1] / "config" / "ctp-node.yaml")
+    assert tuple(rule.rule() for rule in shipped.profiles) == DEFAULT_RULES
+
+
+def test_no_profiles_key_means_the_default_rules_and_an_empty_list_none(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text("node: {}\n")
+    assert tuple(rule.rule() for rule in load_config(path).profiles) == DEFAULT_RULES
+    path.write_text("profiles: []\n")
+    assert load_config(path).profiles == []
 
 
 @pytest.mark.parametrize(
@@ -394,7 +423,7 @@ def test_serve_sends_the_tumour_profile_to_orthanc(tumour_study, orthanc, tmp_pa
     phantom, paths = tumour_study
     root = tmp_path / "node"
     config = node_config(root, free_port(), [orthanc_destination(orthanc)])
-    config["profiles"] = [{"match": {"ProtocolName": "(?i)glioma"}, "profile": "tumour"}]
+    # No profiles: key: the default rules choose tumour from the ProtocolName's "glioma".
     config["http"] = {"enabled": True, "bind": "127.0.0.1", "port": free_port()}
     node = start_node(root, config)
     try:
@@ -406,7 +435,7 @@ def test_serve_sends_the_tumour_profile_to_orthanc(tumour_study, orthanc, tmp_pa
         (job,) = node.status()["jobs"]
         code, body = node.http_get(f"/jobs/{job['id']}")
         page = body.decode()
-        assert code == 200 and 'id="profile">Profile <b>tumour</b>' in page
+        assert code == 200 and 'id="profile">Profile <b>tumour</b>, chosen by rule 2' in page
         assert '<table id="enhancing">' in page and "<th>Ktrans</th>" in page
 
         sphere = _region_in_a_tile(phantom)

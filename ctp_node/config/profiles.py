@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from ctp_node.config.values import SECTION_CONFIG
-from ctp_node.profiles import CALLING_AE, ProfileRule, check_profile_name
+from ctp_node.profiles import CALLING_AE, DEFAULT_RULES, ProfileRule, check_profile_name
 
 
 def _check_match_key(value: str) -> str:
@@ -72,3 +72,9 @@ class ProfileRuleConfig(BaseModel):
 
     def rule(self) -> ProfileRule:
         return ProfileRule(dict(self.match), self.profile)
+
+
+def default_profile_rules() -> list[ProfileRuleConfig]:
+    """:data:`ctp_node.profiles.DEFAULT_RULES` as configuration rules (``profiles:`` left
+    out)."""
+    return [ProfileRuleConfig(match=dict(r.match), profile=r.profile) for r in DEFAULT_RULES]

@@ -24,7 +24,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ctp_node.config.http import HttpConfig
 from ctp_node.config.notifications import NotificationsConfig
-from ctp_node.config.profiles import ProfileRuleConfig
+from ctp_node.config.profiles import ProfileRuleConfig, default_profile_rules
 from ctp_node.config.values import (
     _DATABASE_URL,
     SECTION_CONFIG,
@@ -718,8 +718,9 @@ class Config(_Section):
     Attributes
     ----------
     profiles : the ordered rules that choose each series' protocol profile
-        (:class:`~ctp_node.config.profiles.ProfileRuleConfig`); none: every series is
-        ``stroke``.
+        (:class:`~ctp_node.config.profiles.ProfileRuleConfig`); left out:
+        :data:`ctp_node.profiles.DEFAULT_RULES` (vasospasm and tumour by the words of
+        ProtocolName or SeriesDescription); ``[]``: every series is ``stroke``.
     source_path : the file it was loaded from (absolute), ``None`` when built in code; not a
         key of the YAML file.
     """
@@ -734,7 +735,7 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     quality: QualityConfig = QualityConfig()
     perfusion: PerfusionConfig = {}
-    profiles: list[ProfileRuleConfig] = []
+    profiles: list[ProfileRuleConfig] = Field(default_factory=default_profile_rules)
     http: HttpConfig = HttpConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()
