@@ -23,6 +23,7 @@ from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.phantom.leakage import LeakageSpec, make_leakage_phantom
 from ctp_node.phantom.vasospasm import VasospasmSpec, make_vasospasm_phantom
 from ctp_node.profiles import DEFAULT_RULES, ProfileRule, choose_profile
+from ctp_node.report.permeability_page import USER_REGION_COLOUR
 from tests.conftest import (
     free_port,
     node_config,
@@ -316,6 +317,8 @@ def test_serve_chooses_vasospasm_by_protocol_name_and_orthanc_gets_it(
 #: Issue 34's target at σ 5 HU for K^trans: median |relative error| of the tile means.
 KTRANS_TARGET = 0.15
 KTRANS_CODE = ("126312", "DCM")
+#: The permeability page's colour of a region a person gave, as 8-bit RGB.
+USER_REGION_RGB = tuple(int(USER_REGION_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
 
 
 @pytest.fixture(scope="module")
@@ -410,6 +413,9 @@ def test_process_chooses_tumour_by_protocol_name_and_scores_ktrans(
     pages = [pydicom.dcmread(p) for p in out.glob("secondary_captures-*.dcm")]
     by_number = {int(p.InstanceNumber): str(p.ImageComments) for p in pages}
     assert by_number[1].startswith("Permeability") and "Ktrans colour map" in by_number.values()
+    # The first page draws the given region and its line in their own colour.
+    (first,) = [p.pixel_array for p in pages if int(p.InstanceNumber) == 1]
+    assert np.all(first == USER_REGION_RGB, axis=-1).sum() > 50
 
 
 @pytest.mark.slow

@@ -48,52 +48,39 @@ acquisition, and every warning and note.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
 from ctp_node.perfusion.acquisition import AcquisitionFacts
-from ctp_node.perfusion.asymmetry import HemisphericComparison
 from ctp_node.perfusion.permeability.region import (
     enhancing_statistics,
     user_region_statistics,
 )
-from ctp_node.perfusion.result import InputCurve, PerfusionResult
+from ctp_node.perfusion.result import PerfusionResult
 from ctp_node.profiles import DEFAULT_CHOICE, ProfileChoice
 from ctp_node.qc import QualityFinding
 from ctp_node.report.asymmetry_text import asymmetry_statements
-from ctp_node.report.parametric_map import MAP_DEFINITIONS, map_definitions
+from ctp_node.report.parametric_map import map_definitions
 from ctp_node.report.permeability_text import permeability_statements, user_region_statements
 from ctp_node.report.quality_page import facts_lines
-from ctp_node.report.rounding import rounded
 from ctp_node.report.settings import ReportSettings
 from ctp_node.report.sr_content import (
     coding_scheme_identification,
-    curve_location_text,
-    curve_samples_text,
     device_observer_context,
     qualitative_evaluations_container,
     quality_control_container,
     quality_statement,
     sr_document,
-    text_evaluation,
 )
+from ctp_node.report.sr_groups import GroupBuilder
 from ctp_node.report.summary_pages import (
     normal_reference_statement,
     target_mismatch_statement,
     threshold,
 )
-from ctp_node.report.uids import derive_uid
-
-#: UCUM millilitre and dimensionless ratio.
-MILLILITRE = Code(value="ml", scheme_designator="UCUM", meaning="milliliter")
-RATIO = codes.UCUM.Ratio
-#: How the volumes were measured.
-CT_PERFUSION_METHOD = codes.DCM.PerfusionAnalysisByIVIodinatedContrastCTTechnique
 
 CORE = "Ischemic core (rCBF<30%)"
 TMAX6 = "Hypoperfusion (Tmax>6s)"
@@ -126,7 +113,6 @@ PERMEABILITY_PARAMETERS = frozenset(
 ENHANCING = "Enhancing region (Ktrans)"
 OUTSIDE_ENHANCING = "Tissue outside the enhancing region"
 USER_REGION = "Region given by the user"
-SECOND = Code(value="s", scheme_designator="UCUM", meaning="second")
 
 #: SeriesNumber of the SR relative to ``settings.series_number_start`` (the maps take +0…+4).
 SERIES_NUMBER_OFFSET = 10
@@ -213,7 +199,7 @@ def _measurement_groups(
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
     """The TID 1501 groups in report order: the four volumes (a profile with stroke volumes),
     the two hemispheres (with a hemispheric comparison), then the AIF and (if any) VOF."""
-    groups = _GroupBuilder(
+    groups = GroupBuilder(
         str(source_images[0].SeriesInstanceUID),
         _algorithm_identification(result, settings, profile),
         source_images,
@@ -282,105 +268,6 @@ def _algorithm_identification(
         ]
         or None,
     )
-
-
-@dataclass(frozen=True)
-class _GroupBuilder:
-    """Builds the measurement groups of one SR, which share the algorithm identification and
-    the source series (their tracking UIDs derive from it and from the algorithm version)."""
-
-    source_series_uid: str
-    algorithm: hd.sr.AlgorithmIdentification
-    source_images: list[pydicom.Dataset]
-    version: str
-
-    def measurement(
-        self, name: Code, value: float, unit: Code, derivation: Code | None = None
-    ) -> hd.sr.Measurement:
-        # To the resolution the method supports (ctp_node.report.rounding): 0.1 ml, 0.1 s,
-        # ratios 0.01.
-        return hd.sr.Measurement(
-            name=name,
-            value=rounded(value, "ratio" if unit == RATIO else unit.value),
-            unit=unit,
-            derivation=derivation,
-            method=CT_PERFUSION_METHOD,
-            algorithm_id=self.algorithm,
-        )
-
-    def group(
-        self,
-        identifier: str,
-        measurements: list[hd.sr.Measurement],
-        texts: Sequence[str] = (),
-        laterality: Code | None = None,
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        site = hd.sr.FindingSite(anatomic_location=codes.SCT.Brain, laterality=laterality)
-        built = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=derive_uid(self.source_series_uid, "SR-group", self.version, identifier),
-                identifier=identifier,
-            ),
-            method=CT_PERFUSION_METHOD,
-            algorithm_id=self.algorithm,
-            finding_sites=[site],
-            measurements=measurements,
-        )
-        # TID 1501 qualitative evaluations as TEXT (highdicom only builds coded ones).
-        built[0].ContentSequence.extend(text_evaluation(text) for text in texts)
-        return built
-
-    def volume_group(
-        self, identifier: str, volume_ml: float, ratio: float | None = None
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        """A finding's volume (ml) and, for some, a ratio."""
-        measurements = [self.measurement(codes.SCT.Volume, volume_ml, MILLILITRE)]
-        if ratio is not None:
-            measurements.append(self.measurement(codes.DCM.VolumeRatio, ratio, RATIO))
-        return self.group(identifier, measurements)
-
-    def hemisphere_group(
-        self, side: str, comparison: HemisphericComparison
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        """One hemisphere's mean of each compared map (the PM's quantity codes and units),
-        its laterality coded when the patient's sides are known."""
-        measurements = [
-            self.measurement(d.quantity, comparison.maps[d.name].mean[side], d.unit, codes.SCT.Mean)
-            for d in MAP_DEFINITIONS
-            if d.name in comparison.maps
-        ]
-        laterality = {"left": codes.SCT.Left, "right": codes.SCT.Right}.get(side)
-        return self.group(f"Hemisphere: {side}", measurements, laterality=laterality)
-
-    def region_group(
-        self,
-        identifier: str,
-        values: dict[str, float],
-        definitions: Sequence,
-        volume_ml: float | None = None,
-        texts: Sequence[str] = (),
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        """A region's volume (when given) and each map's mean in ``values``, with the
-        Parametric Maps' quantity codes and units."""
-        by_name = {d.name: d for d in definitions}
-        measurements = [
-            self.measurement(by_name[n].quantity, v, by_name[n].unit, codes.SCT.Mean)
-            for n, v in values.items()
-            if np.isfinite(v)
-        ]
-        if volume_ml is not None:
-            measurements.insert(0, self.measurement(codes.SCT.Volume, volume_ml, MILLILITRE))
-        return self.group(identifier, measurements, texts)
-
-    def curve_group(
-        self, identifier: str, curve: InputCurve
-    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-        """An input curve's bolus arrival time (s), with its location and samples as TEXT."""
-        return self.group(
-            identifier,
-            [self.measurement(codes.DCM.BolusArrivalTime, curve.arrival_s, SECOND)],
-            [curve_location_text(curve, self.source_images), curve_samples_text(curve)],
-        )
 
 
 def _evaluation_containers(
