@@ -185,7 +185,7 @@ def _without_leakage(
     tissue = tissue_curves(acquisition, prepared, p)
     curves = venous_correction(prepared, arterial_input(prepared, tissue, p, aif_zyx), p, vof_zyx)
     try:
-        leakage, corrected = remove_leakage(acquisition, prepared, curves.aif)
+        leakage, corrected = remove_leakage(acquisition, prepared, curves.aif, p)
     except LatePhaseTooShortError as exc:
         return None, acquisition, [f"No permeability (K^trans) map: {exc}"]
     return leakage, corrected, []

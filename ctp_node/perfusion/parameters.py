@@ -206,6 +206,12 @@ class PerfusionParameters:
         images after the first pass) and CBF, CBV and MTT of the intravascular curves. Needs
         images well after the first pass (90–150 s acquisitions); without them a warning
         says why there is no K^trans and the maps are the uncorrected ones.
+    large_vessel_hematocrit : the haematocrit of the artery the arterial curve is measured in,
+        unitless (0.45): iodine stays in the plasma, so K^trans (the plasma the leak clears)
+        divides the arterial blood's enhancement by 1 − 0.45. ``hematocrit_factor`` is the
+        ratio of the large and small vessels' plasma fractions; this is the large vessels'
+        own. Set 0 for a source whose arterial curve already is the plasma's (as with
+        ``hematocrit_factor`` 1 for a phantom without haematocrit).
     enhancing_ktrans_min : the smallest K^trans of the enhancing region, mL/100g/min. An
         intact barrier reads 0–0.5 (CT perfusion of normal brain); enhancing gliomas and
         metastases 2–15. 1.0 keeps noise and the normal brain's small values out.
@@ -276,6 +282,7 @@ class PerfusionParameters:
     asymmetry_flow_ratio: float = 0.8
     asymmetry_midline_margin_mm: float = 2.0
     permeability: bool = False
+    large_vessel_hematocrit: float = 0.45
     enhancing_ktrans_min: float = 1.0
     enhancing_significance: float = 3.0
     enhancing_min_volume_ml: float = 0.1
@@ -325,6 +332,8 @@ class PerfusionParameters:
             )
         if self.core_tmax_window_mm < 0 or self.core_tmax_min_s < 0:
             raise ValueError("core_tmax_window_mm and core_tmax_min_s must be ≥ 0")
+        if not 0 <= self.large_vessel_hematocrit < 1:
+            raise ValueError("large_vessel_hematocrit must be at least 0 and below 1")
         if self.svd_threshold_steps < 1 or self.aif_voxels < 1 or self.vof_voxels < 1:
             raise ValueError("svd_threshold_steps, aif_voxels and vof_voxels must be at least 1")
 

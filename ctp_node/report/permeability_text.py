@@ -30,7 +30,10 @@ def permeability_statements(
         f"from {display(permeability.first_pass_end_s, 's')} (after the bolus's first pass); "
         "the fitted leak is removed from the curves before deconvolution where it is clearly "
         "there (the 3 x 3 mean of K^trans at least 2 standard errors above 0), so CBF, CBV and "
-        "MTT are those of the blood in the vessels (CBV corrected for leakage)."
+        "MTT are those of the blood in the vessels (CBV corrected for leakage). K^trans is the "
+        "plasma cleared per 100 g of tissue per minute: the arterial blood's curve over "
+        f"1 - {parameters.get('large_vessel_hematocrit', 0.45):g} (haematocrit), brain density "
+        f"{parameters.get('brain_density_g_ml', 1.04):g} g/ml."
     ]
     rule = region_rule(parameters)
     if statistics is None:

@@ -78,7 +78,7 @@ class PatlakSettings:
     brain_density_g_ml : ρ, g/mL (the engine's ``brain_density_g_ml``).
     hematocrit_factor : k_H = (1 − 0.45) / (1 − 0.25), unitless (the engine's).
     large_vessel_hematocrit : the haematocrit of the artery the input is measured in, the
-        blood-to-plasma conversion of K^trans (0.45).
+        blood-to-plasma conversion of K^trans (the engine's, 0.45).
     min_ees_ml_100g : the smallest extravascular extracellular volume v_e a back-flux rate
         fitted by :func:`back_flux_rates` may imply, mL/100 g: k_ep = K^trans / v_e is capped
         at the Patlak K^trans of the same curves (a lower bound of the true one) over this
@@ -93,7 +93,7 @@ class PatlakSettings:
     min_late_phase_s: float = 30.0
     brain_density_g_ml: float = _ENGINE.brain_density_g_ml
     hematocrit_factor: float = _ENGINE.hematocrit_factor
-    large_vessel_hematocrit: float = 0.45
+    large_vessel_hematocrit: float = _ENGINE.large_vessel_hematocrit
     min_ees_ml_100g: float = 5.0
 
 

@@ -80,19 +80,24 @@ class Leakage:
 
 
 def remove_leakage(
-    acquisition: Acquisition, prepared: Prepared, aif: InputCurve
+    acquisition: Acquisition, prepared: Prepared, aif: InputCurve, p: PerfusionParameters
 ) -> tuple[Leakage, Acquisition]:
     """K^trans of every intracranial voxel, and the acquisition with the fitted leak removed
     from each of their curves (a copy: ``acquisition`` is not changed).
 
-    ``prepared`` and ``aif`` are the engine's first three stages on ``acquisition``.
+    ``prepared`` and ``aif`` are the engine's first three stages on ``acquisition``; ``p``
+    gives the brain density and the haematocrits K^trans is converted with.
 
     Raises
     ------
     LatePhaseTooShortError : too few images follow the first pass for the fit (the message
         says what to acquire).
     """
-    settings = PatlakSettings()
+    settings = PatlakSettings(
+        brain_density_g_ml=p.brain_density_g_ml,
+        hematocrit_factor=p.hematocrit_factor,
+        large_vessel_hematocrit=p.large_vessel_hematocrit,
+    )
     grid = prepared.grid
     hu = acquisition.hu.astype(np.float32, copy=True)
     ktrans = np.zeros(prepared.shape, np.float32)

@@ -50,6 +50,25 @@ def test_ktrans_and_corrected_cbv_meet_the_targets(tumour) -> None:
     assert result.tissue_mask[truth.region_labels > 0].mean() > 0.95
 
 
+def test_ktrans_follows_the_configured_constants(tumour) -> None:
+    """A source without haematocrit (its arterial curve is the plasma's) and a density of 1:
+    K^trans = slope · 6000 · (1 − Hct) / ρ scales by (1.04 / 1) / (1 − 0.45) against the
+    defaults, the fit itself unchanged."""
+    phantom, result, _ = tumour
+    plain = PerfusionParameters(
+        permeability=True,
+        brain_density_g_ml=1.0,
+        hematocrit_factor=1.0,
+        large_vessel_hematocrit=0.0,
+    )
+    other = compute_perfusion(phantom.acquisition, plain)
+    leaking = phantom.truth.ktrans >= 4.0
+    ratio = np.median(other.maps["Ktrans"][leaking] / result.maps["Ktrans"][leaking])
+    assert ratio == pytest.approx(1.04 / (1 - 0.45), rel=0.01)
+    with pytest.raises(ValueError, match="large_vessel_hematocrit"):
+        PerfusionParameters(large_vessel_hematocrit=1.0)
+
+
 def test_without_the_stage_the_leak_reads_as_blood(tumour) -> None:
     """The same study computed as a stroke: the leaking tiles' CBV is far off (or the tiles
     are dropped as vessels), which is what the stage corrects."""
