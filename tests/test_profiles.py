@@ -134,14 +134,18 @@ def vasospasm_study(tmp_path_factory: pytest.TempPathFactory):
         PhantomSpec(slices=4, noise_hu=5.0), mtt_increase_s=MTT_INCREASE_S, yaw_deg=10.0
     )
     phantom = make_vasospasm_phantom(spec)
-    paths = write_ct_series(
-        phantom.acquisition, tmp_path_factory.mktemp("vasospasm"), identity=StudyIdentity.new()
-    )
+    return phantom, _named_study(phantom, tmp_path_factory.mktemp("vasospasm"), "CTP SAH VASOSPASM")
+
+
+def _named_study(phantom, folder: Path, protocol_name: str) -> list[Path]:  # type: ignore[no-untyped-def]
+    """The phantom's acquisition as CT files in ``folder``, with the ProtocolName a scanner
+    would give it."""
+    paths = write_ct_series(phantom.acquisition, folder, identity=StudyIdentity.new())
     for path in paths:
         ds = pydicom.dcmread(path)
-        ds.ProtocolName = "CTP SAH VASOSPASM"
+        ds.ProtocolName = protocol_name
         ds.save_as(path)
-    return phantom, paths
+    return paths
 
 
 def _check_comparison(asymmetry: dict) -> None:
@@ -327,14 +331,9 @@ def tumour_study(tmp_path_factory: pytest.TempPathFactory):
     images, named as a scanner's tumour protocol would name it."""
     spec = LeakageSpec(model="two_compartment", noise_hu=5.0, matrix=128, slices=2)
     phantom = make_leakage_phantom(spec)
-    paths = write_ct_series(
-        phantom.acquisition, tmp_path_factory.mktemp("tumour"), identity=StudyIdentity.new()
+    return phantom, _named_study(
+        phantom, tmp_path_factory.mktemp("tumour"), "Brain CTP glioma 150s"
     )
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        ds.ProtocolName = "Brain CTP glioma 150s"
-        ds.save_as(path)
-    return phantom, paths
 
 
 def _ktrans_error(values: np.ndarray, phantom) -> float:

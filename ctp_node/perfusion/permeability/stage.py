@@ -41,7 +41,6 @@ from ctp_node.perfusion.parameters import PerfusionParameters
 from ctp_node.perfusion.permeability.patlak import (
     PatlakSettings,
     back_flux_rates,
-    first_pass_end,
     patlak_maps,
 )
 from ctp_node.perfusion.prepare.stage import Prepared
@@ -109,9 +108,9 @@ def remove_leakage(
             continue
         times = grid.slice_times_s[:, z]
         arterial = np.interp(times, aif.times_s, aif.concentration_hu)
-        first_pass_end(times, arterial, settings)  # raises when the late phase is too short
         enhancement = hu[:, z] - prepared.baseline[z].astype(np.float32)
-        rates = back_flux_rates(times, arterial, _masked_mean(enhancement, inside)[:, inside])
+        means = _masked_mean(enhancement, inside, RATE_WINDOW_VOXELS)
+        rates = back_flux_rates(times, arterial, means[:, inside])  # raises: late phase short
         fit = patlak_maps(
             times,
             arterial,
@@ -134,19 +133,18 @@ def remove_leakage(
 def _leaking(ktrans: np.ndarray, se: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Voxels of one slice ``(y, x)`` whose leak is removed: positive K^trans, and a 3 × 3
     mean (over ``mask``) at least :data:`REMOVE_SE` standard errors of that mean above 0."""
-    weight = ndimage.uniform_filter(mask.astype(np.float32), 3, mode="constant")
-    count = np.maximum(9.0 * weight, 1.0)
-    mean = ndimage.uniform_filter(ktrans * mask, 3, mode="constant") / np.maximum(weight, 1e-6)
-    mean_se = np.sqrt(ndimage.uniform_filter(se**2 * mask, 3, mode="constant") * 9.0) / count
+    count = np.maximum(9.0 * ndimage.uniform_filter(mask.astype(np.float32), 3), 1.0)
+    mean = _masked_mean(ktrans, mask, 3)
+    mean_se = np.sqrt(_masked_mean(se**2, mask, 3) / count)  # of the mean of `count` voxels
     return mask & (ktrans > 0) & (mean >= REMOVE_SE * mean_se)
 
 
-def _masked_mean(curves: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """In-plane means of ``curves`` ``(t, y, x)`` over :data:`RATE_WINDOW_VOXELS`² windows,
-    counting only the voxels of ``mask`` (so bone and scalp do not enter the brain's means)."""
-    size = (1, RATE_WINDOW_VOXELS, RATE_WINDOW_VOXELS)
-    weight = ndimage.uniform_filter(mask.astype(np.float32), size[1:], mode="constant")
-    total = ndimage.uniform_filter(curves * mask, size, mode="constant")
+def _masked_mean(values: np.ndarray, mask: np.ndarray, side: int) -> np.ndarray:
+    """In-plane means of ``values`` ``(..., y, x)`` over ``side`` × ``side`` windows, counting
+    only the voxels of ``mask`` ``(y, x)`` (so bone and scalp do not enter the brain's means)."""
+    size = (1,) * (values.ndim - 2) + (side, side)
+    weight = ndimage.uniform_filter(mask.astype(np.float32), side, mode="constant")
+    total = ndimage.uniform_filter(values * mask, size, mode="constant")
     return total / np.maximum(weight, 1e-6)
 
 
