@@ -161,6 +161,16 @@ class PerfusionParameters:
     model_based_volume : with ``model_based_flow``, CBV is the area F · MTT of the fitted
         residue instead of the area under the measured curve (matched to the signal, so less
         noisy, and not cut short when the acquisition ends before the washout does).
+    model_free_baseline : with ``model_based_flow``, each voxel's baseline is a parameter of
+        its model fit, not the mean of the frames before contrast taken as known
+        (:mod:`ctp_node.perfusion.residues.baseline`): the maximum-likelihood fit with an
+        unknown baseline, which uses every frame before the voxel's own bolus. Taken as known,
+        the baseline's own error (σ / √N_b: 2.5 HU at σ 5 HU and 4 frames, an infarct core's
+        whole enhancement) reads as flow: our phantom's core showed patches of doubled flow
+        (core −18 % on one seed). Off by default: it trades that bias for variance in faint
+        curves, and the variance costs more core volume than the bias where the noise is
+        higher or spatially correlated (our phantom at σ 10 HU, the independent phantom);
+        the figures are in docs/measurements.md#model_free_baseline.
     model_delay_window_s : with ``model_based_flow``, the fitted delay δ stays within this
         many seconds of the voxel's deconvolved residue onset (its Tmax); 0 leaves δ free. In
         a low curve, an earlier δ with a longer, flatter residue fits the noise as well as the
@@ -269,6 +279,7 @@ class PerfusionParameters:
     model_flow_median: bool = True
     model_own_amplitude: bool = True
     model_based_volume: bool = True
+    model_free_baseline: bool = False
     model_delay_window_s: float = 2.0
     model_shape_prior_from_study: bool = True
     model_mtt_smoothing_voxels: float = 1.5

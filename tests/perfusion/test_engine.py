@@ -10,6 +10,7 @@ from ctp_node.perfusion import (
     AcquisitionTooShortError,
     NoContrastError,
     PerfusionError,
+    PerfusionParameters,
     compute_perfusion,
 )
 from ctp_node.phantom import make_phantom
@@ -190,6 +191,34 @@ def test_core_volume_against_truth(seed: int) -> None:
     res = compute_perfusion(ph.acquisition)
     assert res.volumes.core_ml == pytest.approx(ph.truth.core_ml, rel=0.15)
     assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.10)
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_the_cores_flow_does_not_follow_its_baselines_error(seed: int) -> None:
+    """Each curve is its frames minus the mean of the frames before contrast; that mean's noise
+    (σ 5 / √N_b HU, as high as the core's whole enhancement) shifts the curve. With each
+    voxel's baseline a parameter of the model fit (``model_free_baseline``, off by default),
+    the core voxels' CBF is independent of their baseline frames' noise (measured against the
+    noiseless phantom), and on these two seeds, where taking the baseline as known (the
+    default) reads the core −18 % and −11 %, the core is within ±15 %."""
+    from dataclasses import replace
+
+    from ctp_node.perfusion.prepare.stage import prepare
+    from ctp_node.phantom import PhantomSpec
+
+    noisy = make_phantom(PhantomSpec(noise_hu=5.0, seed=seed))
+    clean = make_phantom(PhantomSpec(noise_hu=0.0, seed=seed))
+    frames = prepare(noisy.acquisition, PerfusionParameters()).baseline_frames
+    error = (noisy.acquisition.hu[:frames] - clean.acquisition.hu[:frames]).mean(axis=0)
+    core = noisy.truth.core_mask
+    correlation = {}
+    for free in (True, False):
+        params = replace(PerfusionParameters(), model_free_baseline=free)
+        res = compute_perfusion(noisy.acquisition, params)
+        correlation[free] = np.corrcoef(-error[core], res.maps["CBF"][core])[0, 1]
+        if free:
+            assert res.volumes.core_ml == pytest.approx(noisy.truth.core_ml, rel=0.15)
+    assert correlation[False] > 0.2 and abs(correlation[True]) < 0.1
 
 
 def test_a_lesion_cut_short_by_the_end_of_the_acquisition_is_mapped_and_warned(

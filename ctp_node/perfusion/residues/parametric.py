@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ctp_node.perfusion.residues import baseline
 from ctp_node.perfusion.residues.model_curves import SHAPES, Dictionary, build_dictionary
 from ctp_node.perfusion.residues.search import DictionarySearch
 from ctp_node.perfusion.tissue.profiles import Profiles
@@ -129,6 +130,7 @@ def model_flow(
     flow_median: bool = False,
     own_amplitude: bool = False,
     study_prior: bool = False,
+    free_baseline: bool = False,
 ) -> ModelFit:
     """The model of every voxel of ``profiles`` (:class:`ModelFit`: F in 1/s, MTT and delay δ
     in s, ...), fitted per group of slices sharing their acquisition times (``slice_times_s``
@@ -143,12 +145,22 @@ def model_flow(
 
     With ``study_prior``, the shapes are weighed by the study's own prior
     (:func:`study_shape_prior`) instead of equally.
+
+    With ``free_baseline``, each voxel's baseline is a parameter of its fit
+    (:mod:`ctp_node.perfusion.residues.baseline`): curves and model curves are compared
+    without their constant parts.
     """
-    curves = pool(profiles) if pool is not None else profiles.coefficients
+    own = profiles.coefficients
+    curves = pool(profiles) if pool is not None else own
+    projection = baseline.offset_projection(profiles.basis) if free_baseline else None
+    if projection is not None:
+        own, curves = own @ projection, curves @ projection
     groups = []
     for _, rows in profiles.groups():
         z = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         bank = build_dictionary(arterial, start_s, slice_times_s[:, z], profiles.basis)
+        if projection is not None:
+            bank = baseline.projected(bank, projection)
         groups.append((rows, bank, None if delay_s is None else delay_s[rows]))
     prior = None
     if study_prior:
@@ -172,7 +184,7 @@ def model_flow(
             shape_prior=prior,
         )
         if own_amplitude and pool is not None:
-            fitted = own_amplitude_fit(fitted, profiles.coefficients[rows], curves[rows], bank)
+            fitted = own_amplitude_fit(fitted, own[rows], curves[rows], bank)
         for name in _VOXEL_FIELDS:
             values = getattr(fitted, name)
             out.setdefault(name, np.empty(curves.shape[0], values.dtype))[rows] = values

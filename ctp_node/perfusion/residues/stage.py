@@ -188,6 +188,7 @@ def model_fit(
         flow_median=p.model_flow_median,
         own_amplitude=p.model_own_amplitude,
         study_prior=p.model_shape_prior_from_study,
+        free_baseline=p.model_free_baseline,
     )
     if p.model_mtt_smoothing_voxels > 0:
         model = regularise.smooth_mtt(
