@@ -98,7 +98,8 @@ class PerfusionParameters:
     aif_scale_max : largest partial-volume correction factor the VOF may apply to the AIF.
     exponential_peak_correction : correct the truncation bias of max k(t) (which lowers CBF
         for short MTT) by simulating, with the study's own AIF and each voxel's threshold, how
-        much truncation lowers the peak of an exponential residue with the voxel's CBV.
+        much truncation lowers the peak of an exponential residue with the voxel's CBV. Only
+        without ``model_based_flow``: the fitted amplitude is not a truncated peak.
     model_based_flow : CBF is the amplitude F of the best fit of ``F · (AIF ⊗ R)(t − δ)`` with
         a residue R of one of the shapes of :data:`~ctp_node.perfusion.residues.model_curves.SHAPES`
         (:mod:`ctp_node.perfusion.residues.parametric`)

@@ -146,6 +146,26 @@ def test_input_is_not_modified_when_already_on_the_grid() -> None:
     assert res.volumes.tmax6_ml == pytest.approx(ph.truth.tmax6_ml, rel=0.3)
 
 
+def test_the_peaks_truncation_correction_runs_only_where_the_peak_is_the_flow(
+    monkeypatch,
+) -> None:
+    """The oSVD peak's truncation-bias correction (a simulation with the study's input) is
+    computed only without the model fit, whose amplitude replaces the peak as the flow."""
+    from ctp_node.perfusion.residues import stage
+    from ctp_node.phantom import PhantomSpec
+
+    ph = make_phantom(PhantomSpec(slices=2, matrix=64, pixel_spacing_mm=3.4))
+    calls = []
+    simulate = stage.sampled_peak_ratio
+    monkeypatch.setattr(
+        stage, "sampled_peak_ratio", lambda *a, **k: calls.append(1) or simulate(*a, **k)
+    )
+    compute_perfusion(ph.acquisition)
+    assert calls == []
+    compute_perfusion(ph.acquisition, PerfusionParameters(model_based_flow=False))
+    assert calls == [1]
+
+
 def test_shuttle_slices_use_their_own_times() -> None:
     """Odd slices acquired 1 s after even ones (toggling table): maps still match the truth."""
     from dataclasses import replace

@@ -1,7 +1,7 @@
 """Stage 4 of the engine: the residue functions of every parenchyma voxel. oSVD deconvolution
-(:mod:`ctp_node.perfusion.residues.deconvolution`) with the truncation-bias correction of its
-peak, and (``model_based_flow``) the residue model fit
-(:mod:`ctp_node.perfusion.residues.parametric`) that gives flow, volume and Tmax."""
+(:mod:`ctp_node.perfusion.residues.deconvolution`), then (``model_based_flow``) the residue
+model fit (:mod:`ctp_node.perfusion.residues.parametric`) that gives flow, volume and Tmax, or
+else the truncation-bias correction of the oSVD peak."""
 
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ class Residues:
 def residue_functions(
     prepared: Prepared, tissue: TissueCurves, curves: InputCurves, p: PerfusionParameters
 ) -> Residues:
-    """oSVD deconvolution of every parenchyma voxel, the truncation-bias correction of its
-    peak, and (``model_based_flow``) the residue model fit that gives flow and volume."""
+    """oSVD deconvolution of every parenchyma voxel and either (``model_based_flow``) the
+    residue model fit that gives flow and volume, or the truncation-bias correction of the
+    oSVD peak that is then the flow."""
     grid, profiles = prepared.grid, tissue.profiles
     levels = thresholds(p.svd_threshold_min, p.svd_threshold_max, p.svd_threshold_steps)
     res = deconvolve(prepared, profiles, curves.aif_on_grid, levels, p)
@@ -73,7 +74,8 @@ def residue_functions(
     tissue_voxels = not_vessels(prepared, area, p)
     flow, volume = res.peak, area
     tmax = res.onset_s if p.tmax_from_onset else res.peak_time_s
-    if p.exponential_peak_correction:
+    # The model's amplitude replaces the oSVD peak: correct the peak only where it is the flow.
+    if p.exponential_peak_correction and not p.model_based_flow:
         synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
         z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
         ratios = sampled_peak_ratio(
