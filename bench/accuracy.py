@@ -331,7 +331,7 @@ def compartment_errors(maps: Maps, truth, tissues=STROKE_TISSUES) -> list[float]
 
 
 def plateau_sensitivity(
-    fractions: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    fractions: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
     grey_mtts_s: tuple[float, ...] = (3.4, 3.7, 4.0),
 ) -> None:
     """The engine's grey-matter CBF error (%) on the noiseless stroke layout (sampled
