@@ -339,11 +339,16 @@ def print_report(outcomes: list[Outcome]) -> None:
             print(f"\n**{o.name} failed**: {o.failure}")
 
 
+def independent(outcomes: list[Outcome]) -> list[Outcome]:
+    """The independent phantom's studies (``xphantom.py``'s truth locates the arteries, veins
+    and lesion regions; other phantoms' truth does not)."""
+    return [o for o in outcomes if "m1_voxel_zyx" in o.truth]
+
+
 def print_inputs(outcomes: list[Outcome]) -> None:
     """The independent phantom's studies: the node's normal reference and inputs against the
-    truth (other phantoms' truth does not locate arteries and veins)."""
-    independent = [o for o in outcomes if "m1_voxel_zyx" in o.truth]
-    if not independent:
+    truth."""
+    if not independent(outcomes):
         return
     print(
         "\n| study | node normal CBF | truth normal CBF: mean / median | truth core: mean / "
@@ -351,7 +356,7 @@ def print_inputs(outcomes: list[Outcome]) -> None:
         "| truth SSS |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for o in independent:
+    for o in independent(outcomes):
         r, t = o.results or {}, o.truth
         aif, vof = r.get("aif", {}), r.get("vof", {})
         scale = r.get("parameters", {}).get("aif_partial_volume_scale", float("nan"))
@@ -377,13 +382,14 @@ def truth_maps(outcome: Outcome) -> dict[str, np.ndarray] | None:
 
 def print_regions(outcomes: list[Outcome]) -> None:
     """Per truth region: true CBF and delay against the node's CBF and Tmax maps (medians)."""
-    if not any("m1_voxel_zyx" in o.truth for o in outcomes):  # only xphantom's truth has them
+    studies = independent(outcomes)
+    if not studies:
         return
     print(
         "\n| study | region | ml | CBF truth | CBF node | rCBF<30% (node map) | delay truth "
         "| Tmax node | Tmax>6s (node map) |\n|---|---|---|---|---|---|---|---|---|"
     )
-    for o in outcomes:
+    for o in studies:
         maps = truth_maps(o)
         normal = (o.results or {}).get("normal_cbf_ml_100g_min")
         if maps is None or "CBF" not in o.maps or "Tmax" not in o.maps or not normal:

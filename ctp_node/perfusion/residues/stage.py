@@ -65,34 +65,21 @@ def residue_functions(
     """oSVD deconvolution of every parenchyma voxel and either (``model_based_flow``) the
     residue model fit that gives flow and volume, or the truncation-bias correction of the
     oSVD peak that is then the flow."""
-    grid, profiles = prepared.grid, tissue.profiles
+    profiles = tissue.profiles
     levels = thresholds(p.svd_threshold_min, p.svd_threshold_max, p.svd_threshold_steps)
     res = deconvolve(prepared, profiles, curves.aif_on_grid, levels, p)
     # ∫k dt = ∫C / ∫AIF (regularisation-independent).
     aif_area = float(curves.aif_on_grid.sum())
     area = profiles.apply(lambda synthesis: synthesis.sum(axis=1)[:, None], 1)[:, 0] / aif_area
     tissue_voxels = not_vessels(prepared, area, p)
-    flow, volume = res.peak, area
     tmax = res.onset_s if p.tmax_from_onset else res.peak_time_s
-    # The model's amplitude replaces the oSVD peak: correct the peak only where it is the flow.
-    if p.exponential_peak_correction and not p.model_based_flow:
-        synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
-        z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
-        ratios = sampled_peak_ratio(
-            curves.aif.times_s,
-            curves.aif.concentration_hu,
-            grid.slice_times_s[:, z_group],
-            profiles.basis @ synthesis,
-            curves.aif_on_grid,
-            grid.dt_s,
-            levels,
-            _LUT_MTT_S,
-        )
-        flow = correct_peak(flow, area, res.level, ratios, _LUT_MTT_S)
     if not p.model_based_flow:
-        return Residues(flow, area, volume, tmax, res.onset_s, tissue_voxels, None)
+        flow = res.peak
+        if p.exponential_peak_correction:
+            flow = corrected_peak(prepared, profiles, curves, res, area, levels)
+        return Residues(flow, area, area, tmax, res.onset_s, tissue_voxels, None)
     model = model_fit(prepared, profiles, curves.aif, res.onset_s, tissue_voxels, p)
-    flow = model.flow
+    flow, volume = model.flow, area
     if p.model_based_volume:
         # The fitted residue's area: the measured curve's, matched to its signal.
         volume = flow * model.mtt_s
@@ -108,6 +95,33 @@ def residue_functions(
         tuple(model.shape_prior),
         model.passage_seen,
     )
+
+
+def corrected_peak(
+    prepared: Prepared,
+    profiles: Profiles,
+    curves: InputCurves,
+    res: ResidueFeatures,
+    area: np.ndarray,
+    levels: np.ndarray,
+) -> np.ndarray:
+    """The oSVD peak of every voxel corrected for its truncation bias: how much each voxel's
+    threshold lowers the peak of an exponential residue with its area, simulated with the
+    study's own input on the largest group of slices sharing their times."""
+    synthesis, rows = max(profiles.groups(), key=lambda g: g[1].stop - g[1].start)
+    z_group = int(np.searchsorted(profiles.slice_rows, rows.start, side="right") - 1)
+    grid = prepared.grid
+    ratios = sampled_peak_ratio(
+        curves.aif.times_s,
+        curves.aif.concentration_hu,
+        grid.slice_times_s[:, z_group],
+        profiles.basis @ synthesis,
+        curves.aif_on_grid,
+        grid.dt_s,
+        levels,
+        _LUT_MTT_S,
+    )
+    return correct_peak(res.peak, area, res.level, ratios, _LUT_MTT_S)
 
 
 def not_vessels(prepared: Prepared, area: np.ndarray, p: PerfusionParameters) -> np.ndarray:
