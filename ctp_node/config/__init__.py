@@ -11,6 +11,13 @@ outside a checkout). The reference ships in the package (:mod:`ctp_node.config.r
 Durations are seconds (``_s``), sizes bytes.
 """
 
+from ctp_node.config.destinations import (
+    OUTPUT_KINDS,
+    DestinationConfig,
+    DestinationTLSConfig,
+    OutputKind,
+    SendConfig,
+)
 from ctp_node.config.loading import (
     check_config,
     config_warnings,
@@ -18,6 +25,7 @@ from ctp_node.config.loading import (
     load_config,
     resolve_sqlite_url,
 )
+from ctp_node.config.node import AllowedCaller, ListenerTLSConfig, NodeConfig
 from ctp_node.config.notifications import EmailConfig, NotificationsConfig, WebhookConfig
 from ctp_node.config.problems import ConfigError, ConfigProblem
 from ctp_node.config.reference import reference_config_text, relative_path_warnings
@@ -25,20 +33,12 @@ from ctp_node.config.schema import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
     FILE_KEY_PATH,
-    OUTPUT_KINDS,
-    AllowedCaller,
     Config,
     DatabaseConfig,
-    DestinationConfig,
-    DestinationTLSConfig,
     IngestConfig,
-    ListenerTLSConfig,
-    NodeConfig,
-    OutputKind,
     PerfusionConfig,
     ReportConfig,
     RetentionConfig,
-    SendConfig,
     StorageConfig,
     WorkerConfig,
 )

@@ -16,11 +16,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ctp_node.config.values import (
-    SECTION_CONFIG,
     Host,
     MailAddress,
     PortNumber,
     PositiveSeconds,
+    Section,
     WebURL,
     _check_environment_name,
     _raise_at,
@@ -28,18 +28,13 @@ from ctp_node.config.values import (
     check_short_name,
 )
 
-
-class _Section(BaseModel):
-    model_config = SECTION_CONFIG
-
-
 NotifyWhen = Literal["result", "notable_result", "failure"]
 """When a channel is told: ``result`` every result; ``notable_result`` a result with a target
 mismatch or a core of at least ``notifications.large_core_ml``; ``failure`` a job that failed
 (its failure notice is sent) and an output that gave up on a destination."""
 
 
-class _NotifyChannel(_Section):
+class _NotifyChannel(Section):
     # `when`, not `on`: YAML 1.1 (PyYAML) reads the key `on` as the boolean true.
     when: list[NotifyWhen] = ["result", "failure"]
 
@@ -174,7 +169,7 @@ class EmailConfig(_NotifyChannel):
         return self
 
 
-class NotificationsConfig(_Section):
+class NotificationsConfig(Section):
     """Who is told when a result or a failure is recorded: webhooks and/or e-mail
     (:mod:`ctp_node.send.notify`). A message names the study by its UIDs and accession
     number, never the patient.

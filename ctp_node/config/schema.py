@@ -5,13 +5,11 @@ See :mod:`ctp_node.config` for loading; ``config/ctp-node.yaml`` is the referenc
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     Field,
     PlainValidator,
     ValidationError,
@@ -22,21 +20,17 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ctp_node.config.destinations import DestinationConfig, SendConfig
 from ctp_node.config.http import HttpConfig
+from ctp_node.config.node import NodeConfig
 from ctp_node.config.notifications import NotificationsConfig
 from ctp_node.config.profiles import ProfileRuleConfig, default_profile_rules
 from ctp_node.config.values import (
     _DATABASE_URL,
-    SECTION_CONFIG,
-    AETitle,
-    CallerHost,
-    Host,
-    PemFile,
     PerfusionValue,
-    PortNumber,
     PositiveSeconds,
+    Section,
     _check_environment_name,
-    _check_ip_address,
     _check_long_string,
     _check_parameter_name,
     _check_perfusion_value,
@@ -44,7 +38,6 @@ from ctp_node.config.values import (
     _check_retention_days,
     _raise_at,
     check_backoff,
-    check_short_name,
     hide_url_password,
     url_password,
 )
@@ -58,192 +51,11 @@ SYSTEM_CONFIG_PATH = Path("/etc/ctp-node/ctp-node.yaml")
 FILE_KEY_PATH = "(file)"
 """Key path of problems that concern the file as a whole (missing, not YAML, not a mapping)."""
 
-OutputKind = Literal["parametric_maps", "secondary_captures", "structured_report"]
-OUTPUT_KINDS: tuple[OutputKind, ...] = get_args(OutputKind)
-
-#: A STOW-RS URL: http or https, a host, no user or password (a token goes in its own key).
-_STOW_URL = re.compile(r"^https?://[^/@\s?#]+(/[^\s?#]*)?$")
-
-
-class _Section(BaseModel):
-    model_config = SECTION_CONFIG
-
-
 # --------------------------------------------------------------------------------------------
 # Sections
 
 
-class AllowedCaller(_Section):
-    """A scanner or workstation allowed to send to the node.
-
-    Attributes
-    ----------
-    ae_title : the caller's (calling) AE title.
-    host : where it must call from: an IP address (``10.1.2.3``), a network in CIDR notation
-        (``10.1.2.0/24``, ``fd00::/64``: a scanner whose address DHCP hands out) or a host
-        name (``ct1.hospital.example``), resolved when the listener starts and again at
-        most every few minutes, or sooner when a caller's address matches none, so that an
-        address change is followed. A name that does not resolve matches no caller.
-        ``None`` (kept for existing files) accepts the title from any host: anyone who
-        presents it gets in, so ``ctp-node config check`` warns about it.
-    """
-
-    ae_title: AETitle
-    host: CallerHost | None = None
-
-
-class ListenerTLSConfig(_Section):
-    """DICOM TLS on a second listener, TLS-only (BCP 195 non-downgrading: TLS 1.2 or newer,
-    forward-secret AEAD suites; see :mod:`ctp_node.tls`). The plain listener on ``node.port``
-    stays; same AE title, callers and handling.
-
-    Attributes
-    ----------
-    port : TCP port of the TLS listener; not ``node.port`` (2762 is DICOM's registered TLS
-        port).
-    certificate : PEM file with the node's certificate (its chain may follow it).
-    private_key : PEM file with its private key, unencrypted (the node starts unattended);
-        keep it readable only by the node's user.
-    ca_certificates : PEM bundle of the CAs whose certificates callers may present; needed
-        when ``require_client_certificate`` is true. Without it no client certificate is
-        asked for.
-    require_client_certificate : refuse a caller that presents no certificate signed by one
-        of ``ca_certificates``. True by default: an AE title is a name anyone can type, a
-        certificate is not, and a hospital that sets up TLS wants to know who sends (DCMTK's
-        ``storescp +tls`` requires one too). False gives encryption and the node's
-        authentication only, a certificate being checked if one is presented.
-    """
-
-    port: PortNumber
-    certificate: PemFile
-    private_key: PemFile
-    ca_certificates: PemFile | None = None
-    require_client_certificate: bool = True
-
-    @model_validator(mode="after")
-    def _ca_for_client_certificates(self) -> ListenerTLSConfig:
-        if self.require_client_certificate and self.ca_certificates is None:
-            _raise_at(
-                ("ca_certificates",),
-                "needed when require_client_certificate is true: the PEM bundle of the CAs "
-                "that sign the callers' certificates; or set require_client_certificate: false",
-                {},
-                None,
-            )
-        return self
-
-
-class DestinationTLSConfig(_Section):
-    """DICOM TLS to a destination (BCP 195 non-downgrading; see :mod:`ctp_node.tls`).
-
-    Attributes
-    ----------
-    ca_certificates : PEM bundle of the CAs that may have signed the destination's
-        certificate; the system's CAs are not trusted.
-    certificate, private_key : PEM files of the node's client certificate and its
-        unencrypted key, for a destination that asks for one; both or neither.
-    verify_host_name : check that the destination's certificate names ``host`` in its
-        subjectAltName (a DNS name, or an IP address when ``host`` is one). True by default,
-        as for any TLS client: a certificate signed by the hospital's CA for another machine
-        must not do. False only for a PACS whose certificate names no host (common in DICOM,
-        where peers are addressed by IP); its CA's signature is still checked.
-    """
-
-    ca_certificates: PemFile
-    certificate: PemFile | None = None
-    private_key: PemFile | None = None
-    verify_host_name: bool = True
-
-    @model_validator(mode="after")
-    def _certificate_with_its_key(self) -> DestinationTLSConfig:
-        if (self.certificate is None) != (self.private_key is None):
-            missing = "private_key" if self.private_key is None else "certificate"
-            _raise_at(
-                (missing,),
-                "a client certificate needs both certificate and private_key; give both, or "
-                "neither when the destination asks for no client certificate",
-                {},
-                None,
-            )
-        return self
-
-
-class NodeConfig(_Section):
-    """The DICOM face of the node (the C-STORE SCP).
-
-    A connection is *pending* from its TCP connect (and TLS handshake) until its
-    A-ASSOCIATE-RQ is accepted, then *admitted*; each stage has its own budget, so that idle,
-    half-open or garbage connections never keep a scanner out (they took the node off the air
-    when one budget served both).
-
-    Attributes
-    ----------
-    ae_title : called AE title the node answers to.
-    port : TCP port it listens on.
-    bind : IP address it listens on (``0.0.0.0``: every interface).
-    allowed_callers : callers accepted; empty accepts any caller.
-    max_associations : admitted associations served at the same time. When all are busy, the
-        oldest one that has sent no DIMSE message since it was accepted is closed to make
-        room, else the one silent for longest if silent for ``idle_eviction_s``; else a new
-        one is refused with A-ASSOCIATE-RJ "local limit exceeded" (transient: senders retry).
-    max_associations_per_caller : admitted associations from one caller (one calling AE
-        title at one address) at the same time; more are refused with "local limit exceeded".
-        Below ``max_associations``, so that one busy or hostile caller cannot take every slot
-        and a scanner always finds one; above the few a scanner or PACS uses at once.
-    max_pending_connections : connections that have not yet sent an accepted A-ASSOCIATE-RQ,
-        at the same time; one more closes the oldest of them. A scanner's request follows its
-        connect within milliseconds, so a flood of idle connections cannot starve it. Each
-        costs two threads.
-    request_timeout_s : seconds a connection has, from its TCP connect, to complete its TLS
-        handshake and its A-ASSOCIATE-RQ (the ARTIM timer of PS3.8 9.1.5); then it is closed.
-        A few seconds: a real sender needs milliseconds.
-    idle_eviction_s : seconds an admitted association must have been silent (no PDU) before
-        it may be closed to make room for a new one when ``max_associations`` are open. Long
-        enough for a scanner that keeps its association open between reconstructions.
-    acse_timeout_s : seconds to wait for an A-RELEASE or A-ABORT exchange to finish.
-    dimse_timeout_s : seconds to wait for a DIMSE message (pynetdicom).
-    network_timeout_s : seconds an admitted association may stay silent (no PDU) before it is
-        aborted, and the longest wait for one read from its socket.
-    max_pdu_bytes : the largest PDU the node accepts, bytes; announced to senders as the
-        A-ASSOCIATE maximum length, and a PDU declaring more is refused before it is read (the
-        connection is closed). 4 MiB lets big CT images arrive in few PDUs.
-    max_object_bytes : the largest data set one C-STORE may carry, bytes; data sets are
-        written to disk as they arrive, and one growing beyond this ends its association
-        before it fills the disk. The default, 2 GiB, is above any CT perfusion object (an
-        enhanced multi-frame 320 x 512 x 512 volume is 168 MB).
-    tls : a second listener, DICOM TLS only (:class:`ListenerTLSConfig`); ``None``: none.
-        ``max_associations`` applies to each listener.
-    """
-
-    ae_title: AETitle = "CTPNODE"
-    port: PortNumber = 11112
-    bind: Annotated[str, AfterValidator(_check_ip_address)] = "0.0.0.0"
-    allowed_callers: list[AllowedCaller] = []
-    max_associations: int = Field(10, ge=1)
-    max_associations_per_caller: int = Field(8, ge=1)
-    max_pending_connections: int = Field(256, ge=1, le=10_000)
-    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
-    idle_eviction_s: PositiveSeconds = 10.0
-    acse_timeout_s: PositiveSeconds = 30.0
-    dimse_timeout_s: PositiveSeconds = 60.0
-    network_timeout_s: PositiveSeconds = 60.0
-    max_pdu_bytes: int = Field(4_194_304, ge=65_536, le=2**31)
-    max_object_bytes: int = Field(2_147_483_648, ge=1_000_000)
-    tls: ListenerTLSConfig | None = None
-
-    @model_validator(mode="after")
-    def _tls_port_of_its_own(self) -> NodeConfig:
-        if self.tls is not None and self.tls.port == self.port:
-            _raise_at(
-                ("tls", "port"),
-                "must differ from node.port ({port}): the TLS listener accepts TLS only",
-                {"port": self.port},
-                self.tls.port,
-            )
-        return self
-
-
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     """The node's log (:mod:`ctp_node.logs`): its lines name studies, series, AE titles and
     addresses, never a patient's name, ID or birth date; times are UTC, ISO 8601 with the zone
     (``2026-12-04T00:01:12.433Z``), as ``status`` shows them.
@@ -280,7 +92,7 @@ RetentionDays = Annotated[float, AfterValidator(_check_retention_days)] | None
 RetentionBytes = Annotated[int, AfterValidator(_check_retention_bytes)] | None
 
 
-class RetentionConfig(_Section):
+class RetentionConfig(Section):
     """How long files are kept below ``storage.root`` before the node deletes them.
 
     Nothing that is undelivered or unprocessed is ever deleted, whatever these say: a series'
@@ -318,7 +130,7 @@ class RetentionConfig(_Section):
     interval_s: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
 
 
-class StorageConfig(_Section):
+class StorageConfig(Section):
     """Where files live.
 
     Attributes
@@ -343,7 +155,7 @@ class StorageConfig(_Section):
         return data
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     """The database holding the index of instances, the job queue and the outbox.
 
     Attributes
@@ -397,7 +209,7 @@ class DatabaseConfig(_Section):
         return self
 
 
-class IngestConfig(_Section):
+class IngestConfig(Section):
     """When a received series counts as a complete perfusion acquisition.
 
     Attributes
@@ -418,7 +230,7 @@ class IngestConfig(_Section):
     keep_other_objects: bool = False
 
 
-class WorkerConfig(_Section):
+class WorkerConfig(Section):
     """The processes that compute perfusion jobs.
 
     Attributes
@@ -463,159 +275,7 @@ class WorkerConfig(_Section):
         return self
 
 
-DestinationKind = Literal["dimse", "dicomweb"]
-
-#: The keys that belong to one kind of destination only.
-_KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "dimse": ("ae_title", "host", "port", "calling_ae_title"),
-    "dicomweb": ("url", "bearer_token_file", "bearer_token_env"),
-}
-
-
-class DestinationConfig(_Section):
-    """A peer (usually a PACS) that receives the results: by C-STORE (``kind: dimse``) or by
-    DICOMweb STOW-RS (``kind: dicomweb``). Both go through the same outbox and retries.
-
-    Attributes
-    ----------
-    name : short unique name used in logs, the outbox and ``ctp-node status``.
-    kind : ``dimse`` (the default): DICOM C-STORE to ``ae_title``@``host``:``port``;
-        ``dicomweb``: an HTTP POST of the files to ``url`` (PS3.18 STOW-RS).
-    ae_title : the destination's (called) AE title (dimse only, required).
-    host, port : where it listens (dimse only, required).
-    calling_ae_title : AE title the node presents; ``None`` uses ``node.ae_title`` (dimse).
-    url : the STOW-RS endpoint, ``http(s)://host[:port]/…/studies`` (dicomweb only,
-        required), e.g. Orthanc's ``http://pacs:8042/dicom-web/studies``.
-    bearer_token_file : file holding an OAuth bearer token sent as ``Authorization: Bearer``
-        (its final newline is not part of it), relative to the configuration file's folder;
-        read at each start, never logged (dicomweb only).
-    bearer_token_env : name of an environment variable holding that token instead; at most
-        one of the two (dicomweb only).
-    send : output kinds it receives; ``None`` means every output.
-    timeout_s : network timeout in seconds: one association (dimse), or the connection and
-        each read of one STOW-RS request (dicomweb).
-    tls : dimse: send over DICOM TLS; dicomweb: the CAs (and client certificate) for an
-        ``https`` url, instead of the system's CAs (:class:`DestinationTLSConfig`). ``None``:
-        plain TCP (dimse) or the system's CAs, host name verified (https).
-    """
-
-    name: str
-    kind: DestinationKind = "dimse"
-    ae_title: AETitle | None = None
-    host: Host | None = None
-    port: PortNumber | None = None
-    url: str | None = None
-    bearer_token_file: Path | None = Field(None, strict=False)
-    bearer_token_env: Annotated[str, AfterValidator(_check_environment_name)] | None = None
-    send: list[OutputKind] | None = None
-    calling_ae_title: AETitle | None = None
-    timeout_s: PositiveSeconds = 30.0
-    tls: DestinationTLSConfig | None = None
-
-    @model_validator(mode="after")
-    def _keys_of_its_kind(self) -> DestinationConfig:
-        errors = [
-            InitErrorDetails(
-                type=PydanticCustomError(
-                    "destination_kind",
-                    "belongs to a destination of kind {other}; this one is kind {kind}",
-                    {"other": other, "kind": self.kind},
-                ),
-                loc=(key,),
-                input=getattr(self, key),
-            )
-            for other, keys in _KIND_KEYS.items()
-            if other != self.kind
-            for key in keys
-            if getattr(self, key) is not None
-        ]
-        required = ("ae_title", "host", "port") if self.kind == "dimse" else ("url",)
-        errors += [
-            InitErrorDetails(
-                type=PydanticCustomError(
-                    "destination_needs",
-                    "a destination of kind {kind} needs {key}",
-                    {"kind": self.kind, "key": key},
-                ),
-                loc=(key,),
-                input=None,
-            )
-            for key in required
-            if getattr(self, key) is None
-        ]
-        if errors:
-            raise ValidationError.from_exception_data("destination", errors)
-        if self.kind == "dicomweb":
-            self._check_dicomweb()
-        return self
-
-    def _check_dicomweb(self) -> None:
-        url = self.url or ""
-        if not _STOW_URL.match(url):
-            _raise_at(
-                ("url",),
-                "must be an http:// or https:// URL with a host, such as "
-                "http://pacs:8042/dicom-web/studies, without user or password; got '{url}'",
-                {"url": hide_url_password(url)},
-                url,
-            )
-        if self.tls is not None and not url.startswith("https://"):
-            _raise_at(("tls",), "TLS settings need an https:// url", {}, None)
-        if self.bearer_token_file is not None and self.bearer_token_env is not None:
-            _raise_at(
-                ("bearer_token_env",),
-                "give the token in one place: bearer_token_file or bearer_token_env, not both",
-                {},
-                self.bearer_token_env,
-            )
-
-    @field_validator("name")
-    @classmethod
-    def _short_name(cls, name: str) -> str:
-        return check_short_name(name)
-
-    @field_validator("send")
-    @classmethod
-    def _some_outputs(cls, send: list[OutputKind] | None) -> list[OutputKind] | None:
-        if send is not None and not send:
-            raise PydanticCustomError(
-                "send_empty",
-                "an empty list would send nothing; leave `send` out (or null) to send "
-                "every output, or remove the destination",
-            )
-        if send is not None and len(set(send)) != len(send):
-            raise PydanticCustomError("send_repeated", "lists an output kind more than once")
-        return send
-
-    def output_kinds(self) -> tuple[OutputKind, ...]:
-        """The output kinds this destination receives, in the order of :data:`OUTPUT_KINDS`."""
-        return tuple(kind for kind in OUTPUT_KINDS if self.send is None or kind in self.send)
-
-
-class SendConfig(_Section):
-    """Retries of the outbox.
-
-    Attributes
-    ----------
-    max_attempts : attempts at sending one object to one destination before giving up; the
-        default, 150, keeps trying for about 24 h with the default delays (a PACS outage
-        overnight loses nothing). An export that gave up is tried again when the node restarts
-        and by ``ctp-node resend``, and ``ctp-node status`` exits non-zero while one exists.
-    retry_backoff_s : seconds before the first retry; the delay doubles at each retry.
-    retry_backoff_max_s : longest delay in seconds between two retries.
-    """
-
-    max_attempts: int = Field(150, ge=1)
-    retry_backoff_s: PositiveSeconds = 30.0
-    retry_backoff_max_s: PositiveSeconds = 600.0
-
-    @model_validator(mode="after")
-    def _backoff_cap_above_first_delay(self) -> SendConfig:
-        check_backoff(self.retry_backoff_s, self.retry_backoff_max_s)
-        return self
-
-
-class ReportConfig(_Section):
+class ReportConfig(Section):
     """The DICOM objects the node writes.
 
     Attributes
@@ -634,7 +294,7 @@ class ReportConfig(_Section):
 NonNegative = Annotated[float, Field(ge=0)]
 
 
-class QualityConfig(_Section):
+class QualityConfig(Section):
     """Limits of the acquisition quality checks (ACR–ASNR–SPR CT perfusion practice
     parameter); the same names, units and defaults as
     :class:`ctp_node.qc.QualityLimits`.
@@ -712,7 +372,7 @@ module may not import it.
 """
 
 
-class Config(_Section):
+class Config(Section):
     """The whole configuration of a node.
 
     Attributes

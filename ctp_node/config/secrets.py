@@ -9,9 +9,10 @@ import os
 import stat
 from pathlib import Path
 
+from ctp_node.config.destinations import DestinationConfig
 from ctp_node.config.notifications import NotificationsConfig
 from ctp_node.config.problems import ConfigError, ConfigProblem
-from ctp_node.config.schema import Config, DatabaseConfig, DestinationConfig
+from ctp_node.config.schema import Config, DatabaseConfig
 
 
 def database_password(database: DatabaseConfig) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 PerfusionValue = bool | int | float | str
@@ -18,6 +18,13 @@ PerfusionValue = bool | int | float | str
 #: Every section's pydantic settings: unknown keys refused; strict, so that YAML's `yes`, `on`
 #: and `1.5` are not silently turned into integers or strings; frozen.
 SECTION_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Section(BaseModel):
+    """A section of the configuration: unknown keys refused, values of their own type (no
+    coercion), frozen once loaded."""
+
+    model_config = SECTION_CONFIG
 
 
 PemFile = Annotated[Path, Field(strict=False)]

@@ -82,7 +82,7 @@ class ConnectionRefusedByNode(OSError):
 @dataclass(frozen=True)
 class ConnectionLimits:
     """The budgets of :mod:`ctp_node.receive.listener` (the meaning of each is in
-    :class:`ctp_node.config.schema.NodeConfig`)."""
+    :class:`ctp_node.config.node.NodeConfig`)."""
 
     max_associations: int = 10
     max_associations_per_caller: int = 8

@@ -104,7 +104,7 @@ CT_TRANSFER_SYNTAXES: tuple[str, ...] = (
 @dataclass(frozen=True)
 class ListenerSettings:
     """The listener's configuration (``node:`` keys; meanings in
-    :class:`ctp_node.config.schema.NodeConfig`)."""
+    :class:`ctp_node.config.node.NodeConfig`)."""
 
     ae_title: str
     bind: str
