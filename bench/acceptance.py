@@ -30,7 +30,7 @@ import numpy as np
 import pydicom
 import yaml
 from peers import ENV, free_port, timed_storescu, wait_for_echo
-from xphantom import CORE, OLIGAEMIA, PENUMBRA, TISSUE, WHITE, XSpec, write_study
+from xphantom import XSpec, truth_regions, write_study
 
 SR_IDENTIFIERS = {
     "core": "Ischemic core (rCBF<30%)",
@@ -394,17 +394,7 @@ def print_regions(outcomes: list[Outcome]) -> None:
         normal = (o.results or {}).get("normal_cbf_ml_100g_min")
         if maps is None or "CBF" not in o.maps or "Tmax" not in o.maps or not normal:
             continue
-        label, lesion = maps["label"], maps["lesion"]
-        tissue = np.isin(label, TISSUE)
-        regions = {
-            "normal grey": (lesion == 0) & (label != WHITE),
-            "normal white": (lesion == 0) & (label == WHITE),
-            "oligaemia": lesion == OLIGAEMIA,
-            "penumbra": lesion == PENUMBRA,
-            "core": lesion == CORE,
-        }
-        for name, where in regions.items():
-            where = where & tissue
+        for name, where in truth_regions(maps).items():
             cbf, tmax = o.maps["CBF"][where], o.maps["Tmax"][where]
             print(
                 f"| {o.name} | {name} | {where.sum() * o.truth['voxel_ml']:.0f} "
@@ -497,7 +487,7 @@ def main() -> None:
                         folder = folder.with_name(f"{folder.name}-noise{noise_seed}")
                     studies.append((name, folder, write_study(spec, folder)))
         outcomes = run_studies(studies, work, args)
-    print_report(outcomes)
+        print_report(outcomes)  # its region table reads each study's truth.npz
     print(f"\nRuntime {time.perf_counter() - started:.0f} s for {len(outcomes)} studies.")
 
 

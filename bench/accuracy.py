@@ -12,6 +12,8 @@ oSVD handed the true arterial curve, by tissue class, with issue 33's targets;
 more noise seeds (mean, worst, targets met per seed);
 ``python bench/accuracy.py --truncation`` the CBV and MTT errors of voxels by the share of their
 bolus passage the acquisition saw, on families cut short, and how many the outputs leave NaN;
+``python bench/accuracy.py --layers`` the engine with each of its layers off in turn
+(:data:`LAYERS`) on the families, our phantom and the independent one (issue 33 item 5);
 ``python bench/accuracy.py --permeability`` the tumour profile on the leakage phantom (issue 34):
 K^trans, the leakage-corrected CBV and CBF beside a plain Patlak fit and the stroke profile.
 Run from the repository's root with ``PYTHONPATH=.`` (the table imports ``bench.permeability``).
@@ -19,8 +21,12 @@ Run from the repository's root with ``PYTHONPATH=.`` (the table imports ``bench.
 
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -255,7 +261,11 @@ def textbook_svd(acquisition, truth, oscillation_index_max: float | None) -> Map
 
 def engine_maps(acquisition) -> Maps:
     """The engine's maps and volumes with its default settings."""
-    result = compute_perfusion(acquisition, ENGINE)
+    return result_maps(compute_perfusion(acquisition, ENGINE))
+
+
+def result_maps(result) -> Maps:
+    """The maps and volumes of an engine result."""
     m = result.maps
     return Maps(
         cbf=m["CBF"],
@@ -453,6 +463,125 @@ def family_seed_spread(
     )
 
 
+#: The engine's layers, one off at a time (issue 33 item 5: a layer that does not earn its
+#: place is retired): the settings that turn each off, and (last) the one off by default, on.
+LAYERS = {
+    "engine (all on)": {},
+    "denoising": {"denoise_radius_voxels": 0},
+    "pooling": {"model_pool_iterations": 0},
+    "pool: delay term": {"model_pool_delay_sigma_s": 0.0},
+    "pool: baseline term": {"model_pool_baseline_sigma_hu": 0.0},
+    "own amplitude": {"model_own_amplitude": False},
+    "study shape prior": {"model_shape_prior_from_study": False},
+    "MTT smoothing": {"model_mtt_smoothing_voxels": 0.0},
+    "posterior median": {"model_flow_median": False},
+    "delay window": {"model_delay_window_s": 0.0},
+    "model volume": {"model_based_volume": False},
+    "model Tmax": {"tmax_from_model": False},
+    "model fit": {"model_based_flow": False},
+    "+ free baseline": {"model_free_baseline": True},
+}
+#: The independent phantom's studies in :func:`layers_table`: (seed, side), σ 6 HU correlated.
+LAYER_INDEPENDENT = ((30, "left"), (31, "right"), (32, "left"), (33, "right"))
+
+
+def layer_errors(task: tuple) -> tuple[str, str, dict[str, float]]:
+    """One study's errors with one layer off (:func:`layers_table`; a process's task):
+    ``(layer, kind, name, σ, seed, folder)``, kind F (a family), O (our phantom) or X (the
+    independent phantom's study written in ``folder``)."""
+    layer, kind, name, sigma, seed, folder = task
+    params = replace(ENGINE, **LAYERS[layer])
+    if kind == "F":
+        family = FAMILIES[name]
+        phantom = make_family_phantom(replace(family, noise_hu=sigma, seed=seed))
+        maps = result_maps(compute_perfusion(phantom.acquisition, params))
+        return layer, kind, family_errors(maps, phantom.truth, 2 if family.layout == "kudo" else 0)
+    if kind == "O":
+        phantom = make_phantom(PhantomSpec(noise_hu=sigma, seed=seed))
+        result = compute_perfusion(phantom.acquisition, params)
+        return layer, kind, region_errors(result, phantom.truth)
+    from bench.xphantom import truth_regions
+    from ctp_node.assemble.loader import load_series
+
+    folder = Path(folder)
+    truth = json.loads((folder / "truth.json").read_text())
+    acquisition = load_series(sorted(folder.glob("IM*.dcm"))).acquisition
+    result = compute_perfusion(acquisition, params)
+    true_maps = dict(np.load(folder / "truth.npz"))
+    regions, true_cbf = truth_regions(true_maps), true_maps["cbf"]
+    err = {
+        "core %": 100 * (result.volumes.core_ml / truth["core_ml"] - 1),
+        "Tmax6 %": 100 * (result.volumes.tmax6_ml / truth["tmax6_ml"] - 1),
+    }
+    for key, region in (("GM %", "normal grey"), ("WM %", "normal white"), ("core CBF %", "core")):
+        where = regions[region] & result.tissue_mask
+        err[key] = 100 * (float(result.maps["CBF"][where].mean()) / true_cbf[where].mean() - 1)
+    return layer, kind, err
+
+
+def layers_table(layers: dict[str, dict] = LAYERS) -> None:
+    """Every family at σ 5 and 10 HU (one seed each, as :func:`families_table`), our stroke
+    phantom (σ 5: seeds 0–2; σ 10: seed 0) and four independent-phantom studies, with each
+    of ``layers`` off in turn: what each layer is worth, and where."""
+    from bench.xphantom import XSpec, write_study
+
+    with tempfile.TemporaryDirectory(prefix="ctp-layers-") as work:
+        folders = []
+        for seed, side in LAYER_INDEPENDENT:
+            folders.append(Path(work) / f"x{seed}{side[0]}")
+            write_study(XSpec(seed=seed, side=side), folders[-1])
+        studies = [("F", n, s, i, "") for i, n in enumerate(FAMILIES) for s in (5.0, 10.0)]
+        studies += [("O", "", 5.0, seed, "") for seed in range(3)] + [("O", "", 10.0, 0, "")]
+        studies += [("X", "", 6.0, 0, str(f)) for f in folders]
+        tasks = [(layer, *study) for layer in layers for study in studies]
+        with ProcessPoolExecutor(2) as pool:
+            done = list(pool.map(layer_errors, tasks))
+    sigmas = [t[3] for t in tasks]
+    columns = {
+        "N5 max": ("F", 5.0, "N CBF%", max),
+        "L5 max": ("F", 5.0, "L CBF%", max),
+        "dD5 min": ("F", 5.0, "dD/d0", min),
+        "MTT5": ("F", 5.0, "N MTT%", np.mean),
+        "core5": ("F", 5.0, "core%", np.mean),
+        "N10 max": ("F", 10.0, "N CBF%", max),
+        "L10 avg": ("F", 10.0, "L CBF%", np.mean),
+        "dD10 min": ("F", 10.0, "dD/d0", min),
+        "core10": ("F", 10.0, "core%", np.mean),
+        "own core5": ("O", 5.0, "core %", np.mean),
+        "own T6": ("O", 5.0, "Tmax6 %", np.mean),
+        "own CBF": ("O", 5.0, "CBF %", np.mean),
+        "own core10": ("O", 10.0, "core %", np.mean),
+        "ind core": ("X", 6.0, "core %", np.mean),
+        "ind |core|": ("X", 6.0, "|core %|", np.mean),
+        "ind T6": ("X", 6.0, "Tmax6 %", np.mean),
+        "ind GM": ("X", 6.0, "GM %", np.mean),
+        "ind WM": ("X", 6.0, "WM %", np.mean),
+        "ind core CBF": ("X", 6.0, "core CBF %", np.mean),
+    }
+    print(f"{'layer off':<22}" + "".join(f"{c:>13}" for c in columns))
+    for layer in layers:
+        cells = []
+        for kind, sigma, key, reduce in columns.values():
+            values = []
+            for (name, k, err), s in zip(done, sigmas, strict=True):
+                if name == layer and k == kind and s == sigma:
+                    value = abs(err["core %"]) if key == "|core %|" else err[key]
+                    values.append(value)
+            values = [v for v in values if np.isfinite(v)]
+            cells.append(float(reduce(values)) if values else np.nan)
+        print(f"{layer:<22}" + "".join(f"{c:>13.2f}" for c in cells), flush=True)
+    print(
+        "Families (columns 1–9, as in --families): N5/N10 max: the largest normal-tissue "
+        "|CBF error| % over the families; L5 max, L10 avg: below 10 mL/100g/min; dD min: the "
+        "lowest CBF ratio at the longest delay / 0 s; MTT5: mean normal |MTT error| %; core: "
+        "mean signed core volume error % of the stroke layouts.\nOur phantom (σ 5: mean of "
+        "seeds 0–2; σ 10: seed 0): signed core and Tmax > 6 s volume errors %, median |CBF "
+        "error| %.\nIndependent phantom (four studies, σ 6 HU correlated): mean signed (and "
+        "absolute) core volume error %, Tmax > 6 s %, signed CBF error % of normal grey and "
+        "white matter and of the core (region means)."
+    )
+
+
 #: Bins of ``passage_seen`` in :func:`truncation_table`: below the outputs' NaN limit, between
 #: it and the warning's limit, and above.
 PASSAGE_BINS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.01))
@@ -572,6 +701,8 @@ if __name__ == "__main__":
         truncation_table()
     elif "--permeability" in sys.argv:
         permeability_table()
+    elif "--layers" in sys.argv:
+        layers_table()
     elif "--families" in sys.argv:
         families_table()
         plateau_sensitivity()

@@ -99,6 +99,20 @@ class XSpec:
     noise_seed: int | None = None
 
 
+def truth_regions(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The truth's tissue regions, from ``truth.npz``'s label and lesion maps: normal grey
+    matter (cortex and deep grey), normal white matter, oligaemia, penumbra and core."""
+    label, lesion = maps["label"], maps["lesion"]
+    tissue = np.isin(label, TISSUE)
+    return {
+        "normal grey": tissue & (lesion == NORMAL) & (label != WHITE),
+        "normal white": tissue & (lesion == NORMAL) & (label == WHITE),
+        "oligaemia": tissue & (lesion == OLIGAEMIA),
+        "penumbra": tissue & (lesion == PENUMBRA),
+        "core": tissue & (lesion == CORE),
+    }
+
+
 def sample_times(spec: XSpec) -> np.ndarray:
     """Acquisition times from the first image, s (multiples of the 0.1 s grid)."""
     if spec.sampling == "variable":
