@@ -452,7 +452,7 @@ def _process(args: argparse.Namespace) -> int:
 def _process_one(series_uid, files, out: Path, settings, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
     """One series of ``process``: its outcome printed, its entry of the results returned."""
     from ctp_node.pipeline import AcquisitionUnusableError, process_series, write_failure_notice
-    from ctp_node.status import print_result
+    from ctp_node.result_table import print_result
 
     examination = files.examine(settings.min_time_points)
     if examination.verdict == "other":
@@ -527,7 +527,7 @@ def _status(args: argparse.Namespace) -> int:
 
     chosen = StatusFilter(series=args.series, since_s=args.since, failed=args.failed)
     if args.audit or args.console:
-        from ctp_node.status import print_audit, print_console_audit
+        from ctp_node.audit_trail import print_audit, print_console_audit
 
         show = print_console_audit if args.console else print_audit
         return show(_load(args.config), as_json=args.json, only=chosen)

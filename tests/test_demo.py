@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ctp_node.demo import DEMO_CONFIG, demo_folder
-from ctp_node.status import print_result
+from ctp_node.result_table import print_result
 
 #: This checkout (the run's working folder is elsewhere; a relative PYTHONPATH would not find it).
 SOURCE = Path(__file__).resolve().parents[1]
