@@ -372,7 +372,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     _one_blas_thread()
-    from ctp_node.service import perfusion_parameters, run_workers
+    from ctp_node.service import run_workers
+    from ctp_node.wiring import perfusion_parameters
 
     config = _load(args.config)
     _configure_logging(args, config)
@@ -416,7 +417,7 @@ def _process(args: argparse.Namespace) -> int:
 
     settings = PipelineSettings()
     if args.config is not None:
-        from ctp_node.service import job_context
+        from ctp_node.wiring import job_context
 
         settings = job_context(load_config(args.config)).settings
     try:

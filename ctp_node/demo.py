@@ -27,8 +27,9 @@ from ctp_node.phantom.dicom import StudyIdentity, write_ct_series
 from ctp_node.receive.folder_scp import start_folder_scp
 from ctp_node.result_table import print_result
 from ctp_node.send.scu import Peer, send_files
-from ctp_node.service import Node, open_database
+from ctp_node.service import Node
 from ctp_node.status import collect_status
+from ctp_node.wiring import open_database
 
 NODE_AE = "CTPNODE"
 PACS_AE = "DEMOPACS"

@@ -50,7 +50,7 @@ def preflight(config: Config, *, connect: bool = False) -> Preflight:
     ``connect``, a connection), the destinations' host names and that none is the node
     itself, the allowed callers' host names."""
     from ctp_node.receive.allow_list import Caller, unresolvable_hosts
-    from ctp_node.service import perfusion_parameters, tls_problems
+    from ctp_node.wiring import perfusion_parameters, tls_problems
 
     found = Preflight()
     try:
@@ -129,7 +129,7 @@ def echo_destinations(config: Config) -> list[tuple[str, EchoResult]]:
     """A C-ECHO to each DICOM destination, a search (QIDO-RS) on each DICOMweb one, as the
     sender would call it: (key path, result)."""
     from ctp_node.send.stow import StowPeer, reach
-    from ctp_node.service import peers
+    from ctp_node.wiring import peers
 
     return [
         (f"destinations.{index}", reach(peer) if isinstance(peer, StowPeer) else echo(peer))

@@ -12,7 +12,7 @@ import yaml
 from ctp_node.config import ConfigError, load_config
 from ctp_node.send.scu import Peer
 from ctp_node.send.stow import StowPeer
-from ctp_node.service import peers
+from ctp_node.wiring import peers
 from tests.conftest import free_port, run_cli
 
 URL = "http://127.0.0.1:8042/dicom-web/studies"

@@ -45,7 +45,7 @@ def test_enhanced_ct_gives_the_same_outputs_as_classic_ct(tmp_path: Path) -> Non
 
 def test_series_numbers_and_descriptions_follow_the_configuration(tmp_path: Path) -> None:
     from ctp_node.config import load_config
-    from ctp_node.service import job_context
+    from ctp_node.wiring import job_context
 
     config_path = tmp_path / "node.yaml"
     config_path.write_text(

@@ -30,7 +30,7 @@ class Section(BaseModel):
 PemFile = Annotated[Path, Field(strict=False)]
 """A PEM file; relative to the configuration file's folder once loaded by :func:`load_config`.
 Whether it exists and holds what it should is checked by ``config check`` and at the start of
-``serve`` (:func:`ctp_node.service.tls_problems`), not here: a certificate that expires must
+``serve`` (:func:`ctp_node.wiring.tls_problems`), not here: a certificate that expires must
 not stop ``status`` or a worker from reading the configuration."""
 
 

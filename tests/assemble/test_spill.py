@@ -82,7 +82,7 @@ def test_a_full_disk_is_an_os_error_before_any_write(tmp_path: Path) -> None:
 def test_the_worker_spills_below_its_storage_root_at_the_configured_size(tmp_path: Path) -> None:
     from ctp_node.config import Config
     from ctp_node.pipeline import PipelineSettings
-    from ctp_node.service import job_context
+    from ctp_node.wiring import job_context
 
     config = Config.model_validate(
         {"storage": {"root": str(tmp_path)}, "worker": {"resident_hu_max_mb": 64}}
